@@ -1,0 +1,332 @@
+//! One QEMU harness for tests, benchmarks and `imager boot`.
+//!
+//! In: a [`Machine`] description (firmware, disks, or a kernel for direct boot). Out: a run
+//! of `qemu-system-x86_64` under TCG with the serial console captured line by line; the run
+//! ends when a wanted line appears ([`Run::wait_for`]), a failure line appears, QEMU exits,
+//! or the timeout passes. Errors carry the console tail so a failed boot explains itself.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// Firmware to boot with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// OVMF (UEFI), with a private copy of the variable store.
+    Uefi,
+    /// SeaBIOS (QEMU's default).
+    Bios,
+}
+
+/// How a disk is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskKind {
+    /// virtio-blk.
+    Virtio,
+    /// IDE CD-ROM.
+    Cdrom,
+}
+
+/// A virtual machine to run.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// Firmware.
+    pub firmware: Firmware,
+    /// Disk images (attached with `snapshot=on`: the files are never modified).
+    pub disks: Vec<(PathBuf, DiskKind)>,
+    /// Direct kernel boot: kernel, initrd, cmdline.
+    pub direct: Option<(PathBuf, PathBuf, String)>,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Extra QEMU arguments.
+    pub extra: Vec<String>,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Self {
+            firmware: Firmware::Uefi,
+            disks: Vec::new(),
+            direct: None,
+            memory_mib: 1024,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// Errors of the harness.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// QEMU or firmware missing.
+    #[error("{0}")]
+    Setup(String),
+    /// The wanted line did not appear in time.
+    #[error("timed out after {secs} s waiting for {wanted:?}; console tail:\n{tail}")]
+    Timeout {
+        /// Seconds waited.
+        secs: u64,
+        /// Pattern.
+        wanted: String,
+        /// Last console lines.
+        tail: String,
+    },
+    /// A failure line appeared.
+    #[error("failure line {line:?} while waiting for {wanted:?}; console tail:\n{tail}")]
+    Failed {
+        /// The line.
+        line: String,
+        /// Pattern.
+        wanted: String,
+        /// Last console lines.
+        tail: String,
+    },
+    /// QEMU exited first.
+    #[error("QEMU exited ({status}) while waiting for {wanted:?}; console tail:\n{tail}")]
+    Exited {
+        /// Exit status.
+        status: String,
+        /// Pattern.
+        wanted: String,
+        /// Last console lines.
+        tail: String,
+    },
+}
+
+/// Lines that mean the boot went wrong.
+pub const DEFAULT_FAILURES: &[&str] = &["node-runtime: error:", "Kernel panic", "end Kernel panic"];
+
+const OVMF_CODE: &[&str] = &["/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd"];
+
+/// A running machine.
+pub struct Run {
+    child: Child,
+    rx: Receiver<String>,
+    lines: Vec<String>,
+    started: Instant,
+    _vars: Option<tempfile::TempDir>,
+}
+
+fn ovmf() -> Result<(PathBuf, PathBuf), HarnessError> {
+    for code in OVMF_CODE {
+        let vars = code.replace("CODE", "VARS");
+        if Path::new(code).exists() && Path::new(&vars).exists() {
+            return Ok((code.into(), vars.into()));
+        }
+    }
+    Err(HarnessError::Setup("OVMF not found (apt-get install ovmf; hack/deps.sh)".into()))
+}
+
+impl Machine {
+    /// The QEMU command line (without starting it); `vars` is the writable UEFI vars file.
+    pub fn args(&self, vars: Option<&Path>) -> Result<Vec<String>, HarnessError> {
+        let mut a: Vec<String> = [
+            "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-nodefaults",
+            "-no-user-config", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(["-m".into(), self.memory_mib.to_string()]);
+        if self.firmware == Firmware::Uefi {
+            let (code, _) = ovmf()?;
+            let vars = vars.ok_or_else(|| HarnessError::Setup("UEFI needs a vars file".into()))?;
+            a.push("-drive".into());
+            a.push(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
+            a.push("-drive".into());
+            a.push(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+        }
+        for (i, (disk, kind)) in self.disks.iter().enumerate() {
+            a.push("-drive".into());
+            match kind {
+                DiskKind::Virtio => a.push(format!(
+                    "file={},format=raw,if=virtio,snapshot=on,index={i}",
+                    disk.display()
+                )),
+                DiskKind::Cdrom => a.push(format!(
+                    "file={},format=raw,media=cdrom,readonly=on,index={i}",
+                    disk.display()
+                )),
+            }
+        }
+        if let Some((k, i, c)) = &self.direct {
+            a.extend(["-kernel".into(), k.display().to_string()]);
+            a.extend(["-initrd".into(), i.display().to_string()]);
+            a.extend(["-append".into(), c.clone()]);
+        }
+        a.extend(self.extra.iter().cloned());
+        Ok(a)
+    }
+
+    /// Starts QEMU.
+    pub fn start(&self) -> Result<Run, HarnessError> {
+        let vars_dir = if self.firmware == Firmware::Uefi {
+            let (_, vars) = ovmf()?;
+            let d = tempfile::tempdir().map_err(|e| HarnessError::Setup(format!("tempdir: {e}")))?;
+            std::fs::copy(&vars, d.path().join("vars.fd"))
+                .map_err(|e| HarnessError::Setup(format!("copying {}: {e}", vars.display())))?;
+            Some(d)
+        } else {
+            None
+        };
+        let vars = vars_dir.as_ref().map(|d| d.path().join("vars.fd"));
+        let args = self.args(vars.as_deref())?;
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| HarnessError::Setup(format!("starting qemu-system-x86_64: {e}")))?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| HarnessError::Setup("no QEMU stdout".into()))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(out);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string();
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Run { child, rx, lines: Vec::new(), started: Instant::now(), _vars: vars_dir })
+    }
+}
+
+impl Run {
+    /// Every console line so far.
+    pub fn console(&self) -> &[String] {
+        &self.lines
+    }
+
+    /// Seconds since start.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn tail(&self) -> String {
+        let n = self.lines.len().saturating_sub(40);
+        self.lines[n..].join("\n")
+    }
+
+    /// Waits for a line containing `wanted`; lines containing any of `failures` end the wait
+    /// with an error. Returns the matching line. `echo` copies console lines to stderr.
+    pub fn wait_for(
+        &mut self,
+        wanted: &str,
+        failures: &[&str],
+        timeout: Duration,
+        echo: bool,
+    ) -> Result<String, HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    if echo {
+                        eprintln!("{line}");
+                    }
+                    self.lines.push(line.clone());
+                    if line.contains(wanted) {
+                        return Ok(line);
+                    }
+                    if failures.iter().any(|f| line.contains(f)) {
+                        // keep a little more of the console for the report
+                        let until = Instant::now() + Duration::from_secs(2);
+                        while let Ok(l) = self.rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                            self.lines.push(l);
+                        }
+                        return Err(HarnessError::Failed { line, wanted: wanted.into(), tail: self.tail() });
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(HarnessError::Timeout {
+                        secs: timeout.as_secs(),
+                        wanted: wanted.into(),
+                        tail: self.tail(),
+                    });
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self
+                        .child
+                        .wait()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|e| e.to_string());
+                    return Err(HarnessError::Exited { status, wanted: wanted.into(), tail: self.tail() });
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for QEMU to exit by itself (e.g. the guest powered off);
+    /// kills it otherwise. Returns whether it exited by itself.
+    pub fn finish(mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // drain the console so QEMU never blocks on a full pipe
+            while let Ok(l) = self.rx.try_recv() {
+                self.lines.push(l);
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Parses `key=value` fields of a node-runtime console line.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn fields() {
+        let l = "[    6.1] node-runtime: ready meta=0x0a:abc boot_ms=812";
+        assert_eq!(field(l, "meta"), Some("0x0a:abc"));
+        assert_eq!(field(l, "boot_ms"), Some("812"));
+        assert_eq!(field(l, "nope"), None);
+    }
+
+    #[test]
+    fn uefi_args_have_pflash_and_snapshot() {
+        let m = Machine { disks: vec![("/x.raw".into(), DiskKind::Virtio)], ..Default::default() };
+        let a = m.args(Some(Path::new("/tmp/v.fd"))).unwrap().join(" ");
+        assert!(a.contains("if=pflash,format=raw,unit=1,file=/tmp/v.fd"), "{a}");
+        assert!(a.contains("file=/x.raw,format=raw,if=virtio,snapshot=on"), "{a}");
+        assert!(a.contains("-accel tcg"));
+    }
+}

@@ -1,0 +1,290 @@
+//! `base-assets`: the stand-in for the upstream release build.
+//!
+//! In: an extracted Debian kernel package (`vmlinuz`, `lib/modules/<kver>` with `modules.dep`),
+//! the static node-runtime binary, the module floor list (`kernel-config/modules-<arch>.txt`)
+//! and systemd-boot / systemd-stub from Debian's systemd-boot-efi.
+//! Out: `<out>/{vmlinuz, initramfs.xz, systemd-boot.efi, systemd-stub.efi}`, the file names
+//! Talos uses under `/usr/install/<arch>/`.
+//!
+//! The initramfs is a cpio newc archive (written in Rust, xz with CRC32 so the kernel can decode
+//! it) holding `/init` (node-runtime), `/rootfs.sqsh` (a squashfs with the node-runtime
+//! userspace), `/dev/console`, the floor modules and their dependencies (resolved from
+//! modules.dep), a `modules.dep` restricted to them and `/etc/modules-load.d/floor.conf`.
+//! Every timestamp is SOURCE_DATE_EPOCH, every owner root, every walk sorted.
+
+use anyhow::{Context, Result, bail};
+use backhand::compression::Compressor;
+use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
+use clap::Parser;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{BufWriter, Cursor, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(about = "Build base boot assets from an extracted Debian kernel and node-runtime")]
+struct Args {
+    /// Root of the extracted kernel package (contains boot/ and lib/modules/).
+    #[arg(long)]
+    kernel_root: PathBuf,
+    /// The statically linked node-runtime binary.
+    #[arg(long)]
+    node_runtime: PathBuf,
+    /// Module floor list (one module name per line, # comments).
+    #[arg(long)]
+    modules: PathBuf,
+    /// systemd-boot EFI binary.
+    #[arg(long, default_value = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi")]
+    sd_boot: PathBuf,
+    /// systemd-stub EFI stub.
+    #[arg(long, default_value = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub")]
+    sd_stub: PathBuf,
+    /// Output directory, e.g. _out/assets/amd64.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn epoch() -> Result<i64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not an integer")),
+        Err(_) => Ok(0),
+    }
+}
+
+/// Module name as the kernel knows it: file stem with `-` folded to `_`.
+fn module_name(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let stem = base.split(".ko").next().unwrap_or(base);
+    stem.replace('-', "_")
+}
+
+/// modules.dep: `path: dep1 dep2` → name → (path, deps as paths).
+fn parse_modules_dep(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
+    text.lines()
+        .filter_map(|l| {
+            let (m, deps) = l.split_once(':')?;
+            let deps = deps.split_whitespace().map(str::to_string).collect();
+            Some((module_name(m), (m.trim().to_string(), deps)))
+        })
+        .collect()
+}
+
+/// Floor modules plus everything they depend on, dependencies first.
+fn resolve(
+    dep: &BTreeMap<String, (String, Vec<String>)>,
+    floor: &[String],
+) -> Result<Vec<String>> {
+    fn visit(
+        dep: &BTreeMap<String, (String, Vec<String>)>,
+        name: &str,
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<String>,
+    ) -> Result<()> {
+        if !seen.insert(name.to_string()) {
+            return Ok(());
+        }
+        let (path, deps) = dep
+            .get(name)
+            .with_context(|| format!("module {name:?} is not in modules.dep"))?;
+        // modules.dep lists dependencies nearest first; load the farthest first.
+        for d in deps.iter().rev() {
+            visit(dep, &module_name(d), seen, out)?;
+        }
+        out.push(path.clone());
+        Ok(())
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for m in floor {
+        visit(dep, m, &mut seen, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn read_floor(path: &Path) -> Result<Vec<String>> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| l.replace('-', "_"))
+        .collect())
+}
+
+fn rootfs_sqsh(node_runtime: &Path, mtime: u32) -> Result<Vec<u8>> {
+    let mut fs = FilesystemWriter::default();
+    fs.set_time(mtime);
+    fs.set_root_mode(0o755);
+    fs.set_root_uid(0);
+    fs.set_root_gid(0);
+    fs.set_only_root_id();
+    fs.set_compressor(
+        FilesystemCompressor::new(Compressor::Zstd, None).context("zstd squashfs compressor")?,
+    );
+    let dir = NodeHeader::new(0o755, 0, 0, mtime);
+    // mount points of the booted system; /system and /tmp get tmpfs, /run is moved over
+    for d in ["dev", "etc", "proc", "run", "sbin", "sys", "system", "tmp", "usr", "usr/lib", "var"] {
+        fs.push_dir(d, dir).with_context(|| format!("squashfs dir {d}"))?;
+    }
+    let os_release = b"NAME=\"node-runtime\"\nID=node-runtime\nPRETTY_NAME=\"node-runtime\"\n";
+    fs.push_file(Cursor::new(os_release.to_vec()), "etc/os-release", NodeHeader::new(0o644, 0, 0, mtime))
+        .context("squashfs etc/os-release")?;
+    for f in ["etc/hosts", "etc/resolv.conf"] {
+        // bind-mount targets for files kept under /system/etc
+        fs.push_file(Cursor::new(Vec::new()), f, NodeHeader::new(0o644, 0, 0, mtime))
+            .with_context(|| format!("squashfs {f}"))?;
+    }
+    fs.push_file_from_path(node_runtime, "sbin/init", NodeHeader::new(0o755, 0, 0, mtime))
+        .context("squashfs sbin/init")?;
+    let mut out = Cursor::new(Vec::new());
+    fs.write(&mut out).context("writing rootfs.sqsh")?;
+    Ok(out.into_inner())
+}
+
+/// Writes `path` via a temp file in the same directory and renames it into place.
+fn write_atomic(path: &Path, f: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<()> {
+    let tmp = path.with_extension("tmp-partial");
+    let r = (|| -> Result<()> {
+        let mut w = BufWriter::new(File::create(&tmp)?);
+        f(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r.with_context(|| format!("writing {}", path.display()))
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let mtime = epoch()?;
+    let mtime32 = u32::try_from(mtime).context("SOURCE_DATE_EPOCH out of range")?;
+    let mods_root = a.kernel_root.join("lib/modules");
+    let kvers: Vec<String> = fs::read_dir(&mods_root)
+        .with_context(|| format!("reading {}", mods_root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    let [kver] = kvers.as_slice() else {
+        bail!("expected exactly one kernel under {}, found {kvers:?}", mods_root.display());
+    };
+    let kdir = mods_root.join(kver);
+    let vmlinuz = a.kernel_root.join(format!("boot/vmlinuz-{kver}"));
+    let dep_text = fs::read_to_string(kdir.join("modules.dep"))
+        .with_context(|| format!("reading {}/modules.dep (run hack/deps.sh)", kdir.display()))?;
+    let dep = parse_modules_dep(&dep_text);
+    let floor = read_floor(&a.modules)?;
+    let load = resolve(&dep, &floor)?;
+
+    fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let sqsh = rootfs_sqsh(&a.node_runtime, mtime32)?;
+
+    // Everything that goes into the initramfs, keyed by path so that the walk is sorted and
+    // every parent directory precedes its children.
+    enum Item {
+        Dir,
+        File(PathBuf, u32),
+        Bytes(Vec<u8>, u32),
+        Console,
+    }
+    let mut items: BTreeMap<String, Item> = BTreeMap::new();
+    let add_parents = |items: &mut BTreeMap<String, Item>, p: &str| {
+        let mut acc = String::new();
+        for c in p.split('/').collect::<Vec<_>>().split_last().map_or(&[][..], |x| x.1) {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(c);
+            items.entry(acc.clone()).or_insert(Item::Dir);
+        }
+    };
+    for d in ["dev", "proc", "sys", "run", "sysroot", "tmp"] {
+        items.insert(d.into(), Item::Dir);
+    }
+    items.insert("dev/console".into(), Item::Console);
+    items.insert("init".into(), Item::File(a.node_runtime.clone(), 0o755));
+    items.insert("rootfs.sqsh".into(), Item::Bytes(sqsh, 0o444));
+    let moddir = format!("lib/modules/{kver}");
+    let mut dep_subset = String::new();
+    for path in &load {
+        let p = format!("{moddir}/{path}");
+        add_parents(&mut items, &p);
+        items.insert(p, Item::File(kdir.join(path), 0o644));
+        dep_subset.push_str(&format!("{path}:"));
+        for d in &dep[&module_name(path)].1 {
+            dep_subset.push(' ');
+            dep_subset.push_str(d);
+        }
+        dep_subset.push('\n');
+    }
+    items.insert(format!("{moddir}/modules.dep"), Item::Bytes(dep_subset.into_bytes(), 0o644));
+    let floor_conf = floor.join("\n") + "\n";
+    add_parents(&mut items, "etc/modules-load.d/floor.conf");
+    items.insert("etc/modules-load.d/floor.conf".into(), Item::Bytes(floor_conf.into_bytes(), 0o644));
+
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    write_atomic(&a.out.join("initramfs.xz"), |w| {
+        let stream = liblzma::stream::MtStreamBuilder::new()
+            .preset(6)
+            .threads(threads)
+            .check(liblzma::stream::Check::Crc32)
+            .encoder()
+            .context("xz encoder")?;
+        let xz = liblzma::write::XzEncoder::new_stream(w, stream);
+        let mut c = cpio::Writer::new(xz, mtime);
+        for (path, item) in &items {
+            match item {
+                Item::Dir => c.dir(path, 0o755)?,
+                Item::Console => c.char_device(path, 0o600, 5, 1)?,
+                Item::Bytes(b, perm) => c.file(path, *perm, b.len() as u64, &mut &b[..])?,
+                Item::File(src, perm) => {
+                    let mut f =
+                        File::open(src).with_context(|| format!("opening {}", src.display()))?;
+                    let len = f.metadata()?.len();
+                    c.file(path, *perm, len, &mut f)
+                        .with_context(|| format!("adding {}", src.display()))?;
+                }
+            }
+        }
+        c.finish()?.finish().context("finishing xz stream")?;
+        Ok(())
+    })?;
+    for (src, name) in [(&vmlinuz, "vmlinuz"), (&a.sd_boot, "systemd-boot.efi"), (&a.sd_stub, "systemd-stub.efi")] {
+        write_atomic(&a.out.join(name), |w| {
+            let mut f = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+            std::io::copy(&mut f, w)?;
+            w.flush()?;
+            Ok(())
+        })?;
+    }
+    eprintln!(
+        "base-assets: kernel {kver}, {} modules ({} in the floor list) → {}",
+        load.len(),
+        floor.len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn resolves_dependencies_first() {
+        let dep = parse_modules_dep(
+            "kernel/a/virtio_pci.ko: kernel/a/virtio-pci-legacy.ko kernel/a/virtio.ko\nkernel/a/virtio.ko:\nkernel/a/virtio-pci-legacy.ko: kernel/a/virtio.ko\nkernel/b/loop.ko:\n",
+        );
+        let r = resolve(&dep, &["virtio_pci".into(), "loop".into()]).unwrap();
+        assert_eq!(
+            r,
+            vec!["kernel/a/virtio.ko", "kernel/a/virtio-pci-legacy.ko", "kernel/a/virtio_pci.ko", "kernel/b/loop.ko"]
+        );
+        assert!(resolve(&dep, &["nope".into()]).unwrap_err().to_string().contains("nope"));
+    }
+}

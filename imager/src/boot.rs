@@ -1,0 +1,123 @@
+//! `imager boot`: runs an artifact in QEMU for the user (what `talosctl cluster create
+//! --provisioner qemu` or `mkosi vm` give people), and the quickstart's last step.
+//!
+//! In: a disk image (raw, or `.zst`/`.xz`/`.gz` which is decompressed sparsely into a temp
+//! file first). Out: QEMU under TCG with the serial console on stderr; with `--until-ready`
+//! it stops as soon as node-runtime prints its ready line (exit 0) or an error line (exit 1).
+
+use crate::error::{Error, ExitCode, Result, WithCode};
+use clap::{Parser, ValueEnum};
+use qemu_harness::{DiskKind, Firmware, Machine};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Firmware choice.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FirmwareArg {
+    /// OVMF.
+    Uefi,
+    /// SeaBIOS.
+    Bios,
+}
+
+/// `imager boot` arguments.
+#[derive(Parser, Debug)]
+#[command(name = "imager boot", about = "Boot an artifact in QEMU (TCG) with the serial console on stderr")]
+pub struct BootCli {
+    /// Disk image: raw, or compressed with .zst, .xz or .gz.
+    pub artifact: PathBuf,
+    /// Firmware.
+    #[arg(long, value_enum, default_value = "uefi")]
+    pub firmware: FirmwareArg,
+    /// Stop when node-runtime reports ready (exit 0) or an error (exit 1).
+    #[arg(long = "until-ready")]
+    pub until_ready: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub memory: u32,
+}
+
+/// Decompresses `src` into `dst`, seeking over zero blocks so the result stays sparse.
+fn decompress_sparse(src: &Path, dst: &mut File) -> Result<()> {
+    let f = File::open(src).code(ExitCode::Io, || format!("opening {}", src.display()))?;
+    let name = src.to_string_lossy();
+    let mut r: Box<dyn Read> = if name.ends_with(".zst") {
+        Box::new(zstd::stream::Decoder::new(f).code(ExitCode::Io, || "zstd".into())?)
+    } else if name.ends_with(".xz") {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(f))
+    } else {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            let k = r.read(&mut buf[n..]).code(ExitCode::Io, || format!("decompressing {name}"))?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|b| *b == 0) {
+            dst.seek(SeekFrom::Current(n as i64)).code(ExitCode::Io, || "seek".into())?;
+        } else {
+            dst.write_all(&buf[..n]).code(ExitCode::Io, || "writing image".into())?;
+        }
+        len += n as u64;
+    }
+    dst.set_len(len).code(ExitCode::Io, || "sizing image".into())?;
+    Ok(())
+}
+
+/// Runs the boot command.
+pub fn run(cli: &BootCli) -> Result<()> {
+    let name = cli.artifact.to_string_lossy().to_string();
+    let mut _tmp = None;
+    let disk = if [".zst", ".xz", ".gz"].iter().any(|s| name.ends_with(s)) {
+        let mut t = tempfile::Builder::new()
+            .prefix("imager-boot.")
+            .suffix(".raw")
+            .tempfile()
+            .code(ExitCode::Io, || "creating a temporary image".into())?;
+        decompress_sparse(&cli.artifact, t.as_file_mut())?;
+        let p = t.path().to_path_buf();
+        _tmp = Some(t);
+        p
+    } else {
+        cli.artifact.clone()
+    };
+    if !disk.exists() {
+        return Err(Error::new(ExitCode::Io, anyhow::anyhow!("{}: no such file", disk.display())));
+    }
+    let m = Machine {
+        firmware: match cli.firmware {
+            FirmwareArg::Uefi => Firmware::Uefi,
+            FirmwareArg::Bios => Firmware::Bios,
+        },
+        disks: vec![(disk, DiskKind::Virtio)],
+        memory_mib: cli.memory,
+        ..Default::default()
+    };
+    let mut run = m.start().code(ExitCode::Environment, || "starting QEMU".into())?;
+    let timeout = Duration::from_secs(cli.timeout);
+    if cli.until_ready {
+        let line = run
+            .wait_for("node-runtime: ready", qemu_harness::DEFAULT_FAILURES, timeout, true)
+            .code(ExitCode::Unknown, || format!("booting {name}"))?;
+        eprintln!("imager boot: ready after {:.1} s: {line}", run.elapsed().as_secs_f64());
+        run.finish(Duration::from_secs(0));
+    } else {
+        // no pattern matches this: stream the console until QEMU exits or the timeout passes
+        let _ = run.wait_for("\u{0}never\u{0}", &[], timeout, true);
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Finding and reading META on the boot disk.
+//!
+//! In: the block devices under `/sys/class/block` (whole disks only). Out: the first disk
+//! whose GPT has a partition named `META`, and the ADV values read from that partition
+//! (copy A, falling back to copy B, else empty), using the same `gpt` and `adv` crates the
+//! imager writes with.
+
+use anyhow::{Context, Result};
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// What was found.
+#[derive(Debug)]
+pub struct Found {
+    /// Disk device, e.g. `/dev/vda`.
+    pub disk: String,
+    /// Partition number of META.
+    pub partition: u32,
+    /// The values.
+    pub adv: adv::Adv,
+    /// Which copy they came from.
+    pub source: adv::Source,
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// Whole disks, sorted by name (loop and ram devices excluded).
+fn disks(sys: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(sys)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| !e.path().join("partition").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn probe(name: &str, sys: &Path, dev: &Path) -> Result<Option<Found>> {
+    let base = sys.join(name);
+    let sector = read_u64(&base.join("queue/logical_block_size")).unwrap_or(512);
+    let size = read_u64(&base.join("size")).unwrap_or(0) * 512;
+    if size == 0 {
+        return Ok(None);
+    }
+    let path = dev.join(name);
+    let mut f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let Ok(layout) = gpt::read(&mut f, sector, size) else {
+        return Ok(None);
+    };
+    let Some(p) = layout.by_name("META") else {
+        return Ok(None);
+    };
+    let len = p.size(sector).min(adv::PARTITION_SIZE as u64) as usize;
+    let mut buf = vec![0u8; adv::PARTITION_SIZE];
+    f.seek(SeekFrom::Start(p.offset(sector)))?;
+    f.read_exact(&mut buf[..len])
+        .with_context(|| format!("reading META from {}", path.display()))?;
+    let (adv, source) = adv::Adv::from_partition(&buf)?;
+    Ok(Some(Found {
+        disk: path.display().to_string(),
+        partition: p.number,
+        adv,
+        source,
+    }))
+}
+
+/// Looks for META on every disk, retrying until `wait` has passed (disks may still be probing).
+pub fn find(wait: Duration) -> Result<Option<Found>> {
+    let sys = Path::new("/sys/class/block");
+    let dev = Path::new("/dev");
+    let start = Instant::now();
+    loop {
+        for d in disks(sys) {
+            if let Some(found) = probe(&d, sys, dev)? {
+                return Ok(Some(found));
+            }
+        }
+        if start.elapsed() >= wait {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
