@@ -6,4 +6,4 @@ source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
 bash hack/build.sh
-cargo test --release --locked --workspace
+cargo test --release --locked --workspace --no-fail-fast

@@ -24,7 +24,10 @@ pub enum FirmwareArg {
 
 /// `imager boot` arguments.
 #[derive(Parser, Debug)]
-#[command(name = "imager boot", about = "Boot an artifact in QEMU (TCG) with the serial console on stderr")]
+#[command(
+    name = "imager boot",
+    about = "Boot an artifact in QEMU (TCG) with the serial console on stderr"
+)]
 pub struct BootCli {
     /// Disk image: raw, or compressed with .zst, .xz or .gz.
     pub artifact: PathBuf,
@@ -43,7 +46,7 @@ pub struct BootCli {
 }
 
 /// Decompresses `src` into `dst`, seeking over zero blocks so the result stays sparse.
-fn decompress_sparse(src: &Path, dst: &mut File) -> Result<()> {
+pub fn decompress_sparse(src: &Path, dst: &mut File) -> Result<()> {
     let f = File::open(src).code(ExitCode::Io, || format!("opening {}", src.display()))?;
     let name = src.to_string_lossy();
     let mut r: Box<dyn Read> = if name.ends_with(".zst") {
@@ -58,7 +61,9 @@ fn decompress_sparse(src: &Path, dst: &mut File) -> Result<()> {
     loop {
         let mut n = 0;
         while n < buf.len() {
-            let k = r.read(&mut buf[n..]).code(ExitCode::Io, || format!("decompressing {name}"))?;
+            let k = r
+                .read(&mut buf[n..])
+                .code(ExitCode::Io, || format!("decompressing {name}"))?;
             if k == 0 {
                 break;
             }
@@ -68,13 +73,16 @@ fn decompress_sparse(src: &Path, dst: &mut File) -> Result<()> {
             break;
         }
         if buf[..n].iter().all(|b| *b == 0) {
-            dst.seek(SeekFrom::Current(n as i64)).code(ExitCode::Io, || "seek".into())?;
+            dst.seek(SeekFrom::Current(n as i64))
+                .code(ExitCode::Io, || "seek".into())?;
         } else {
-            dst.write_all(&buf[..n]).code(ExitCode::Io, || "writing image".into())?;
+            dst.write_all(&buf[..n])
+                .code(ExitCode::Io, || "writing image".into())?;
         }
         len += n as u64;
     }
-    dst.set_len(len).code(ExitCode::Io, || "sizing image".into())?;
+    dst.set_len(len)
+        .code(ExitCode::Io, || "sizing image".into())?;
     Ok(())
 }
 
@@ -96,7 +104,10 @@ pub fn run(cli: &BootCli) -> Result<()> {
         cli.artifact.clone()
     };
     if !disk.exists() {
-        return Err(Error::new(ExitCode::Io, anyhow::anyhow!("{}: no such file", disk.display())));
+        return Err(Error::new(
+            ExitCode::Io,
+            anyhow::anyhow!("{}: no such file", disk.display()),
+        ));
     }
     let m = Machine {
         firmware: match cli.firmware {
@@ -107,13 +118,23 @@ pub fn run(cli: &BootCli) -> Result<()> {
         memory_mib: cli.memory,
         ..Default::default()
     };
-    let mut run = m.start().code(ExitCode::Environment, || "starting QEMU".into())?;
+    let mut run = m
+        .start()
+        .code(ExitCode::Environment, || "starting QEMU".into())?;
     let timeout = Duration::from_secs(cli.timeout);
     if cli.until_ready {
         let line = run
-            .wait_for("node-runtime: ready", qemu_harness::DEFAULT_FAILURES, timeout, true)
+            .wait_for(
+                "node-runtime: ready",
+                qemu_harness::DEFAULT_FAILURES,
+                timeout,
+                true,
+            )
             .code(ExitCode::Unknown, || format!("booting {name}"))?;
-        eprintln!("imager boot: ready after {:.1} s: {line}", run.elapsed().as_secs_f64());
+        eprintln!(
+            "imager boot: ready after {:.1} s: {line}",
+            run.elapsed().as_secs_f64()
+        );
         run.finish(Duration::from_secs(0));
     } else {
         // no pattern matches this: stream the console until QEMU exits or the timeout passes

@@ -53,19 +53,26 @@ fn check_input(field: &str, path: &str) -> Result<PathBuf> {
 pub fn meta_values(p: &Profile) -> Result<adv::Adv> {
     let mut a = adv::Adv::new();
     for (i, m) in p.customization.meta_contents.iter().enumerate() {
-        a.set(m.key, m.value.as_bytes()).map_err(|e| {
-            Error::invalid(format!("field customization.metaContents[{i}]: {e}"))
-        })?;
+        a.set(m.key, m.value.as_bytes())
+            .map_err(|e| Error::invalid(format!("field customization.metaContents[{i}]: {e}")))?;
     }
     Ok(a)
 }
 
 fn temp_in(dir: &Path, name: &str) -> Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".partial")
         .tempfile_in(dir)
-        .code(ExitCode::Io, || format!("creating a temporary file in {}", dir.display()))
+        .code(ExitCode::Io, || {
+            format!("creating a temporary file in {}", dir.display())
+        })?;
+    // artifacts are 0644 whatever the umask (fchmod is not subject to it)
+    t.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .code(ExitCode::Io, || format!("chmod {}", t.path().display()))?;
+    Ok(t)
 }
 
 fn threads() -> u32 {
@@ -75,7 +82,8 @@ fn threads() -> u32 {
 /// Streams `src` through the `fmt` compressor into `dst`.
 pub fn compress(fmt: OutFormat, src: &mut File, dst: &mut File) -> Result<()> {
     use std::io::{Seek, SeekFrom};
-    src.seek(SeekFrom::Start(0)).code(ExitCode::Io, || "rewinding".into())?;
+    src.seek(SeekFrom::Start(0))
+        .code(ExitCode::Io, || "rewinding".into())?;
     let mut r = BufReader::with_capacity(1 << 20, src);
     let w = BufWriter::with_capacity(1 << 20, dst);
     let io = |what: &'static str| move || format!("{what} compression");
@@ -91,7 +99,9 @@ pub fn compress(fmt: OutFormat, src: &mut File, dst: &mut File) -> Result<()> {
             e.multithread(threads()).code(ExitCode::Io, io("zstd"))?;
             e.include_checksum(true).code(ExitCode::Io, io("zstd"))?;
             std::io::copy(&mut r, &mut e).code(ExitCode::Io, io("zstd"))?;
-            e.finish().and_then(|mut w| w.flush()).code(ExitCode::Io, io("zstd"))?;
+            e.finish()
+                .and_then(|mut w| w.flush())
+                .code(ExitCode::Io, io("zstd"))?;
         }
         OutFormat::Xz => {
             let stream = liblzma::stream::MtStreamBuilder::new()
@@ -102,17 +112,23 @@ pub fn compress(fmt: OutFormat, src: &mut File, dst: &mut File) -> Result<()> {
                 .code(ExitCode::Io, io("xz"))?;
             let mut e = liblzma::write::XzEncoder::new_stream(w, stream);
             std::io::copy(&mut r, &mut e).code(ExitCode::Io, io("xz"))?;
-            e.finish().and_then(|mut w| w.flush()).code(ExitCode::Io, io("xz"))?;
+            e.finish()
+                .and_then(|mut w| w.flush())
+                .code(ExitCode::Io, io("xz"))?;
         }
         OutFormat::Gz => {
             let mut e = flate2::GzBuilder::new()
                 .mtime(0)
                 .write(w, flate2::Compression::new(6));
             std::io::copy(&mut r, &mut e).code(ExitCode::Io, io("gzip"))?;
-            e.finish().and_then(|mut w| w.flush()).code(ExitCode::Io, io("gzip"))?;
+            e.finish()
+                .and_then(|mut w| w.flush())
+                .code(ExitCode::Io, io("gzip"))?;
         }
         OutFormat::TarGz => {
-            return Err(Error::unsupported("output format .tar.gz is not implemented yet"));
+            return Err(Error::unsupported(
+                "output format .tar.gz is not implemented yet",
+            ));
         }
     }
     Ok(())
@@ -133,7 +149,9 @@ fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).code(ExitCode::Io, || format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .code(ExitCode::Io, || format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -153,7 +171,10 @@ pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
         ],
         OutputKind::Kernel => vec![check_input("input.kernel.path", &p.input.kernel.path)?],
         OutputKind::Initramfs => {
-            vec![check_input("input.initramfs.path", &p.input.initramfs.path)?]
+            vec![check_input(
+                "input.initramfs.path",
+                &p.input.initramfs.path,
+            )?]
         }
         _ => vec![],
     };
@@ -168,8 +189,9 @@ pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
     });
     let cmdline = crate::cmdline::build(p, meta_env.as_deref()).to_string();
 
-    std::fs::create_dir_all(&o.output_dir)
-        .code(ExitCode::Io, || format!("creating output directory {}", o.output_dir.display()))?;
+    std::fs::create_dir_all(&o.output_dir).code(ExitCode::Io, || {
+        format!("creating output directory {}", o.output_dir.display())
+    })?;
     let name = p.output_name();
     let mut tmp = temp_in(&o.output_dir, &name)?;
     match p.output.kind {
@@ -178,12 +200,23 @@ pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
             let spec = installer::ImageSpec {
                 arch: p.arch.clone(),
                 disk_size: io.disk_size,
-                sector_size: if io.disk_sector_size == 0 { 512 } else { u64::from(io.disk_sector_size) },
+                sector_size: if io.disk_sector_size == 0 {
+                    512
+                } else {
+                    u64::from(io.disk_sector_size)
+                },
                 bootloader: installer::Bootloader::parse(&io.bootloader).ok_or_else(|| {
-                    Error::invalid(format!("field output.imageOptions.bootloader: {:?}", io.bootloader))
+                    Error::invalid(format!(
+                        "field output.imageOptions.bootloader: {:?}",
+                        io.bootloader
+                    ))
                 })?,
                 boot_size_mib: p.quirks().boot_size_mib(),
-                os_name: if p.name.is_empty() { "Talos".into() } else { p.name.clone() },
+                os_name: if p.name.is_empty() {
+                    "Talos".into()
+                } else {
+                    p.name.clone()
+                },
                 version: p.version.clone(),
                 cmdline,
                 files: installer::BootFiles {
@@ -225,20 +258,35 @@ pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
     let final_name = format!("{name}{}", suffix(fmt));
     let final_path = o.output_dir.join(&final_name);
     if fmt == OutFormat::Raw {
-        tmp.as_file().sync_all().code(ExitCode::Io, || format!("syncing {name}"))?;
-        tmp.persist(&final_path)
-            .code(ExitCode::Io, || format!("renaming into {}", final_path.display()))?;
+        tmp.as_file()
+            .sync_all()
+            .code(ExitCode::Io, || format!("syncing {name}"))?;
+        tmp.persist(&final_path).code(ExitCode::Io, || {
+            format!("renaming into {}", final_path.display())
+        })?;
     } else {
         let mut z = temp_in(&o.output_dir, &final_name)?;
         compress(fmt, tmp.as_file_mut(), z.as_file_mut())
             .map_err(|e| e.context(format!("post-processing {name}")))?;
-        z.as_file().sync_all().code(ExitCode::Io, || format!("syncing {final_name}"))?;
-        z.persist(&final_path)
-            .code(ExitCode::Io, || format!("renaming into {}", final_path.display()))?;
+        z.as_file()
+            .sync_all()
+            .code(ExitCode::Io, || format!("syncing {final_name}"))?;
+        z.persist(&final_path).code(ExitCode::Io, || {
+            format!("renaming into {}", final_path.display())
+        })?;
     }
     let size = std::fs::metadata(&final_path)
         .code(ExitCode::Io, || format!("stat {}", final_path.display()))?
         .len();
-    let sha256 = if o.digests { Some(sha256_file(&final_path)?) } else { None };
-    Ok(vec![Artifact { kind: p.output.kind.as_str(), path: final_path, size, sha256 }])
+    let sha256 = if o.digests {
+        Some(sha256_file(&final_path)?)
+    } else {
+        None
+    };
+    Ok(vec![Artifact {
+        kind: p.output.kind.as_str(),
+        path: final_path,
+        size,
+        sha256,
+    }])
 }

@@ -85,7 +85,10 @@ impl Cmdline {
 
     /// Values of `key`.
     pub fn get(&self, key: &str) -> Option<&[String]> {
-        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
     }
 }
 
@@ -138,7 +141,12 @@ pub fn platform_args(platform: &str, arch: &str, q: &crate::quirks::Quirks) -> V
             "sysctl.kernel.kexec_load_disabled=1",
         ],
         "akamai" | "digital-ocean" => {
-            vec!["console=ttyS0", "console=tty0", "console=tty1", "net.ifnames=0"]
+            vec![
+                "console=ttyS0",
+                "console=tty0",
+                "console=tty1",
+                "net.ifnames=0",
+            ]
         }
         "alibabacloud" | "cloudstack" | "exoscale" | "hcloud" | "nocloud" | "opennebula"
         | "openstack" => vec!["console=tty1", "console=ttyS0", "net.ifnames=0"],
@@ -208,7 +216,10 @@ pub fn build(p: &Profile, meta_env: Option<&str>) -> Cmdline {
     if let Some(env) = meta_env {
         c.append("talos.environment", &format!("INSTALLER_META_BASE64={env}"));
     }
-    c.append_user(&p.customization.extra_kernel_args, &["console", "talos.platform"]);
+    c.append_user(
+        &p.customization.extra_kernel_args,
+        &["console", "talos.platform"],
+    );
     c
 }
 
@@ -244,7 +255,17 @@ mod tests {
     #[test]
     fn user_args_replace_console_and_delete() {
         let c = build(
-            &prof("metal", "v1.14.0", &["console=ttyS0", "console=tty1", "-pti", "-selinux=1", "quiet"]),
+            &prof(
+                "metal",
+                "v1.14.0",
+                &[
+                    "console=ttyS0",
+                    "console=tty1",
+                    "-pti",
+                    "-selinux=1",
+                    "quiet",
+                ],
+            ),
             None,
         );
         assert_eq!(

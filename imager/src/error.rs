@@ -42,7 +42,10 @@ impl std::error::Error for Error {}
 impl Error {
     /// A new error.
     pub fn new(code: ExitCode, e: impl Into<anyhow::Error>) -> Self {
-        Self { code, source: e.into() }
+        Self {
+            code,
+            source: e.into(),
+        }
     }
     /// Invalid input.
     pub fn invalid(msg: impl fmt::Display) -> Self {
@@ -54,7 +57,10 @@ impl Error {
     }
     /// Adds context, keeping the code.
     pub fn context(self, c: impl fmt::Display + Send + Sync + 'static) -> Self {
-        Self { code: self.code, source: self.source.context(c) }
+        Self {
+            code: self.code,
+            source: self.source.context(c),
+        }
     }
 }
 

@@ -29,7 +29,8 @@ pub fn parse_meta_key(k: &str) -> Result<u8, String> {
     } else {
         (lower.as_str(), 10)
     };
-    let v = u64::from_str_radix(digits, radix).map_err(|_| format!("META key {k:?} is not a number"))?;
+    let v = u64::from_str_radix(digits, radix)
+        .map_err(|_| format!("META key {k:?} is not a number"))?;
     u8::try_from(v).map_err(|_| format!("META key {k:?} is out of range (0..=0xff)"))
 }
 
@@ -44,7 +45,11 @@ mod tests {
         assert_eq!(parse_meta_key("0XFF"), Ok(255));
         assert_eq!(parse_meta_key("012"), Ok(10));
         assert_eq!(parse_meta_key("0b1010"), Ok(10));
-        assert!(parse_meta_key("0x100").unwrap_err().contains("out of range"));
+        assert!(
+            parse_meta_key("0x100")
+                .unwrap_err()
+                .contains("out of range")
+        );
         assert!(parse_meta_key("x").is_err());
         assert!(parse_meta_key("").is_err());
     }

@@ -60,7 +60,11 @@ struct Cli {
 
     /// Directory holding the base assets as `<arch>/{vmlinuz,initramfs.xz,systemd-boot.efi,
     /// systemd-stub.efi}`; it replaces /usr/install in the default input paths.
-    #[arg(long = "install-dir", env = "IMAGER_INSTALL_DIR", default_value = "/usr/install")]
+    #[arg(
+        long = "install-dir",
+        env = "IMAGER_INSTALL_DIR",
+        default_value = "/usr/install"
+    )]
     install_dir: String,
 
     /// Print the filled-in profile as YAML and exit without building.
@@ -73,7 +77,11 @@ struct Cli {
 }
 
 const fn host_arch() -> &'static str {
-    if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" }
+    if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    }
 }
 
 fn epoch() -> Result<i64> {
@@ -90,7 +98,8 @@ fn meta_flag(s: &str) -> Result<Value> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| Error::invalid(format!("--meta {s:?}: expected KEY=VALUE")))?;
-    let key = imager::parse_meta_key(k).map_err(|e| Error::invalid(format!("--meta {s:?}: {e}")))?;
+    let key =
+        imager::parse_meta_key(k).map_err(|e| Error::invalid(format!("--meta {s:?}: {e}")))?;
     let value = match v.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("--meta {k}=@{path}: reading {path}"))
@@ -107,14 +116,19 @@ fn resolve(cli: &Cli) -> Result<(profile::Profile, Vec<String>)> {
             || cli.platform.is_some()
             || cli.output_kind.is_some();
         if ignored {
-            eprintln!("imager: reading the profile from stdin: --platform, --extra-kernel-arg, --meta and --output-kind are ignored");
+            eprintln!(
+                "imager: reading the profile from stdin: --platform, --extra-kernel-arg, --meta and --output-kind are ignored"
+            );
         }
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .context("reading the profile from stdin")
             .map_err(|e| Error::new(ExitCode::Io, e))?;
-        (profile::parse_yaml(&text, "profile (stdin)")?, "profile (stdin)".to_string())
+        (
+            profile::parse_yaml(&text, "profile (stdin)")?,
+            "profile (stdin)".to_string(),
+        )
     } else {
         let mut over = json!({
             "baseProfileName": cli.profile,
@@ -129,7 +143,11 @@ fn resolve(cli: &Cli) -> Result<(profile::Profile, Vec<String>)> {
             })?;
             over["output"] = json!({"kind": kind.as_str()});
         }
-        let meta = cli.meta.iter().map(|m| meta_flag(m)).collect::<Result<Vec<_>>>()?;
+        let meta = cli
+            .meta
+            .iter()
+            .map(|m| meta_flag(m))
+            .collect::<Result<Vec<_>>>()?;
         over["customization"] = json!({
             "extraKernelArgs": cli.extra_kernel_args,
             "metaContents": meta,
@@ -154,7 +172,11 @@ fn run(cli: &Cli) -> Result<()> {
         print!("{y}");
         return Ok(());
     }
-    let opts = BuildOptions { output_dir: cli.output.clone(), epoch: epoch()?, digests: cli.json };
+    let opts = BuildOptions {
+        output_dir: cli.output.clone(),
+        epoch: epoch()?,
+        digests: cli.json,
+    };
     let start = std::time::Instant::now();
     let artifacts = build(&p, &opts)?;
     if cli.json {
@@ -162,7 +184,12 @@ fn run(cli: &Cli) -> Result<()> {
         println!("{out}");
     } else {
         for a in &artifacts {
-            eprintln!("imager: wrote {} ({} bytes, {:.1} s)", a.path.display(), a.size, start.elapsed().as_secs_f64());
+            eprintln!(
+                "imager: wrote {} ({} bytes, {:.1} s)",
+                a.path.display(),
+                a.size,
+                start.elapsed().as_secs_f64()
+            );
         }
     }
     Ok(())

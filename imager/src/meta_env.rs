@@ -45,7 +45,9 @@ pub fn decode(enc: &str) -> Result<Vec<(u8, String)>, String> {
     s.split(';')
         .filter(|p| !p.is_empty())
         .map(|p| {
-            let (k, v) = p.split_once('=').ok_or(format!("INSTALLER_META_BASE64: {p:?}"))?;
+            let (k, v) = p
+                .split_once('=')
+                .ok_or(format!("INSTALLER_META_BASE64: {p:?}"))?;
             Ok((crate::parse_meta_key(k)?, v.to_string()))
         })
         .collect()
@@ -61,17 +63,26 @@ mod tests {
         let v = vec![(0x0a, "{\"a\":1}".to_string()), (0x0c, "x".to_string())];
         let e = encode(&v, true);
         assert_eq!(
-            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&e).unwrap()).unwrap(),
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(&e)
+                    .unwrap()
+            )
+            .unwrap(),
             "0xa={\"a\":1};0xc=x"
         );
         assert_eq!(decode(&e).unwrap(), v);
         let long = vec![(0x0a, "y".repeat(300))];
         let e = encode(&long, true);
-        let raw = base64::engine::general_purpose::STANDARD.decode(&e).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&e)
+            .unwrap();
         assert_eq!(&raw[..2], &[0x1f, 0x8b]);
         assert_eq!(decode(&e).unwrap(), long);
         // older versions never gzip
-        let raw = base64::engine::general_purpose::STANDARD.decode(encode(&long, false)).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(encode(&long, false))
+            .unwrap();
         assert_eq!(raw[0], b'0');
     }
 }

@@ -30,7 +30,11 @@ impl Version {
         if it.next().is_some() {
             return None;
         }
-        Some(Self { major, minor, patch })
+        Some(Self {
+            major,
+            minor,
+            patch,
+        })
     }
 }
 
@@ -43,11 +47,19 @@ pub struct Quirks {
 impl Quirks {
     /// Quirks of `version` (unparsable = latest).
     pub fn new(version: &str) -> Self {
-        Self { v: Version::parse(version) }
+        Self {
+            v: Version::parse(version),
+        }
     }
 
     fn at_least(&self, major: u64, minor: u64, patch: u64) -> bool {
-        self.v.is_none_or(|v| v >= Version { major, minor, patch })
+        self.v.is_none_or(|v| {
+            v >= Version {
+                major,
+                minor,
+                patch,
+            }
+        })
     }
 
     /// Size of the BOOT partition (and of the sd-boot ESP's extra room), in MiB.

@@ -40,7 +40,10 @@ pub enum InstallError {
 }
 
 fn io_err(what: &str) -> impl FnOnce(io::Error) -> InstallError + '_ {
-    move |source| InstallError::Io { what: what.to_string(), source }
+    move |source| InstallError::Io {
+        what: what.to_string(),
+        source,
+    }
 }
 
 /// Bootloader layouts (spec §4.1).
@@ -121,7 +124,12 @@ pub fn partitions(spec: &ImageSpec) -> Vec<gpt::PartitionSpec> {
         Bootloader::SdBoot => vec![part("EFI", gpt::types::ESP, big_esp, 0), meta()],
         Bootloader::Grub => vec![part("EFI", gpt::types::ESP, 100, 0), bios(), boot(), meta()],
         Bootloader::DualBoot => {
-            vec![part("EFI", gpt::types::ESP, big_esp, 0), bios(), boot(), meta()]
+            vec![
+                part("EFI", gpt::types::ESP, big_esp, 0),
+                bios(),
+                boot(),
+                meta(),
+            ]
         }
     }
 }
@@ -166,8 +174,16 @@ pub fn sdboot_tree(spec: &ImageSpec) -> Result<fat::Tree, InstallError> {
         ver = spec.version,
         cmdline = spec.cmdline,
     );
-    t.add_file(&format!("loader/entries/{entry}.conf"), fat::Source::Bytes(conf.into_bytes()), false)?;
-    t.add_file(&format!("{entry}/vmlinuz"), fat::Source::Path(spec.files.kernel.clone()), false)?;
+    t.add_file(
+        &format!("loader/entries/{entry}.conf"),
+        fat::Source::Bytes(conf.into_bytes()),
+        false,
+    )?;
+    t.add_file(
+        &format!("{entry}/vmlinuz"),
+        fat::Source::Path(spec.files.kernel.clone()),
+        false,
+    )?;
     t.add_file(
         &format!("{entry}/initramfs.xz"),
         fat::Source::Path(spec.files.initramfs.clone()),
@@ -193,15 +209,17 @@ pub fn write_image(out: &mut File, spec: &ImageSpec) -> Result<Layout, InstallEr
         .by_name("EFI")
         .ok_or_else(|| InstallError::Unsupported("layout without EFI".into()))?;
     let mut opts = fat::FatOptions::new("EFI", 0x1234_ABCD, spec.epoch);
-    opts.sector_size = u16::try_from(s)
-        .map_err(|_| InstallError::Unsupported(format!("sector size {s}")))?;
+    opts.sector_size =
+        u16::try_from(s).map_err(|_| InstallError::Unsupported(format!("sector size {s}")))?;
     fat::write_fat32(out, esp.offset(s), esp.size(s), &opts, &sdboot_tree(spec)?)?;
     if !spec.meta.is_empty() {
         let meta = layout
             .by_name("META")
             .ok_or_else(|| InstallError::Unsupported("layout without META".into()))?;
-        out.seek(SeekFrom::Start(meta.offset(s))).map_err(io_err("META"))?;
-        out.write_all(&spec.meta.to_partition()).map_err(io_err("META"))?;
+        out.seek(SeekFrom::Start(meta.offset(s)))
+            .map_err(io_err("META"))?;
+        out.write_all(&spec.meta.to_partition())
+            .map_err(io_err("META"))?;
     }
     layout.write(out)?;
     out.flush().map_err(io_err("image"))?;

@@ -42,7 +42,13 @@ fn boottime_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn mount_fs(src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<()> {
+fn mount_fs(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
     std::fs::create_dir_all(target).ok();
     mount(Some(src), target, Some(fstype), flags, data)
         .with_context(|| format!("mounting {fstype} on {target}"))
@@ -53,15 +59,30 @@ fn read_cmdline() -> Cmdline {
 }
 
 fn kernel_release() -> Result<String> {
-    Ok(nix::sys::utsname::uname()?.release().to_string_lossy().into_owned())
+    Ok(nix::sys::utsname::uname()?
+        .release()
+        .to_string_lossy()
+        .into_owned())
 }
 
 fn stage1(start_ns: u64) -> Result<()> {
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     mount_fs("proc", "/proc", "proc", nodev, None)?;
     mount_fs("sysfs", "/sys", "sysfs", nodev, None)?;
-    mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755"))?;
-    mount_fs("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    mount_fs(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    mount_fs(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
     let kver = kernel_release()?;
     say(&format!("init stage=initramfs kernel={kver}"));
 
@@ -84,16 +105,23 @@ fn stage1(start_ns: u64) -> Result<()> {
     say(&format!("rootfs device={dev} fstype=squashfs ro"));
     for m in ["/dev", "/proc", "/sys", "/run"] {
         let target = format!("/sysroot{m}");
-        mount(Some(m), target.as_str(), None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .with_context(|| format!("moving {m} to {target}"))?;
+        mount(
+            Some(m),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .with_context(|| format!("moving {m} to {target}"))?;
     }
     std::env::set_current_dir("/sysroot").context("chdir /sysroot")?;
-    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).context("moving /sysroot to /")?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .context("moving /sysroot to /")?;
     nix::unistd::chroot(".").context("chroot")?;
     std::env::set_current_dir("/").context("chdir /")?;
     let init = CString::new("/sbin/init")?;
     let env = [CString::new(format!("{START_ENV}={start_ns}"))?];
-    nix::unistd::execve(&init, &[init.clone()], &env).context("exec /sbin/init")?;
+    nix::unistd::execve(&init, std::slice::from_ref(&init), &env).context("exec /sbin/init")?;
     Ok(())
 }
 
@@ -109,8 +137,14 @@ fn stage2(start_ns: u64) -> Result<()> {
     std::fs::write("/system/etc/resolv.conf", "").context("writing /system/etc/resolv.conf")?;
     for f in ["hosts", "resolv.conf"] {
         let (src, dst) = (format!("/system/etc/{f}"), format!("/etc/{f}"));
-        mount(Some(src.as_str()), dst.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .with_context(|| format!("bind-mounting {src} on {dst}"))?;
+        mount(
+            Some(src.as_str()),
+            dst.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind-mounting {src} on {dst}"))?;
     }
 
     let found = meta::find(Duration::from_secs(2))?;
@@ -120,16 +154,29 @@ fn stage2(start_ns: u64) -> Result<()> {
                 adv::Source::CopyA => "copy-a".to_string(),
                 adv::Source::CopyB(e) => format!("copy-b copy_a_error={:?}", e.to_string()),
                 adv::Source::Empty { a, b } => {
-                    format!("empty copy_a_error={:?} copy_b_error={:?}", a.to_string(), b.to_string())
+                    format!(
+                        "empty copy_a_error={:?} copy_b_error={:?}",
+                        a.to_string(),
+                        b.to_string()
+                    )
                 }
             };
-            say(&format!("meta disk={} partition={} source={src} keys={}", f.disk, f.partition, f.adv.len()));
+            say(&format!(
+                "meta disk={} partition={} source={src} keys={}",
+                f.disk,
+                f.partition,
+                f.adv.len()
+            ));
             let parts: Vec<String> = f
                 .adv
                 .iter()
                 .map(|(k, v)| format!("0x{k:02x}:{}", hex::encode(Sha256::digest(v))))
                 .collect();
-            if parts.is_empty() { "none".to_string() } else { parts.join(",") }
+            if parts.is_empty() {
+                "none".to_string()
+            } else {
+                parts.join(",")
+            }
         }
         None => {
             say("meta absent");
@@ -171,9 +218,16 @@ fn main() {
     let start_ns = if initramfs {
         boottime_ns()
     } else {
-        std::env::var(START_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+        std::env::var(START_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     };
-    let res = if initramfs { stage1(start_ns) } else { stage2(start_ns) };
+    let res = if initramfs {
+        stage1(start_ns)
+    } else {
+        stage2(start_ns)
+    };
     if let Err(e) = res {
         say(&format!("error: {e:#}"));
         if read_cmdline().flag(POWEROFF_FLAG) {

@@ -96,10 +96,12 @@ pub fn load(dir: &Path, names: &[String]) -> Result<LoadReport> {
     for rel in order {
         let name = module_name(&rel);
         let path: PathBuf = dir.join(&rel);
-        let res = File::open(&path).map_err(anyhow::Error::from).and_then(|f| {
-            nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty())
-                .map_err(anyhow::Error::from)
-        });
+        let res = File::open(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|f| {
+                nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty())
+                    .map_err(anyhow::Error::from)
+            });
         match res {
             Ok(()) => rep.loaded.push(name),
             Err(e) if e.downcast_ref::<nix::Error>() == Some(&nix::Error::EEXIST) => {
@@ -122,10 +124,19 @@ mod tests {
             "kernel/v/virtio_blk.ko: kernel/v/virtio_ring.ko kernel/v/virtio.ko\nkernel/v/virtio.ko:\nkernel/v/virtio_ring.ko: kernel/v/virtio.ko\nkernel/f/nls-cp437.ko:\n",
         );
         assert_eq!(
-            d.load_order(&["virtio_blk".into(), "nls-cp437".into(), "virtio".into()]).unwrap(),
-            vec!["kernel/v/virtio.ko", "kernel/v/virtio_ring.ko", "kernel/v/virtio_blk.ko", "kernel/f/nls-cp437.ko"]
+            d.load_order(&["virtio_blk".into(), "nls-cp437".into(), "virtio".into()])
+                .unwrap(),
+            vec![
+                "kernel/v/virtio.ko",
+                "kernel/v/virtio_ring.ko",
+                "kernel/v/virtio_blk.ko",
+                "kernel/f/nls-cp437.ko"
+            ]
         );
         assert!(d.load_order(&["nope".into()]).is_err());
-        assert_eq!(parse_list("# c\nloop\n squashfs ; x\n\n"), vec!["loop", "squashfs"]);
+        assert_eq!(
+            parse_list("# c\nloop\n squashfs ; x\n\n"),
+            vec!["loop", "squashfs"]
+        );
     }
 }

@@ -1,1 +1,144 @@
-//! placeholder
+//! Shared plumbing for the end-to-end tests: where the binaries and base assets are, one way to
+//! run a command (stderr captured into the failure message), and digests.
+//!
+//! The binaries and assets come from `hack/build.sh` (the README's test command runs it before
+//! `cargo test`); a missing one is a failure that says so, never a skip.
+#![allow(clippy::unwrap_used)]
+
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A release binary of the workspace (next to this test executable's `deps/` directory).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run hack/build.sh (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+/// The base assets directory (`IMAGER_INSTALL_DIR` or `_out/assets`).
+pub fn assets() -> PathBuf {
+    let p = std::env::var("IMAGER_INSTALL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("_out/assets"));
+    for f in [
+        "vmlinuz",
+        "initramfs.xz",
+        "systemd-boot.efi",
+        "systemd-stub.efi",
+    ] {
+        let a = p.join("amd64").join(f);
+        assert!(a.exists(), "{} is missing: run hack/build.sh", a.display());
+    }
+    p
+}
+
+/// Runs a command, feeding `stdin`, and returns its output (never panics on a non-zero exit).
+pub fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    if let Some(data) = stdin {
+        child.stdin.take().unwrap().write_all(data).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs a command and asserts success, returning stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let desc = format!("{cmd:?}");
+    let out = run(cmd, None);
+    assert!(
+        out.status.success(),
+        "{desc} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An imager command with the base assets and a fixed SOURCE_DATE_EPOCH.
+pub fn imager() -> Command {
+    let mut c = Command::new(bin("imager"));
+    c.env("IMAGER_INSTALL_DIR", assets())
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    c
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(p: &Path) -> String {
+    let mut f = std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// sha256 of bytes, hex.
+pub fn sha256(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Decompresses a `.zst`/`.xz`/`.gz` disk image into a sparse file.
+pub fn decompress(src: &Path, dst: &Path) {
+    let mut f = std::fs::File::create(dst).unwrap();
+    imager::boot::decompress_sparse(src, &mut f).unwrap();
+}
+
+/// Copies `len` bytes at `offset` of `src` into a new file `dst`.
+pub fn extract(src: &Path, offset: u64, len: u64, dst: &Path) {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(src).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut out = std::fs::File::create(dst).unwrap();
+    let n = std::io::copy(&mut f.take(len), &mut out).unwrap();
+    assert_eq!(n, len);
+}
+
+/// Entries of an xz-compressed newc initramfs.
+pub fn initramfs_entries(path: &Path) -> Vec<cpio::Entry> {
+    let f = std::fs::File::open(path).unwrap();
+    cpio::read_all(liblzma::read::XzDecoder::new(f)).unwrap()
+}
+
+/// Names of the entries in a directory.
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

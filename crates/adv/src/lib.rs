@@ -277,7 +277,10 @@ mod tests {
         // SHA-256 over the copy with the hash field zeroed, at len - 0x24
         let mut z = p[..COPY_SIZE].to_vec();
         z[COPY_SIZE - 36..COPY_SIZE - 4].fill(0);
-        assert_eq!(&p[COPY_SIZE - 36..COPY_SIZE - 4], Sha256::digest(&z).as_slice());
+        assert_eq!(
+            &p[COPY_SIZE - 36..COPY_SIZE - 4],
+            Sha256::digest(&z).as_slice()
+        );
         // copy B identical, legacy area and the rest zero
         assert_eq!(&p[..COPY_SIZE], &p[COPY_SIZE..2 * COPY_SIZE]);
         assert!(p[2 * COPY_SIZE..].iter().all(|b| *b == 0));
@@ -314,7 +317,10 @@ mod tests {
         assert_eq!(r, s);
         let mut p = s.to_partition();
         p[0] = 0; // magic
-        assert!(matches!(Adv::from_partition(&p).unwrap().1, Source::CopyB(CopyError::Magic1(_))));
+        assert!(matches!(
+            Adv::from_partition(&p).unwrap().1,
+            Source::CopyB(CopyError::Magic1(_))
+        ));
     }
 
     #[test]
@@ -330,7 +336,10 @@ mod tests {
         let mut a = Adv::new();
         a.set(1, &vec![7u8; DATA_CAPACITY - 8]).unwrap();
         assert_eq!(a.used(), DATA_CAPACITY);
-        assert!(matches!(a.set(2, b""), Err(AdvError::TooLarge { tag: 2, .. })));
+        assert!(matches!(
+            a.set(2, b""),
+            Err(AdvError::TooLarge { tag: 2, .. })
+        ));
         // replacing the value with one of the same size is fine
         a.set(1, &vec![8u8; DATA_CAPACITY - 8]).unwrap();
         let mut b = Adv::new();

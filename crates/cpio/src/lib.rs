@@ -196,7 +196,14 @@ impl<W: Write> Writer<W> {
     ) -> Result<(), CpioError> {
         check_name(name)?;
         let ino = self.ino();
-        self.header(name, mode::CHAR | (perm & 0o7777), 1, 0, (major, minor), ino)
+        self.header(
+            name,
+            mode::CHAR | (perm & 0o7777),
+            1,
+            0,
+            (major, minor),
+            ino,
+        )
     }
 
     /// Writes the trailer, pads to 512 bytes, flushes and returns the inner writer.
@@ -314,7 +321,7 @@ mod tests {
         let h = std::str::from_utf8(&a[..110]).unwrap();
         assert_eq!(
             h,
-            "07070100000001000041ed00000000000000000000000265538e00000000000000000000000000000000000000000000000400000000"
+            "07070100000001000041ed0000000000000000000000026553f10000000000000000000000000000000000000000000000000400000000"
         );
         assert_eq!(&a[110..114], b"dev\0");
     }
@@ -327,7 +334,10 @@ mod tests {
         assert_eq!(e[1].mode, mode::CHAR | 0o600);
         assert_eq!(e[2].data, b"hello");
         assert_eq!(e[3].data, b"bin");
-        assert!(e.iter().all(|x| x.uid == 0 && x.gid == 0 && x.mtime == 1_700_000_000));
+        assert!(
+            e.iter()
+                .all(|x| x.uid == 0 && x.gid == 0 && x.mtime == 1_700_000_000)
+        );
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub enum GptError {
     #[error("unsupported sector size {0} (512 or 4096)")]
     SectorSize(u64),
     /// The partitions do not fit.
-    #[error("partition {name:?} (ends at byte {end}) does not fit the disk's usable area (ends at byte {usable_end})")]
+    #[error(
+        "partition {name:?} (ends at byte {end}) does not fit the disk's usable area (ends at byte {usable_end})"
+    )]
     DoesNotFit {
         /// Partition label.
         name: String,
@@ -177,7 +179,7 @@ pub fn plan(
                 reason: "name longer than 36 UTF-16 code units",
             });
         }
-        if s.size == 0 || s.size % sector_size != 0 {
+        if s.size == 0 || !s.size.is_multiple_of(sector_size) {
             return Err(GptError::BadPartition {
                 name: s.name.clone(),
                 reason: "size must be a non-zero multiple of the sector size",
@@ -349,11 +351,11 @@ fn read_with_header<R: Read + Seek>(
     let entries_lba = le64(&h, 72);
     let count = le32(&h, 80);
     let esize = le32(&h, 84);
-    if !(128..=4096).contains(&esize) || count > 4096 || esize % 8 != 0 {
+    if !(128..=4096).contains(&esize) || count > 4096 || !esize.is_multiple_of(8) {
         return Err(format!("entry geometry {count}×{esize}"));
     }
-    let array = read_at(r, entries_lba * sector, (count * esize) as usize)
-        .map_err(|e| e.to_string())?;
+    let array =
+        read_at(r, entries_lba * sector, (count * esize) as usize).map_err(|e| e.to_string())?;
     if crc32fast::hash(&array) != le32(&h, 88) {
         return Err(format!("entry array CRC mismatch (header at LBA {lba})"));
     }
@@ -393,7 +395,11 @@ fn read_with_header<R: Read + Seek>(
 
 /// Reads the GPT of a disk of `disk_size` bytes: the primary header, or the backup header at
 /// the last LBA when the primary one (or its entry array) is damaged.
-pub fn read<R: Read + Seek>(r: &mut R, sector_size: u64, disk_size: u64) -> Result<Layout, GptError> {
+pub fn read<R: Read + Seek>(
+    r: &mut R,
+    sector_size: u64,
+    disk_size: u64,
+) -> Result<Layout, GptError> {
     if sector_size != 512 && sector_size != 4096 {
         return Err(GptError::SectorSize(sector_size));
     }
@@ -416,25 +422,46 @@ mod tests {
     const MIB: u64 = 1024 * 1024;
 
     fn specs() -> Vec<PartitionSpec> {
-        [("EFI", types::ESP, 2101), ("BIOS", types::BIOS_BOOT, 1), ("BOOT", types::LINUX_DATA, 2000), ("META", types::LINUX_DATA, 1)]
-            .into_iter()
-            .map(|(n, t, mib)| PartitionSpec {
-                name: n.into(),
-                type_guid: t,
-                guid: guid_from_label(n),
-                size: mib * MIB,
-                attributes: if n == "BIOS" { 1 << 2 } else { 0 },
-            })
-            .collect()
+        [
+            ("EFI", types::ESP, 2101),
+            ("BIOS", types::BIOS_BOOT, 1),
+            ("BOOT", types::LINUX_DATA, 2000),
+            ("META", types::LINUX_DATA, 1),
+        ]
+        .into_iter()
+        .map(|(n, t, mib)| PartitionSpec {
+            name: n.into(),
+            type_guid: t,
+            guid: guid_from_label(n),
+            size: mib * MIB,
+            attributes: if n == "BIOS" { 1 << 2 } else { 0 },
+        })
+        .collect()
     }
 
     #[test]
     fn dual_boot_lbas_match_spec_example() {
-        let l = plan(4_453_302_272, 512, 0, guid_from_label("talos-image-disk"), &specs()).unwrap();
-        let r: Vec<(u64, u64)> = l.partitions.iter().map(|p| (p.first_lba, p.last_lba)).collect();
+        let l = plan(
+            4_453_302_272,
+            512,
+            0,
+            guid_from_label("talos-image-disk"),
+            &specs(),
+        )
+        .unwrap();
+        let r: Vec<(u64, u64)> = l
+            .partitions
+            .iter()
+            .map(|p| (p.first_lba, p.last_lba))
+            .collect();
         assert_eq!(
             r,
-            vec![(2048, 4304895), (4304896, 4306943), (4306944, 8402943), (8402944, 8404991)]
+            vec![
+                (2048, 4304895),
+                (4304896, 4306943),
+                (4306944, 8402943),
+                (8402944, 8404991)
+            ]
         );
         assert_eq!(l.first_usable, 34);
         assert_eq!(l.last_usable, 4_453_302_272 / 512 - 34);

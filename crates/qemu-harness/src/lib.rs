@@ -97,7 +97,10 @@ pub enum HarnessError {
 /// Lines that mean the boot went wrong.
 pub const DEFAULT_FAILURES: &[&str] = &["node-runtime: error:", "Kernel panic", "end Kernel panic"];
 
-const OVMF_CODE: &[&str] = &["/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd"];
+const OVMF_CODE: &[&str] = &[
+    "/usr/share/OVMF/OVMF_CODE_4M.fd",
+    "/usr/share/OVMF/OVMF_CODE.fd",
+];
 
 /// A running machine.
 pub struct Run {
@@ -115,15 +118,32 @@ fn ovmf() -> Result<(PathBuf, PathBuf), HarnessError> {
             return Ok((code.into(), vars.into()));
         }
     }
-    Err(HarnessError::Setup("OVMF not found (apt-get install ovmf; hack/deps.sh)".into()))
+    Err(HarnessError::Setup(
+        "OVMF not found (apt-get install ovmf; hack/deps.sh)".into(),
+    ))
 }
 
 impl Machine {
     /// The QEMU command line (without starting it); `vars` is the writable UEFI vars file.
     pub fn args(&self, vars: Option<&Path>) -> Result<Vec<String>, HarnessError> {
         let mut a: Vec<String> = [
-            "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-nodefaults",
-            "-no-user-config", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+            "-machine",
+            "q35",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+            "-no-reboot",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -133,9 +153,15 @@ impl Machine {
             let (code, _) = ovmf()?;
             let vars = vars.ok_or_else(|| HarnessError::Setup("UEFI needs a vars file".into()))?;
             a.push("-drive".into());
-            a.push(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
+            a.push(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                code.display()
+            ));
             a.push("-drive".into());
-            a.push(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+            a.push(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ));
         }
         for (i, (disk, kind)) in self.disks.iter().enumerate() {
             a.push("-drive".into());
@@ -163,7 +189,8 @@ impl Machine {
     pub fn start(&self) -> Result<Run, HarnessError> {
         let vars_dir = if self.firmware == Firmware::Uefi {
             let (_, vars) = ovmf()?;
-            let d = tempfile::tempdir().map_err(|e| HarnessError::Setup(format!("tempdir: {e}")))?;
+            let d =
+                tempfile::tempdir().map_err(|e| HarnessError::Setup(format!("tempdir: {e}")))?;
             std::fs::copy(&vars, d.path().join("vars.fd"))
                 .map_err(|e| HarnessError::Setup(format!("copying {}: {e}", vars.display())))?;
             Some(d)
@@ -202,7 +229,13 @@ impl Machine {
                 }
             }
         });
-        Ok(Run { child, rx, lines: Vec::new(), started: Instant::now(), _vars: vars_dir })
+        Ok(Run {
+            child,
+            rx,
+            lines: Vec::new(),
+            started: Instant::now(),
+            _vars: vars_dir,
+        })
     }
 }
 
@@ -246,10 +279,17 @@ impl Run {
                     if failures.iter().any(|f| line.contains(f)) {
                         // keep a little more of the console for the report
                         let until = Instant::now() + Duration::from_secs(2);
-                        while let Ok(l) = self.rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                        while let Ok(l) = self
+                            .rx
+                            .recv_timeout(until.saturating_duration_since(Instant::now()))
+                        {
                             self.lines.push(l);
                         }
-                        return Err(HarnessError::Failed { line, wanted: wanted.into(), tail: self.tail() });
+                        return Err(HarnessError::Failed {
+                            line,
+                            wanted: wanted.into(),
+                            tail: self.tail(),
+                        });
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -265,7 +305,11 @@ impl Run {
                         .wait()
                         .map(|s| s.to_string())
                         .unwrap_or_else(|e| e.to_string());
-                    return Err(HarnessError::Exited { status, wanted: wanted.into(), tail: self.tail() });
+                    return Err(HarnessError::Exited {
+                        status,
+                        wanted: wanted.into(),
+                        tail: self.tail(),
+                    });
                 }
             }
         }
@@ -323,10 +367,19 @@ mod tests {
 
     #[test]
     fn uefi_args_have_pflash_and_snapshot() {
-        let m = Machine { disks: vec![("/x.raw".into(), DiskKind::Virtio)], ..Default::default() };
+        let m = Machine {
+            disks: vec![("/x.raw".into(), DiskKind::Virtio)],
+            ..Default::default()
+        };
         let a = m.args(Some(Path::new("/tmp/v.fd"))).unwrap().join(" ");
-        assert!(a.contains("if=pflash,format=raw,unit=1,file=/tmp/v.fd"), "{a}");
-        assert!(a.contains("file=/x.raw,format=raw,if=virtio,snapshot=on"), "{a}");
+        assert!(
+            a.contains("if=pflash,format=raw,unit=1,file=/tmp/v.fd"),
+            "{a}"
+        );
+        assert!(
+            a.contains("file=/x.raw,format=raw,if=virtio,snapshot=on"),
+            "{a}"
+        );
         assert!(a.contains("-accel tcg"));
     }
 }

@@ -73,10 +73,7 @@ fn parse_modules_dep(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
 }
 
 /// Floor modules plus everything they depend on, dependencies first.
-fn resolve(
-    dep: &BTreeMap<String, (String, Vec<String>)>,
-    floor: &[String],
-) -> Result<Vec<String>> {
+fn resolve(dep: &BTreeMap<String, (String, Vec<String>)>, floor: &[String]) -> Result<Vec<String>> {
     fn visit(
         dep: &BTreeMap<String, (String, Vec<String>)>,
         name: &str,
@@ -126,19 +123,34 @@ fn rootfs_sqsh(node_runtime: &Path, mtime: u32) -> Result<Vec<u8>> {
     );
     let dir = NodeHeader::new(0o755, 0, 0, mtime);
     // mount points of the booted system; /system and /tmp get tmpfs, /run is moved over
-    for d in ["dev", "etc", "proc", "run", "sbin", "sys", "system", "tmp", "usr", "usr/lib", "var"] {
-        fs.push_dir(d, dir).with_context(|| format!("squashfs dir {d}"))?;
+    for d in [
+        "dev", "etc", "proc", "run", "sbin", "sys", "system", "tmp", "usr", "usr/lib", "var",
+    ] {
+        fs.push_dir(d, dir)
+            .with_context(|| format!("squashfs dir {d}"))?;
     }
     let os_release = b"NAME=\"node-runtime\"\nID=node-runtime\nPRETTY_NAME=\"node-runtime\"\n";
-    fs.push_file(Cursor::new(os_release.to_vec()), "etc/os-release", NodeHeader::new(0o644, 0, 0, mtime))
-        .context("squashfs etc/os-release")?;
+    fs.push_file(
+        Cursor::new(os_release.to_vec()),
+        "etc/os-release",
+        NodeHeader::new(0o644, 0, 0, mtime),
+    )
+    .context("squashfs etc/os-release")?;
     for f in ["etc/hosts", "etc/resolv.conf"] {
         // bind-mount targets for files kept under /system/etc
-        fs.push_file(Cursor::new(Vec::new()), f, NodeHeader::new(0o644, 0, 0, mtime))
-            .with_context(|| format!("squashfs {f}"))?;
+        fs.push_file(
+            Cursor::new(Vec::new()),
+            f,
+            NodeHeader::new(0o644, 0, 0, mtime),
+        )
+        .with_context(|| format!("squashfs {f}"))?;
     }
-    fs.push_file_from_path(node_runtime, "sbin/init", NodeHeader::new(0o755, 0, 0, mtime))
-        .context("squashfs sbin/init")?;
+    fs.push_file_from_path(
+        node_runtime,
+        "sbin/init",
+        NodeHeader::new(0o755, 0, 0, mtime),
+    )
+    .context("squashfs sbin/init")?;
     let mut out = Cursor::new(Vec::new());
     fs.write(&mut out).context("writing rootfs.sqsh")?;
     Ok(out.into_inner())
@@ -170,7 +182,10 @@ fn main() -> Result<()> {
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
     let [kver] = kvers.as_slice() else {
-        bail!("expected exactly one kernel under {}, found {kvers:?}", mods_root.display());
+        bail!(
+            "expected exactly one kernel under {}, found {kvers:?}",
+            mods_root.display()
+        );
     };
     let kdir = mods_root.join(kver);
     let vmlinuz = a.kernel_root.join(format!("boot/vmlinuz-{kver}"));
@@ -194,7 +209,12 @@ fn main() -> Result<()> {
     let mut items: BTreeMap<String, Item> = BTreeMap::new();
     let add_parents = |items: &mut BTreeMap<String, Item>, p: &str| {
         let mut acc = String::new();
-        for c in p.split('/').collect::<Vec<_>>().split_last().map_or(&[][..], |x| x.1) {
+        for c in p
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |x| x.1)
+        {
             if !acc.is_empty() {
                 acc.push('/');
             }
@@ -221,10 +241,16 @@ fn main() -> Result<()> {
         }
         dep_subset.push('\n');
     }
-    items.insert(format!("{moddir}/modules.dep"), Item::Bytes(dep_subset.into_bytes(), 0o644));
+    items.insert(
+        format!("{moddir}/modules.dep"),
+        Item::Bytes(dep_subset.into_bytes(), 0o644),
+    );
     let floor_conf = floor.join("\n") + "\n";
     add_parents(&mut items, "etc/modules-load.d/floor.conf");
-    items.insert("etc/modules-load.d/floor.conf".into(), Item::Bytes(floor_conf.into_bytes(), 0o644));
+    items.insert(
+        "etc/modules-load.d/floor.conf".into(),
+        Item::Bytes(floor_conf.into_bytes(), 0o644),
+    );
 
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     write_atomic(&a.out.join("initramfs.xz"), |w| {
@@ -253,7 +279,11 @@ fn main() -> Result<()> {
         c.finish()?.finish().context("finishing xz stream")?;
         Ok(())
     })?;
-    for (src, name) in [(&vmlinuz, "vmlinuz"), (&a.sd_boot, "systemd-boot.efi"), (&a.sd_stub, "systemd-stub.efi")] {
+    for (src, name) in [
+        (&vmlinuz, "vmlinuz"),
+        (&a.sd_boot, "systemd-boot.efi"),
+        (&a.sd_stub, "systemd-stub.efi"),
+    ] {
         write_atomic(&a.out.join(name), |w| {
             let mut f = File::open(src).with_context(|| format!("opening {}", src.display()))?;
             std::io::copy(&mut f, w)?;
@@ -283,8 +313,18 @@ mod tests {
         let r = resolve(&dep, &["virtio_pci".into(), "loop".into()]).unwrap();
         assert_eq!(
             r,
-            vec!["kernel/a/virtio.ko", "kernel/a/virtio-pci-legacy.ko", "kernel/a/virtio_pci.ko", "kernel/b/loop.ko"]
+            vec![
+                "kernel/a/virtio.ko",
+                "kernel/a/virtio-pci-legacy.ko",
+                "kernel/a/virtio_pci.ko",
+                "kernel/b/loop.ko"
+            ]
         );
-        assert!(resolve(&dep, &["nope".into()]).unwrap_err().to_string().contains("nope"));
+        assert!(
+            resolve(&dep, &["nope".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("nope")
+        );
     }
 }

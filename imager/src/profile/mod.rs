@@ -56,7 +56,9 @@ pub fn parse_yaml(text: &str, what: &str) -> Result<Value> {
     match v {
         Value::Object(_) => Ok(v),
         Value::Null => Ok(Value::Object(Default::default())),
-        _ => Err(Error::invalid(format!("{what}: a profile must be a YAML mapping"))),
+        _ => Err(Error::invalid(format!(
+            "{what}: a profile must be a YAML mapping"
+        ))),
     }
 }
 
@@ -120,7 +122,10 @@ pub fn builtin(name: &str) -> Result<Value> {
 
 /// Resolves `baseProfileName` (if any) and merges `v` onto it.
 pub fn resolve_base(v: Value) -> Result<Value> {
-    let base = v.get("baseProfileName").and_then(Value::as_str).map(str::to_string);
+    let base = v
+        .get("baseProfileName")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let mut out = match base {
         Some(name) if !name.is_empty() => builtin(&name)?,
         _ => Value::Object(Default::default()),
@@ -238,7 +243,9 @@ impl Profile {
                     self.version
                 )));
             }
-            return Err(Error::unsupported("field secureboot: SecureBoot is not implemented yet"));
+            return Err(Error::unsupported(
+                "field secureboot: SecureBoot is not implemented yet",
+            ));
         }
         let c = &self.customization;
         match self.output.kind {
@@ -351,8 +358,14 @@ mod tests {
     #[test]
     fn merge_semantics() {
         let mut l = json!({"a": "x", "n": 5, "b": true, "s": [1], "m": {"k": "v"}});
-        merge(&mut l, json!({"a": "", "n": 0, "b": false, "s": [2], "m": {"j": "w"}, "new": ""}));
-        assert_eq!(l, json!({"a": "x", "n": 5, "b": false, "s": [1, 2], "m": {"k": "v", "j": "w"}}));
+        merge(
+            &mut l,
+            json!({"a": "", "n": 0, "b": false, "s": [2], "m": {"j": "w"}, "new": ""}),
+        );
+        assert_eq!(
+            l,
+            json!({"a": "x", "n": 5, "b": false, "s": [1, 2], "m": {"k": "v", "j": "w"}})
+        );
         merge(&mut l, json!({"a": "y", "n": 7}));
         assert_eq!(l["a"], "y");
         assert_eq!(l["n"], 7);
@@ -383,11 +396,19 @@ mod tests {
 
     #[test]
     fn strict_fields_name_their_path() {
-        let v = parse_yaml("platform: metal\noutput:\n  imageOptions:\n    diskSise: 1\n", "x").unwrap();
+        let v = parse_yaml(
+            "platform: metal\noutput:\n  imageOptions:\n    diskSise: 1\n",
+            "x",
+        )
+        .unwrap();
         let e = from_value(v, "stdin").unwrap_err().to_string();
         assert!(e.contains("output.imageOptions"), "{e}");
         assert!(e.contains("diskSise"), "{e}");
-        let v = parse_yaml("customization:\n  metaContents:\n    - key: 256\n      value: x\n", "x").unwrap();
+        let v = parse_yaml(
+            "customization:\n  metaContents:\n    - key: 256\n      value: x\n",
+            "x",
+        )
+        .unwrap();
         let e = from_value(v, "stdin").unwrap_err().to_string();
         assert!(e.contains("customization.metaContents[0].key"), "{e}");
         assert!(parse_yaml("a: [", "stdin").is_err());

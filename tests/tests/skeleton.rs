@@ -1,0 +1,462 @@
+//! End-to-end: `imager metal --meta 0xa=<network yaml>` → disk image → independent readers,
+//! reproducibility, and a boot in QEMU (TCG, OVMF) to node-runtime's ready line.
+#![allow(clippy::unwrap_used)]
+
+use e2e::*;
+use qemu_harness::{DEFAULT_FAILURES, DiskKind, Firmware, Machine, field};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+struct Built {
+    _dir: tempfile::TempDir,
+    zst: PathBuf,
+    raw: PathBuf,
+    meta_value: Vec<u8>,
+}
+
+fn network_yaml() -> PathBuf {
+    root().join("hack/examples/network.yaml")
+}
+
+fn build_metal(out: &Path, extra_env: &[(&str, &str)], cwd: &Path) -> PathBuf {
+    let mut c = imager();
+    c.current_dir(cwd)
+        .args(["metal", "--output"])
+        .arg(out)
+        .args(["--extra-kernel-arg", "console=ttyS0"])
+        .args(["--extra-kernel-arg", "node_runtime.test_poweroff"])
+        .arg("--meta")
+        .arg(format!("0xa=@{}", network_yaml().display()));
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    ok(&mut c);
+    let zst = out.join("metal-amd64.raw.zst");
+    assert!(zst.exists(), "missing {}", zst.display());
+    zst
+}
+
+/// The image every test here reads, built once.
+fn built() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let zst = build_metal(dir.path(), &[], dir.path());
+        let raw = dir.path().join("metal-amd64.raw");
+        decompress(&zst, &raw);
+        Built {
+            meta_value: std::fs::read(network_yaml()).unwrap(),
+            _dir: dir,
+            zst,
+            raw,
+        }
+    })
+}
+
+fn layout(raw: &Path) -> gpt::Layout {
+    let size = std::fs::metadata(raw).unwrap().len();
+    gpt::read(&mut std::fs::File::open(raw).unwrap(), 512, size).unwrap()
+}
+
+#[test]
+fn image_layout_is_talos_sd_boot() {
+    let b = built();
+    let size = std::fs::metadata(&b.raw).unwrap().len();
+    // MinRAWDiskSize + 1000 MiB (spec §4.4, sd-boot)
+    assert_eq!(size, 2_355_101_696);
+    let l = layout(&b.raw);
+    assert_eq!(
+        l.disk_guid.to_string(),
+        "d92d45b3-cde9-8760-be9f-a2a71fac8d11"
+    );
+    let parts: Vec<(String, String, u64, u64)> = l
+        .partitions
+        .iter()
+        .map(|p| (p.name.clone(), p.guid.to_string(), p.first_lba, p.last_lba))
+        .collect();
+    assert_eq!(
+        parts,
+        vec![
+            (
+                "EFI".into(),
+                "bca5174b-0118-8a6a-af0b-2c6e1585acae".into(),
+                2048,
+                2048 + 2101 * 2048 - 1
+            ),
+            (
+                "META".into(),
+                "cf04f137-101e-8ec6-9627-fa3f51cdabb8".into(),
+                2102 * 2048,
+                2103 * 2048 - 1
+            ),
+        ]
+    );
+    // the image stays sparse on disk
+    use std::os::unix::fs::MetadataExt;
+    let allocated = std::fs::metadata(&b.raw).unwrap().blocks() * 512;
+    assert!(
+        allocated < 64 << 20,
+        "raw image allocates {allocated} bytes"
+    );
+}
+
+#[test]
+fn sgdisk_verifies_the_table() {
+    let b = built();
+    let out = ok(Command::new("sgdisk").arg("-v").arg(&b.raw));
+    assert!(out.contains("No problems found"), "sgdisk -v:\n{out}");
+    let info = ok(Command::new("sgdisk").args(["-i", "1"]).arg(&b.raw));
+    assert!(
+        info.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+        "{info}"
+    );
+    assert!(info.contains("Partition name: 'EFI'"), "{info}");
+    let info = ok(Command::new("sgdisk").args(["-i", "2"]).arg(&b.raw));
+    assert!(
+        info.contains("0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
+        "{info}"
+    );
+    assert!(info.contains("Partition name: 'META'"), "{info}");
+}
+
+#[test]
+fn fsck_fat_accepts_the_esp_and_it_holds_the_boot_files() {
+    let b = built();
+    let l = layout(&b.raw);
+    let esp = l.by_name("EFI").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("esp.img");
+    extract(&b.raw, esp.offset(512), esp.size(512), &img);
+    let out = run(Command::new("fsck.fat").args(["-n", "-v"]).arg(&img), None);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "fsck.fat -n failed:\n{text}");
+    for bad in [
+        "differences",
+        "will be removed",
+        "Free cluster summary wrong",
+        "invalid",
+        "bad",
+    ] {
+        assert!(
+            !text.to_lowercase().contains(&bad.to_lowercase()),
+            "fsck.fat complains ({bad}):\n{text}"
+        );
+    }
+    // contents, read back with the fat crate's reader
+    let mut r = fat_files(&img);
+    r.sort();
+    let names: Vec<&str> = r.iter().map(|(n, _)| n.as_str()).collect();
+    for want in [
+        "EFI/boot/BOOTX64.efi",
+        "loader/loader.conf",
+        "loader/entries/Talos-v1.14.0.conf",
+        "Talos-v1.14.0/vmlinuz",
+        "Talos-v1.14.0/initramfs.xz",
+    ] {
+        assert!(
+            names.contains(&want),
+            "{want} missing from the ESP: {names:?}"
+        );
+    }
+    let get = |n: &str| r.iter().find(|(x, _)| x == n).unwrap().1.clone();
+    assert_eq!(
+        get("loader/loader.conf"),
+        b"# systemd-boot configuration\n\ntimeout 10\n"
+    );
+    assert_eq!(
+        sha256(&get("EFI/boot/BOOTX64.efi")),
+        sha256_file(&assets().join("amd64/systemd-boot.efi"))
+    );
+    assert_eq!(
+        sha256(&get("Talos-v1.14.0/vmlinuz")),
+        sha256_file(&assets().join("amd64/vmlinuz"))
+    );
+    let entry = String::from_utf8(get("loader/entries/Talos-v1.14.0.conf")).unwrap();
+    assert!(
+        entry.contains("options talos.platform=metal console=ttyS0 slab_nomerge pti=on consoleblank=0 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never node_runtime.test_poweroff\n"),
+        "{entry}"
+    );
+}
+
+fn fat_files(img: &Path) -> Vec<(String, Vec<u8>)> {
+    let f = std::fs::File::open(img).unwrap();
+    let mut r = fat::read::FatReader::open(f, 0).unwrap();
+    let mut out = Vec::new();
+    for (path, e) in r.walk().unwrap() {
+        if !e.is_dir() {
+            let mut data = Vec::new();
+            r.read_file(&e, &mut data).unwrap();
+            out.push((path.trim_start_matches('/').to_string(), data));
+        }
+    }
+    out
+}
+
+#[test]
+fn meta_partition_holds_the_value_in_talos_adv_format() {
+    let b = built();
+    let l = layout(&b.raw);
+    let m = l.by_name("META").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("meta.img");
+    extract(&b.raw, m.offset(512), m.size(512), &img);
+    let bytes = std::fs::read(&img).unwrap();
+    assert_eq!(bytes.len(), 1 << 20);
+    assert_eq!(&bytes[0..4], &[0x5A, 0x4B, 0x3C, 0x2D]);
+    assert_eq!(&bytes[4..8], &[0, 0, 0, 0x0a]);
+    let len = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    assert_eq!(&bytes[12..12 + len], &b.meta_value[..]);
+    assert_eq!(
+        &bytes[..256 << 10],
+        &bytes[256 << 10..512 << 10],
+        "copy B differs from copy A"
+    );
+}
+
+#[test]
+fn initramfs_and_rootfs_squashfs_are_readable_by_reference_tools() {
+    let initramfs = assets().join("amd64/initramfs.xz");
+    // the kernel only decodes xz with CRC32 (or no) checks
+    let list = ok(Command::new("xz")
+        .args(["--robot", "--list"])
+        .arg(&initramfs));
+    assert!(list.contains("CRC32"), "initramfs.xz check type:\n{list}");
+    let entries = initramfs_entries(&initramfs);
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    for want in [
+        "init",
+        "rootfs.sqsh",
+        "dev/console",
+        "etc/modules-load.d/floor.conf",
+    ] {
+        assert!(
+            names.contains(&want),
+            "{want} missing from initramfs: {names:?}"
+        );
+    }
+    assert!(
+        names.iter().any(|n| n.ends_with("/virtio_blk.ko")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.ends_with("/modules.dep")),
+        "{names:?}"
+    );
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "initramfs entries are not in sorted order");
+    assert!(entries.iter().all(|e| e.uid == 0 && e.gid == 0));
+    // GNU cpio agrees with our reader
+    let dir = tempfile::tempdir().unwrap();
+    let cpio_path = dir.path().join("initramfs.cpio");
+    let data = {
+        use std::io::Read;
+        let mut v = Vec::new();
+        liblzma::read::XzDecoder::new(std::fs::File::open(&initramfs).unwrap())
+            .read_to_end(&mut v)
+            .unwrap();
+        v
+    };
+    std::fs::write(&cpio_path, &data).unwrap();
+    let listed = ok(Command::new("cpio")
+        .args(["-t", "--quiet", "-F"])
+        .arg(&cpio_path));
+    assert_eq!(listed.lines().count(), entries.len(), "{listed}");
+
+    let sqsh = entries.iter().find(|e| e.name == "rootfs.sqsh").unwrap();
+    let sqsh_path = dir.path().join("rootfs.sqsh");
+    std::fs::write(&sqsh_path, &sqsh.data).unwrap();
+    let out = ok(Command::new("unsquashfs").args(["-lln"]).arg(&sqsh_path));
+    for want in [
+        "squashfs-root/sbin/init",
+        "squashfs-root/etc/os-release",
+        "squashfs-root/system",
+        "squashfs-root/proc",
+    ] {
+        assert!(
+            out.lines().any(|l| l.ends_with(want)),
+            "{want} missing:\n{out}"
+        );
+    }
+    assert!(
+        out.lines()
+            .filter(|l| l.contains("squashfs-root"))
+            .all(|l| l.contains("0/0")),
+        "{out}"
+    );
+    // the init in the squashfs is the node-runtime binary
+    let ex = dir.path().join("x");
+    ok(Command::new("unsquashfs")
+        .args(["-no-xattrs", "-d"])
+        .arg(&ex)
+        .arg(&sqsh_path));
+    assert_eq!(
+        sha256_file(&ex.join("sbin/init")),
+        sha256_file(&bin("node-runtime"))
+    );
+}
+
+#[test]
+fn two_builds_are_byte_identical() {
+    let b = built();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // another cwd, TMPDIR, TZ and umask
+    let out = dir.path().join("second");
+    let mut c = imager();
+    c.current_dir(cwd.path())
+        .env("TMPDIR", tmp.path())
+        .env("TZ", "America/Los_Angeles")
+        .args(["metal", "--output"])
+        .arg(&out)
+        .args(["--extra-kernel-arg", "console=ttyS0"])
+        .args(["--extra-kernel-arg", "node_runtime.test_poweroff"])
+        .arg("--meta")
+        .arg(format!("0xa=@{}", network_yaml().display()));
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg("umask 077; exec \"$@\"")
+        .arg("sh")
+        .arg(c.get_program())
+        .args(c.get_args());
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            sh.env(k, v);
+        }
+    }
+    sh.current_dir(cwd.path());
+    ok(&mut sh);
+    let second = out.join("metal-amd64.raw.zst");
+    assert_eq!(
+        sha256_file(&b.zst),
+        sha256_file(&second),
+        "two builds differ"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&second).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+}
+
+#[test]
+fn base_assets_are_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel_root = std::env::var("KERNEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/talos-rs/kernel")
+        })
+        .join("current");
+    for n in ["a", "b"] {
+        ok(Command::new(bin("base-assets"))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("--kernel-root")
+            .arg(&kernel_root)
+            .arg("--node-runtime")
+            .arg(bin("node-runtime"))
+            .arg("--modules")
+            .arg(root().join("kernel-config/modules-amd64.txt"))
+            .arg("--out")
+            .arg(dir.path().join(n)));
+    }
+    for f in [
+        "vmlinuz",
+        "initramfs.xz",
+        "systemd-boot.efi",
+        "systemd-stub.efi",
+    ] {
+        assert_eq!(
+            sha256_file(&dir.path().join("a").join(f)),
+            sha256_file(&dir.path().join("b").join(f)),
+            "{f} differs between two builds"
+        );
+    }
+}
+
+fn boot(raw: &Path) -> (String, Vec<String>, bool) {
+    let m = Machine {
+        firmware: Firmware::Uefi,
+        disks: vec![(raw.to_path_buf(), DiskKind::Virtio)],
+        ..Default::default()
+    };
+    let mut run = m.start().unwrap();
+    let line = run
+        .wait_for("node-runtime: ready", DEFAULT_FAILURES, BOOT_TIMEOUT, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("ready after {:.1} s: {line}", run.elapsed().as_secs_f64());
+    let console = run.console().to_vec();
+    // node_runtime.test_poweroff: the guest powers itself off and QEMU exits
+    let powered_off = run.finish(Duration::from_secs(60));
+    (line, console, powered_off)
+}
+
+#[test]
+fn boots_to_ready_with_the_meta_value() {
+    let b = built();
+    let (line, console, powered_off) = boot(&b.raw);
+    let want = format!("0x0a:{}", sha256(&b.meta_value));
+    assert_eq!(field(&line, "meta"), Some(want.as_str()), "{line}");
+    let meta = console
+        .iter()
+        .find(|l| l.contains("node-runtime: meta "))
+        .unwrap();
+    assert!(meta.contains("source=copy-a"), "{meta}");
+    assert!(meta.contains("disk=/dev/vda partition=2"), "{meta}");
+    let mods = console
+        .iter()
+        .find(|l| l.contains("node-runtime: modules "))
+        .unwrap();
+    assert!(mods.contains("failed=0"), "{mods}");
+    assert!(
+        console
+            .iter()
+            .any(|l| l.contains("node-runtime: rootfs device=/dev/loop")),
+        "no rootfs line"
+    );
+    assert!(
+        console
+            .iter()
+            .any(|l| l.contains("node-runtime: init stage=rootfs")),
+        "no switch_root"
+    );
+    assert!(powered_off, "the guest did not power off");
+}
+
+#[test]
+fn boots_with_meta_copy_a_corrupt_and_reads_copy_b() {
+    let b = built();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("corrupt-a.raw");
+    // a sparse copy with one flipped byte inside copy A's value
+    decompress(&b.zst, &raw);
+    let m = layout(&raw).by_name("META").unwrap().clone();
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&raw)
+            .unwrap();
+        let mut byte = [0u8; 1];
+        f.seek(SeekFrom::Start(m.offset(512) + 20)).unwrap();
+        f.read_exact(&mut byte).unwrap();
+        f.seek(SeekFrom::Start(m.offset(512) + 20)).unwrap();
+        f.write_all(&[byte[0] ^ 0xff]).unwrap();
+    }
+    let (line, console, _) = boot(&raw);
+    let meta = console
+        .iter()
+        .find(|l| l.contains("node-runtime: meta "))
+        .unwrap();
+    assert!(meta.contains("source=copy-b"), "{meta}");
+    assert!(meta.contains("checksum mismatch"), "{meta}");
+    let want = format!("0x0a:{}", sha256(&b.meta_value));
+    assert_eq!(field(&line, "meta"), Some(want.as_str()), "{line}");
+}
