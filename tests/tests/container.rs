@@ -14,18 +14,41 @@ fn imager_runs_in_an_empty_root() {
     std::fs::create_dir_all(r.join("usr/install/amd64")).unwrap();
     std::fs::create_dir_all(r.join("out")).unwrap();
     std::fs::copy(bin("imager"), r.join("usr/bin/imager")).unwrap();
-    for f in ["vmlinuz", "initramfs.xz", "systemd-boot.efi", "systemd-stub.efi"] {
-        std::fs::copy(assets().join("amd64").join(f), r.join("usr/install/amd64").join(f)).unwrap();
+    for f in [
+        "vmlinuz",
+        "initramfs.xz",
+        "systemd-boot.efi",
+        "systemd-stub.efi",
+    ] {
+        std::fs::copy(
+            assets().join("amd64").join(f),
+            r.join("usr/install/amd64").join(f),
+        )
+        .unwrap();
     }
     let out = ok(Command::new("unshare")
         .env_clear()
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .arg("--map-root-user")
         .arg(format!("--root={}", r.display()))
-        .args(["/usr/bin/imager", "metal", "--output-kind", "cmdline", "--output", "/out", "--json"]));
-    assert!(out.contains("\"path\":\"/out/cmdline-metal-amd64\""), "{out}");
+        .args([
+            "/usr/bin/imager",
+            "metal",
+            "--output-kind",
+            "cmdline",
+            "--output",
+            "/out",
+            "--json",
+        ]));
+    assert!(
+        out.contains("\"path\":\"/out/cmdline-metal-amd64\""),
+        "{out}"
+    );
     let cmdline = std::fs::read_to_string(r.join("out/cmdline-metal-amd64")).unwrap();
-    assert!(cmdline.starts_with("talos.platform=metal console=tty0 "), "{cmdline}");
+    assert!(
+        cmdline.starts_with("talos.platform=metal console=tty0 "),
+        "{cmdline}"
+    );
     assert!(!cmdline.ends_with('\n'));
     // a disk image too: default input paths under /usr/install, temp files in /out
     ok(Command::new("unshare")
@@ -34,5 +57,8 @@ fn imager_runs_in_an_empty_root() {
         .arg("--map-root-user")
         .arg(format!("--root={}", r.display()))
         .args(["/usr/bin/imager", "metal", "--output", "/out"]));
-    assert_eq!(dir_entries(&r.join("out")), vec!["cmdline-metal-amd64", "metal-amd64.raw.zst"]);
+    assert_eq!(
+        dir_entries(&r.join("out")),
+        vec!["cmdline-metal-amd64", "metal-amd64.raw.zst"]
+    );
 }
