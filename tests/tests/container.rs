@@ -41,10 +41,13 @@ fn imager_runs_in_an_empty_root() {
             "--json",
         ]));
     assert!(
-        out.contains("\"path\":\"/out/cmdline-metal-amd64\""),
+        out.contains("\"path\":\"/out/cmdline-metal-amd64.zst\""),
         "{out}"
     );
-    let cmdline = std::fs::read_to_string(r.join("out/cmdline-metal-amd64")).unwrap();
+    // metal's outFormat (.zst) applies to every output kind, as in Talos
+    let plain = root.path().join("cmdline");
+    decompress(&r.join("out/cmdline-metal-amd64.zst"), &plain);
+    let cmdline = std::fs::read_to_string(&plain).unwrap();
     assert!(
         cmdline.starts_with("talos.platform=metal console=tty0 "),
         "{cmdline}"
@@ -59,6 +62,6 @@ fn imager_runs_in_an_empty_root() {
         .args(["/usr/bin/imager", "metal", "--output", "/out"]));
     assert_eq!(
         dir_entries(&r.join("out")),
-        vec!["cmdline-metal-amd64", "metal-amd64.raw.zst"]
+        vec!["cmdline-metal-amd64.zst", "metal-amd64.raw.zst"]
     );
 }
