@@ -75,6 +75,16 @@ fn temp_in(dir: &Path, name: &str) -> Result<tempfile::NamedTempFile> {
     Ok(t)
 }
 
+/// Syncs a finished temp file and renames it to its final name.
+fn commit(t: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    t.as_file()
+        .sync_all()
+        .code(ExitCode::Io, || format!("syncing {}", path.display()))?;
+    t.persist(path)
+        .code(ExitCode::Io, || format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
 fn threads() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
@@ -258,22 +268,12 @@ pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
     let final_name = format!("{name}{}", suffix(fmt));
     let final_path = o.output_dir.join(&final_name);
     if fmt == OutFormat::Raw {
-        tmp.as_file()
-            .sync_all()
-            .code(ExitCode::Io, || format!("syncing {name}"))?;
-        tmp.persist(&final_path).code(ExitCode::Io, || {
-            format!("renaming into {}", final_path.display())
-        })?;
+        commit(tmp, &final_path)?;
     } else {
         let mut z = temp_in(&o.output_dir, &final_name)?;
         compress(fmt, tmp.as_file_mut(), z.as_file_mut())
             .map_err(|e| e.context(format!("post-processing {name}")))?;
-        z.as_file()
-            .sync_all()
-            .code(ExitCode::Io, || format!("syncing {final_name}"))?;
-        z.persist(&final_path).code(ExitCode::Io, || {
-            format!("renaming into {}", final_path.display())
-        })?;
+        commit(z, &final_path)?;
     }
     let size = std::fs::metadata(&final_path)
         .code(ExitCode::Io, || format!("stat {}", final_path.display()))?

@@ -87,7 +87,7 @@ fn stage1(start_ns: u64) -> Result<()> {
     say(&format!("init stage=initramfs kernel={kver}"));
 
     let list = std::fs::read_to_string("/etc/modules-load.d/floor.conf").unwrap_or_default();
-    let names = modules::parse_list(&list);
+    let names = kmod::parse_list(&list);
     let rep = modules::load(&Path::new("/lib/modules").join(&kver), &names)?;
     for (m, e) in &rep.failed {
         say(&format!("module-failed name={m} error={e:?}"));

@@ -57,6 +57,14 @@ fn built() -> &'static Built {
     })
 }
 
+/// Copies partition `name` of `raw` into `<dir>/<name>.img`.
+fn partition(raw: &Path, name: &str, dir: &Path) -> PathBuf {
+    let p = layout(raw).by_name(name).unwrap().clone();
+    let img = dir.join(format!("{name}.img"));
+    extract(raw, p.offset(512), p.size(512), &img);
+    img
+}
+
 fn layout(raw: &Path) -> gpt::Layout {
     let size = std::fs::metadata(raw).unwrap().len();
     gpt::read(&mut std::fs::File::open(raw).unwrap(), 512, size).unwrap()
@@ -126,11 +134,8 @@ fn sgdisk_verifies_the_table() {
 #[test]
 fn fsck_fat_accepts_the_esp_and_it_holds_the_boot_files() {
     let b = built();
-    let l = layout(&b.raw);
-    let esp = l.by_name("EFI").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("esp.img");
-    extract(&b.raw, esp.offset(512), esp.size(512), &img);
+    let img = partition(&b.raw, "EFI", dir.path());
     let out = run(Command::new("fsck.fat").args(["-n", "-v"]).arg(&img), None);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -200,11 +205,8 @@ fn fat_files(img: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn meta_partition_holds_the_value_in_talos_adv_format() {
     let b = built();
-    let l = layout(&b.raw);
-    let m = l.by_name("META").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("meta.img");
-    extract(&b.raw, m.offset(512), m.size(512), &img);
+    let img = partition(&b.raw, "META", dir.path());
     let bytes = std::fs::read(&img).unwrap();
     assert_eq!(bytes.len(), 1 << 20);
     assert_eq!(&bytes[0..4], &[0x5A, 0x4B, 0x3C, 0x2D]);

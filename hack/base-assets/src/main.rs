@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use backhand::compression::Compressor;
 use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
 use clap::Parser;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Cursor, Write};
 use std::path::{Path, PathBuf};
@@ -54,61 +54,9 @@ fn epoch() -> Result<i64> {
     }
 }
 
-/// Module name as the kernel knows it: file stem with `-` folded to `_`.
-fn module_name(path: &str) -> String {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let stem = base.split(".ko").next().unwrap_or(base);
-    stem.replace('-', "_")
-}
-
-/// modules.dep: `path: dep1 dep2` → name → (path, deps as paths).
-fn parse_modules_dep(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
-    text.lines()
-        .filter_map(|l| {
-            let (m, deps) = l.split_once(':')?;
-            let deps = deps.split_whitespace().map(str::to_string).collect();
-            Some((module_name(m), (m.trim().to_string(), deps)))
-        })
-        .collect()
-}
-
-/// Floor modules plus everything they depend on, dependencies first.
-fn resolve(dep: &BTreeMap<String, (String, Vec<String>)>, floor: &[String]) -> Result<Vec<String>> {
-    fn visit(
-        dep: &BTreeMap<String, (String, Vec<String>)>,
-        name: &str,
-        seen: &mut BTreeSet<String>,
-        out: &mut Vec<String>,
-    ) -> Result<()> {
-        if !seen.insert(name.to_string()) {
-            return Ok(());
-        }
-        let (path, deps) = dep
-            .get(name)
-            .with_context(|| format!("module {name:?} is not in modules.dep"))?;
-        // modules.dep lists dependencies nearest first; load the farthest first.
-        for d in deps.iter().rev() {
-            visit(dep, &module_name(d), seen, out)?;
-        }
-        out.push(path.clone());
-        Ok(())
-    }
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for m in floor {
-        visit(dep, m, &mut seen, &mut out)?;
-    }
-    Ok(out)
-}
-
 fn read_floor(path: &Path) -> Result<Vec<String>> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
-        .map(|l| l.replace('-', "_"))
-        .collect())
+    Ok(kmod::parse_list(&text))
 }
 
 fn rootfs_sqsh(node_runtime: &Path, mtime: u32) -> Result<Vec<u8>> {
@@ -191,9 +139,11 @@ fn main() -> Result<()> {
     let vmlinuz = a.kernel_root.join(format!("boot/vmlinuz-{kver}"));
     let dep_text = fs::read_to_string(kdir.join("modules.dep"))
         .with_context(|| format!("reading {}/modules.dep (run hack/deps.sh)", kdir.display()))?;
-    let dep = parse_modules_dep(&dep_text);
+    let dep = kmod::ModDep::parse(&dep_text);
     let floor = read_floor(&a.modules)?;
-    let load = resolve(&dep, &floor)?;
+    let load = dep
+        .load_order(&floor)
+        .with_context(|| format!("resolving {}", a.modules.display()))?;
 
     fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let sqsh = rootfs_sqsh(&a.node_runtime, mtime32)?;
@@ -235,7 +185,7 @@ fn main() -> Result<()> {
         add_parents(&mut items, &p);
         items.insert(p, Item::File(kdir.join(path), 0o644));
         dep_subset.push_str(&format!("{path}:"));
-        for d in &dep[&module_name(path)].1 {
+        for d in dep.deps(path).unwrap_or_default() {
             dep_subset.push(' ');
             dep_subset.push_str(d);
         }
@@ -298,33 +248,4 @@ fn main() -> Result<()> {
         a.out.display()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn resolves_dependencies_first() {
-        let dep = parse_modules_dep(
-            "kernel/a/virtio_pci.ko: kernel/a/virtio-pci-legacy.ko kernel/a/virtio.ko\nkernel/a/virtio.ko:\nkernel/a/virtio-pci-legacy.ko: kernel/a/virtio.ko\nkernel/b/loop.ko:\n",
-        );
-        let r = resolve(&dep, &["virtio_pci".into(), "loop".into()]).unwrap();
-        assert_eq!(
-            r,
-            vec![
-                "kernel/a/virtio.ko",
-                "kernel/a/virtio-pci-legacy.ko",
-                "kernel/a/virtio_pci.ko",
-                "kernel/b/loop.ko"
-            ]
-        );
-        assert!(
-            resolve(&dep, &["nope".into()])
-                .unwrap_err()
-                .to_string()
-                .contains("nope")
-        );
-    }
 }
