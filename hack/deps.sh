@@ -8,10 +8,12 @@
 set -euo pipefail
 
 PKGS=(
-  qemu-system-x86 qemu-utils ovmf            # boot tests (TCG, OVMF)
+  qemu-system-x86 qemu-utils ovmf            # boot tests (TCG, OVMF), qemu-img as validator
+  seabios ipxe-qemu                          # BIOS boots and iPXE network boots
   systemd-boot-efi                           # systemd-boot + systemd-stub (base assets)
   gdisk dosfstools squashfs-tools            # independent validators: sgdisk, fsck.fat, unsquashfs
   xz-utils zstd kmod cpio                    # validators (xz -t, zstd -d, depmod, cpio -t)
+  python3                                    # validators (OVF XML, tarfile sparse reads)
   ca-certificates
 )
 

@@ -6,6 +6,7 @@
 //! value of `""` renders as a bare `key`.
 
 use crate::profile::{OutputKind, Profile};
+use crate::quirks::Quirk;
 
 /// An ordered kernel command line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -117,9 +118,9 @@ pub fn platform_args(platform: &str, arch: &str, q: &crate::quirks::Quirks) -> V
     let arm = arch == "arm64";
     match platform {
         "metal" if arm => vec!["console=ttyAMA0", "console=tty0"],
-        "metal" if q.from_1_8() => vec!["console=tty0"],
+        "metal" if q.has(Quirk::MetalNoSerialConsole) => vec!["console=tty0"],
         "metal" => vec!["console=ttyS0", "console=tty0"],
-        "aws" if q.from_1_14() => vec![
+        "aws" if q.has(Quirk::Drop114Defaults) => vec![
             "console=tty1",
             "console=ttyS0",
             "net.ifnames=0",
@@ -179,24 +180,24 @@ pub fn platform_args(platform: &str, arch: &str, q: &crate::quirks::Quirks) -> V
 /// `DefaultArgs` for a version (spec §10).
 pub fn default_args(q: &crate::quirks::Quirks) -> Vec<&'static str> {
     let mut a = Vec::new();
-    if !q.from_1_14() {
+    if !q.has(Quirk::Drop114Defaults) {
         a.push("init_on_alloc=1");
     }
     a.extend(["slab_nomerge", "pti=on", "consoleblank=0"]);
-    if !q.from_1_14() {
+    if !q.has(Quirk::Drop114Defaults) {
         a.push("nvme_core.io_timeout=4294967295");
     }
     a.push("printk.devkmsg=on");
-    if q.ima_args() {
+    if !q.has(Quirk::NoImaArgs) {
         a.extend(["ima_template=ima-ng", "ima_appraise=fix", "ima_hash=sha512"]);
     }
-    if q.from_1_10() {
+    if q.has(Quirk::Selinux) {
         a.push("selinux=1");
     }
-    if q.from_1_12() {
+    if q.has(Quirk::ModuleSigEnforce) {
         a.push("module.sig_enforce=1");
     }
-    if q.from_1_13() {
+    if q.has(Quirk::ProcMemOverride) {
         a.push("proc_mem.force_override=never");
     }
     a
@@ -209,10 +210,13 @@ pub fn build(p: &Profile, meta_env: Option<&str>) -> Cmdline {
     let mut c = Cmdline::default();
     c.set("talos.platform", &p.platform);
     c.set_all(&platform_args(&p.platform, &p.arch, &q));
-    if p.output.kind == OutputKind::Iso && q.from_1_8() {
+    if p.output.kind == OutputKind::Iso && q.has(Quirk::HaltIfInstalled) {
         c.set("talos.halt_if_installed", "1");
     }
     c.append_all(&default_args(&q));
+    if p.is_secureboot() && !q.has(Quirk::Drop114Defaults) {
+        c.append_all(&["lockdown=confidentiality"]);
+    }
     if let Some(env) = meta_env {
         c.append("talos.environment", &format!("INSTALLER_META_BASE64={env}"));
     }

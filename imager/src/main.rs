@@ -1,19 +1,22 @@
 //! `imager`: builds boot media from a profile.
 //!
-//! `imager <profile>|- [flags]`: a built-in profile name with flags merged onto it, or `-` to
-//! read a whole profile from stdin (then only `--output` applies, as in Talos).
+//! `imager <profile>|- [flags]`: a built-in profile name with flags merged onto it (spec §3),
+//! or `-` to read a whole profile from stdin (then only `--output`/`--tar-to-stdout` apply,
+//! as in Talos). `imager boot ARTIFACT` runs an artifact in QEMU.
 
 use anyhow::Context;
 use clap::Parser;
 use imager::build::{BuildOptions, build};
 use imager::error::{Error, ExitCode, Result};
-use imager::profile::{self, OutputKind};
-use serde_json::{Value, json};
+use imager::profile::{self, BUILTIN, OutputKind, SdBootEnrollKeys};
+use serde_json::{Map, Value, json};
 use std::io::Read;
 use std::path::PathBuf;
 
-const AFTER_HELP: &str = "\
-Built-in profiles: metal.
+fn after_help() -> String {
+    let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+    format!(
+        "Built-in profiles: {}.
 
 `imager boot ARTIFACT [--firmware uefi|bios] [--until-ready]` boots a disk image in QEMU
 (see `imager boot --help`).
@@ -22,13 +25,18 @@ Exit codes: 0 ok, 1 unknown, 2 invalid input (profile, flags, META), 3 unsupport
 4 environment, 5 dependency, 6 I/O (including missing input files), 7 assembly.
 
 SOURCE_DATE_EPOCH (default 0) sets every timestamp written; the same inputs and epoch give
-byte-identical outputs.";
+byte-identical outputs.",
+        names.join(", ")
+    )
+}
 
-/// Build bootable OS media (disk images, kernel, initramfs, cmdline) from a Talos-style profile.
+/// Build bootable OS media (disk images, kernel, initramfs, cmdline, PXE set) from a
+/// Talos-style profile.
 #[derive(Parser, Debug)]
-#[command(name = "imager", version, after_help = AFTER_HELP)]
+#[command(name = "imager", version, after_help = after_help())]
 struct Cli {
-    /// A built-in profile name (e.g. `metal`), or `-` to read a complete profile YAML from stdin.
+    /// A built-in profile name (e.g. `metal`, `aws`), or `-` to read a complete profile YAML
+    /// from stdin.
     profile: String,
 
     /// Target architecture (amd64 or arm64); the default is the host's.
@@ -39,24 +47,82 @@ struct Cli {
     #[arg(long)]
     platform: Option<String>,
 
-    /// Extra kernel argument (repeatable). `-key` deletes a default argument, `-key=value` one value;
-    /// `console=` replaces the platform's consoles.
-    #[arg(long = "extra-kernel-arg", value_name = "ARG")]
+    /// Base installer image reference (input.baseInstaller.imageRef).
+    #[arg(long = "base-installer-image", value_name = "REF")]
+    base_installer_image: Option<String>,
+
+    /// Image cache: an image reference, or a path to an OCI layout directory.
+    #[arg(long = "image-cache", value_name = "REF|DIR")]
+    image_cache: Option<String>,
+
+    /// Plain HTTP / no TLS verification for the base installer, extension and cache images.
+    #[arg(long)]
+    insecure: bool,
+
+    /// Extra kernel argument (repeatable). `-key` deletes a default argument, `-key=value` one
+    /// value; `console=` and `talos.platform=` replace the defaults.
+    #[arg(
+        long = "extra-kernel-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
     extra_kernel_args: Vec<String>,
 
     /// META value `KEY=VALUE` (repeatable); KEY is decimal, 0x hex, 0o octal or 0b binary
     /// (0..=0xff); `KEY=@FILE` reads the value from FILE. Key 0xa holds the metal network
-    /// configuration.
+    /// configuration. Disk images carry META in their META partition, other outputs on the
+    /// kernel cmdline as talos.environment=INSTALLER_META_BASE64=….
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     meta: Vec<String>,
+
+    /// System extension image reference (repeatable).
+    #[arg(long = "system-extension-image", value_name = "REF")]
+    system_extension_images: Vec<String>,
 
     /// Output directory (created if missing).
     #[arg(long, default_value = "/out")]
     output: PathBuf,
 
-    /// Output kind, overriding the profile's: image, kernel, initramfs or cmdline.
+    /// Output kind, overriding the profile's: image, kernel, initramfs, cmdline, pxe (iso,
+    /// installer and uki are not implemented yet).
     #[arg(long = "output-kind", value_name = "KIND")]
     output_kind: Option<String>,
+
+    /// After a successful build, write the output directory as a .tar.gz to stdout.
+    #[arg(long = "tar-to-stdout")]
+    tar_to_stdout: bool,
+
+    /// Overlay installer name (overlay.name).
+    #[arg(long = "overlay-name", value_name = "NAME")]
+    overlay_name: Option<String>,
+
+    /// Overlay image reference (overlay.image and input.overlayInstaller).
+    #[arg(long = "overlay-image", value_name = "REF")]
+    overlay_image: Option<String>,
+
+    /// Overlay option `k=v` (`v` of `@file` reads the file) or `@file.yaml` (a YAML map).
+    #[arg(long = "overlay-option", value_name = "OPT")]
+    overlay_options: Vec<String>,
+
+    /// Machine configuration file to embed (customization.embeddedMachineConfiguration).
+    #[arg(long = "embedded-config-path", value_name = "FILE")]
+    embedded_config_path: Option<PathBuf>,
+
+    /// Add Microsoft's well-known certificates to the SecureBoot enrolment databases.
+    #[arg(long = "secureboot-include-well-known-certs")]
+    secureboot_include_well_known_certs: bool,
+
+    /// gRPC signer for SecureBoot signing (`unix://…`).
+    #[arg(long = "secureboot-signer-address", value_name = "ADDR")]
+    secureboot_signer_address: Option<String>,
+
+    /// gRPC signer for PCR signing (`unix://…`).
+    #[arg(long = "pcr-signer-address", value_name = "ADDR")]
+    pcr_signer_address: Option<String>,
+
+    /// SecureBoot key enrolment: if-safe, manual, force or off (image and ISO options).
+    #[arg(long = "secureboot-enroll-keys", value_name = "MODE")]
+    secureboot_enroll_keys: Option<String>,
 
     /// Directory holding the base assets as `<arch>/{vmlinuz,initramfs.xz,systemd-boot.efi,
     /// systemd-stub.efi}`; it replaces /usr/install in the default input paths.
@@ -71,7 +137,8 @@ struct Cli {
     #[arg(long = "dump-profile")]
     dump_profile: bool,
 
-    /// Print the artifacts (kind, path, size, sha256) as JSON on stdout.
+    /// Print the artifacts (kind, path, size, sha256) as JSON on stdout (on stderr with
+    /// --tar-to-stdout).
     #[arg(long)]
     json: bool,
 }
@@ -94,32 +161,141 @@ fn epoch() -> Result<i64> {
     }
 }
 
+fn read_arg_file(flag: &str, path: &str) -> Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("{flag}: reading {path}"))
+        .map_err(|e| Error::new(ExitCode::InvalidInput, e))
+}
+
 fn meta_flag(s: &str) -> Result<Value> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| Error::invalid(format!("--meta {s:?}: expected KEY=VALUE")))?;
-    let key =
-        imager::parse_meta_key(k).map_err(|e| Error::invalid(format!("--meta {s:?}: {e}")))?;
+    let key = adv::env::parse_key(k).map_err(|e| Error::invalid(format!("--meta {s:?}: {e}")))?;
     let value = match v.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("--meta {k}=@{path}: reading {path}"))
-            .map_err(|e| Error::new(ExitCode::InvalidInput, e))?,
+        Some(path) => read_arg_file(&format!("--meta {k}=@{path}"), path)?,
         None => v.to_string(),
     };
     Ok(json!({"key": key, "value": value}))
 }
 
-fn resolve(cli: &Cli) -> Result<(profile::Profile, Vec<String>)> {
-    let (value, what) = if cli.profile == "-" {
-        let ignored = !cli.extra_kernel_args.is_empty()
-            || !cli.meta.is_empty()
-            || cli.platform.is_some()
-            || cli.output_kind.is_some();
-        if ignored {
-            eprintln!(
-                "imager: reading the profile from stdin: --platform, --extra-kernel-arg, --meta and --output-kind are ignored"
-            );
+fn overlay_options(opts: &[String]) -> Result<Map<String, Value>> {
+    let mut m = Map::new();
+    for o in opts {
+        if let Some(path) = o.strip_prefix('@') {
+            let text = read_arg_file("--overlay-option", path)?;
+            let v = profile::parse_yaml(&text, &format!("--overlay-option @{path}"))?;
+            if let Value::Object(map) = v {
+                m.extend(map);
+            }
+        } else {
+            let (k, v) = o.split_once('=').ok_or_else(|| {
+                Error::invalid(format!(
+                    "--overlay-option {o:?}: expected k=v or @file.yaml"
+                ))
+            })?;
+            let v = match v.strip_prefix('@') {
+                Some(path) => read_arg_file(&format!("--overlay-option {k}"), path)?,
+                None => v.to_string(),
+            };
+            m.insert(k.to_string(), Value::String(v));
         }
+    }
+    Ok(m)
+}
+
+/// The override profile the flags describe (Talos `root.go`), merged onto the base profile.
+fn flags_profile(cli: &Cli) -> Result<Value> {
+    let container = |r: &str| json!({"imageRef": r, "forceInsecure": cli.insecure});
+    let mut input = Map::new();
+    if let Some(r) = &cli.base_installer_image {
+        input.insert("baseInstaller".into(), container(r));
+    }
+    if !cli.system_extension_images.is_empty() {
+        let v: Vec<Value> = cli
+            .system_extension_images
+            .iter()
+            .map(|r| container(r))
+            .collect();
+        input.insert("systemExtensions".into(), Value::Array(v));
+    }
+    if let Some(c) = &cli.image_cache {
+        // a local directory is an OCI layout, anything else an image reference
+        let v = if std::path::Path::new(c).is_dir() {
+            json!({"ociPath": c})
+        } else {
+            container(c)
+        };
+        input.insert("imageCache".into(), v);
+    }
+    if let Some(r) = &cli.overlay_image {
+        input.insert("overlayInstaller".into(), json!({"imageRef": r}));
+    }
+    let mut sb = Map::new();
+    if cli.secureboot_include_well_known_certs {
+        sb.insert("includeWellKnownCerts".into(), Value::Bool(true));
+    }
+    if let Some(a) = &cli.secureboot_signer_address {
+        sb.insert("secureBootSigner".into(), json!({"signerAddress": a}));
+    }
+    if let Some(a) = &cli.pcr_signer_address {
+        sb.insert("pcrSigner".into(), json!({"signerAddress": a}));
+    }
+    if !sb.is_empty() {
+        input.insert("secureboot".into(), Value::Object(sb));
+    }
+    let mut over = json!({
+        "baseProfileName": cli.profile,
+        "arch": cli.arch,
+        "platform": cli.platform.clone().unwrap_or_default(),
+        "input": Value::Object(input),
+    });
+    let mut output = Map::new();
+    if let Some(k) = &cli.output_kind {
+        let kind = OutputKind::parse(k).ok_or_else(|| {
+            Error::invalid(format!(
+                "--output-kind {k:?}: not one of {}",
+                OutputKind::NAMES.join(", ")
+            ))
+        })?;
+        output.insert("kind".into(), Value::String(kind.as_str().into()));
+    }
+    if let Some(m) = &cli.secureboot_enroll_keys {
+        SdBootEnrollKeys::parse(m).ok_or_else(|| {
+            Error::invalid(format!(
+                "--secureboot-enroll-keys {m:?}: not one of if-safe, manual, force, off"
+            ))
+        })?;
+        output.insert("imageOptions".into(), json!({"sdBootEnrollKeys": m}));
+        output.insert("isoOptions".into(), json!({"sdBootEnrollKeys": m}));
+    }
+    over["output"] = Value::Object(output);
+    let meta = cli
+        .meta
+        .iter()
+        .map(|m| meta_flag(m))
+        .collect::<Result<Vec<_>>>()?;
+    let embedded = match &cli.embedded_config_path {
+        Some(p) => read_arg_file("--embedded-config-path", &p.to_string_lossy())?,
+        None => String::new(),
+    };
+    over["customization"] = json!({
+        "extraKernelArgs": cli.extra_kernel_args,
+        "metaContents": meta,
+        "embeddedMachineConfiguration": embedded,
+    });
+    if let Some(img) = &cli.overlay_image {
+        over["overlay"] = json!({
+            "name": cli.overlay_name.clone().unwrap_or_else(|| "default".into()),
+            "image": {"imageRef": img},
+            "options": Value::Object(overlay_options(&cli.overlay_options)?),
+        });
+    }
+    Ok(over)
+}
+
+fn resolve(cli: &Cli) -> Result<profile::Profile> {
+    let (value, what) = if cli.profile == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
@@ -130,47 +306,42 @@ fn resolve(cli: &Cli) -> Result<(profile::Profile, Vec<String>)> {
             "profile (stdin)".to_string(),
         )
     } else {
-        let mut over = json!({
-            "baseProfileName": cli.profile,
-            "arch": cli.arch,
-            "platform": cli.platform.clone().unwrap_or_default(),
-        });
-        if let Some(k) = &cli.output_kind {
-            let kind = OutputKind::parse(k).ok_or_else(|| {
-                Error::invalid(format!(
-                    "--output-kind {k:?}: not one of iso, image, installer, kernel, initramfs, uki, cmdline"
-                ))
-            })?;
-            over["output"] = json!({"kind": kind.as_str()});
-        }
-        let meta = cli
-            .meta
-            .iter()
-            .map(|m| meta_flag(m))
-            .collect::<Result<Vec<_>>>()?;
-        over["customization"] = json!({
-            "extraKernelArgs": cli.extra_kernel_args,
-            "metaContents": meta,
-        });
-        (over, format!("profile {}", cli.profile))
+        (flags_profile(cli)?, format!("profile {}", cli.profile))
     };
     let merged = profile::resolve_base(value)?;
     let mut p = profile::from_value(merged, &what)?;
-    let notes = p.fill_defaults(&cli.arch, &cli.install_dir);
+    p.fill_defaults(&cli.install_dir);
     p.validate()?;
-    Ok((p, notes))
+    Ok(p)
+}
+
+fn stdin_ignores(cli: &Cli) -> bool {
+    cli.profile == "-"
+        && (!cli.extra_kernel_args.is_empty()
+            || !cli.meta.is_empty()
+            || cli.platform.is_some()
+            || cli.output_kind.is_some()
+            || !cli.system_extension_images.is_empty()
+            || cli.base_installer_image.is_some()
+            || cli.overlay_image.is_some())
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    let (p, notes) = resolve(cli)?;
-    for n in &notes {
-        eprintln!("imager: note: {n}");
+    if stdin_ignores(cli) {
+        eprintln!(
+            "imager: the profile comes from stdin: flags other than --output and --tar-to-stdout are ignored"
+        );
     }
+    let p = resolve(cli)?;
     if cli.dump_profile {
         let y = serde_saphyr::to_string(&p)
             .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("dumping profile: {e}")))?;
         print!("{y}");
         return Ok(());
+    }
+    p.check_supported()?;
+    for n in imager::build::limitations(&p) {
+        eprintln!("imager: note: {n}");
     }
     let opts = BuildOptions {
         output_dir: cli.output.clone(),
@@ -179,18 +350,22 @@ fn run(cli: &Cli) -> Result<()> {
     };
     let start = std::time::Instant::now();
     let artifacts = build(&p, &opts)?;
+    let secs = start.elapsed().as_secs_f64();
     if cli.json {
-        let out = json!({"artifacts": artifacts, "seconds": start.elapsed().as_secs_f64()});
-        println!("{out}");
-    } else {
-        for a in &artifacts {
-            eprintln!(
-                "imager: wrote {} ({} bytes, {:.1} s)",
-                a.path.display(),
-                a.size,
-                start.elapsed().as_secs_f64()
-            );
+        let out = json!({"artifacts": artifacts, "seconds": secs});
+        if cli.tar_to_stdout {
+            eprintln!("{out}")
+        } else {
+            println!("{out}")
         }
+    }
+    for a in &artifacts {
+        eprintln!("imager: wrote {} ({} bytes)", a.path.display(), a.size);
+    }
+    eprintln!("imager: done in {secs:.1} s");
+    if cli.tar_to_stdout {
+        let stdout = std::io::stdout().lock();
+        imager::build::tar_gz_dir(&cli.output, opts.epoch, stdout)?;
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
-//! Version quirks (spec §13): every behaviour that depends on the target version reads this
-//! one table, so cmdline, layout and defaults agree.
+//! Version quirks (spec §13) as one data table: cmdline, layout and defaults all ask
+//! [`Quirks::has`] about a [`Quirk`], and the table says from which version it holds.
 //!
 //! A version is `[v]MAJOR.MINOR[.PATCH][-pre][+build]`; the pre-release is ignored and a
-//! version that does not parse counts as "latest", as in Talos.
+//! version that does not parse counts as "latest" (every quirk holds), as in Talos.
 
 /// A parsed target version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,6 +38,81 @@ impl Version {
     }
 }
 
+/// Behaviours that changed between versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quirk {
+    /// GRUB "Reset" menu entry.
+    ResetOption,
+    /// UKI and SecureBoot.
+    Uki,
+    /// gzip in INSTALLER_META_BASE64 above 256 bytes.
+    CompressedMeta,
+    /// Board overlays.
+    Overlays,
+    /// zstd (not xz) for extension squashfs and the appended initramfs cpio.
+    ZstdExtensions,
+    /// ISO volume id / volume set id.
+    IsoVolumeId,
+    /// `talos.halt_if_installed=1` on ISOs.
+    HaltIfInstalled,
+    /// metal amd64 drops `console=ttyS0`.
+    MetalNoSerialConsole,
+    /// Images omit STATE and EPHEMERAL.
+    SkipDataPartitions,
+    /// sd-boot for UEFI (dual-boot amd64, sd-boot arm64).
+    SdBootForUefi,
+    /// `installer-base` as the base installer image.
+    UnifiedInstaller,
+    /// `/usr/lib/{modules,firmware}`.
+    Usrmerge,
+    /// UKI profiles (`.profile` sections).
+    UkiProfiles,
+    /// `selinux=1`.
+    Selinux,
+    /// IMA arguments are dropped (they exist up to 1.10.x).
+    NoImaArgs,
+    /// BOOT is 2000 MiB (else 1000 MiB).
+    LargeBootPartition,
+    /// ISO bootloader selectable.
+    IsoBootloader,
+    /// `module.sig_enforce=1`.
+    ModuleSigEnforce,
+    /// Embedded machine configuration.
+    EmbeddedConfig,
+    /// `proc_mem.force_override=never`.
+    ProcMemOverride,
+    /// XFS `lts_6.18.conf`.
+    XfsLts618,
+    /// `init_on_alloc=1` and `lockdown=confidentiality` dropped; nvme timeout AWS-only.
+    Drop114Defaults,
+}
+
+/// The table: each quirk and the first version it holds for.
+pub const TABLE: &[(Quirk, (u64, u64, u64))] = &[
+    (Quirk::ResetOption, (1, 4, 0)),
+    (Quirk::Uki, (1, 5, 0)),
+    (Quirk::CompressedMeta, (1, 6, 3)),
+    (Quirk::Overlays, (1, 7, 0)),
+    (Quirk::ZstdExtensions, (1, 8, 0)),
+    (Quirk::IsoVolumeId, (1, 8, 0)),
+    (Quirk::HaltIfInstalled, (1, 8, 0)),
+    (Quirk::MetalNoSerialConsole, (1, 8, 0)),
+    (Quirk::SkipDataPartitions, (1, 8, 0)),
+    (Quirk::SdBootForUefi, (1, 10, 0)),
+    (Quirk::UnifiedInstaller, (1, 10, 0)),
+    (Quirk::Usrmerge, (1, 10, 0)),
+    (Quirk::UkiProfiles, (1, 10, 0)),
+    (Quirk::Selinux, (1, 10, 0)),
+    (Quirk::NoImaArgs, (1, 11, 0)),
+    (Quirk::LargeBootPartition, (1, 11, 0)),
+    (Quirk::IsoBootloader, (1, 12, 0)),
+    (Quirk::ModuleSigEnforce, (1, 12, 0)),
+    (Quirk::EmbeddedConfig, (1, 12, 0)),
+    (Quirk::ProcMemOverride, (1, 13, 0)),
+    (Quirk::XfsLts618, (1, 13, 0)),
+    (Quirk::Drop114Defaults, (1, 14, 0)),
+];
+
 /// Quirks for one target version.
 #[derive(Debug, Clone, Copy)]
 pub struct Quirks {
@@ -52,56 +127,28 @@ impl Quirks {
         }
     }
 
-    fn at_least(&self, major: u64, minor: u64, patch: u64) -> bool {
-        self.v.is_none_or(|v| {
-            v >= Version {
-                major,
-                minor,
-                patch,
-            }
-        })
+    /// Whether `q` holds for this version.
+    pub fn has(&self, q: Quirk) -> bool {
+        let Some(v) = self.v else { return true };
+        TABLE
+            .iter()
+            .find(|(k, _)| *k == q)
+            .is_some_and(|(_, (major, minor, patch))| {
+                v >= Version {
+                    major: *major,
+                    minor: *minor,
+                    patch: *patch,
+                }
+            })
     }
 
     /// Size of the BOOT partition (and of the sd-boot ESP's extra room), in MiB.
     pub fn boot_size_mib(&self) -> u64 {
-        if self.at_least(1, 11, 0) { 2000 } else { 1000 }
-    }
-    /// GRUB reset menu entry.
-    pub fn supports_reset_option(&self) -> bool {
-        self.at_least(1, 4, 0)
-    }
-    /// UKI / SecureBoot.
-    pub fn supports_uki(&self) -> bool {
-        self.at_least(1, 5, 0)
-    }
-    /// gzip in INSTALLER_META_BASE64 when longer than 256 bytes.
-    pub fn supports_compressed_encoded_meta(&self) -> bool {
-        self.at_least(1, 6, 3)
-    }
-    /// zstd for extensions, ISO volume id, halt_if_installed, metal amd64 without ttyS0,
-    /// images without STATE/EPHEMERAL.
-    pub fn from_1_8(&self) -> bool {
-        self.at_least(1, 8, 0)
-    }
-    /// sd-boot for UEFI, installer-base, usrmerge, UKI profiles, `selinux=1`.
-    pub fn from_1_10(&self) -> bool {
-        self.at_least(1, 10, 0)
-    }
-    /// IMA arguments (≤ 1.10.x).
-    pub fn ima_args(&self) -> bool {
-        !self.at_least(1, 11, 0)
-    }
-    /// `module.sig_enforce=1`, selectable ISO bootloader, embedded config.
-    pub fn from_1_12(&self) -> bool {
-        self.at_least(1, 12, 0)
-    }
-    /// `proc_mem.force_override=never`.
-    pub fn from_1_13(&self) -> bool {
-        self.at_least(1, 13, 0)
-    }
-    /// Drops `init_on_alloc=1` and `lockdown=confidentiality`; nvme timeout AWS-only.
-    pub fn from_1_14(&self) -> bool {
-        self.at_least(1, 14, 0)
+        if self.has(Quirk::LargeBootPartition) {
+            2000
+        } else {
+            1000
+        }
     }
 }
 
@@ -112,13 +159,21 @@ mod tests {
     #[test]
     fn parsing_and_latest() {
         assert!(Version::parse("v1.10.0-alpha.1") == Version::parse("1.10.0"));
-        assert!(Quirks::new("garbage").from_1_14());
-        assert!(!Quirks::new("v1.13.9").from_1_14());
-        assert!(Quirks::new("v1.14.0-beta.1").from_1_14());
+        assert!(Quirks::new("garbage").has(Quirk::Drop114Defaults));
+        assert!(!Quirks::new("v1.13.9").has(Quirk::Drop114Defaults));
+        assert!(Quirks::new("v1.14.0-beta.1").has(Quirk::Drop114Defaults));
         assert_eq!(Quirks::new("v1.10.5").boot_size_mib(), 1000);
         assert_eq!(Quirks::new("1.11").boot_size_mib(), 2000);
-        assert!(Quirks::new("v1.10.9").ima_args());
-        assert!(!Quirks::new("v1.6.2").supports_compressed_encoded_meta());
-        assert!(Quirks::new("v1.6.3").supports_compressed_encoded_meta());
+        assert!(!Quirks::new("v1.10.9").has(Quirk::NoImaArgs));
+        assert!(!Quirks::new("v1.6.2").has(Quirk::CompressedMeta));
+        assert!(Quirks::new("v1.6.3").has(Quirk::CompressedMeta));
+    }
+
+    #[test]
+    fn every_quirk_is_in_the_table_once() {
+        for (q, _) in TABLE {
+            assert_eq!(TABLE.iter().filter(|(k, _)| k == q).count(), 1, "{q:?}");
+        }
+        assert_eq!(TABLE.len(), 22);
     }
 }

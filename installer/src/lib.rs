@@ -195,11 +195,12 @@ pub fn sdboot_tree(spec: &ImageSpec) -> Result<fat::Tree, InstallError> {
 /// Writes the whole image into `out` (which is truncated to `disk_size` first, so unwritten
 /// regions stay sparse) and returns the partition layout.
 pub fn write_image(out: &mut File, spec: &ImageSpec) -> Result<Layout, InstallError> {
-    if spec.bootloader != Bootloader::SdBoot {
-        return Err(InstallError::Unsupported(format!(
-            "bootloader {:?} is not implemented yet",
-            spec.bootloader
-        )));
+    // dual-boot: the ESP is the sd-boot one; BIOS (core.img) and BOOT (GRUB files) stay empty
+    // until GRUB is implemented, so such images boot with UEFI only.
+    if spec.bootloader == Bootloader::Grub {
+        return Err(InstallError::Unsupported(
+            "bootloader grub is not implemented yet".into(),
+        ));
     }
     let layout = plan(spec)?;
     out.set_len(0).map_err(io_err("image"))?;

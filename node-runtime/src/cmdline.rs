@@ -56,6 +56,14 @@ impl Cmdline {
             .map(|(_, v)| v.as_deref().unwrap_or(""))
     }
 
+    /// Every value of `key`, in order.
+    pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.args
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_deref().unwrap_or(""))
+    }
+
     /// Whether a flag is set: present bare, or with a value other than `0`/`false`/`no`.
     pub fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some(v) if !matches!(v, "0" | "false" | "no" | "off"))
@@ -73,6 +81,10 @@ mod tests {
             "console=tty0 console=ttyS0 quiet x=\"a b\" talos.environment=K=V node_runtime.test_poweroff=0\n",
         );
         assert_eq!(c.get("console"), Some("ttyS0"));
+        assert_eq!(
+            c.get_all("console").collect::<Vec<_>>(),
+            vec!["tty0", "ttyS0"]
+        );
         assert_eq!(c.get("x"), Some("a b"));
         assert_eq!(c.get("talos.environment"), Some("K=V"));
         assert!(c.flag("quiet"));

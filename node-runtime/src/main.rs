@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 use cmdline::Cmdline;
 use nix::mount::{MsFlags, mount};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::Path;
 use std::time::Duration;
@@ -148,18 +149,17 @@ fn stage2(start_ns: u64) -> Result<()> {
     }
 
     let found = meta::find(Duration::from_secs(2))?;
-    let summary = match &found {
+    let mut values: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+    match &found {
         Some(f) => {
             let src = match &f.source {
                 adv::Source::CopyA => "copy-a".to_string(),
                 adv::Source::CopyB(e) => format!("copy-b copy_a_error={:?}", e.to_string()),
-                adv::Source::Empty { a, b } => {
-                    format!(
-                        "empty copy_a_error={:?} copy_b_error={:?}",
-                        a.to_string(),
-                        b.to_string()
-                    )
-                }
+                adv::Source::Empty { a, b } => format!(
+                    "empty copy_a_error={:?} copy_b_error={:?}",
+                    a.to_string(),
+                    b.to_string()
+                ),
             };
             say(&format!(
                 "meta disk={} partition={} source={src} keys={}",
@@ -167,21 +167,19 @@ fn stage2(start_ns: u64) -> Result<()> {
                 f.partition,
                 f.adv.len()
             ));
-            let parts: Vec<String> = f
-                .adv
-                .iter()
-                .map(|(k, v)| format!("0x{k:02x}:{}", hex::encode(Sha256::digest(v))))
-                .collect();
-            if parts.is_empty() {
-                "none".to_string()
-            } else {
-                parts.join(",")
-            }
+            values.extend(f.adv.iter().map(|(k, v)| (k, v.to_vec())));
         }
-        None => {
-            say("meta absent");
-            "none".to_string()
-        }
+        None => say("meta absent"),
+    }
+    import_env_meta(&cmd, &mut values);
+    let summary = if values.is_empty() {
+        "none".to_string()
+    } else {
+        values
+            .iter()
+            .map(|(k, v)| format!("0x{k:02x}:{}", hex::encode(Sha256::digest(v))))
+            .collect::<Vec<_>>()
+            .join(",")
     };
     let boot_ms = boottime_ns().saturating_sub(start_ns) / 1_000_000;
     say(&format!("ready meta={summary} boot_ms={boot_ms}"));
@@ -189,6 +187,36 @@ fn stage2(start_ns: u64) -> Result<()> {
         poweroff();
     }
     Ok(())
+}
+
+/// Imports `talos.environment=INSTALLER_META_BASE64=…` (spec §5): keys the META partition
+/// lacks are added; keys it has win, as Talos only writes missing keys into an installed META.
+fn import_env_meta(cmd: &Cmdline, values: &mut BTreeMap<u8, Vec<u8>>) {
+    let prefix = format!("{}=", adv::env::VAR);
+    for env in cmd.get_all("talos.environment") {
+        let Some(enc) = env.strip_prefix(&prefix) else {
+            continue;
+        };
+        match adv::env::decode(enc) {
+            Ok(pairs) => {
+                let total = pairs.len();
+                let mut imported = 0;
+                for (k, v) in pairs {
+                    if let std::collections::btree_map::Entry::Vacant(e) = values.entry(k) {
+                        e.insert(v.into_bytes());
+                        imported += 1;
+                    }
+                }
+                say(&format!(
+                    "meta-import from=cmdline keys={total} imported={imported}"
+                ));
+            }
+            Err(e) => say(&format!(
+                "meta-import from=cmdline error={:?}",
+                e.to_string()
+            )),
+        }
+    }
 }
 
 fn poweroff() {

@@ -94,7 +94,7 @@ fn bad_input_is_refused_cleanly() {
         ),
         stdin_case(
             "image without diskSize",
-            "platform: metal\noutput:\n  kind: image\n  imageOptions:\n    diskFormat: raw\n",
+            "arch: amd64\nplatform: metal\noutput:\n  kind: image\n  imageOptions:\n    diskFormat: raw\n",
             2,
             &["output.imageOptions.diskSize"],
         ),
@@ -106,7 +106,7 @@ fn bad_input_is_refused_cleanly() {
         ),
         stdin_case(
             "secureboot is not implemented",
-            "baseProfileName: metal\nsecureboot: true\n",
+            "baseProfileName: metal\narch: amd64\nsecureboot: true\n",
             3,
             &["secureboot"],
         ),
@@ -177,6 +177,24 @@ fn bad_input_is_refused_cleanly() {
             &["output.kind", "iso"],
         ),
     ];
+    cases.push(stdin_case(
+        "dual-boot on arm64",
+        "baseProfileName: metal\narch: arm64\noutput:\n  imageOptions:\n    bootloader: dual-boot\n",
+        2,
+        &["dual-boot", "amd64"],
+    ));
+    cases.push(case(
+        "unknown enroll mode",
+        &["metal", "--secureboot-enroll-keys", "sometimes"],
+        2,
+        &["--secureboot-enroll-keys", "sometimes"],
+    ));
+    cases.push(stdin_case(
+        "grub is not implemented yet",
+        "baseProfileName: metal\narch: amd64\noutput:\n  imageOptions:\n    bootloader: grub\n",
+        3,
+        &["output.imageOptions.bootloader", "grub"],
+    ));
     let mut missing_kernel = case(
         "missing kernel file",
         &["metal"],

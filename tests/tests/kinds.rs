@@ -34,7 +34,7 @@ fn cmdline_from_a_stdin_profile_carries_meta_as_installer_meta_base64() {
         "{text}"
     );
     // longer than 256 bytes: gzip branch (spec §5), and it decodes back to both values
-    let vals = imager::meta_env::decode(enc).unwrap();
+    let vals = adv::env::decode(enc).unwrap();
     assert_eq!(
         vals,
         vec![(0x0a, "{\"hostnames\":[]}".to_string()), (0x0c, long)]
@@ -77,6 +77,9 @@ fn stdin_profile_builds_a_raw_image_and_dump_profile_shows_defaults() {
     let yaml = "arch: amd64\nplatform: metal\nsecureboot: false\noutput:\n  kind: image\n  imageOptions:\n    diskSize: 1306525696\n    bootloader: sd-boot\n  outFormat: raw\n";
     let json = stdin_build(yaml, out.path());
     assert!(json.contains("metal-amd64.raw"), "{json}");
+    // --json reports the artifact's real digest
+    let digest = sha256_file(&out.path().join("metal-amd64.raw"));
+    assert!(json.contains(&format!("\"sha256\":\"{digest}\"")), "{json}");
     let size = std::fs::metadata(out.path().join("metal-amd64.raw"))
         .unwrap()
         .len();

@@ -71,21 +71,30 @@ fn layout(raw: &Path) -> gpt::Layout {
 }
 
 #[test]
-fn image_layout_is_talos_sd_boot() {
+fn image_layout_is_talos_dual_boot() {
     let b = built();
     let size = std::fs::metadata(&b.raw).unwrap().len();
-    // MinRAWDiskSize + 1000 MiB (spec §4.4, sd-boot)
-    assert_eq!(size, 2_355_101_696);
+    // spec §4.4: metal amd64 dual-boot
+    assert_eq!(size, 4_453_302_272);
     let l = layout(&b.raw);
     assert_eq!(
         l.disk_guid.to_string(),
         "d92d45b3-cde9-8760-be9f-a2a71fac8d11"
     );
-    let parts: Vec<(String, String, u64, u64)> = l
+    let parts: Vec<(String, String, u64, u64, u64)> = l
         .partitions
         .iter()
-        .map(|p| (p.name.clone(), p.guid.to_string(), p.first_lba, p.last_lba))
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.guid.to_string(),
+                p.first_lba,
+                p.last_lba,
+                p.attributes,
+            )
+        })
         .collect();
+    // the LBAs of spec §4.2's dual-boot example
     assert_eq!(
         parts,
         vec![
@@ -93,13 +102,29 @@ fn image_layout_is_talos_sd_boot() {
                 "EFI".into(),
                 "bca5174b-0118-8a6a-af0b-2c6e1585acae".into(),
                 2048,
-                2048 + 2101 * 2048 - 1
+                4304895,
+                0
+            ),
+            (
+                "BIOS".into(),
+                "a2a02ff5-d88d-8e6e-9c95-26b9b6c80bc3".into(),
+                4304896,
+                4306943,
+                4
+            ),
+            (
+                "BOOT".into(),
+                "24c73076-4092-85dd-9d98-686a2dbf6d81".into(),
+                4306944,
+                8402943,
+                0
             ),
             (
                 "META".into(),
                 "cf04f137-101e-8ec6-9627-fa3f51cdabb8".into(),
-                2102 * 2048,
-                2103 * 2048 - 1
+                8402944,
+                8404991,
+                0
             ),
         ]
     );
@@ -124,6 +149,12 @@ fn sgdisk_verifies_the_table() {
     );
     assert!(info.contains("Partition name: 'EFI'"), "{info}");
     let info = ok(Command::new("sgdisk").args(["-i", "2"]).arg(&b.raw));
+    assert!(
+        info.contains("21686148-6449-6E6F-744E-656564454649"),
+        "{info}"
+    );
+    assert!(info.contains("Partition name: 'BIOS'"), "{info}");
+    let info = ok(Command::new("sgdisk").args(["-i", "4"]).arg(&b.raw));
     assert!(
         info.contains("0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
         "{info}"
@@ -213,6 +244,10 @@ fn meta_partition_holds_the_value_in_talos_adv_format() {
     assert_eq!(&bytes[4..8], &[0, 0, 0, 0x0a]);
     let len = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
     assert_eq!(&bytes[12..12 + len], &b.meta_value[..]);
+    // then the image-mode auto value 0x11 = "dual-boot" (spec §4.3), tags sorted
+    let o = 12 + len;
+    assert_eq!(&bytes[o..o + 8], &[0, 0, 0, 0x11, 0, 0, 0, 9]);
+    assert_eq!(&bytes[o + 8..o + 17], b"dual-boot");
     assert_eq!(
         &bytes[..256 << 10],
         &bytes[256 << 10..512 << 10],
@@ -403,14 +438,18 @@ fn boot(raw: &Path) -> (String, Vec<String>, bool) {
 fn boots_to_ready_with_the_meta_value() {
     let b = built();
     let (line, console, powered_off) = boot(&b.raw);
-    let want = format!("0x0a:{}", sha256(&b.meta_value));
+    let want = format!(
+        "0x0a:{},0x11:{}",
+        sha256(&b.meta_value),
+        sha256(b"dual-boot")
+    );
     assert_eq!(field(&line, "meta"), Some(want.as_str()), "{line}");
     let meta = console
         .iter()
         .find(|l| l.contains("node-runtime: meta "))
         .unwrap();
     assert!(meta.contains("source=copy-a"), "{meta}");
-    assert!(meta.contains("disk=/dev/vda partition=2"), "{meta}");
+    assert!(meta.contains("disk=/dev/vda partition=4"), "{meta}");
     let mods = console
         .iter()
         .find(|l| l.contains("node-runtime: modules "))
@@ -459,6 +498,10 @@ fn boots_with_meta_copy_a_corrupt_and_reads_copy_b() {
         .unwrap();
     assert!(meta.contains("source=copy-b"), "{meta}");
     assert!(meta.contains("checksum mismatch"), "{meta}");
-    let want = format!("0x0a:{}", sha256(&b.meta_value));
+    let want = format!(
+        "0x0a:{},0x11:{}",
+        sha256(&b.meta_value),
+        sha256(b"dual-boot")
+    );
     assert_eq!(field(&line, "meta"), Some(want.as_str()), "{line}");
 }

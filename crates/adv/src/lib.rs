@@ -13,6 +13,8 @@
 //! Unlike Talos (Go map order) tags are always written sorted, so any set of values encodes to
 //! one byte sequence.
 
+pub mod env;
+
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 

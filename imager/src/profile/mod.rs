@@ -13,7 +13,7 @@ pub mod schema;
 pub use schema::*;
 
 use crate::error::{Error, Result};
-use crate::quirks::{DEFAULT_VERSION, Quirks};
+use crate::quirks::{DEFAULT_VERSION, Quirk, Quirks};
 use serde_json::Value;
 
 /// `MinRAWDiskSize`.
@@ -22,8 +22,7 @@ pub const MIN_RAW_DISK_SIZE: u64 = 1246 * MIB;
 pub const DEFAULT_RAW_DISK_SIZE: u64 = 8192 * MIB;
 const MIB: u64 = 1024 * 1024;
 
-/// Built-in profiles, embedded from `profiles/`.
-pub const BUILTIN: &[(&str, &str)] = &[("metal", include_str!("../../../profiles/metal.yaml"))];
+include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 
 /// Platforms known to `talos.platform=` (spec §10).
 pub const PLATFORMS: &[&str] = &[
@@ -137,8 +136,16 @@ pub fn resolve_base(v: Value) -> Result<Value> {
     Ok(out)
 }
 
-/// Bootloaders the disk writer implements today.
-pub const IMPLEMENTED_BOOTLOADERS: &[&str] = &["sd-boot"];
+/// Where SecureBoot keys live by convention (`-v …:/secureboot:ro`).
+pub const SECUREBOOT_DIR: &str = "/secureboot";
+
+fn invalid(field: &str, msg: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("field {field}: {msg}"))
+}
+
+fn unsupported(field: &str, msg: impl std::fmt::Display) -> Error {
+    Error::unsupported(format!("field {field}: {msg}"))
+}
 
 impl Profile {
     /// Quirks for the target version.
@@ -146,16 +153,21 @@ impl Profile {
         Quirks::new(&self.version)
     }
 
-    /// `Output.selectBootloader` (spec §1.1).
-    fn select_bootloader(&self, explicit: &str) -> String {
-        if self.secureboot == Some(true) {
+    /// Whether SecureBoot is on.
+    pub fn is_secureboot(&self) -> bool {
+        self.secureboot == Some(true)
+    }
+
+    /// `Output.selectBootloader` (spec §1.1): SecureBoot forces sd-boot, an explicit choice is
+    /// kept, else arm64 (≥1.10) → sd-boot, <1.10 → grub, amd64 → dual-boot.
+    pub fn select_bootloader(&self, explicit: &str) -> String {
+        if self.is_secureboot() {
             return "sd-boot".into();
         }
-        if !explicit.is_empty() {
+        if !explicit.is_empty() && explicit != "none" {
             return explicit.into();
         }
-        let q = self.quirks();
-        if !q.from_1_10() {
+        if !self.quirks().has(Quirk::SdBootForUefi) {
             "grub".into()
         } else if self.arch == "arm64" {
             "sd-boot".into()
@@ -164,16 +176,13 @@ impl Profile {
         }
     }
 
-    /// Fills the defaults of spec §1.1 / §4.4. `install_dir` replaces `/usr/install` in the
-    /// default asset paths. Returns notices to print (e.g. a default that was not available).
-    pub fn fill_defaults(&mut self, default_arch: &str, install_dir: &str) -> Vec<String> {
-        let mut notes = Vec::new();
-        if self.arch.is_empty() {
-            self.arch = default_arch.into();
-        }
+    /// Fills the defaults of spec §1.1 / §4.4 (`Profile.FillDefaults`). `install_dir`
+    /// replaces `/usr/install` in the default asset paths.
+    pub fn fill_defaults(&mut self, install_dir: &str) {
         if self.version.is_empty() {
             self.version = DEFAULT_VERSION.into();
         }
+        let q = self.quirks();
         let dir = install_dir.trim_end_matches('/');
         let arch = self.arch.clone();
         let fill = |a: &mut FileAsset, file: &str| {
@@ -185,150 +194,270 @@ impl Profile {
         fill(&mut self.input.initramfs, "initramfs.xz");
         fill(&mut self.input.sd_stub, "systemd-stub.efi");
         fill(&mut self.input.sd_boot, "systemd-boot.efi");
-        if self.output.kind == OutputKind::Image {
-            let q = self.quirks();
-            let explicit = self
-                .output
-                .image_options
-                .as_ref()
-                .map(|o| o.bootloader.clone())
-                .unwrap_or_default();
-            let mut bl = self.select_bootloader(&explicit);
-            if explicit.is_empty() && !IMPLEMENTED_BOOTLOADERS.contains(&bl.as_str()) {
-                notes.push(format!(
-                    "the default bootloader for {} {} is {bl}, which is not implemented yet; using sd-boot",
-                    self.arch, self.version
-                ));
-                bl = "sd-boot".into();
+        if self.input.base_installer.is_empty() {
+            let repo = if q.has(Quirk::UnifiedInstaller) {
+                "installer-base"
+            } else {
+                "installer"
+            };
+            self.input.base_installer.image_ref =
+                format!("ghcr.io/siderolabs/{repo}:{}", self.version);
+        }
+        if self.is_secureboot() {
+            let sb = SECUREBOOT_DIR;
+            let a = self.input.secureboot.get_or_insert_with(Default::default);
+            let s = &mut a.secure_boot_signer;
+            if s.key_path.is_empty()
+                && s.azure_vault_url.is_empty()
+                && s.aws_kms_key_id.is_empty()
+                && s.signer_address.is_empty()
+            {
+                s.key_path = format!("{sb}/uki-signing-key.pem");
+                s.cert_path = format!("{sb}/uki-signing-cert.pem");
             }
-            if let Some(o) = self.output.image_options.as_mut() {
-                if o.disk_format.is_empty() {
-                    o.disk_format = "raw".into();
+            let pcr = &mut a.pcr_signer;
+            if pcr.key_path.is_empty()
+                && pcr.azure_vault_url.is_empty()
+                && pcr.aws_kms_key_id.is_empty()
+                && pcr.signer_address.is_empty()
+            {
+                pcr.key_path = format!("{sb}/pcr-signing-key.pem");
+            }
+            // pre-built enrolment databases are used only when they exist
+            for (field, file) in [
+                (&mut a.platform_key_path, "PK.auth"),
+                (&mut a.key_exchange_key_path, "KEK.auth"),
+                (&mut a.signature_key_path, "db.auth"),
+            ] {
+                let p = format!("{sb}/{file}");
+                if field.is_empty() && std::path::Path::new(&p).exists() {
+                    *field = p;
                 }
-                let boot = q.boot_size_mib() * MIB;
-                if o.disk_size != 0 {
-                    o.disk_size = (o.disk_size + boot).saturating_sub(1000 * MIB);
-                    if bl == "dual-boot" {
-                        o.disk_size += MIB + boot;
-                    }
-                }
-                o.bootloader = bl;
             }
         }
-        notes
+        match self.output.kind {
+            OutputKind::Image => {
+                let explicit = self
+                    .output
+                    .image_options
+                    .as_ref()
+                    .map(|o| o.bootloader.clone())
+                    .unwrap_or_default();
+                let bl = self.select_bootloader(&explicit);
+                if let Some(o) = self.output.image_options.as_mut() {
+                    if o.disk_format.is_empty() {
+                        o.disk_format = "raw".into();
+                    }
+                    let boot = q.boot_size_mib() * MIB;
+                    if o.disk_size != 0 {
+                        o.disk_size = (o.disk_size + boot).saturating_sub(1000 * MIB);
+                        if bl == "dual-boot" {
+                            o.disk_size += MIB + boot;
+                        }
+                    }
+                    o.bootloader = bl;
+                }
+            }
+            OutputKind::Iso if q.has(Quirk::IsoBootloader) => {
+                let explicit = self
+                    .output
+                    .iso_options
+                    .as_ref()
+                    .map(|o| o.bootloader.clone())
+                    .unwrap_or_default();
+                let bl = self.select_bootloader(&explicit);
+                self.output
+                    .iso_options
+                    .get_or_insert_with(Default::default)
+                    .bootloader = bl;
+            }
+            _ => {}
+        }
     }
 
-    /// `Profile.Validate` plus what this imager supports so far.
+    /// `Profile.Validate` (spec §1.1): the rules every profile must meet.
     pub fn validate(&self) -> Result<()> {
         if self.arch != "amd64" && self.arch != "arm64" {
-            return Err(Error::invalid(format!(
-                "field arch: {:?} is not supported (amd64 or arm64)",
-                self.arch
-            )));
+            return Err(invalid(
+                "arch",
+                format!("{:?} is not amd64 or arm64", self.arch),
+            ));
         }
         if self.platform.is_empty() {
-            return Err(Error::invalid("field platform: must be set"));
+            return Err(invalid("platform", "must be set"));
         }
         if !PLATFORMS.contains(&self.platform.as_str()) {
-            return Err(Error::invalid(format!(
-                "field platform: unknown platform {:?} (known: {})",
-                self.platform,
-                PLATFORMS.join(", ")
-            )));
+            return Err(invalid(
+                "platform",
+                format!(
+                    "unknown platform {:?} (known: {})",
+                    self.platform,
+                    PLATFORMS.join(", ")
+                ),
+            ));
         }
-        if self.secureboot == Some(true) {
-            if !self.quirks().supports_uki() {
-                return Err(Error::invalid(format!(
-                    "field secureboot: needs version >= 1.5 (profile version {})",
-                    self.version
-                )));
-            }
-            return Err(Error::unsupported(
-                "field secureboot: SecureBoot is not implemented yet",
+        if self.is_secureboot() && !self.quirks().has(Quirk::Uki) {
+            return Err(invalid(
+                "secureboot",
+                format!("needs version >= 1.5 (profile version {})", self.version),
             ));
         }
         let c = &self.customization;
+        let kind = self.output.kind.as_str();
         match self.output.kind {
-            OutputKind::Unknown => {
-                return Err(Error::invalid("field output.kind: must be set"));
+            OutputKind::Unknown => return Err(invalid("output.kind", "must be set")),
+            OutputKind::Iso => {
+                if let Some(o) = &self.output.iso_options {
+                    if o.bootloader == "none" {
+                        return Err(invalid("output.isoOptions.bootloader", "must not be none"));
+                    }
+                    check_bootloader("output.isoOptions.bootloader", &o.bootloader, true)?;
+                }
             }
-            OutputKind::Iso | OutputKind::Installer | OutputKind::Uki => {
-                return Err(Error::unsupported(format!(
-                    "field output.kind: {} output is not implemented yet",
-                    self.output.kind.as_str()
-                )));
+            OutputKind::Installer => {
+                if !c.meta_contents.is_empty() {
+                    return Err(invalid(
+                        "customization.metaContents",
+                        "not allowed for output kind installer",
+                    ));
+                }
             }
             OutputKind::Kernel | OutputKind::Initramfs => {
+                if self.is_secureboot() {
+                    return Err(invalid(
+                        "secureboot",
+                        format!("not allowed for output kind {kind}"),
+                    ));
+                }
                 if !c.extra_kernel_args.is_empty() {
-                    return Err(Error::invalid(format!(
-                        "field customization.extraKernelArgs: not allowed for output kind {}",
-                        self.output.kind.as_str()
-                    )));
+                    return Err(invalid(
+                        "customization.extraKernelArgs",
+                        format!("not allowed for output kind {kind}"),
+                    ));
                 }
                 if !c.meta_contents.is_empty() {
-                    return Err(Error::invalid(format!(
-                        "field customization.metaContents: not allowed for output kind {}",
-                        self.output.kind.as_str()
-                    )));
+                    return Err(invalid(
+                        "customization.metaContents",
+                        format!("not allowed for output kind {kind}"),
+                    ));
                 }
             }
             OutputKind::Image => {
                 let o = self.output.image_options.as_ref().ok_or_else(|| {
-                    Error::invalid("field output.imageOptions: required for output kind image")
+                    invalid("output.imageOptions", "required for output kind image")
                 })?;
                 if o.disk_size == 0 {
-                    return Err(Error::invalid(
-                        "field output.imageOptions.diskSize: required for output kind image",
+                    return Err(invalid(
+                        "output.imageOptions.diskSize",
+                        "required for output kind image",
                     ));
                 }
-                match o.bootloader.as_str() {
-                    "sd-boot" => {}
-                    "grub" | "dual-boot" => {
-                        return Err(Error::unsupported(format!(
-                            "field output.imageOptions.bootloader: {} is not implemented yet",
-                            o.bootloader
-                        )));
-                    }
-                    other => {
-                        return Err(Error::invalid(format!(
-                            "field output.imageOptions.bootloader: {other:?} is not one of sd-boot, grub, dual-boot"
-                        )));
-                    }
+                check_bootloader("output.imageOptions.bootloader", &o.bootloader, false)?;
+                if o.bootloader == "dual-boot" && self.arch != "amd64" {
+                    return Err(invalid(
+                        "output.imageOptions.bootloader",
+                        "dual-boot exists for amd64 only",
+                    ));
                 }
+                if !matches!(o.disk_format.as_str(), "raw" | "qcow2" | "vhd" | "ova") {
+                    return Err(invalid(
+                        "output.imageOptions.diskFormat",
+                        format!("{:?} is not one of raw, qcow2, vhd, ova", o.disk_format),
+                    ));
+                }
+                let opts_field = "output.imageOptions.diskFormatOptions";
                 match o.disk_format.as_str() {
-                    "raw" => {}
-                    "qcow2" | "vhd" | "ova" => {
-                        return Err(Error::unsupported(format!(
-                            "field output.imageOptions.diskFormat: {} is not implemented yet",
-                            o.disk_format
-                        )));
+                    "qcow2" => {
+                        diskfmt::parse_qcow2_options(&o.disk_format_options)
+                            .map_err(|e| invalid(opts_field, e))?;
                     }
-                    other => {
-                        return Err(Error::invalid(format!(
-                            "field output.imageOptions.diskFormat: {other:?} is not one of raw, qcow2, vhd, ova"
-                        )));
+                    "vhd" => {
+                        diskfmt::parse_vhd_options(&o.disk_format_options)
+                            .map_err(|e| invalid(opts_field, e))?;
                     }
+                    // raw and ova run no qemu-img in Talos either: options are ignored there
+                    _ => {}
                 }
                 if !matches!(o.disk_sector_size, 0 | 512 | 4096) {
-                    return Err(Error::invalid(format!(
-                        "field output.imageOptions.diskSectorSize: {} (512 or 4096)",
-                        o.disk_sector_size
-                    )));
+                    return Err(invalid(
+                        "output.imageOptions.diskSectorSize",
+                        format!("{} (512 or 4096)", o.disk_sector_size),
+                    ));
                 }
             }
-            OutputKind::Cmdline => {}
+            OutputKind::Uki | OutputKind::Cmdline | OutputKind::Pxe => {}
         }
-        if self.output.out_format == OutFormat::TarGz {
-            return Err(Error::unsupported(
-                "field output.outFormat: .tar.gz is not implemented yet",
+        Ok(())
+    }
+
+    /// What this imager cannot build yet: exit code 3 with the field at fault.
+    pub fn check_supported(&self) -> Result<()> {
+        if self.is_secureboot() {
+            return Err(unsupported(
+                "secureboot",
+                "SecureBoot is not implemented yet",
+            ));
+        }
+        let kind = self.output.kind;
+        if matches!(
+            kind,
+            OutputKind::Iso | OutputKind::Installer | OutputKind::Uki
+        ) {
+            return Err(unsupported(
+                "output.kind",
+                format!("{} output is not implemented yet", kind.as_str()),
+            ));
+        }
+        if !self.input.system_extensions.is_empty() {
+            return Err(unsupported(
+                "input.systemExtensions",
+                "system extensions are not implemented yet",
+            ));
+        }
+        if !self.input.image_cache.is_empty() {
+            return Err(unsupported(
+                "input.imageCache",
+                "image caches are not implemented yet",
+            ));
+        }
+        if self.overlay.is_some() {
+            return Err(unsupported("overlay", "overlays are not implemented yet"));
+        }
+        if !self.customization.embedded_machine_configuration.is_empty() {
+            return Err(unsupported(
+                "customization.embeddedMachineConfiguration",
+                "embedded machine configuration is not implemented yet",
+            ));
+        }
+        if let (OutputKind::Image, Some(o)) = (kind, &self.output.image_options)
+            && o.bootloader == "grub"
+        {
+            return Err(unsupported(
+                "output.imageOptions.bootloader",
+                "grub is not implemented yet (sd-boot and the UEFI half of dual-boot are)",
             ));
         }
         Ok(())
     }
 
+    /// `<platform>-<arch>[-secureboot]`.
+    pub fn base_name(&self) -> String {
+        let sb = if self.is_secureboot() {
+            "-secureboot"
+        } else {
+            ""
+        };
+        format!("{}-{}{sb}", self.platform, self.arch)
+    }
+
     /// File name of the primary artifact (spec §2), before post-processing.
     pub fn output_name(&self) -> String {
-        let base = format!("{}-{}", self.platform, self.arch);
+        let base = self.base_name();
+        let sb = if self.is_secureboot() {
+            "-secureboot"
+        } else {
+            ""
+        };
         match self.output.kind {
             OutputKind::Image => {
                 let fmt = self
@@ -343,17 +472,35 @@ impl Profile {
             OutputKind::Cmdline => format!("cmdline-{base}"),
             OutputKind::Iso => format!("{base}.iso"),
             OutputKind::Uki => format!("{base}-uki.efi"),
-            OutputKind::Installer => format!("installer-{}.tar", self.arch),
+            OutputKind::Installer => format!("installer-{}{sb}.tar", self.arch),
+            OutputKind::Pxe => format!("{base}.ipxe"),
             OutputKind::Unknown => base,
         }
     }
 }
 
+fn check_bootloader(field: &str, v: &str, allow_empty: bool) -> Result<()> {
+    match v {
+        "sd-boot" | "grub" | "dual-boot" => Ok(()),
+        "" if allow_empty => Ok(()),
+        other => Err(invalid(
+            field,
+            format!("{other:?} is not one of sd-boot, grub, dual-boot"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
+
+    fn resolved(v: Value) -> Profile {
+        let mut p = from_value(resolve_base(v).unwrap(), "test").unwrap();
+        p.fill_defaults("/usr/install");
+        p.validate().unwrap();
+        p
+    }
 
     #[test]
     fn merge_semantics() {
@@ -372,26 +519,65 @@ mod tests {
     }
 
     #[test]
-    fn metal_defaults() {
-        let v = resolve_base(json!({"baseProfileName": "metal", "arch": "amd64"})).unwrap();
-        let mut p = from_value(v, "test").unwrap();
-        let notes = p.fill_defaults("amd64", "/usr/install");
-        assert_eq!(notes.len(), 1, "{notes:?}");
-        p.validate().unwrap();
+    fn metal_defaults_follow_the_spec() {
+        let p = resolved(json!({"baseProfileName": "metal", "arch": "amd64"}));
         assert_eq!(p.platform, "metal");
         assert_eq!(p.version, DEFAULT_VERSION);
         assert_eq!(p.input.kernel.path, "/usr/install/amd64/vmlinuz");
+        assert_eq!(
+            p.input.base_installer.image_ref,
+            "ghcr.io/siderolabs/installer-base:v1.14.0"
+        );
         let o = p.output.image_options.as_ref().unwrap();
-        // MinRAWDiskSize + (2000 - 1000) MiB: the sd-boot size of spec §4.4 (metal arm64 v1.15)
-        assert_eq!(o.disk_size, 2_355_101_696);
-        assert_eq!(o.bootloader, "sd-boot");
+        // spec §4.4: metal amd64 dual-boot 4 453 302 272
+        assert_eq!(o.disk_size, 4_453_302_272);
+        assert_eq!(o.bootloader, "dual-boot");
         assert_eq!(p.output_name(), "metal-amd64.raw");
-        assert_eq!(p.output.out_format, OutFormat::Zst);
-        // arm64 selects sd-boot by the spec rule, without a notice
-        let v = resolve_base(json!({"baseProfileName": "metal", "arch": "arm64"})).unwrap();
-        let mut p = from_value(v, "test").unwrap();
-        assert!(p.fill_defaults("amd64", "/usr/install").is_empty());
-        assert_eq!(p.output.image_options.unwrap().disk_size, 2_355_101_696);
+        let p = resolved(json!({"baseProfileName": "metal", "arch": "arm64"}));
+        let o = p.output.image_options.unwrap();
+        assert_eq!(
+            (o.disk_size, o.bootloader.as_str()),
+            (2_355_101_696, "sd-boot")
+        );
+        let p = resolved(json!({"baseProfileName": "aws", "arch": "amd64"}));
+        assert_eq!(p.output.image_options.unwrap().disk_size, 11_736_711_168);
+        let p =
+            resolved(json!({"baseProfileName": "metal", "arch": "amd64", "version": "v1.10.0"}));
+        assert_eq!(p.output.image_options.unwrap().disk_size, 2_356_150_272);
+        assert_eq!(
+            resolved(json!({"baseProfileName": "metal", "arch": "amd64", "version": "v1.9.0"}))
+                .input
+                .base_installer
+                .image_ref,
+            "ghcr.io/siderolabs/installer:v1.9.0"
+        );
+    }
+
+    #[test]
+    fn secureboot_forces_sd_boot_and_fills_signers() {
+        let p = resolved(json!({"baseProfileName": "secureboot-metal", "arch": "amd64"}));
+        assert_eq!(
+            p.output.image_options.as_ref().unwrap().bootloader,
+            "sd-boot"
+        );
+        let sb = p.input.secureboot.as_ref().unwrap();
+        assert_eq!(
+            sb.secure_boot_signer.key_path,
+            "/secureboot/uki-signing-key.pem"
+        );
+        assert_eq!(sb.pcr_signer.key_path, "/secureboot/pcr-signing-key.pem");
+        assert_eq!(p.output_name(), "metal-amd64-secureboot.raw");
+        assert!(p.check_supported().is_err());
+    }
+
+    #[test]
+    fn every_builtin_resolves_for_both_arches() {
+        assert_eq!(BUILTIN.len(), 32);
+        for (name, _) in BUILTIN {
+            for arch in ["amd64", "arm64"] {
+                resolved(json!({"baseProfileName": name, "arch": arch}));
+            }
+        }
     }
 
     #[test]

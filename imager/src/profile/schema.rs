@@ -1,11 +1,19 @@
-//! The profile schema of spec §1.1: Go struct tags become camelCase keys; unknown keys are
-//! rejected. Only the keys the imager acts on so far are modelled; the rest of §1.1 (overlay,
-//! SecureBoot signers, image cache, ISO options) is rejected as unknown until it is supported.
+//! The profile schema of spec §1.1. Go struct tags become camelCase keys, field order follows
+//! the Go structs (so dumps read like Talos's), `omitempty` fields are skipped when empty, and
+//! unknown keys are rejected.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
 
 /// A whole profile.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Profile {
     /// Profile to inherit from (built-in name); cleared after the merge.
@@ -17,10 +25,10 @@ pub struct Profile {
     /// Platform name, becomes `talos.platform=`.
     #[serde(default)]
     pub platform: String,
-    /// SecureBoot (not supported yet; must be false or unset).
+    /// SecureBoot (no omitempty: dumps as `null` when unset).
     #[serde(default)]
     pub secureboot: Option<bool>,
-    /// OS name.
+    /// OS name (default "Talos" where it is used).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// Target version; drives the version quirks.
@@ -32,13 +40,16 @@ pub struct Profile {
     /// Input assets.
     #[serde(default)]
     pub input: Input,
+    /// Board overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayOptions>,
     /// Output.
     #[serde(default)]
     pub output: Output,
 }
 
 /// `customization`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Customization {
     /// Extra kernel arguments (appended; `-key` deletes).
@@ -47,11 +58,16 @@ pub struct Customization {
     /// META values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub meta_contents: Vec<MetaValue>,
+    /// Machine configuration embedded into the image (Talos ≥ 1.12).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub embedded_machine_configuration: String,
 }
 
 impl Customization {
     fn is_empty(&self) -> bool {
-        self.extra_kernel_args.is_empty() && self.meta_contents.is_empty()
+        self.extra_kernel_args.is_empty()
+            && self.meta_contents.is_empty()
+            && self.embedded_machine_configuration.is_empty()
     }
 }
 
@@ -74,10 +90,141 @@ pub struct FileAsset {
     pub path: String,
 }
 
-impl FileAsset {
-    fn is_empty(&self) -> bool {
-        self.path.is_empty()
+/// An image input: a registry reference, a plain filesystem tarball or an OCI layout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ContainerAsset {
+    /// Registry reference.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_ref: String,
+    /// Plain HTTP / no TLS verification for this reference.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force_insecure: bool,
+    /// A plain filesystem tar (not a `docker save` archive).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tarball_path: String,
+    /// An OCI image layout directory.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub oci_path: String,
+}
+
+impl ContainerAsset {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.image_ref.is_empty() && self.tarball_path.is_empty() && self.oci_path.is_empty()
     }
+}
+
+/// A signing key with its certificate (file, Azure Key Vault, AWS KMS or a gRPC signer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SigningKeyAndCertificate {
+    /// PEM key file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key_path: String,
+    /// PEM certificate file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cert_path: String,
+    /// Azure Key Vault URL.
+    #[serde(
+        default,
+        rename = "azureVaultURL",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub azure_vault_url: String,
+    /// Azure certificate id.
+    #[serde(
+        default,
+        rename = "azureCertificateID",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub azure_certificate_id: String,
+    /// AWS KMS key id.
+    #[serde(
+        default,
+        rename = "awsKMSKeyID",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub aws_kms_key_id: String,
+    /// AWS region.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub aws_region: String,
+    /// Certificate file for the AWS key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub aws_cert_path: String,
+    /// Certificate ARN for the AWS key.
+    #[serde(
+        default,
+        rename = "awsCertARN",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub aws_cert_arn: String,
+    /// gRPC signer (`unix://…`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signer_address: String,
+}
+
+/// A signing key (PCR signatures).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SigningKey {
+    /// PEM key file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key_path: String,
+    /// Azure Key Vault URL.
+    #[serde(
+        default,
+        rename = "azureVaultURL",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub azure_vault_url: String,
+    /// Azure key id.
+    #[serde(
+        default,
+        rename = "azureKeyID",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub azure_key_id: String,
+    /// Azure key version.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub azure_key_version: String,
+    /// AWS KMS key id.
+    #[serde(
+        default,
+        rename = "awsKMSKeyID",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub aws_kms_key_id: String,
+    /// AWS region.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub aws_region: String,
+    /// gRPC signer (`unix://…`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signer_address: String,
+}
+
+/// `input.secureboot`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecureBootAssets {
+    /// UKI / sd-boot signer.
+    #[serde(default)]
+    pub secure_boot_signer: SigningKeyAndCertificate,
+    /// PCR policy signer.
+    #[serde(default)]
+    pub pcr_signer: SigningKey,
+    /// Pre-built PK.auth.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub platform_key_path: String,
+    /// Pre-built KEK.auth.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key_exchange_key_path: String,
+    /// Pre-built db.auth.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signature_key_path: String,
+    /// Add Microsoft's certificates to KEK and db.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub include_well_known_certs: bool,
 }
 
 /// `input`.
@@ -85,17 +232,47 @@ impl FileAsset {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Input {
     /// Kernel image.
-    #[serde(default, skip_serializing_if = "FileAsset::is_empty")]
+    #[serde(default)]
     pub kernel: FileAsset,
     /// Initramfs.
-    #[serde(default, skip_serializing_if = "FileAsset::is_empty")]
+    #[serde(default)]
     pub initramfs: FileAsset,
     /// systemd-stub (for UKIs).
-    #[serde(default, skip_serializing_if = "FileAsset::is_empty")]
+    #[serde(default)]
     pub sd_stub: FileAsset,
     /// systemd-boot.
-    #[serde(default, skip_serializing_if = "FileAsset::is_empty")]
+    #[serde(default)]
     pub sd_boot: FileAsset,
+    /// Base installer image.
+    #[serde(default, skip_serializing_if = "ContainerAsset::is_empty")]
+    pub base_installer: ContainerAsset,
+    /// Image cache.
+    #[serde(default, skip_serializing_if = "ContainerAsset::is_empty")]
+    pub image_cache: ContainerAsset,
+    /// Overlay installer image (installer output only).
+    #[serde(default, skip_serializing_if = "ContainerAsset::is_empty")]
+    pub overlay_installer: ContainerAsset,
+    /// SecureBoot signing material.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secureboot: Option<SecureBootAssets>,
+    /// System extensions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub system_extensions: Vec<ContainerAsset>,
+}
+
+/// `overlay`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OverlayOptions {
+    /// Installer name inside the overlay (default `default`).
+    #[serde(default)]
+    pub name: String,
+    /// Overlay image.
+    #[serde(default)]
+    pub image: ContainerAsset,
+    /// Options passed to the overlay installer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, serde_json::Value>,
 }
 
 /// `output`.
@@ -108,35 +285,56 @@ pub struct Output {
     /// Image options (kind `image`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_options: Option<ImageOptions>,
+    /// ISO options (kind `iso`).
+    #[serde(
+        default,
+        rename = "isoOptions",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub iso_options: Option<IsoOptions>,
     /// Post-processing.
     #[serde(default)]
     pub out_format: OutFormat,
 }
 
-/// Output kinds of spec §2.
+/// Output kinds of spec §2, plus `pxe` (this imager's PXE set).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
     /// Unset (invalid after the merge).
     #[default]
     Unknown,
-    /// ISO (not supported yet).
+    /// ISO.
     Iso,
     /// Disk image.
     Image,
-    /// Installer OCI image (not supported yet).
+    /// Installer OCI image.
     Installer,
     /// Kernel copy.
     Kernel,
     /// Initramfs.
     Initramfs,
-    /// Unified kernel image (not supported yet).
+    /// Unified kernel image.
     Uki,
     /// Kernel command line.
     Cmdline,
+    /// PXE set: kernel, initramfs, cmdline and an iPXE script.
+    Pxe,
 }
 
 impl OutputKind {
+    /// Every kind's spelling.
+    pub const NAMES: &'static [&'static str] = &[
+        "iso",
+        "image",
+        "installer",
+        "kernel",
+        "initramfs",
+        "uki",
+        "cmdline",
+        "pxe",
+    ];
+
     /// Parses the CLI spelling.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -147,6 +345,7 @@ impl OutputKind {
             "initramfs" => Self::Initramfs,
             "uki" => Self::Uki,
             "cmdline" => Self::Cmdline,
+            "pxe" => Self::Pxe,
             _ => return None,
         })
     }
@@ -162,6 +361,7 @@ impl OutputKind {
             Self::Initramfs => "initramfs",
             Self::Uki => "uki",
             Self::Cmdline => "cmdline",
+            Self::Pxe => "pxe",
         }
     }
 }
@@ -173,18 +373,62 @@ pub enum OutFormat {
     #[default]
     #[serde(rename = "raw")]
     Raw,
-    /// zstd -18.
-    #[serde(rename = ".zst")]
-    Zst,
+    /// `.tar.gz` (sparse tar of `disk.raw`, gzip -6).
+    #[serde(rename = ".tar.gz")]
+    TarGz,
     /// xz -0.
     #[serde(rename = ".xz")]
     Xz,
     /// gzip -6.
     #[serde(rename = ".gz")]
     Gz,
-    /// tar + gzip.
-    #[serde(rename = ".tar.gz")]
-    TarGz,
+    /// zstd -18.
+    #[serde(rename = ".zst")]
+    Zst,
+}
+
+impl OutFormat {
+    /// The file name suffix.
+    pub fn suffix(&self) -> &'static str {
+        match self {
+            Self::Raw => "",
+            Self::TarGz => ".tar.gz",
+            Self::Xz => ".xz",
+            Self::Gz => ".gz",
+            Self::Zst => ".zst",
+        }
+    }
+}
+
+/// `sdBootEnrollKeys`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SdBootEnrollKeys {
+    /// Auto-enroll in VMs (the zero value).
+    #[default]
+    IfSafe,
+    /// Manual enrolment from the menu.
+    Manual,
+    /// Enrol even on bare metal in setup mode.
+    Force,
+    /// No keys written.
+    Off,
+}
+
+impl SdBootEnrollKeys {
+    /// Parses the CLI spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "if-safe" => Self::IfSafe,
+            "manual" => Self::Manual,
+            "force" => Self::Force,
+            "off" => Self::Off,
+            _ => return None,
+        })
+    }
+    fn is_default(&self) -> bool {
+        *self == Self::IfSafe
+    }
 }
 
 /// `output.imageOptions`.
@@ -194,20 +438,31 @@ pub struct ImageOptions {
     /// Disk size in bytes (adjusted by the defaults, spec §4.4).
     #[serde(default)]
     pub disk_size: u64,
-    /// Disk format.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// `raw`, `qcow2`, `vhd` or `ova`.
+    #[serde(default)]
     pub disk_format: String,
     /// `qemu-img -o` style options.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub disk_format_options: String,
     /// Sector size, 0 = 512.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub disk_sector_size: u32,
-    /// Bootloader.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// `sd-boot`, `grub`, `dual-boot` (`none`/empty = default).
+    #[serde(default)]
     pub bootloader: String,
+    /// SecureBoot key enrolment.
+    #[serde(default, skip_serializing_if = "SdBootEnrollKeys::is_default")]
+    pub sd_boot_enroll_keys: SdBootEnrollKeys,
 }
 
-fn is_zero(v: &u32) -> bool {
-    *v == 0
+/// `output.isoOptions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IsoOptions {
+    /// SecureBoot key enrolment (no omitempty).
+    #[serde(default)]
+    pub sd_boot_enroll_keys: SdBootEnrollKeys,
+    /// Bootloader (Talos ≥ 1.12).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bootloader: String,
 }
