@@ -142,3 +142,36 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A boot that reached node-runtime's ready line.
+pub struct Booted {
+    /// The ready line.
+    pub line: String,
+    /// The console up to it.
+    pub console: Vec<String>,
+    /// Whether the guest then powered off by itself (`node_runtime.test_poweroff`).
+    pub powered_off: bool,
+}
+
+/// Boots `m` until node-runtime's ready line (failing the test on an error line, a panic or
+/// after 300 s, with the console tail), then waits up to 60 s for the guest to power off.
+pub fn boot_to_ready(m: &qemu_harness::Machine) -> Booted {
+    use std::time::Duration;
+    let mut run = m.start().unwrap();
+    let line = run
+        .wait_for(
+            "node-runtime: ready",
+            qemu_harness::DEFAULT_FAILURES,
+            Duration::from_secs(300),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("ready after {:.1} s: {line}", run.elapsed().as_secs_f64());
+    let console = run.console().to_vec();
+    let powered_off = run.finish(Duration::from_secs(60));
+    Booted {
+        line,
+        console,
+        powered_off,
+    }
+}

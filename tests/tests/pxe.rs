@@ -6,9 +6,8 @@
 
 use base64::Engine as _;
 use e2e::*;
-use qemu_harness::{DEFAULT_FAILURES, Firmware, Machine, field};
+use qemu_harness::{Firmware, Machine, field};
 use std::path::Path;
-use std::time::Duration;
 
 fn build_pxe(out: &Path, meta_arg: &str) -> String {
     ok(imager()
@@ -59,7 +58,7 @@ fn encoded(cmdline: &str) -> Vec<u8> {
 }
 
 fn boot_pxe(out: &Path, cmdline: &str) -> (String, Vec<String>) {
-    let m = Machine {
+    let b = boot_to_ready(&Machine {
         firmware: Firmware::Bios,
         direct: Some((
             out.join("kernel-amd64"),
@@ -67,22 +66,9 @@ fn boot_pxe(out: &Path, cmdline: &str) -> (String, Vec<String>) {
             cmdline.to_string(),
         )),
         ..Default::default()
-    };
-    let mut run = m.start().unwrap();
-    let line = run
-        .wait_for(
-            "node-runtime: ready",
-            DEFAULT_FAILURES,
-            Duration::from_secs(240),
-            false,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    let console = run.console().to_vec();
-    assert!(
-        run.finish(Duration::from_secs(60)),
-        "the guest did not power off"
-    );
-    (line, console)
+    });
+    assert!(b.powered_off, "the guest did not power off");
+    (b.line, b.console)
 }
 
 fn check(meta_value: &[u8], gzip: bool, meta_arg: &str) {
@@ -150,19 +136,9 @@ fn ipxe_script_network_boots_over_tftp() {
         ],
         ..Default::default()
     };
-    let mut run = m.start().unwrap();
-    let line = run
-        .wait_for(
-            "node-runtime: ready",
-            DEFAULT_FAILURES,
-            Duration::from_secs(240),
-            false,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+    let booted = boot_to_ready(&m);
+    let line = booted.line;
     let want = format!("0x0a:{}", sha256(value));
     assert_eq!(field(&line, "meta"), Some(want.as_str()), "{line}");
-    assert!(
-        run.finish(Duration::from_secs(60)),
-        "the guest did not power off"
-    );
+    assert!(booted.powered_off, "the guest did not power off");
 }

@@ -3,13 +3,10 @@
 #![allow(clippy::unwrap_used)]
 
 use e2e::*;
-use qemu_harness::{DEFAULT_FAILURES, DiskKind, Firmware, Machine, field};
+use qemu_harness::{DiskKind, Firmware, Machine, field};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
-
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 struct Built {
     _dir: tempfile::TempDir,
@@ -418,20 +415,12 @@ fn base_assets_are_reproducible() {
 }
 
 fn boot(raw: &Path) -> (String, Vec<String>, bool) {
-    let m = Machine {
+    let b = boot_to_ready(&Machine {
         firmware: Firmware::Uefi,
         disks: vec![(raw.to_path_buf(), DiskKind::Virtio)],
         ..Default::default()
-    };
-    let mut run = m.start().unwrap();
-    let line = run
-        .wait_for("node-runtime: ready", DEFAULT_FAILURES, BOOT_TIMEOUT, false)
-        .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("ready after {:.1} s: {line}", run.elapsed().as_secs_f64());
-    let console = run.console().to_vec();
-    // node_runtime.test_poweroff: the guest powers itself off and QEMU exits
-    let powered_off = run.finish(Duration::from_secs(60));
-    (line, console, powered_off)
+    });
+    (b.line, b.console, b.powered_off)
 }
 
 #[test]
