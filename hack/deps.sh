@@ -11,7 +11,9 @@ PKGS=(
   qemu-system-x86 qemu-utils ovmf            # boot tests (TCG, OVMF), qemu-img as validator
   seabios ipxe-qemu                          # BIOS boots and iPXE network boots
   systemd-boot-efi                           # systemd-boot + systemd-stub (base assets)
+  grub-common grub-pc-bin grub-efi-amd64-bin # GRUB images via grub-mkimage (base assets)
   gdisk dosfstools squashfs-tools            # independent validators: sgdisk, fsck.fat, unsquashfs
+  mtools xorriso genisoimage                 # validators: mcopy (FAT), xorriso/isoinfo (ISO)
   xz-utils zstd kmod cpio                    # validators (xz -t, zstd -d, depmod, cpio -t)
   python3                                    # validators (OVF XML, tarfile sparse reads)
   ca-certificates

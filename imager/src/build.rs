@@ -21,6 +21,8 @@ pub struct BuildOptions {
     pub epoch: i64,
     /// Compute sha256 of each artifact.
     pub digests: bool,
+    /// Base assets directory (`/usr/install`): GRUB images are read from `<dir>/<arch>/grub/`.
+    pub install_dir: PathBuf,
 }
 
 /// A finished artifact.
@@ -215,15 +217,6 @@ pub fn ipxe_script(kernel: &str, initramfs: &str, cmdline: &str) -> String {
 /// What an otherwise valid profile builds only in part, to tell the user.
 pub fn limitations(p: &Profile) -> Vec<String> {
     let mut v = Vec::new();
-    if let (OutputKind::Image, Some(o)) = (p.output.kind, &p.output.image_options)
-        && o.bootloader == "dual-boot"
-    {
-        v.push(
-            "dual-boot: the BIOS half (GRUB in BIOS/BOOT) is not implemented yet; this image \
-             boots with UEFI (systemd-boot) only"
-                .into(),
-        );
-    }
     if p.output.kind == OutputKind::Pxe && p.output.out_format != OutFormat::Raw {
         v.push(format!(
             "pxe: files stay uncompressed for network boot (outFormat {} not applied)",
@@ -266,9 +259,25 @@ fn image_spec(
             kernel: check_input("input.kernel.path", &p.input.kernel.path)?,
             initramfs: check_input("input.initramfs.path", &p.input.initramfs.path)?,
             sd_boot: check_input("input.sdBoot.path", &p.input.sd_boot.path)?,
+            grub: match io.bootloader.as_str() {
+                "grub" | "dual-boot" => {
+                    let dir = o.install_dir.join(&p.arch).join("grub");
+                    let f = |n: &str| {
+                        let path = dir.join(n);
+                        check_input("GRUB assets", &path.to_string_lossy())
+                    };
+                    Some(installer::GrubFiles {
+                        boot_img: f("boot.img")?,
+                        core_img: f("core.img")?,
+                        efi_img: f("grub-efi.img")?,
+                    })
+                }
+                _ => None,
+            },
         },
         meta,
         epoch: o.epoch,
+        grub_reset_entry: p.quirks().has(crate::quirks::Quirk::ResetOption),
     })
 }
 

@@ -347,6 +347,7 @@ fn run(cli: &Cli) -> Result<()> {
         output_dir: cli.output.clone(),
         epoch: epoch()?,
         digests: cli.json,
+        install_dir: PathBuf::from(&cli.install_dir),
     };
     let start = std::time::Instant::now();
     let artifacts = build(&p, &opts)?;

@@ -5,6 +5,11 @@
 //! layout (spec §4.1, §4.2), the EFI system partition as FAT32 built in Rust, and META in the
 //! Talos ADV format (spec §5). No root, no loop device, no external tool.
 //!
+//! GRUB (grub and dual-boot layouts): `boot.img` in the MBR and `core.img` in the BIOS boot
+//! partition, patched as spec §4.3 step 5 says, and a BOOT partition holding `A/vmlinuz`,
+//! `A/initramfs.xz` and `grub/grub.cfg`. BOOT is FAT32 (Talos uses XFS): GRUB reads both and
+//! FAT32 is written in Rust here.
+//!
 //! Boot entries: the sd-boot layout uses a Boot Loader Specification type #1 entry
 //! (`loader/entries/<name>.conf` pointing at the kernel and initramfs on the ESP) until UKIs
 //! are built; Talos puts a UKI at `EFI/Linux/Talos-<version>.efi` instead.
@@ -78,6 +83,19 @@ pub struct BootFiles {
     pub initramfs: PathBuf,
     /// systemd-boot EFI binary.
     pub sd_boot: PathBuf,
+    /// GRUB images (grub and dual-boot layouts).
+    pub grub: Option<GrubFiles>,
+}
+
+/// GRUB images made by grub-mkimage with the prefix `(hd0,gpt3)/grub` (spec §4.3 step 2).
+#[derive(Debug, Clone)]
+pub struct GrubFiles {
+    /// i386-pc `boot.img` (the MBR boot code).
+    pub boot_img: PathBuf,
+    /// i386-pc `core.img` (goes into the BIOS boot partition).
+    pub core_img: PathBuf,
+    /// x86_64-efi GRUB (`EFI/boot/BOOTX64.efi` of the grub layout).
+    pub efi_img: PathBuf,
 }
 
 /// Everything needed to write a disk image.
@@ -105,6 +123,8 @@ pub struct ImageSpec {
     pub meta: adv::Adv,
     /// SOURCE_DATE_EPOCH for filesystem timestamps.
     pub epoch: i64,
+    /// GRUB's "Reset" menu entry (Talos ≥ 1.4).
+    pub grub_reset_entry: bool,
 }
 
 /// The partitions of a layout, in order (spec §4.1), with label-derived GUIDs.
@@ -192,31 +212,166 @@ pub fn sdboot_tree(spec: &ImageSpec) -> Result<fat::Tree, InstallError> {
     Ok(t)
 }
 
+/// GRUB quoting: each of `\{}&$|;<>"` gets a backslash (Talos `grub/encode.go`).
+pub fn grub_quote(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\{}&$|;<>\"".contains(c) {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
+}
+
+/// The BOOT partition's `grub/grub.cfg` (spec §4.3).
+pub fn grub_cfg(spec: &ImageSpec) -> String {
+    let name = format!("A - {} {}", spec.os_name, spec.version);
+    let cmdline = grub_quote(&spec.cmdline);
+    let entry = |title: &str, extra: &str| {
+        format!(
+            "menuentry \"{title}\" {{\n  set gfxmode=auto\n  set gfxpayload=text\n  linux /A/vmlinuz {cmdline}{extra}\n  initrd /A/initramfs.xz\n}}\n"
+        )
+    };
+    let mut cfg = format!(
+        "set default=\"{name}\"\n\nset timeout=3\n\ninsmod all_video\n\nterminal_input console\nterminal_output console\n\n"
+    );
+    cfg.push_str(&entry(&name, ""));
+    if spec.grub_reset_entry {
+        cfg.push_str(&entry(
+            &format!(
+                "Reset {} installation and return to maintenance mode",
+                spec.os_name
+            ),
+            " talos.experimental.wipe=system:EPHEMERAL,STATE",
+        ));
+    }
+    cfg
+}
+
+/// The BOOT partition tree of the grub and dual-boot layouts.
+pub fn grub_boot_tree(spec: &ImageSpec) -> Result<fat::Tree, InstallError> {
+    let mut t = fat::Tree::new();
+    t.add_file(
+        "A/vmlinuz",
+        fat::Source::Path(spec.files.kernel.clone()),
+        false,
+    )?;
+    t.add_file(
+        "A/initramfs.xz",
+        fat::Source::Path(spec.files.initramfs.clone()),
+        false,
+    )?;
+    t.add_file(
+        "grub/grub.cfg",
+        fat::Source::Bytes(grub_cfg(spec).into_bytes()),
+        false,
+    )?;
+    Ok(t)
+}
+
+/// GRUB's BIOS blocklist patches (spec §4.3 step 5): `boot.img` gets the BIOS partition's
+/// first LBA at 0x5C and its drive check NOPed at 0x66; `core.img` gets LBA + 1 at 0x1F4.
+pub fn patch_grub_bios(
+    boot_img: &mut [u8],
+    core_img: &mut [u8],
+    bios_lba: u64,
+) -> Result<(), InstallError> {
+    if boot_img.len() != 512 || core_img.len() < 512 {
+        return Err(InstallError::Unsupported(format!(
+            "GRUB images have unexpected sizes (boot.img {}, core.img {})",
+            boot_img.len(),
+            core_img.len()
+        )));
+    }
+    boot_img[0x5C..0x64].copy_from_slice(&bios_lba.to_le_bytes());
+    boot_img[0x66] = 0x90;
+    boot_img[0x67] = 0x90;
+    core_img[0x1F4..0x1FC].copy_from_slice(&(bios_lba + 1).to_le_bytes());
+    Ok(())
+}
+
+fn read_file(p: &std::path::Path) -> Result<Vec<u8>, InstallError> {
+    std::fs::read(p).map_err(|source| InstallError::Io {
+        what: p.display().to_string(),
+        source,
+    })
+}
+
+fn part<'a>(layout: &'a Layout, name: &str) -> Result<&'a gpt::Partition, InstallError> {
+    layout
+        .by_name(name)
+        .ok_or_else(|| InstallError::Unsupported(format!("layout without {name}")))
+}
+
 /// Writes the whole image into `out` (which is truncated to `disk_size` first, so unwritten
 /// regions stay sparse) and returns the partition layout.
 pub fn write_image(out: &mut File, spec: &ImageSpec) -> Result<Layout, InstallError> {
-    // dual-boot: the ESP is the sd-boot one; BIOS (core.img) and BOOT (GRUB files) stay empty
-    // until GRUB is implemented, so such images boot with UEFI only.
-    if spec.bootloader == Bootloader::Grub {
-        return Err(InstallError::Unsupported(
-            "bootloader grub is not implemented yet".into(),
-        ));
-    }
+    let grub = match spec.bootloader {
+        Bootloader::SdBoot => None,
+        Bootloader::Grub | Bootloader::DualBoot => {
+            Some(spec.files.grub.as_ref().ok_or_else(|| {
+                InstallError::Unsupported(
+                    "the grub and dual-boot layouts need the GRUB assets".into(),
+                )
+            })?)
+        }
+    };
     let layout = plan(spec)?;
     out.set_len(0).map_err(io_err("image"))?;
     out.set_len(spec.disk_size).map_err(io_err("image"))?;
     let s = spec.sector_size;
-    let esp = layout
-        .by_name("EFI")
-        .ok_or_else(|| InstallError::Unsupported("layout without EFI".into()))?;
+    let esp = part(&layout, "EFI")?;
     let mut opts = fat::FatOptions::new("EFI", 0x1234_ABCD, spec.epoch);
     opts.sector_size =
         u16::try_from(s).map_err(|_| InstallError::Unsupported(format!("sector size {s}")))?;
-    fat::write_fat32(out, esp.offset(s), esp.size(s), &opts, &sdboot_tree(spec)?)?;
+    let esp_tree = match (spec.bootloader, grub) {
+        (Bootloader::Grub, Some(g)) => {
+            let mut t = fat::Tree::new();
+            t.add_file(
+                &format!("EFI/boot/{}", efi_arch_name(&spec.arch)?),
+                fat::Source::Path(g.efi_img.clone()),
+                false,
+            )?;
+            t
+        }
+        // dual-boot drops GRUB's EFI image: UEFI boots systemd-boot (spec §4.3)
+        _ => sdboot_tree(spec)?,
+    };
+    fat::write_fat32(out, esp.offset(s), esp.size(s), &opts, &esp_tree)?;
+    if let Some(g) = grub {
+        let boot = part(&layout, "BOOT")?;
+        let mut bopts = opts.clone();
+        bopts.label = "BOOT".into();
+        fat::write_fat32(
+            out,
+            boot.offset(s),
+            boot.size(s),
+            &bopts,
+            &grub_boot_tree(spec)?,
+        )?;
+        if spec.arch == "amd64" {
+            let bios = part(&layout, "BIOS")?;
+            let mut boot_img = read_file(&g.boot_img)?;
+            let mut core_img = read_file(&g.core_img)?;
+            if core_img.len() as u64 > bios.size(s) {
+                return Err(InstallError::Unsupported(format!(
+                    "core.img ({} bytes) does not fit the BIOS boot partition",
+                    core_img.len()
+                )));
+            }
+            patch_grub_bios(&mut boot_img, &mut core_img, bios.first_lba)?;
+            out.seek(SeekFrom::Start(bios.offset(s)))
+                .map_err(io_err("core.img"))?;
+            out.write_all(&core_img).map_err(io_err("core.img"))?;
+            // only the boot code: the protective MBR's table and signature come from the GPT
+            out.seek(SeekFrom::Start(0)).map_err(io_err("boot.img"))?;
+            out.write_all(&boot_img[..446])
+                .map_err(io_err("boot.img"))?;
+        }
+    }
     if !spec.meta.is_empty() {
-        let meta = layout
-            .by_name("META")
-            .ok_or_else(|| InstallError::Unsupported("layout without META".into()))?;
+        let meta = part(&layout, "META")?;
         out.seek(SeekFrom::Start(meta.offset(s)))
             .map_err(io_err("META"))?;
         out.write_all(&spec.meta.to_partition())
@@ -225,4 +380,73 @@ pub fn write_image(out: &mut File, spec: &ImageSpec) -> Result<Layout, InstallEr
     layout.write(out)?;
     out.flush().map_err(io_err("image"))?;
     Ok(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ImageSpec {
+        ImageSpec {
+            arch: "amd64".into(),
+            disk_size: 0,
+            sector_size: 512,
+            bootloader: Bootloader::DualBoot,
+            boot_size_mib: 2000,
+            os_name: "Talos".into(),
+            version: "v1.14.0".into(),
+            cmdline: "talos.platform=metal x=a;b\"c".into(),
+            files: BootFiles {
+                kernel: "k".into(),
+                initramfs: "i".into(),
+                sd_boot: "s".into(),
+                grub: None,
+            },
+            meta: adv::Adv::new(),
+            epoch: 0,
+            grub_reset_entry: true,
+        }
+    }
+
+    #[test]
+    fn grub_cfg_matches_spec() {
+        let want = r#"set default="A - Talos v1.14.0"
+
+set timeout=3
+
+insmod all_video
+
+terminal_input console
+terminal_output console
+
+menuentry "A - Talos v1.14.0" {
+  set gfxmode=auto
+  set gfxpayload=text
+  linux /A/vmlinuz talos.platform=metal x=a\;b\"c
+  initrd /A/initramfs.xz
+}
+menuentry "Reset Talos installation and return to maintenance mode" {
+  set gfxmode=auto
+  set gfxpayload=text
+  linux /A/vmlinuz talos.platform=metal x=a\;b\"c talos.experimental.wipe=system:EPHEMERAL,STATE
+  initrd /A/initramfs.xz
+}
+"#;
+        assert_eq!(grub_cfg(&spec()), want);
+        assert_eq!(grub_quote(r#"a\b{c}&$|;<>""#), r#"a\\b\{c\}\&\$\|\;\<\>\""#);
+        let mut no_reset = spec();
+        no_reset.grub_reset_entry = false;
+        assert!(!grub_cfg(&no_reset).contains("Reset"));
+    }
+
+    #[test]
+    fn bios_patches_at_spec_offsets() {
+        let mut b = vec![0u8; 512];
+        let mut c = vec![0u8; 1024];
+        patch_grub_bios(&mut b, &mut c, 4_304_896).unwrap();
+        assert_eq!(&b[0x5C..0x64], &4_304_896u64.to_le_bytes());
+        assert_eq!(&b[0x66..0x68], &[0x90, 0x90]);
+        assert_eq!(&c[0x1F4..0x1FC], &4_304_897u64.to_le_bytes());
+        assert!(patch_grub_bios(&mut [0u8; 10], &mut c, 1).is_err());
+    }
 }

@@ -189,12 +189,6 @@ fn bad_input_is_refused_cleanly() {
         2,
         &["--secureboot-enroll-keys", "sometimes"],
     ));
-    cases.push(stdin_case(
-        "grub is not implemented yet",
-        "baseProfileName: metal\narch: amd64\noutput:\n  imageOptions:\n    bootloader: grub\n",
-        3,
-        &["output.imageOptions.bootloader", "grub"],
-    ));
     let mut missing_kernel = case(
         "missing kernel file",
         &["metal"],

@@ -405,6 +405,10 @@ fn base_assets_are_reproducible() {
         "initramfs.xz",
         "systemd-boot.efi",
         "systemd-stub.efi",
+        "grub/boot.img",
+        "grub/core.img",
+        "grub/grub-efi.img",
+        "grub/eltorito.img",
     ] {
         assert_eq!(
             sha256_file(&dir.path().join("a").join(f)),
@@ -493,4 +497,102 @@ fn boots_with_meta_copy_a_corrupt_and_reads_copy_b() {
         sha256(b"dual-boot")
     );
     assert_eq!(field(&line, "meta"), Some(want.as_str()), "{line}");
+}
+
+#[test]
+fn dual_boot_image_boots_under_seabios_through_grub() {
+    let b = built();
+    let booted = boot_to_ready(&Machine {
+        firmware: Firmware::Bios,
+        disks: vec![(b.raw.clone(), DiskKind::Virtio)],
+        ..Default::default()
+    });
+    let want = format!(
+        "0x0a:{},0x11:{}",
+        sha256(&b.meta_value),
+        sha256(b"dual-boot")
+    );
+    assert_eq!(
+        field(&booted.line, "meta"),
+        Some(want.as_str()),
+        "{}",
+        booted.line
+    );
+    assert!(booted.powered_off);
+}
+
+fn read_at(p: &Path, off: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut b = vec![0u8; len];
+    std::fs::File::open(p)
+        .unwrap()
+        .read_exact_at(&mut b, off)
+        .unwrap();
+    b
+}
+
+#[test]
+fn grub_layout_boots_under_seabios_and_ovmf() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "baseProfileName: metal\narch: amd64\ncustomization:\n  extraKernelArgs: [console=ttyS0, node_runtime.test_poweroff]\n  metaContents: [{key: 10, value: grub}]\noutput:\n  imageOptions:\n    bootloader: grub\n  outFormat: raw\n";
+    let r = run(
+        imager().arg("-").arg("--output").arg(dir.path()),
+        Some(yaml.as_bytes()),
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let raw = dir.path().join("metal-amd64.raw");
+    let l = layout(&raw);
+    let names: Vec<&str> = l.partitions.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["EFI", "BIOS", "BOOT", "META"]);
+    assert_eq!(l.by_name("EFI").unwrap().size(512), 100 << 20);
+    let out = ok(Command::new("sgdisk").arg("-v").arg(&raw));
+    assert!(out.contains("No problems found"), "{out}");
+    // spec §4.3 step 5: boot.img's first 446 bytes with the BIOS LBA at 0x5C and the drive
+    // check NOPed; the protective MBR table after them; core.img with LBA + 1 at 0x1F4
+    let bios = l.by_name("BIOS").unwrap().first_lba;
+    let mbr = read_at(&raw, 0, 512);
+    let boot_img = std::fs::read(assets().join("amd64/grub/boot.img")).unwrap();
+    assert_eq!(&mbr[..0x5C], &boot_img[..0x5C]);
+    assert_eq!(&mbr[0x5C..0x64], &bios.to_le_bytes());
+    assert_eq!(&mbr[0x66..0x68], &[0x90, 0x90]);
+    assert_eq!(mbr[450], 0xEE);
+    assert_eq!(&mbr[510..], &[0x55, 0xAA]);
+    let core = read_at(&raw, bios * 512, 512);
+    assert_eq!(&core[0x1F4..0x1FC], &(bios + 1).to_le_bytes());
+    // BOOT: FAT32 accepted by fsck.fat, holding the kernel, initramfs and grub.cfg
+    let img = partition(&raw, "BOOT", dir.path());
+    let fsck = run(Command::new("fsck.fat").arg("-n").arg(&img), None);
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let files = fat_files(&img);
+    let cfg = files.iter().find(|(n, _)| n == "grub/grub.cfg").unwrap();
+    let cfg = String::from_utf8(cfg.1.clone()).unwrap();
+    assert!(
+        cfg.starts_with("set default=\"A - Talos v1.14.0\"\n"),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains("  linux /A/vmlinuz talos.platform=metal console=ttyS0 "),
+        "{cfg}"
+    );
+    assert!(files.iter().any(
+        |(n, d)| n == "A/vmlinuz" && sha256(d) == sha256_file(&assets().join("amd64/vmlinuz"))
+    ));
+    for fw in [Firmware::Bios, Firmware::Uefi] {
+        let booted = boot_to_ready(&Machine {
+            firmware: fw,
+            disks: vec![(raw.clone(), DiskKind::Virtio)],
+            ..Default::default()
+        });
+        let want = format!("0x0a:{}", sha256(b"grub"));
+        assert_eq!(
+            field(&booted.line, "meta"),
+            Some(want.as_str()),
+            "{fw:?}: {}",
+            booted.line
+        );
+    }
 }

@@ -42,6 +42,111 @@ struct Args {
     /// Output directory, e.g. _out/assets/amd64.
     #[arg(long)]
     out: PathBuf,
+    /// GRUB platform directories (Debian's grub-pc-bin and grub-efi-amd64-bin).
+    #[arg(long, default_value = "/usr/lib/grub")]
+    grub_dir: PathBuf,
+}
+
+/// Modules of the disk images' GRUB (spec §4.3 step 2); `biosdisk` and `part_msdos` are
+/// BIOS-only.
+const GRUB_MODULES: &[&str] = &[
+    "part_gpt",
+    "ext2",
+    "fat",
+    "xfs",
+    "normal",
+    "configfile",
+    "linux",
+    "boot",
+    "search",
+    "search_fs_uuid",
+    "search_fs_file",
+    "ls",
+    "cat",
+    "echo",
+    "test",
+    "help",
+    "reboot",
+    "halt",
+    "all_video",
+];
+const GRUB_BIOS_MODULES: &[&str] = &["biosdisk", "part_msdos"];
+/// The disk images' GRUB prefix: BOOT must be partition 3.
+const GRUB_PREFIX: &str = "(hd0,gpt3)/grub";
+
+/// Runs grub-mkimage (allowed here only: it stands in for the upstream release build) and
+/// returns the image bytes.
+fn grub_mkimage(
+    dir: &Path,
+    format: &str,
+    prefix: &str,
+    extra: &[&str],
+    mods: &[&str],
+) -> Result<Vec<u8>> {
+    let tmp = std::env::temp_dir().join(format!("base-assets-{}-{format}.img", std::process::id()));
+    let out = std::process::Command::new("grub-mkimage")
+        .arg("--directory")
+        .arg(dir)
+        .args(["--format", format, "--prefix", prefix, "--output"])
+        .arg(&tmp)
+        .args(extra)
+        .args(mods)
+        .output()
+        .context("running grub-mkimage (apt-get install grub-common; hack/deps.sh)")?;
+    if !out.status.success() {
+        bail!(
+            "grub-mkimage --format {format} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let b = fs::read(&tmp).with_context(|| format!("reading {}", tmp.display()))?;
+    let _ = fs::remove_file(&tmp);
+    Ok(b)
+}
+
+/// GRUB assets under `<out>/grub/`: `boot.img` and `core.img` (BIOS disk boot),
+/// `grub-efi.img` (x86_64 EFI, for the grub layout's ESP), and for ISOs `eltorito.img`
+/// (i386-pc-eltorito) and `boot_hybrid.img`.
+fn grub_assets(grub_dir: &Path, out: &Path) -> Result<()> {
+    let pc = grub_dir.join("i386-pc");
+    let efi = grub_dir.join("x86_64-efi");
+    let mut bios_mods: Vec<&str> = GRUB_MODULES.to_vec();
+    bios_mods.extend(GRUB_BIOS_MODULES);
+    let core = grub_mkimage(&pc, "i386-pc", GRUB_PREFIX, &[], &bios_mods)?;
+    if core.len() > 1024 * 1024 - 512 {
+        bail!(
+            "core.img is {} bytes: it must fit the 1 MiB BIOS boot partition",
+            core.len()
+        );
+    }
+    let efi_img = grub_mkimage(
+        &efi,
+        "x86_64-efi",
+        GRUB_PREFIX,
+        &["--compression", "xz"],
+        GRUB_MODULES,
+    )?;
+    let mut iso_mods: Vec<&str> = vec!["iso9660", "biosdisk", "part_msdos"];
+    iso_mods.extend(GRUB_MODULES);
+    let eltorito = grub_mkimage(&pc, "i386-pc-eltorito", "/boot/grub", &[], &iso_mods)?;
+    let dir = out.join("grub");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, bytes) in [
+        ("core.img", core),
+        ("grub-efi.img", efi_img),
+        ("eltorito.img", eltorito),
+        (
+            "boot.img",
+            fs::read(pc.join("boot.img")).context("reading GRUB boot.img")?,
+        ),
+        (
+            "boot_hybrid.img",
+            fs::read(pc.join("boot_hybrid.img")).context("reading GRUB boot_hybrid.img")?,
+        ),
+    ] {
+        write_atomic(&dir.join(name), |w| Ok(w.write_all(&bytes)?))?;
+    }
+    Ok(())
 }
 
 fn epoch() -> Result<i64> {
@@ -241,6 +346,7 @@ fn main() -> Result<()> {
             Ok(())
         })?;
     }
+    grub_assets(&a.grub_dir, &a.out)?;
     eprintln!(
         "base-assets: kernel {kver}, {} modules ({} in the floor list) → {}",
         load.len(),

@@ -429,14 +429,6 @@ impl Profile {
                 "embedded machine configuration is not implemented yet",
             ));
         }
-        if let (OutputKind::Image, Some(o)) = (kind, &self.output.image_options)
-            && o.bootloader == "grub"
-        {
-            return Err(unsupported(
-                "output.imageOptions.bootloader",
-                "grub is not implemented yet (sd-boot and the UEFI half of dual-boot are)",
-            ));
-        }
         Ok(())
     }
 
