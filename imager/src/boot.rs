@@ -22,6 +22,15 @@ pub enum FirmwareArg {
     Bios,
 }
 
+/// How the artifact is attached.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AsArg {
+    /// A CD-ROM drive.
+    Cdrom,
+    /// A virtio disk.
+    Disk,
+}
+
 /// `imager boot` arguments.
 #[derive(Parser, Debug)]
 #[command(
@@ -29,11 +38,14 @@ pub enum FirmwareArg {
     about = "Boot an artifact in QEMU (TCG) with the serial console on stderr"
 )]
 pub struct BootCli {
-    /// Disk image: raw, or compressed with .zst, .xz or .gz.
+    /// Disk image or ISO: raw, or compressed with .zst, .xz or .gz.
     pub artifact: PathBuf,
     /// Firmware.
     #[arg(long, value_enum, default_value = "uefi")]
     pub firmware: FirmwareArg,
+    /// Attach the artifact as a CD-ROM or a disk (default: cdrom for .iso, else disk).
+    #[arg(long = "as", value_enum)]
+    pub attach: Option<AsArg>,
     /// Stop when node-runtime reports ready (exit 0) or an error (exit 1).
     #[arg(long = "until-ready")]
     pub until_ready: bool,
@@ -114,7 +126,15 @@ pub fn run(cli: &BootCli) -> Result<()> {
             FirmwareArg::Uefi => Firmware::Uefi,
             FirmwareArg::Bios => Firmware::Bios,
         },
-        disks: vec![(disk, DiskKind::Virtio)],
+        disks: vec![(
+            disk,
+            match cli.attach {
+                Some(AsArg::Cdrom) => DiskKind::Cdrom,
+                Some(AsArg::Disk) => DiskKind::Virtio,
+                None if name.ends_with(".iso") => DiskKind::Cdrom,
+                None => DiskKind::Virtio,
+            },
+        )],
         memory_mib: cli.memory,
         ..Default::default()
     };

@@ -293,12 +293,21 @@ pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
         OutputKind::Image => Some(image_spec(p, meta, cmdline.clone(), o)?),
         _ => None,
     };
-    let kernel = matches!(p.output.kind, OutputKind::Kernel | OutputKind::Pxe)
-        .then(|| check_input("input.kernel.path", &p.input.kernel.path))
+    let kernel = matches!(
+        p.output.kind,
+        OutputKind::Kernel | OutputKind::Pxe | OutputKind::Iso
+    )
+    .then(|| check_input("input.kernel.path", &p.input.kernel.path))
+    .transpose()?;
+    let sd_boot = (p.output.kind == OutputKind::Iso)
+        .then(|| check_input("input.sdBoot.path", &p.input.sd_boot.path))
         .transpose()?;
-    let initramfs = matches!(p.output.kind, OutputKind::Initramfs | OutputKind::Pxe)
-        .then(|| check_input("input.initramfs.path", &p.input.initramfs.path))
-        .transpose()?;
+    let initramfs = matches!(
+        p.output.kind,
+        OutputKind::Initramfs | OutputKind::Pxe | OutputKind::Iso
+    )
+    .then(|| check_input("input.initramfs.path", &p.input.initramfs.path))
+    .transpose()?;
     std::fs::create_dir_all(&o.output_dir).code(ExitCode::Io, || {
         format!("creating output directory {}", o.output_dir.display())
     })?;
@@ -340,6 +349,19 @@ pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
             fmt,
             bytes(cmdline.as_bytes()),
         )?]),
+        (OutputKind::Iso, _, Some(k), Some(i)) => {
+            let sd = sd_boot.ok_or_else(|| Error::invalid("field input.sdBoot.path: required"))?;
+            let inputs = crate::iso::IsoInputs {
+                kernel: &k,
+                initramfs: &i,
+                sd_boot: &sd,
+                grub_dir: o.install_dir.join(&p.arch).join("grub"),
+            };
+            let a = write_artifact(o, kind, &name, fmt, |f| {
+                crate::iso::write_iso(p, &cmdline, &inputs, o.epoch, f)
+            })?;
+            Ok(vec![a])
+        }
         (OutputKind::Pxe, _, Some(k), Some(i)) => {
             // Image Factory's names for the boot pieces; raw, for iPXE to fetch
             let kname = format!("kernel-{}", p.arch);

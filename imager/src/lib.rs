@@ -9,5 +9,6 @@ pub mod boot;
 pub mod build;
 pub mod cmdline;
 pub mod error;
+pub mod iso;
 pub mod profile;
 pub mod quirks;

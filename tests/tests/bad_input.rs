@@ -171,10 +171,10 @@ fn bad_input_is_refused_cleanly() {
             &["metaContents"],
         ),
         case(
-            "ISO not implemented yet",
-            &["metal", "--output-kind", "iso"],
+            "UKI not implemented yet",
+            &["metal", "--output-kind", "uki"],
             3,
-            &["output.kind", "iso"],
+            &["output.kind", "uki"],
         ),
     ];
     cases.push(stdin_case(

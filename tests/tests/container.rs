@@ -11,7 +11,7 @@ fn imager_runs_in_an_empty_root() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     std::fs::create_dir_all(r.join("usr/bin")).unwrap();
-    std::fs::create_dir_all(r.join("usr/install/amd64")).unwrap();
+    std::fs::create_dir_all(r.join("usr/install/amd64/grub")).unwrap();
     std::fs::create_dir_all(r.join("out")).unwrap();
     std::fs::copy(bin("imager"), r.join("usr/bin/imager")).unwrap();
     for f in [
@@ -23,6 +23,15 @@ fn imager_runs_in_an_empty_root() {
         std::fs::copy(
             assets().join("amd64").join(f),
             r.join("usr/install/amd64").join(f),
+        )
+        .unwrap();
+    }
+    // the GRUB images of the grub and dual-boot layouts (the Dockerfile copies grub/ too)
+    for e in std::fs::read_dir(assets().join("amd64/grub")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(
+            e.path(),
+            r.join("usr/install/amd64/grub").join(e.file_name()),
         )
         .unwrap();
     }

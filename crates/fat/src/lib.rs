@@ -135,8 +135,9 @@ pub struct FatOptions {
     /// Unix seconds used for every date/time field (interpreted as UTC, clamped to 1980..=2107).
     pub timestamp: i64,
     /// Accept fewer than [`MIN_FAT32_CLUSTERS`] clusters, like `mkfs.fat -F 32` does on small
-    /// images (it only warns). Linux and EDK2 pick FAT32 from the BPB layout, so such small
-    /// images (e.g. an ISO's `efiboot.img`) work in practice; strict FAT32 readers may refuse.
+    /// images (it only warns). Such volumes are NOT readable by UEFI firmware: EDK2 (OVMF)
+    /// takes the FAT type from the cluster count, as the FAT specification says, and sees
+    /// FAT16; an ESP must therefore be at least about 33 MiB with 512-byte clusters.
     pub allow_small: bool,
 }
 

@@ -7,7 +7,7 @@
 //! appended ESP, padding, and the MBR/GPT of the system area (spec §6).
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::names::{assign, sort_key};
 use crate::tree::{DirNode, FileNode, IsoBuilder, Node};
@@ -479,8 +479,14 @@ fn src_name(src: &Source) -> String {
     }
 }
 
-/// Copies exactly `size` bytes of `src` and pads with zeros to a whole block.
-fn stream<W: Write>(out: &mut W, src: &Source, size: u64, buf: &mut [u8]) -> Result<(), IsoError> {
+/// Copies exactly `size` bytes of `src` and pads with zeros to a whole block. All-zero chunks
+/// are skipped with a seek, so the output stays sparse (it starts empty, see [`IsoBuilder::write`]).
+fn stream<W: Write + Seek>(
+    out: &mut W,
+    src: &Source,
+    size: u64,
+    buf: &mut [u8],
+) -> Result<(), IsoError> {
     let mut r = open(src)?;
     let mut left = size;
     while left > 0 {
@@ -494,7 +500,11 @@ fn stream<W: Write>(out: &mut W, src: &Source, size: u64, buf: &mut [u8]) -> Res
                 path: src_name(src),
             });
         }
-        out.write_all(&buf[..n]).map_err(out_err)?;
+        if sparse::is_zero(&buf[..n]) {
+            zeros(out, n as u64)?;
+        } else {
+            out.write_all(&buf[..n]).map_err(out_err)?;
+        }
         left -= n as u64;
     }
     let mut probe = [0u8; 1];
@@ -506,13 +516,11 @@ fn stream<W: Write>(out: &mut W, src: &Source, size: u64, buf: &mut [u8]) -> Res
     zeros(out, (BLOCK - size % BLOCK) % BLOCK)
 }
 
-fn zeros<W: Write>(out: &mut W, mut n: u64) -> Result<(), IsoError> {
-    let z = [0u8; 4096];
-    while n > 0 {
-        let k = n.min(z.len() as u64) as usize;
-        out.write_all(&z[..k]).map_err(out_err)?;
-        n -= k as u64;
-    }
+/// Skips `n` zero bytes (the output reads as zeros there: it starts empty and the last byte of
+/// the image is written explicitly, see [`IsoBuilder::write`]).
+fn zeros<W: Seek>(out: &mut W, n: u64) -> Result<(), IsoError> {
+    let n = i64::try_from(n).map_err(|_| out_err(io::Error::other("seek too far")))?;
+    out.seek(SeekFrom::Current(n)).map_err(out_err)?;
     Ok(())
 }
 
@@ -551,7 +559,8 @@ pub fn patch_boot_info_table(image: &mut [u8], pvd_lba: u32, file_lba: u32) {
 impl IsoBuilder {
     /// Writes the image to `out` (from its current start, byte 0) and returns its layout.
     ///
-    /// The sink should be empty or will be overwritten in `[0, size)`; the caller truncates.
+    /// The sink must be empty (e.g. a new file): zero regions are skipped with seeks, not
+    /// written, which keeps the image sparse on disk.
     pub fn write<W: Write + Seek>(&self, out: &mut W) -> Result<IsoStats, IsoError> {
         let ts = self.opts.timestamp;
         let eltorito = self.bios.is_some() || self.efi.is_some();
@@ -865,6 +874,10 @@ impl IsoBuilder {
             written = (off + size).div_ceil(BLOCK);
         }
         zeros(out, (end - written) * BLOCK)?;
+        // the image's last byte, so that the skipped zeros before it are part of the file
+        out.seek(SeekFrom::Start(end * BLOCK - 1))
+            .map_err(out_err)?;
+        out.write_all(&[0]).map_err(out_err)?;
 
         // ---- system area
         let total_sectors = end * 4;
