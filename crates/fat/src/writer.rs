@@ -49,17 +49,9 @@ fn out_err(source: std::io::Error) -> FatError {
 /// can store (1980-01-01 00:00:00 ..= 2107-12-31 23:59:59).
 fn fat_time_date(unix: i64) -> (u16, u16) {
     let t = unix.clamp(315_532_800, 4_354_819_199);
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm), valid for the clamped range.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let d = civil::from_unix(t);
+    let (year, month, day) = (d.year, i64::from(d.month), i64::from(d.day));
+    let secs = i64::from(d.hour * 3600 + d.minute * 60 + d.second);
     let time = ((secs / 3600) << 11) | ((secs / 60 % 60) << 5) | ((secs % 60) / 2);
     let date = ((year - 1980) << 9) | (month << 5) | day;
     // Both fit in 16 bits thanks to the clamp above.

@@ -39,25 +39,8 @@ fn out_err(source: std::io::Error) -> IsoError {
 
 /// Civil date (UTC) from Unix seconds: (year, month, day, hour, minute, second).
 pub(crate) fn civil(ts: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = ts.div_euclid(86400);
-    let secs = ts.rem_euclid(86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (secs / 3600) as u32,
-        ((secs / 60) % 60) as u32,
-        (secs % 60) as u32,
-    )
+    let d = civil::from_unix(ts);
+    (d.year, d.month, d.day, d.hour, d.minute, d.second)
 }
 
 /// 7-byte directory record date (§9.1.5), offset 0.
