@@ -30,7 +30,7 @@ byte-identical outputs.",
     )
 }
 
-/// Build bootable OS media (disk images, kernel, initramfs, cmdline, PXE set) from a
+/// Build bootable OS media (disk images, ISO, kernel, initramfs, cmdline, PXE set) from a
 /// Talos-style profile.
 #[derive(Parser, Debug)]
 #[command(name = "imager", version, after_help = after_help())]
@@ -83,8 +83,8 @@ struct Cli {
     #[arg(long, default_value = "/out")]
     output: PathBuf,
 
-    /// Output kind, overriding the profile's: image, kernel, initramfs, cmdline, pxe (iso,
-    /// installer and uki are not implemented yet).
+    /// Output kind, overriding the profile's: image, iso, kernel, initramfs, cmdline, pxe
+    /// (installer and uki are not implemented yet).
     #[arg(long = "output-kind", value_name = "KIND")]
     output_kind: Option<String>,
 
