@@ -16,6 +16,7 @@ PKGS=(
   mtools xorriso genisoimage                 # validators: mcopy (FAT), xorriso/isoinfo (ISO)
   xz-utils zstd kmod cpio                    # validators (xz -t, zstd -d, depmod, cpio -t)
   python3                                    # validators (OVF XML, tarfile sparse reads)
+  bc                                         # bench/ scripts
   ca-certificates
 )
 
