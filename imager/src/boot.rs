@@ -84,7 +84,7 @@ pub fn decompress_sparse(src: &Path, dst: &mut File) -> Result<()> {
         if n == 0 {
             break;
         }
-        if buf[..n].iter().all(|b| *b == 0) {
+        if sparse::is_zero(&buf[..n]) {
             dst.seek(SeekFrom::Current(n as i64))
                 .code(ExitCode::Io, || "seek".into())?;
         } else {

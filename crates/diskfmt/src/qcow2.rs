@@ -15,8 +15,9 @@
 //! Every cluster up to the end of the file is used exactly once, so every refcount is 1 and
 //! all L1/L2 entries carry `QCOW_OFLAG_COPIED`. No timestamps or UUIDs are involved.
 
-use crate::scan::{for_each_data_chunk, is_zero};
+use crate::scan::for_each_data_chunk;
 use crate::{DiskFmtError, Options, Stats, io_err};
+use sparse::is_zero;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 

@@ -103,11 +103,6 @@ pub(crate) fn for_each_data_chunk(
     Ok(())
 }
 
-/// Whether every byte of `buf` is zero.
-pub(crate) fn is_zero(buf: &[u8]) -> bool {
-    sparse::is_zero(buf)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,21 +168,12 @@ mod tests {
         assert_eq!(chunks[0].0, 0);
         assert_eq!(chunks[0].1.len(), 8192);
         assert!(chunks[0].1[4096..4608].iter().all(|&b| b == 1));
-        assert!(is_zero(&chunks[0].1[4608..]));
+        assert!(sparse::is_zero(&chunks[0].1[4608..]));
     }
 
     #[test]
     fn empty_file_yields_nothing() {
         let f = sparse(1 << 20, &[]);
         assert!(collect(&f, 1 << 20, 512).is_empty());
-    }
-
-    #[test]
-    fn zero_test() {
-        assert!(is_zero(&[0u8; 1000]));
-        let mut v = vec![0u8; 1000];
-        v[999] = 1;
-        assert!(!is_zero(&v));
-        assert!(is_zero(&[]));
     }
 }

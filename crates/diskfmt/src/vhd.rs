@@ -15,8 +15,8 @@
 //! geometry by the specification's algorithm ([`chs_geometry`]), disk type 2 (fixed), the
 //! one's-complement byte-sum checksum, a UUID derived from [`Options::label`], saved state 0.
 
-use crate::scan::is_zero;
 use crate::{DiskFmtError, Options, Stats, derive_uuid, io_err};
+use sparse::is_zero;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 

@@ -23,8 +23,9 @@
 //! mostly compressed already), on all cores, each grain on its own, so the bytes do not depend
 //! on the number of threads.
 
-use crate::scan::{for_each_data_chunk, is_zero};
+use crate::scan::for_each_data_chunk;
 use crate::{DiskFmtError, Options, Stats, derive, io_err};
+use sparse::is_zero;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 

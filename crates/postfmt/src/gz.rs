@@ -195,7 +195,7 @@ impl<W: Write> ParallelGzEncoder<W> {
             Data::Zero => Dict::Zero,
             Data::Bytes(b) => {
                 let tail = &b[b.len() - DICT_SIZE..];
-                if scan::is_zero(tail) {
+                if sparse::is_zero(tail) {
                     Dict::Zero
                 } else {
                     Dict::Bytes(tail.to_vec())

@@ -40,11 +40,6 @@ pub(crate) fn zeros_as_data(sink: &mut dyn Sink, mut len: u64) -> Result<()> {
     Ok(())
 }
 
-/// True if `buf` is all zeros.
-pub(crate) fn is_zero(buf: &[u8]) -> bool {
-    sparse::is_zero(buf)
-}
-
 /// Merges zero runs and turns the short ones into data.
 struct Coalescer<'a> {
     sink: &'a mut dyn Sink,
@@ -94,7 +89,7 @@ fn classify(buf: &[u8], c: &mut Coalescer<'_>) -> Result<()> {
     let mut i = 0usize;
     while i < buf.len() {
         let end = (i + BLOCK as usize).min(buf.len());
-        let z = is_zero(&buf[i..end]);
+        let z = sparse::is_zero(&buf[i..end]);
         if run_zero != Some(z) {
             if let Some(prev) = run_zero {
                 emit(&buf[run_start..i], prev, c)?;

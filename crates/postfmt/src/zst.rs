@@ -299,7 +299,7 @@ mod tests {
             write_zero_frame(&mut f, n).unwrap();
             let d = zstd::stream::decode_all(&f[..]).unwrap();
             assert_eq!(d.len() as u64, n);
-            assert!(scan::is_zero(&d));
+            assert!(sparse::is_zero(&d));
         }
     }
 }
