@@ -23,6 +23,8 @@ pub struct BuildOptions {
     pub digests: bool,
     /// Base assets directory (`/usr/install`): GRUB images are read from `<dir>/<arch>/grub/`.
     pub install_dir: PathBuf,
+    /// How system extensions are checked.
+    pub extensions: crate::ext::Options,
 }
 
 /// A finished artifact.
@@ -281,8 +283,43 @@ fn image_spec(
     })
 }
 
+/// Whether `p` needs the initramfs rebuilt with extensions (spec §7).
+fn needs_extensions(p: &Profile) -> bool {
+    (!p.input.system_extensions.is_empty()
+        || !p.customization.embedded_machine_configuration.is_empty())
+        && matches!(
+            p.output.kind,
+            OutputKind::Image | OutputKind::Iso | OutputKind::Pxe | OutputKind::Initramfs
+        )
+}
+
 /// Builds every artifact of `p`.
 pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
+    if !needs_extensions(p) {
+        return build_with(p, o);
+    }
+    let initramfs = check_input("input.initramfs.path", &p.input.initramfs.path)?;
+    std::fs::create_dir_all(&o.output_dir).code(ExitCode::Io, || {
+        format!("creating output directory {}", o.output_dir.display())
+    })?;
+    // staging lives next to the outputs and disappears with this value, on success or error
+    let staging = tempfile::Builder::new()
+        .prefix(".extensions.")
+        .tempdir_in(&o.output_dir)
+        .code(ExitCode::Io, || {
+            format!("creating a staging directory in {}", o.output_dir.display())
+        })?;
+    let out = staging.path().join("initramfs");
+    let summary = crate::ext::build(p, &initramfs, staging.path(), &out, o.epoch, &o.extensions)?;
+    for (name, version) in &summary.layers {
+        eprintln!("imager: extension {name} {version}");
+    }
+    let mut q = p.clone();
+    q.input.initramfs.path = summary.initramfs.to_string_lossy().into_owned();
+    build_with(&q, o)
+}
+
+fn build_with(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
     let meta = meta_values(p)?;
     let cmdline = cmdline(p);
     let kind = p.output.kind.as_str();

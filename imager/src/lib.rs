@@ -9,6 +9,7 @@ pub mod boot;
 pub mod build;
 pub mod cmdline;
 pub mod error;
+pub mod ext;
 pub mod iso;
 pub mod profile;
 pub mod quirks;

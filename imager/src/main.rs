@@ -75,9 +75,19 @@ struct Cli {
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     meta: Vec<String>,
 
-    /// System extension image reference (repeatable).
-    #[arg(long = "system-extension-image", value_name = "REF")]
+    /// System extension (repeatable): a directory is an OCI image layout (ociPath), a file a
+    /// plain filesystem tarball, optionally gzip/zstd/xz-compressed (tarballPath), anything
+    /// else an image reference (registry pulls are not implemented yet).
+    #[arg(long = "system-extension-image", value_name = "REF|DIR|FILE")]
     system_extension_images: Vec<String>,
+
+    /// Check extension contents against Talos's allowed paths (no world-writable files).
+    #[arg(long = "extension-validate-contents")]
+    extension_validate_contents: bool,
+
+    /// Allow setuid/setgid files in the extension with this manifest name (repeatable).
+    #[arg(long = "extension-allow-setuid", value_name = "NAME")]
+    extension_allow_setuid: Vec<String>,
 
     /// Output directory (created if missing).
     #[arg(long, default_value = "/out")]
@@ -215,7 +225,16 @@ fn flags_profile(cli: &Cli) -> Result<Value> {
         let v: Vec<Value> = cli
             .system_extension_images
             .iter()
-            .map(|r| container(r))
+            .map(|r| {
+                let path = std::path::Path::new(r);
+                if path.is_dir() {
+                    json!({"ociPath": r})
+                } else if path.is_file() {
+                    json!({"tarballPath": r})
+                } else {
+                    container(r)
+                }
+            })
             .collect();
         input.insert("systemExtensions".into(), Value::Array(v));
     }
@@ -326,6 +345,18 @@ fn stdin_ignores(cli: &Cli) -> bool {
             || cli.overlay_image.is_some())
 }
 
+/// `IMAGER_MAX_EXTENSION_BYTES`: bound on one extension's file contents.
+fn max_extension_bytes() -> Result<u64> {
+    match std::env::var("IMAGER_MAX_EXTENSION_BYTES") {
+        Ok(v) => v.trim().parse().map_err(|_| {
+            Error::invalid(format!(
+                "IMAGER_MAX_EXTENSION_BYTES={v:?} is not a byte count"
+            ))
+        }),
+        Err(_) => Ok(imager::ext::DEFAULT_MAX_BYTES),
+    }
+}
+
 fn run(cli: &Cli) -> Result<()> {
     if stdin_ignores(cli) {
         eprintln!(
@@ -348,6 +379,11 @@ fn run(cli: &Cli) -> Result<()> {
         epoch: epoch()?,
         digests: cli.json,
         install_dir: PathBuf::from(&cli.install_dir),
+        extensions: imager::ext::Options {
+            validate_contents: cli.extension_validate_contents,
+            allow_setuid: cli.extension_allow_setuid.clone(),
+            max_bytes: max_extension_bytes()?,
+        },
     };
     let start = std::time::Instant::now();
     let artifacts = build(&p, &opts)?;

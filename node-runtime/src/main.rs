@@ -4,13 +4,21 @@
 //! loads the floor kernel modules (dependencies first), attaches `/rootfs.sqsh` to a read-only
 //! loop device, mounts it at /sysroot, moves the API filesystems over and switches root
 //! (move-mount + chroot, as an initramfs cannot pivot_root) into `/sbin/init` of the squashfs.
+//! When the imager added system extensions (`/extensions.yaml` in the initramfs), the root is
+//! a read-only overlay of the extension squashfs images (extensions.yaml order, the first on
+//! top) over rootfs.sqsh, and the extension firmware of the initramfs is bind-mounted over
+//! /usr/lib/firmware and made the kernel's firmware search path.
 //!
 //! Stage 2 runs as `/sbin/init` in the read-only rootfs: it mounts the writable points
 //! (/system and /tmp on tmpfs, /etc/hosts and /etc/resolv.conf bind-mounted from /system/etc),
 //! reads META from the boot disk, and prints one machine-readable line per step on the
 //! console, ending with the ready line:
 //!
-//! `node-runtime: ready meta=0x0a:<sha256 of value>[,0x..:..] boot_ms=<ms since /init>`
+//! `node-runtime: ready meta=0x0a:<sha256 of value>[,0x..:..] extensions=<name>@<version>[,…]|none boot_ms=<ms since /init>`
+//!
+//! Before it, stage 2 loads the modules listed in `modules-load.d` (/usr/lib, /usr/local/lib,
+//! /etc) with the merged modules.dep, and `node_runtime.test_stat=PATH,…` prints one
+//! `test-stat` line per path (type, mode, size, sha256) for tests.
 //!
 //! With `node_runtime.test_poweroff` on the kernel cmdline it powers the machine off once
 //! ready (or after a fatal error), which lets tests and the quickstart end QEMU cleanly.
@@ -100,10 +108,7 @@ fn stage1(start_ns: u64) -> Result<()> {
         rep.failed.len()
     ));
 
-    let dev = sys::loop_attach_ro(Path::new("/rootfs.sqsh"))?;
-    let dev = dev.to_string_lossy().into_owned();
-    mount_fs(&dev, "/sysroot", "squashfs", MsFlags::MS_RDONLY, None)?;
-    say(&format!("rootfs device={dev} fstype=squashfs ro"));
+    mount_root()?;
     for m in ["/dev", "/proc", "/sys", "/run"] {
         let target = format!("/sysroot{m}");
         mount(
@@ -124,6 +129,181 @@ fn stage1(start_ns: u64) -> Result<()> {
     let env = [CString::new(format!("{START_ENV}={start_ns}"))?];
     nix::unistd::execve(&init, std::slice::from_ref(&init), &env).context("exec /sbin/init")?;
     Ok(())
+}
+
+/// Where stage 1 keeps the squashfs mounts of an overlay root (inside /run, which moves into
+/// the new root with everything mounted under it).
+const LAYERS_DIR: &str = "/run/node-runtime";
+
+fn attach_squashfs(image: &str, target: &str) -> Result<String> {
+    let dev = sys::loop_attach_ro(Path::new(image))?;
+    let dev = dev.to_string_lossy().into_owned();
+    mount_fs(&dev, target, "squashfs", MsFlags::MS_RDONLY, None)
+        .with_context(|| format!("mounting {image}"))?;
+    Ok(dev)
+}
+
+/// Mounts the root at /sysroot: `rootfs.sqsh` alone, or — when the initramfs carries
+/// `extensions.yaml` — an overlay whose lower layers are the extension images in
+/// extensions.yaml order (the first on top) over the rootfs. Firmware moved into the
+/// initramfs by the imager is bind-mounted over /usr/lib/firmware and becomes the kernel's
+/// firmware search path.
+fn mount_root() -> Result<()> {
+    let Ok(text) = std::fs::read_to_string("/extensions.yaml") else {
+        let dev = attach_squashfs("/rootfs.sqsh", "/sysroot")?;
+        say(&format!("rootfs device={dev} fstype=squashfs ro"));
+        return Ok(());
+    };
+    let cfg = sysext::Config::parse(&text).context("/extensions.yaml")?;
+    let base = format!("{LAYERS_DIR}/rootfs");
+    let dev = attach_squashfs("/rootfs.sqsh", &base)?;
+    say(&format!("rootfs device={dev} fstype=squashfs ro"));
+    let mut lower = Vec::new();
+    for (i, l) in cfg.layers.iter().enumerate() {
+        let target = format!("{LAYERS_DIR}/layers/{i}");
+        let dev = attach_squashfs(&format!("/{}", l.image), &target)?;
+        say(&format!(
+            "extension name={} version={} image={} device={dev}",
+            l.metadata.name, l.metadata.version, l.image
+        ));
+        lower.push(target);
+    }
+    lower.push(base);
+    let opts = format!("lowerdir={}", lower.join(":"));
+    mount_fs(
+        "overlay",
+        "/sysroot",
+        "overlay",
+        MsFlags::MS_RDONLY,
+        Some(&opts),
+    )?;
+    std::fs::copy("/extensions.yaml", format!("{LAYERS_DIR}/extensions.yaml"))
+        .context("keeping extensions.yaml")?;
+    say(&format!("rootfs overlay layers={} ro", cfg.layers.len()));
+
+    let fw = "/usr/lib/firmware";
+    if Path::new(fw).is_dir() {
+        let target = format!("/sysroot{fw}");
+        let r = mount(
+            Some(fw),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        );
+        match r {
+            Ok(()) => {
+                // a read-only bind needs a remount
+                let _ = mount(
+                    None::<&str>,
+                    target.as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None::<&str>,
+                );
+                let _ = std::fs::write("/sys/module/firmware_class/parameters/path", fw);
+                let n = count_files(Path::new(fw));
+                say(&format!("firmware path={fw} files={n}"));
+            }
+            Err(e) => say(&format!("firmware path={fw} error={:?}", e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => count_files(&e.path()),
+                    Ok(_) => 1,
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Loads the modules listed in `modules-load.d` (`/usr/lib`, `/usr/local/lib`, `/etc`; a file
+/// name in a later directory overrides the same name in an earlier one), with the merged
+/// modules.dep of `/usr/lib/modules/<kver>`.
+fn load_listed_modules() -> Result<()> {
+    let mut files: BTreeMap<String, std::path::PathBuf> = BTreeMap::new();
+    for d in [
+        "/usr/lib/modules-load.d",
+        "/usr/local/lib/modules-load.d",
+        "/etc/modules-load.d",
+    ] {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".conf") {
+                files.insert(name, e.path());
+            }
+        }
+    }
+    let mut names = Vec::new();
+    for p in files.values() {
+        names.extend(kmod::parse_list(
+            &std::fs::read_to_string(p).unwrap_or_default(),
+        ));
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    let kver = kernel_release()?;
+    let rep = modules::load(&Path::new("/usr/lib/modules").join(&kver), &names)?;
+    for (m, e) in &rep.failed {
+        say(&format!("module-failed name={m} error={e:?}"));
+    }
+    for m in &rep.loaded {
+        say(&format!("module-loaded name={m}"));
+    }
+    say(&format!(
+        "modules-load listed={} loaded={} present={} failed={}",
+        names.len(),
+        rep.loaded.len(),
+        rep.present.len(),
+        rep.failed.len()
+    ));
+    Ok(())
+}
+
+/// `node_runtime.test_stat=PATH[,PATH…]`: one line per path with its type, mode, size and
+/// sha256, so that tests can see what the booted root holds.
+fn test_stat(cmd: &Cmdline) {
+    use std::os::unix::fs::PermissionsExt;
+    for arg in cmd.get_all("node_runtime.test_stat") {
+        for p in arg.split(',').filter(|p| !p.is_empty()) {
+            let line = match std::fs::symlink_metadata(p) {
+                Err(_) => format!("test-stat path={p} missing"),
+                Ok(m) if m.is_dir() => format!(
+                    "test-stat path={p} type=dir mode={:04o}",
+                    m.permissions().mode() & 0o7777
+                ),
+                Ok(m) if m.file_type().is_symlink() => format!(
+                    "test-stat path={p} type=symlink target={}",
+                    std::fs::read_link(p)
+                        .map(|t| t.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ),
+                Ok(m) => {
+                    let sum = std::fs::read(p)
+                        .map(|b| hex::encode(Sha256::digest(&b)))
+                        .unwrap_or_else(|e| format!("unreadable:{e}"));
+                    format!(
+                        "test-stat path={p} type=file mode={:04o} size={} sha256={sum}",
+                        m.permissions().mode() & 0o7777,
+                        m.len()
+                    )
+                }
+            };
+            say(&line);
+        }
+    }
 }
 
 fn stage2(start_ns: u64) -> Result<()> {
@@ -172,6 +352,20 @@ fn stage2(start_ns: u64) -> Result<()> {
         None => say("meta absent"),
     }
     import_env_meta(&cmd, &mut values);
+    if let Err(e) = load_listed_modules() {
+        say(&format!("modules-load error={:?}", format!("{e:#}")));
+    }
+    let exts = std::fs::read_to_string(format!("{LAYERS_DIR}/extensions.yaml"))
+        .ok()
+        .and_then(|t| sysext::Config::parse(&t).ok())
+        .map(|c| {
+            c.layers
+                .iter()
+                .map(|l| format!("{}@{}", l.metadata.name, l.metadata.version))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    test_stat(&cmd);
     let summary = if values.is_empty() {
         "none".to_string()
     } else {
@@ -182,7 +376,14 @@ fn stage2(start_ns: u64) -> Result<()> {
             .join(",")
     };
     let boot_ms = boottime_ns().saturating_sub(start_ns) / 1_000_000;
-    say(&format!("ready meta={summary} boot_ms={boot_ms}"));
+    let exts = if exts.is_empty() {
+        "none".to_string()
+    } else {
+        exts.join(",")
+    };
+    say(&format!(
+        "ready meta={summary} extensions={exts} boot_ms={boot_ms}"
+    ));
     if cmd.flag(POWEROFF_FLAG) {
         poweroff();
     }

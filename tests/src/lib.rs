@@ -5,6 +5,8 @@
 //! `cargo test`); a missing one is a failure that says so, never a skip.
 #![allow(clippy::unwrap_used)]
 
+pub mod fixture;
+
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -4,8 +4,14 @@
 //! In: the text of `modules.dep` (`path: dep1 dep2 …`, nearest dependency first) and
 //! `modules-load.d`-style lists. Out: module names as the kernel knows them and load orders
 //! with every dependency before its users, each module once.
+//!
+//! With the `depmod` feature, `kmod::depmod` regenerates the text metadata of a module tree
+//! (`modules.dep`, `modules.alias`, …) exactly like kmod's `depmod`, for the imager.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+#[cfg(feature = "depmod")]
+pub mod depmod;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -8,13 +8,13 @@
 //!
 //! The initramfs is a cpio newc archive (written in Rust, xz with CRC32 so the kernel can decode
 //! it) holding `/init` (node-runtime), `/rootfs.sqsh` (a squashfs with the node-runtime
-//! userspace), `/dev/console`, the floor modules and their dependencies (resolved from
+//! userspace and, as in Talos, the kernel modules under `/usr/lib/modules/<kver>` with
+//! `modules.order`, `modules.builtin*` and the text indexes our own depmod writes — the tree
+//! the imager merges extension modules into), `/dev/console`, the floor modules and their dependencies (resolved from
 //! modules.dep), a `modules.dep` restricted to them and `/etc/modules-load.d/floor.conf`.
 //! Every timestamp is SOURCE_DATE_EPOCH, every owner root, every walk sorted.
 
 use anyhow::{Context, Result, bail};
-use backhand::compression::Compressor;
-use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -164,46 +164,80 @@ fn read_floor(path: &Path) -> Result<Vec<String>> {
     Ok(kmod::parse_list(&text))
 }
 
-fn rootfs_sqsh(node_runtime: &Path, mtime: u32) -> Result<Vec<u8>> {
-    let mut fs = FilesystemWriter::default();
-    fs.set_time(mtime);
-    fs.set_root_mode(0o755);
-    fs.set_root_uid(0);
-    fs.set_root_gid(0);
-    fs.set_only_root_id();
-    fs.set_compressor(
-        FilesystemCompressor::new(Compressor::Zstd, None).context("zstd squashfs compressor")?,
-    );
-    let dir = NodeHeader::new(0o755, 0, 0, mtime);
+/// Stages `usr/lib/modules/<kver>` for the rootfs: the modules of `load` (paths relative to
+/// `kdir`), the kernel's modules.order and modules.builtin*, and depmod's text indexes.
+fn stage_modules(kdir: &Path, kver: &str, load: &[String], staging: &Path) -> Result<PathBuf> {
+    let dst = staging.join(kver);
+    for rel in load {
+        let target = dst.join(rel);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::copy(kdir.join(rel), &target).with_context(|| format!("copying {rel}"))?;
+    }
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
+        if kdir.join(f).exists() {
+            fs::copy(kdir.join(f), dst.join(f)).with_context(|| format!("copying {f}"))?;
+        }
+    }
+    let out = kmod::depmod::generate(&dst).context("depmod")?;
+    out.write_to(&dst).context("writing modules.*")?;
+    Ok(dst)
+}
+
+fn rootfs_sqsh(node_runtime: &Path, modules: &Path, kver: &str, mtime: u32) -> Result<Vec<u8>> {
+    let mut fs = squashfs::Builder::new(squashfs::Options {
+        compression: squashfs::Compression::Zstd { level: 18 },
+        mtime,
+        ..squashfs::Options::default()
+    });
+    fs.dir("", 0o755, Vec::new()).context("squashfs root")?;
     // mount points of the booted system; /system and /tmp get tmpfs, /run is moved over
     for d in [
-        "dev", "etc", "proc", "run", "sbin", "sys", "system", "tmp", "usr", "usr/lib", "var",
+        "dev",
+        "etc",
+        "proc",
+        "run",
+        "sbin",
+        "sys",
+        "system",
+        "tmp",
+        "usr",
+        "usr/lib",
+        // mount point of the extension firmware node-runtime binds from the initramfs
+        "usr/lib/firmware",
+        "usr/lib/modules",
+        "var",
     ] {
-        fs.push_dir(d, dir)
+        fs.dir(d, 0o755, Vec::new())
             .with_context(|| format!("squashfs dir {d}"))?;
     }
     let os_release = b"NAME=\"node-runtime\"\nID=node-runtime\nPRETTY_NAME=\"node-runtime\"\n";
-    fs.push_file(
-        Cursor::new(os_release.to_vec()),
+    fs.file(
         "etc/os-release",
-        NodeHeader::new(0o644, 0, 0, mtime),
+        0o644,
+        Vec::new(),
+        squashfs::Source::Bytes(os_release.to_vec()),
     )
     .context("squashfs etc/os-release")?;
     for f in ["etc/hosts", "etc/resolv.conf"] {
         // bind-mount targets for files kept under /system/etc
-        fs.push_file(
-            Cursor::new(Vec::new()),
-            f,
-            NodeHeader::new(0o644, 0, 0, mtime),
-        )
-        .with_context(|| format!("squashfs {f}"))?;
+        fs.file(f, 0o644, Vec::new(), squashfs::Source::Bytes(Vec::new()))
+            .with_context(|| format!("squashfs {f}"))?;
     }
-    fs.push_file_from_path(
-        node_runtime,
+    fs.file(
         "sbin/init",
-        NodeHeader::new(0o755, 0, 0, mtime),
+        0o755,
+        Vec::new(),
+        squashfs::Source::Path(node_runtime.to_path_buf()),
     )
     .context("squashfs sbin/init")?;
+    fs.add_dir_tree(modules, &format!("usr/lib/modules/{kver}"))
+        .context("squashfs usr/lib/modules")?;
     let mut out = Cursor::new(Vec::new());
     fs.write(&mut out).context("writing rootfs.sqsh")?;
     Ok(out.into_inner())
@@ -251,7 +285,12 @@ fn main() -> Result<()> {
         .with_context(|| format!("resolving {}", a.modules.display()))?;
 
     fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let sqsh = rootfs_sqsh(&a.node_runtime, mtime32)?;
+    let staging = a.out.join(".modules-staging");
+    let _ = fs::remove_dir_all(&staging);
+    let modules = stage_modules(&kdir, kver, &load, &staging)?;
+    let sqsh = rootfs_sqsh(&a.node_runtime, &modules, kver, mtime32);
+    let _ = fs::remove_dir_all(&staging);
+    let sqsh = sqsh?;
 
     // Everything that goes into the initramfs, keyed by path so that the walk is sorted and
     // every parent directory precedes its children.

@@ -405,12 +405,6 @@ impl Profile {
                 format!("{} output is not implemented yet", kind.as_str()),
             ));
         }
-        if !self.input.system_extensions.is_empty() {
-            return Err(unsupported(
-                "input.systemExtensions",
-                "system extensions are not implemented yet",
-            ));
-        }
         if !self.input.image_cache.is_empty() {
             return Err(unsupported(
                 "input.imageCache",
@@ -420,10 +414,15 @@ impl Profile {
         if self.overlay.is_some() {
             return Err(unsupported("overlay", "overlays are not implemented yet"));
         }
-        if !self.customization.embedded_machine_configuration.is_empty() {
+        if !self.customization.embedded_machine_configuration.is_empty()
+            && !self.quirks().has(crate::quirks::Quirk::EmbeddedConfig)
+        {
             return Err(unsupported(
                 "customization.embeddedMachineConfiguration",
-                "embedded machine configuration is not implemented yet",
+                format!(
+                    "embedded machine configuration needs Talos >= 1.12 (version {})",
+                    self.version
+                ),
             ));
         }
         Ok(())
