@@ -345,12 +345,28 @@ fn extensions_build_reproducibly_match_the_reference_tools_and_boot() {
     .map(|(p, m, c)| (p.to_string(), (m, c.to_vec())))
     .collect();
     assert_eq!(hello, expect, "0.sqsh differs from the flattened extension");
+    // SELinux labels: from the PAX header, and the embedded config's fixed one (unsquashfs
+    // extracts xattrs when run as root)
+    let label = |p: &Path| {
+        xattr::get(p, "security.selinux")
+            .unwrap()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        label(&x.join("0/usr/local/share/hello/labelled")),
+        LABEL.as_bytes()
+    );
+    assert!(label(&x.join("0/usr/local/share/hello/hello.txt")).is_empty());
     let bee = tree(&unsquash(get("1.sqsh"), &x.join("1")));
     assert_eq!(bee["usr/local/bee.txt"], (0o640, b"bee\n".to_vec()));
     let cfg_tree = tree(&unsquash(get("2.sqsh"), &x.join("2")));
     assert_eq!(
         cfg_tree["usr/local/etc/talos/config.yaml"],
         (0o400, CONFIG.as_bytes().to_vec())
+    );
+    assert_eq!(
+        label(&x.join("2/usr/local/etc/talos/config.yaml")),
+        b"system_u:object_r:system_state_t:s0"
     );
     // modules.dep layer = depmod -b on the same merged tree
     let deps = tree(&unsquash(get("modules.dep.sqsh"), &x.join("deps")));
