@@ -9,31 +9,25 @@ use e2e::fixture::{Tar, gzip, layer_blobs, manifest, oci_layout};
 use e2e::*;
 use std::path::{Path, PathBuf};
 
+/// The entries of a valid extension, after whatever `t` already holds.
+fn valid_after(t: Tar) -> Tar {
+    t.file(
+        "manifest.yaml",
+        0o644,
+        manifest("bad", "1.0", ">= v1.9.0").as_bytes(),
+    )
+    .dir("rootfs", 0o755)
+    .dir("rootfs/usr", 0o755)
+    .dir("rootfs/usr/local", 0o755)
+    .file("rootfs/usr/local/ok.txt", 0o644, b"ok\n")
+}
+
 fn base(extra: Tar) -> Vec<u8> {
-    extra
-        .file(
-            "manifest.yaml",
-            0o644,
-            manifest("bad", "1.0", ">= v1.9.0").as_bytes(),
-        )
-        .dir("rootfs", 0o755)
-        .dir("rootfs/usr", 0o755)
-        .dir("rootfs/usr/local", 0o755)
-        .file("rootfs/usr/local/ok.txt", 0o644, b"ok\n")
-        .finish()
+    valid_after(extra).finish()
 }
 
 fn good_tar() -> Tar {
-    Tar::new()
-        .file(
-            "manifest.yaml",
-            0o644,
-            manifest("bad", "1.0", ">= v1.9.0").as_bytes(),
-        )
-        .dir("rootfs", 0o755)
-        .dir("rootfs/usr", 0o755)
-        .dir("rootfs/usr/local", 0o755)
-        .file("rootfs/usr/local/ok.txt", 0o644, b"ok\n")
+    valid_after(Tar::new())
 }
 
 /// Runs the imager on one extension input; returns (exit code, stderr).

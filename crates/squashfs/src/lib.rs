@@ -254,16 +254,15 @@ impl Builder {
         Some(id)
     }
 
-    /// Adds `node` at `path` after checking the parent exists and the name is free.
-    fn insert(&mut self, path: &str, node: Node) -> Result<usize> {
-        let (parent, name) = split(path)?;
+    /// Enters `name` → node `id` into the directory `parent` (of `path`), which must exist
+    /// and not have the name yet.
+    fn link(&mut self, path: &str, parent: &str, name: &str, id: usize) -> Result<()> {
         let Some(pid) = self.lookup(parent) else {
             return Err(SquashfsError::MissingParent {
                 path: path.to_string(),
                 parent: parent.to_string(),
             });
         };
-        let id = self.nodes.len();
         match &mut self.nodes[pid].kind {
             Kind::Dir { children } => {
                 if children.contains_key(name) {
@@ -280,6 +279,14 @@ impl Builder {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Adds `node` at `path` after checking the parent exists and the name is free.
+    fn insert(&mut self, path: &str, node: Node) -> Result<usize> {
+        let (parent, name) = split(path)?;
+        let id = self.nodes.len();
+        self.link(path, parent, name, id)?;
         self.nodes.push(node);
         Ok(id)
     }
@@ -377,28 +384,7 @@ impl Builder {
             return Err(err("is a directory"));
         }
         let (parent, name) = split(path)?;
-        let Some(pid) = self.lookup(parent) else {
-            return Err(SquashfsError::MissingParent {
-                path: path.to_string(),
-                parent: parent.to_string(),
-            });
-        };
-        match &mut self.nodes[pid].kind {
-            Kind::Dir { children } => {
-                if children.contains_key(name) {
-                    return Err(SquashfsError::Duplicate {
-                        path: path.to_string(),
-                    });
-                }
-                children.insert(name.to_string(), id);
-            }
-            _ => {
-                return Err(SquashfsError::ParentNotDirectory {
-                    path: path.to_string(),
-                    parent: parent.to_string(),
-                });
-            }
-        }
+        self.link(path, parent, name, id)?;
         self.nodes[id].nlink += 1;
         Ok(())
     }
