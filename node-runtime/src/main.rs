@@ -16,8 +16,9 @@
 //!
 //! `node-runtime: ready meta=0x0a:<sha256 of value>[,0x..:..] extensions=<name>@<version>[,…]|none boot_ms=<ms since /init>`
 //!
-//! Before it, stage 2 loads the modules listed in `modules-load.d` (/usr/lib, /usr/local/lib,
-//! /etc) with the merged modules.dep, and `node_runtime.test_stat=PATH,…` prints one
+//! Before it, stage 2 loads the modules whose modules.alias patterns match a device's
+//! `modalias` in sysfs (coldplug) and those listed in `modules-load.d` (/usr/lib,
+//! /usr/local/lib, /etc), with the merged modules.dep of /usr/lib/modules/<kver>, and `node_runtime.test_stat=PATH,…` prints one
 //! `test-stat` line per path (type, mode, size, sha256) for tests.
 //!
 //! With `node_runtime.test_poweroff` on the kernel cmdline it powers the machine off once
@@ -260,13 +261,72 @@ fn load_listed_modules() -> Result<()> {
         say(&format!("module-failed name={m} error={e:?}"));
     }
     for m in &rep.loaded {
-        say(&format!("module-loaded name={m}"));
+        say(&format!("module-loaded name={m} by=modules-load.d"));
     }
     say(&format!(
         "modules-load listed={} loaded={} present={} failed={}",
         names.len(),
         rep.loaded.len(),
         rep.present.len(),
+        rep.failed.len()
+    ));
+    Ok(())
+}
+
+/// Every `modalias` file under `dir` (symlinks are not followed).
+fn collect_modaliases(dir: &Path, depth: usize, out: &mut std::collections::BTreeSet<String>) {
+    if depth > 24 {
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            collect_modaliases(&e.path(), depth + 1, out);
+        } else if t.is_file()
+            && e.file_name() == "modalias"
+            && let Ok(s) = std::fs::read_to_string(e.path())
+            && !s.trim().is_empty()
+        {
+            out.insert(s.trim().to_string());
+        }
+    }
+}
+
+/// Coldplug: loads the modules whose `modules.alias` patterns match the `modalias` of a
+/// device in sysfs (what udev's `modprobe $MODALIAS` does), so that disks and NICs the floor
+/// list does not name get their drivers.
+fn autoload_modaliases() -> Result<()> {
+    let kver = kernel_release()?;
+    let dir = Path::new("/usr/lib/modules").join(&kver);
+    let path = dir.join("modules.alias");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let aliases = kmod::alias::Aliases::parse(&text);
+    let mut found = std::collections::BTreeSet::new();
+    collect_modaliases(Path::new("/sys/devices"), 0, &mut found);
+    let mut names: Vec<String> = Vec::new();
+    for m in &found {
+        for n in aliases.lookup(m) {
+            if !names.contains(&n) && !Path::new("/sys/module").join(&n).exists() {
+                names.push(n);
+            }
+        }
+    }
+    let rep = modules::load(&dir, &names)?;
+    for (m, e) in &rep.failed {
+        say(&format!("module-failed name={m} error={e:?}"));
+    }
+    for m in &rep.loaded {
+        say(&format!("module-loaded name={m} by=modalias"));
+    }
+    say(&format!(
+        "modalias devices={} matched={} loaded={} failed={}",
+        found.len(),
+        names.len(),
+        rep.loaded.len(),
         rep.failed.len()
     ));
     Ok(())
@@ -352,6 +412,9 @@ fn stage2(start_ns: u64) -> Result<()> {
         None => say("meta absent"),
     }
     import_env_meta(&cmd, &mut values);
+    if let Err(e) = autoload_modaliases() {
+        say(&format!("modalias error={:?}", format!("{e:#}")));
+    }
     if let Err(e) = load_listed_modules() {
         say(&format!("modules-load error={:?}", format!("{e:#}")));
     }

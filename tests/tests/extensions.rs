@@ -1,6 +1,6 @@
 //! System extensions end to end (spec §7): an OCI-layout extension (two layers with
-//! whiteouts, a file under /usr/local, a modules-load.d entry, a kernel module from the Debian
-//! tree that the base image lacks, a firmware blob and Intel microcode), a zstd tarball
+//! whiteouts, a file under /usr/local, a modules-load.d entry, two kernel modules from the
+//! Debian tree that the base image lacks, a firmware blob and Intel microcode), a zstd tarball
 //! extension and an embedded machine configuration go into a PXE set that
 //!
 //! - is byte-identical when built twice;
@@ -10,7 +10,8 @@
 //!   applied, firmware and microcode moved out, everything root-owned), and a modules.dep
 //!   layer whose modules.dep / modules.alias equal `depmod -b` on the same merged tree;
 //! - boots: node-runtime stacks the layers, reports each extension, sees the files, has the
-//!   firmware and loads the module.
+//!   firmware, loads the extension's virtio_balloon by the modalias of a QEMU balloon device
+//!   and its dummy module from the extension's modules-load.d.
 #![allow(clippy::unwrap_used)]
 
 use e2e::fixture::{Tar, gzip, manifest, oci_layout};
@@ -46,6 +47,7 @@ struct Inputs {
     tarball: PathBuf,
     config: PathBuf,
     balloon: Vec<u8>,
+    dummy: Vec<u8>,
     kver: String,
 }
 
@@ -53,6 +55,7 @@ fn inputs() -> Inputs {
     let dir = tempfile::tempdir().unwrap();
     let (kver, ktree) = kernel_tree();
     let balloon = std::fs::read(ktree.join("kernel/drivers/virtio/virtio_balloon.ko")).unwrap();
+    let dummy = std::fs::read(ktree.join("kernel/drivers/net/dummy.ko")).unwrap();
     let m = format!("rootfs/usr/lib/modules/{kver}");
     let l1 = Tar::new()
         .file(
@@ -85,13 +88,14 @@ fn inputs() -> Inputs {
         .file(
             "rootfs/usr/local/lib/modules-load.d/hello.conf",
             0o644,
-            b"# test\nvirtio_balloon\n",
+            b"# test\ndummy\n",
         )
         .dir("rootfs/usr/lib", 0o755)
         .dir("rootfs/usr/lib/modules", 0o755)
         .dir(&m, 0o755)
         .dir(&format!("{m}/extras"), 0o755)
         .file(&format!("{m}/extras/virtio_balloon.ko"), 0o644, &balloon)
+        .file(&format!("{m}/extras/dummy.ko"), 0o644, &dummy)
         .dir("rootfs/usr/lib/firmware", 0o755)
         .dir("rootfs/usr/lib/firmware/hello", 0o755)
         .file("rootfs/usr/lib/firmware/hello/fw.bin", 0o644, FW)
@@ -135,6 +139,7 @@ fn inputs() -> Inputs {
         tarball,
         config,
         balloon,
+        dummy,
         kver,
     }
 }
@@ -153,7 +158,7 @@ fn build_pxe(i: &Inputs, out: &Path) {
         .args(["--extra-kernel-arg", "node_runtime.test_poweroff"])
         .args([
             "--extra-kernel-arg",
-            "node_runtime.test_stat=/usr/local/share/hello/hello.txt,/usr/local/share/hello/gone.txt,/usr/local/share/hello/layer2.txt,/usr/local/bee.txt,/usr/local/etc/talos/config.yaml,/usr/lib/firmware/hello/fw.bin,/sys/module/virtio_balloon",
+            "node_runtime.test_stat=/usr/local/share/hello/hello.txt,/usr/local/share/hello/gone.txt,/usr/local/share/hello/layer2.txt,/usr/local/bee.txt,/usr/local/etc/talos/config.yaml,/usr/lib/firmware/hello/fw.bin,/sys/module/virtio_balloon,/sys/module/dummy",
         ]));
 }
 
@@ -323,6 +328,7 @@ fn extensions_build_reproducibly_match_the_reference_tools_and_boot() {
         ("usr/lib/modules", 0o755, b""),
         (&m, 0o755, b""),
         (&format!("{m}/extras"), 0o755, b""),
+        (&format!("{m}/extras/dummy.ko"), 0o644, &i.dummy),
         (&format!("{m}/extras/virtio_balloon.ko"), 0o644, &i.balloon),
         ("usr/local", 0o755, b""),
         ("usr/local/bin", 0o755, b""),
@@ -332,7 +338,7 @@ fn extensions_build_reproducibly_match_the_reference_tools_and_boot() {
         (
             "usr/local/lib/modules-load.d/hello.conf",
             0o644,
-            b"# test\nvirtio_balloon\n",
+            b"# test\ndummy\n",
         ),
         ("usr/local/share", 0o755, b""),
         ("usr/local/share/hello", 0o755, b""),
@@ -388,6 +394,7 @@ fn extensions_build_reproducibly_match_the_reference_tools_and_boot() {
     let kdir = merged.join(&m);
     std::fs::create_dir_all(kdir.join("extras")).unwrap();
     std::fs::write(kdir.join("extras/virtio_balloon.ko"), &i.balloon).unwrap();
+    std::fs::write(kdir.join("extras/dummy.ko"), &i.dummy).unwrap();
     let conf = t.path().join("depmod.d");
     std::fs::create_dir_all(&conf).unwrap();
     ok(Command::new("depmod")
@@ -418,6 +425,7 @@ fn extensions_build_reproducibly_match_the_reference_tools_and_boot() {
             a.join("initramfs-amd64.xz"),
             cmdline,
         )),
+        extra: vec!["-device".into(), "virtio-balloon-pci".into()],
         ..Default::default()
     });
     let console = booted.console.join("\n");
@@ -441,7 +449,9 @@ fn extensions_build_reproducibly_match_the_reference_tools_and_boot() {
     }
     line("node-runtime: rootfs overlay layers=4 ro");
     line("node-runtime: firmware path=/usr/lib/firmware files=1");
-    line("node-runtime: module-loaded name=virtio_balloon");
+    // the balloon driver by the device's modalias, dummy by the extension's modules-load.d
+    line("node-runtime: module-loaded name=virtio_balloon by=modalias");
+    line("node-runtime: module-loaded name=dummy by=modules-load.d");
     line(&format!(
         "test-stat path=/usr/local/share/hello/hello.txt type=file mode=0644 size={} sha256={}",
         HELLO.len(),
@@ -460,6 +470,7 @@ fn extensions_build_reproducibly_match_the_reference_tools_and_boot() {
         sha256(FW)
     ));
     line("test-stat path=/sys/module/virtio_balloon type=dir");
+    line("test-stat path=/sys/module/dummy type=dir");
     let want = format!(
         "hello@1.2.3,bee@0.1.0,embedded-config@{cfg_digest},modules.dep@{}",
         i.kver

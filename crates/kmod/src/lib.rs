@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub mod alias;
 #[cfg(feature = "depmod")]
 pub mod depmod;
 
