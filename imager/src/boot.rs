@@ -145,7 +145,7 @@ pub fn run(cli: &BootCli) -> Result<()> {
     if cli.until_ready {
         let line = run
             .wait_for(
-                "node-runtime: ready",
+                "node-runtime: ready meta=",
                 qemu_harness::DEFAULT_FAILURES,
                 timeout,
                 true,

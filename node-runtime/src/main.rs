@@ -27,6 +27,8 @@
 mod cmdline;
 mod meta;
 mod modules;
+mod net;
+mod services;
 mod sys;
 
 use anyhow::{Context, Result};
@@ -41,7 +43,7 @@ use std::time::Duration;
 const POWEROFF_FLAG: &str = "node_runtime.test_poweroff";
 const START_ENV: &str = "NODE_RUNTIME_START_NS";
 
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     // stdout is /dev/console (the kernel opens it for init)
     println!("node-runtime: {line}");
 }
@@ -388,7 +390,7 @@ fn stage2(start_ns: u64) -> Result<()> {
         .with_context(|| format!("bind-mounting {src} on {dst}"))?;
     }
 
-    let found = meta::find(Duration::from_secs(2))?;
+    let mut found = meta::find(Duration::from_secs(2))?;
     let mut values: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
     match &found {
         Some(f) => {
@@ -411,7 +413,28 @@ fn stage2(start_ns: u64) -> Result<()> {
         }
         None => say("meta absent"),
     }
-    import_env_meta(&cmd, &mut values);
+    let added = import_env_meta(&cmd, &mut values);
+    // keys the installed META lacks are written into it (Talos does the same at boot)
+    if let (Some(f), false) = (found.as_mut(), added.is_empty()) {
+        let r = added
+            .iter()
+            .try_for_each(|k| f.set(*k, &values[k]))
+            .and_then(|_| f.flush());
+        let keys: Vec<String> = added.iter().map(|k| format!("0x{k:02x}")).collect();
+        match r {
+            Ok(()) => say(&format!(
+                "meta-write disk={} partition={} keys={}",
+                f.disk,
+                f.partition,
+                keys.join(",")
+            )),
+            Err(e) => say(&format!(
+                "meta-write disk={} error={:?}",
+                f.disk,
+                format!("{e:#}")
+            )),
+        }
+    }
     if let Err(e) = autoload_modaliases() {
         say(&format!("modalias error={:?}", format!("{e:#}")));
     }
@@ -428,7 +451,14 @@ fn stage2(start_ns: u64) -> Result<()> {
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
+    // services: begin (extension services; network readiness is reported into `ready`)
+    let ready = services::Readiness::new();
+    // services: end
+    net::start(&cmd, values.get(&0x0a).map(Vec::as_slice), ready.clone());
     test_stat(&cmd);
+    // services: begin
+    services::start(Path::new("/usr/local/etc/containers"), ready.clone());
+    // services: end
     let summary = if values.is_empty() {
         "none".to_string()
     } else {
@@ -448,6 +478,10 @@ fn stage2(start_ns: u64) -> Result<()> {
         "ready meta={summary} extensions={exts} boot_ms={boot_ms}"
     ));
     if cmd.flag(POWEROFF_FLAG) {
+        // `node_runtime.test_poweroff=N` keeps the node up N seconds after ready (services)
+        if let Some(secs) = cmd.get(POWEROFF_FLAG).and_then(|v| v.parse::<u64>().ok()) {
+            std::thread::sleep(Duration::from_secs(secs));
+        }
         poweroff();
     }
     Ok(())
@@ -455,7 +489,9 @@ fn stage2(start_ns: u64) -> Result<()> {
 
 /// Imports `talos.environment=INSTALLER_META_BASE64=…` (spec §5): keys the META partition
 /// lacks are added; keys it has win, as Talos only writes missing keys into an installed META.
-fn import_env_meta(cmd: &Cmdline, values: &mut BTreeMap<u8, Vec<u8>>) {
+/// Returns the keys it added.
+fn import_env_meta(cmd: &Cmdline, values: &mut BTreeMap<u8, Vec<u8>>) -> Vec<u8> {
+    let mut added = Vec::new();
     let prefix = format!("{}=", adv::env::VAR);
     for env in cmd.get_all("talos.environment") {
         let Some(enc) = env.strip_prefix(&prefix) else {
@@ -469,6 +505,7 @@ fn import_env_meta(cmd: &Cmdline, values: &mut BTreeMap<u8, Vec<u8>>) {
                     if let std::collections::btree_map::Entry::Vacant(e) = values.entry(k) {
                         e.insert(v.into_bytes());
                         imported += 1;
+                        added.push(k);
                     }
                 }
                 say(&format!(
@@ -481,6 +518,7 @@ fn import_env_meta(cmd: &Cmdline, values: &mut BTreeMap<u8, Vec<u8>>) {
             )),
         }
     }
+    added
 }
 
 fn poweroff() {
@@ -489,14 +527,10 @@ fn poweroff() {
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
 }
 
-/// PID 1 must never exit: reap children forever.
+/// PID 1 must never exit: reap children forever (the service supervisor gets the statuses
+/// of its processes).
 fn idle() -> ! {
-    loop {
-        match nix::sys::wait::wait() {
-            Ok(_) => continue,
-            Err(_) => std::thread::sleep(Duration::from_secs(3600)),
-        }
-    }
+    services::reap_forever()
 }
 
 fn main() {

@@ -22,6 +22,49 @@ pub struct Found {
     pub adv: adv::Adv,
     /// Which copy they came from.
     pub source: adv::Source,
+    /// Byte offset of the partition on the disk.
+    pub offset: u64,
+    /// Partition size in bytes (at most [`adv::PARTITION_SIZE`] is used).
+    pub len: u64,
+}
+
+impl Found {
+    /// Value of `key`.
+    #[allow(dead_code)]
+    pub fn get(&self, key: u8) -> Option<&[u8]> {
+        self.adv.get(key)
+    }
+
+    /// Sets `key` in memory; [`Found::flush`] writes it.
+    pub fn set(&mut self, key: u8, value: &[u8]) -> Result<()> {
+        self.adv.set(key, value).context("META")?;
+        Ok(())
+    }
+
+    /// Deletes `key` in memory; [`Found::flush`] writes it.
+    #[allow(dead_code)]
+    pub fn delete(&mut self, key: u8) -> bool {
+        self.adv.delete(key)
+    }
+
+    /// Writes both copies of the ADV back to the partition and syncs the disk.
+    pub fn flush(&self) -> Result<()> {
+        use std::io::Write;
+        let part = self.adv.to_partition();
+        if (part.len() as u64) > self.len {
+            anyhow::bail!("META partition on {} is too small", self.disk);
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&self.disk)
+            .with_context(|| format!("opening {} for writing", self.disk))?;
+        f.seek(SeekFrom::Start(self.offset))?;
+        f.write_all(&part)
+            .with_context(|| format!("writing META to {}", self.disk))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", self.disk))?;
+        Ok(())
+    }
 }
 
 fn read_u64(p: &Path) -> Option<u64> {
@@ -69,21 +112,26 @@ fn probe(name: &str, sys: &Path, dev: &Path) -> Result<Option<Found>> {
         partition: p.number,
         adv,
         source,
+        offset: p.offset(sector),
+        len: p.size(sector),
     }))
 }
 
-/// Looks for META on every disk, retrying until `wait` has passed (disks may still be probing).
+/// Looks for META on every disk, retrying until `wait` has passed while disks are present
+/// (their partition tables may still be probing); with no disk at all (network boot) it
+/// returns at once.
 pub fn find(wait: Duration) -> Result<Option<Found>> {
     let sys = Path::new("/sys/class/block");
     let dev = Path::new("/dev");
     let start = Instant::now();
     loop {
-        for d in disks(sys) {
-            if let Some(found) = probe(&d, sys, dev)? {
+        let all = disks(sys);
+        for d in &all {
+            if let Some(found) = probe(d, sys, dev)? {
                 return Ok(Some(found));
             }
         }
-        if start.elapsed() >= wait {
+        if all.is_empty() || start.elapsed() >= wait {
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(50));

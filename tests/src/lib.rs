@@ -162,7 +162,7 @@ pub fn boot_to_ready(m: &qemu_harness::Machine) -> Booted {
     let mut run = m.start().unwrap();
     let line = run
         .wait_for(
-            "node-runtime: ready",
+            "node-runtime: ready meta=",
             qemu_harness::DEFAULT_FAILURES,
             Duration::from_secs(300),
             false,

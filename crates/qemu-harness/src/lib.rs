@@ -23,8 +23,10 @@ pub enum Firmware {
 /// How a disk is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskKind {
-    /// virtio-blk.
+    /// virtio-blk (`snapshot=on`: the file is never modified).
     Virtio,
+    /// virtio-blk written through to the file (tests of what the guest writes).
+    VirtioWritable,
     /// IDE CD-ROM.
     Cdrom,
 }
@@ -34,7 +36,7 @@ pub enum DiskKind {
 pub struct Machine {
     /// Firmware.
     pub firmware: Firmware,
-    /// Disk images (attached with `snapshot=on`: the files are never modified).
+    /// Disk images (virtio ones with `snapshot=on` unless [`DiskKind::VirtioWritable`]).
     pub disks: Vec<(PathBuf, DiskKind)>,
     /// Direct kernel boot: kernel, initrd, cmdline.
     pub direct: Option<(PathBuf, PathBuf, String)>,
@@ -168,6 +170,10 @@ impl Machine {
             match kind {
                 DiskKind::Virtio => a.push(format!(
                     "file={},format=raw,if=virtio,snapshot=on,index={i}",
+                    disk.display()
+                )),
+                DiskKind::VirtioWritable => a.push(format!(
+                    "file={},format=raw,if=virtio,index={i}",
                     disk.display()
                 )),
                 DiskKind::Cdrom => a.push(format!(
