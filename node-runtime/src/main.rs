@@ -259,12 +259,7 @@ fn load_listed_modules() -> Result<()> {
     }
     let kver = kernel_release()?;
     let rep = modules::load(&Path::new("/usr/lib/modules").join(&kver), &names)?;
-    for (m, e) in &rep.failed {
-        say(&format!("module-failed name={m} error={e:?}"));
-    }
-    for m in &rep.loaded {
-        say(&format!("module-loaded name={m} by=modules-load.d"));
-    }
+    report_modules(&rep, "modules-load.d");
     say(&format!(
         "modules-load listed={} loaded={} present={} failed={}",
         names.len(),
@@ -273,6 +268,16 @@ fn load_listed_modules() -> Result<()> {
         rep.failed.len()
     ));
     Ok(())
+}
+
+/// One line per module loaded or failed, saying what asked for it.
+fn report_modules(rep: &modules::LoadReport, by: &str) {
+    for (m, e) in &rep.failed {
+        say(&format!("module-failed name={m} error={e:?} by={by}"));
+    }
+    for m in &rep.loaded {
+        say(&format!("module-loaded name={m} by={by}"));
+    }
 }
 
 /// Every `modalias` file under `dir` (symlinks are not followed).
@@ -318,12 +323,7 @@ fn autoload_modaliases() -> Result<()> {
         }
     }
     let rep = modules::load(&dir, &names)?;
-    for (m, e) in &rep.failed {
-        say(&format!("module-failed name={m} error={e:?}"));
-    }
-    for m in &rep.loaded {
-        say(&format!("module-loaded name={m} by=modalias"));
-    }
+    report_modules(&rep, "modalias");
     say(&format!(
         "modalias devices={} matched={} loaded={} failed={}",
         found.len(),

@@ -142,6 +142,16 @@ impl Msg {
         let len = (self.buf.len() - at) as u16;
         self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }
+
+    /// `IFLA_LINKINFO { kind "bond", data { mode } }`.
+    fn bond_info(&mut self, mode: u8) {
+        let li = self.nest(IFLA_LINKINFO);
+        self.attr(IFLA_INFO_KIND, b"bond\0");
+        let data = self.nest(IFLA_INFO_DATA);
+        self.attr(IFLA_BOND_MODE, &[mode]);
+        self.end_nest(data);
+        self.end_nest(li);
+    }
 }
 
 fn ifinfomsg(index: i32, flags: u32, change: u32) -> [u8; 16] {
@@ -326,12 +336,7 @@ impl Netlink {
             &ifinfomsg(0, 0, 0),
         );
         m.attr(IFLA_IFNAME, &[name.as_bytes(), &[0]].concat());
-        let li = m.nest(IFLA_LINKINFO);
-        m.attr(IFLA_INFO_KIND, b"bond\0");
-        let data = m.nest(IFLA_INFO_DATA);
-        m.attr(IFLA_BOND_MODE, &[mode]);
-        m.end_nest(data);
-        m.end_nest(li);
+        m.bond_info(mode);
         self.request(m).map(|_| ())
     }
 
@@ -343,12 +348,7 @@ impl Netlink {
             NLM_F_REQUEST | NLM_F_ACK,
             &ifinfomsg(index, 0, 0),
         );
-        let li = m.nest(IFLA_LINKINFO);
-        m.attr(IFLA_INFO_KIND, b"bond\0");
-        let data = m.nest(IFLA_INFO_DATA);
-        m.attr(IFLA_BOND_MODE, &[mode]);
-        m.end_nest(data);
-        m.end_nest(li);
+        m.bond_info(mode);
         self.request(m).map(|_| ())
     }
 
