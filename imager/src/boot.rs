@@ -2,7 +2,8 @@
 //! --provisioner qemu` or `mkosi vm` give people), and the quickstart's last step.
 //!
 //! In: a disk image (raw, or `.zst`/`.xz`/`.gz` which is decompressed sparsely into a temp
-//! file first). Out: QEMU under TCG with the serial console on stderr; with `--until-ready`
+//! file first). Out: QEMU under TCG with the serial console on stderr and one virtio NIC on
+//! user networking; with `--until-ready`
 //! it stops as soon as node-runtime prints its ready line (exit 0) or an error line (exit 1).
 
 use crate::error::{Error, ExitCode, Result, WithCode};
@@ -136,6 +137,13 @@ pub fn run(cli: &BootCli) -> Result<()> {
             },
         )],
         memory_mib: cli.memory,
+        // one virtio NIC on QEMU user networking (10.0.2.0/24, DHCP at 10.0.2.2), as eth0
+        extra: vec![
+            "-netdev".into(),
+            "user,id=n0".into(),
+            "-device".into(),
+            "virtio-net-pci,netdev=n0".into(),
+        ],
         ..Default::default()
     };
     let mut run = m
