@@ -138,12 +138,7 @@ pub fn run(cli: &BootCli) -> Result<()> {
         )],
         memory_mib: cli.memory,
         // one virtio NIC on QEMU user networking (10.0.2.0/24, DHCP at 10.0.2.2), as eth0
-        extra: vec![
-            "-netdev".into(),
-            "user,id=n0".into(),
-            "-device".into(),
-            "virtio-net-pci,netdev=n0".into(),
-        ],
+        extra: qemu_harness::user_nic("n0", ""),
         ..Default::default()
     };
     let mut run = m

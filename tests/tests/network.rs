@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 use e2e::*;
-use qemu_harness::{DEFAULT_FAILURES, Firmware, Machine};
+use qemu_harness::{DEFAULT_FAILURES, Firmware, Machine, user_nic};
 use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -136,26 +136,16 @@ fn boot(
             out.join("initramfs-amd64.xz"),
             cmdline,
         )),
-        extra: [
-            "-netdev".to_string(),
-            format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-{guest_ip}:50000"),
-            "-device".into(),
-            "virtio-net-pci,netdev=n0".into(),
-        ]
-        .into_iter()
-        .chain(
-            second_nic
-                .then(|| {
-                    [
-                        "-netdev".to_string(),
-                        "user,id=n1".into(),
-                        "-device".into(),
-                        "virtio-net-pci,netdev=n1".into(),
-                    ]
-                })
-                .into_iter()
-                .flatten(),
+        extra: user_nic(
+            "n0",
+            &format!(",hostfwd=tcp:127.0.0.1:{port}-{guest_ip}:50000"),
         )
+        .into_iter()
+        .chain(if second_nic {
+            user_nic("n1", "")
+        } else {
+            Vec::new()
+        })
         .collect(),
         ..Default::default()
     };

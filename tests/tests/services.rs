@@ -150,12 +150,7 @@ fn extension_services_run_with_dependencies_restarts_and_namespaces() {
             cmdline,
         )),
         // the address comes from QEMU's DHCP server, after the services have started
-        extra: vec![
-            "-netdev".into(),
-            "user,id=n0".into(),
-            "-device".into(),
-            "virtio-net-pci,netdev=n0".into(),
-        ],
+        extra: qemu_harness::user_nic("n0", ""),
         ..Default::default()
     };
     let mut run = m.start().unwrap();

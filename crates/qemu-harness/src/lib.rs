@@ -58,6 +58,18 @@ impl Default for Machine {
     }
 }
 
+/// QEMU arguments for a virtio NIC on user networking (10.0.2.0/24, DHCP and gateway at
+/// 10.0.2.2, DNS at 10.0.2.3): netdev `id`, with `opts` appended to the netdev (e.g.
+/// `,hostfwd=tcp:127.0.0.1:PORT-10.0.2.15:50000`).
+pub fn user_nic(id: &str, opts: &str) -> Vec<String> {
+    vec![
+        "-netdev".into(),
+        format!("user,id={id}{opts}"),
+        "-device".into(),
+        format!("virtio-net-pci,netdev={id}"),
+    ]
+}
+
 /// Errors of the harness.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
