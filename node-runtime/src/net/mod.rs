@@ -351,6 +351,8 @@ pub fn start(cmd: &Cmdline, platform: Option<&[u8]>, ready: Arc<Readiness>) {
         let _ = nl.set_link(lo.index, true, 0);
     }
     let configured = apply_static(&mut nl, &m, &state);
+    // the links as configured: for the default hostname and the DHCP candidates
+    let links = nl.links().unwrap_or_default();
     if !configured.is_empty() {
         ready.set(services::NET_ADDRESSES);
     }
@@ -364,9 +366,7 @@ pub fn start(cmd: &Cmdline, platform: Option<&[u8]>, ready: Arc<Readiness>) {
             format!("{}.{}", h.hostname, h.domainname)
         };
         set_hostname(&state, &name, layer.name(), &ready);
-    } else if let Some(l) = nl
-        .links()
-        .unwrap_or_default()
+    } else if let Some(l) = links
         .iter()
         .find(|l| l.kind == netlink::ARPHRD_ETHER && l.mac.len() == 6)
     {
@@ -395,7 +395,6 @@ pub fn start(cmd: &Cmdline, platform: Option<&[u8]>, ready: Arc<Readiness>) {
     status_endpoint(state.clone());
 
     // DHCP on physical links nothing else configures
-    let links = nl.links().unwrap_or_default();
     let enslaved: Vec<&String> = m
         .links
         .iter()
