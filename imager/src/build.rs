@@ -25,6 +25,29 @@ pub struct BuildOptions {
     pub install_dir: PathBuf,
     /// How system extensions are checked.
     pub extensions: crate::ext::Options,
+    /// Registry settings (pulls of imageRef assets, the base installer, pushes).
+    pub fetch: crate::fetch::FetchOptions,
+    /// The default asset paths point into `input.baseInstaller` (it was set explicitly):
+    /// paths starting with [`BASE_INSTALLER_DIR`] are resolved inside the pulled image.
+    pub base_assets: bool,
+    /// `--push REF` (installer output): target reference and plain HTTP.
+    pub push: Option<(oci::Reference, bool)>,
+    /// `--sign-key`: signs pushed images (cosign) and written files (Sigstore bundles).
+    pub sign: Option<SignKey>,
+}
+
+/// Placeholder for `/usr/install` inside the base installer image, used in default asset
+/// paths when the assets come from `input.baseInstaller`.
+pub const BASE_INSTALLER_DIR: &str = "{baseInstaller}/usr/install";
+
+/// A signing key (Debug prints only its public key id).
+#[derive(Clone)]
+pub struct SignKey(pub std::sync::Arc<cosign::SigningKey>);
+
+impl std::fmt::Debug for SignKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SignKey({})", hex::encode(self.0.public_key().key_id()))
+    }
 }
 
 /// A finished artifact.
@@ -147,7 +170,7 @@ fn sha256_file(path: &Path) -> Result<String> {
 
 /// Writes one artifact: `fill` writes the content into a temp file in the output directory,
 /// which is post-processed with `fmt` and renamed to `<name><suffix>` when complete.
-fn write_artifact(
+pub(crate) fn write_artifact(
     o: &BuildOptions,
     kind: &'static str,
     name: &str,
@@ -293,33 +316,100 @@ fn needs_extensions(p: &Profile) -> bool {
         )
 }
 
+/// Whether a container asset must be pulled from a registry.
+fn is_pull(a: &crate::profile::ContainerAsset) -> bool {
+    a.tarball_path.is_empty() && a.oci_path.is_empty() && !a.image_ref.is_empty()
+}
+
 /// Builds every artifact of `p`.
 pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
-    if !needs_extensions(p) {
-        return build_with(p, o);
+    let kind = p.output.kind;
+    let need_base = kind == OutputKind::Installer || (o.base_assets && kind != OutputKind::Cmdline);
+    if !needs_extensions(p) && !need_base {
+        return build_with(p, o, None);
     }
-    let initramfs = check_input("input.initramfs.path", &p.input.initramfs.path)?;
     std::fs::create_dir_all(&o.output_dir).code(ExitCode::Io, || {
         format!("creating output directory {}", o.output_dir.display())
     })?;
     // staging lives next to the outputs and disappears with this value, on success or error
     let staging = tempfile::Builder::new()
-        .prefix(".extensions.")
+        .prefix(".staging.")
         .tempdir_in(&o.output_dir)
         .code(ExitCode::Io, || {
             format!("creating a staging directory in {}", o.output_dir.display())
         })?;
-    let out = staging.path().join("initramfs");
-    let summary = crate::ext::build(p, &initramfs, staging.path(), &out, o.epoch, &o.extensions)?;
-    for (name, version) in &summary.layers {
-        eprintln!("imager: extension {name} {version}");
-    }
+    let wants_registry = (need_base && is_pull(&p.input.base_installer))
+        || (needs_extensions(p) && p.input.system_extensions.iter().any(is_pull));
+    let fetcher = if wants_registry {
+        Some(crate::fetch::Fetcher::new(&o.fetch)?)
+    } else {
+        None
+    };
     let mut q = p.clone();
-    q.input.initramfs.path = summary.initramfs.to_string_lossy().into_owned();
-    build_with(&q, o)
+    let mut o2 = o.clone();
+    let base = if need_base {
+        Some(crate::fetch::base_image(
+            fetcher.as_ref(),
+            &p.input.base_installer,
+            &p.arch,
+        )?)
+    } else {
+        None
+    };
+    if o.base_assets
+        && let Some(b) = &base
+    {
+        let dir = crate::fetch::extract_install_dir(
+            b,
+            &staging.path().join("base"),
+            o.extensions.max_bytes,
+        )?;
+        let d = dir.to_string_lossy().into_owned();
+        for a in [
+            &mut q.input.kernel,
+            &mut q.input.initramfs,
+            &mut q.input.sd_stub,
+            &mut q.input.sd_boot,
+        ] {
+            if let Some(rest) = a.path.strip_prefix(BASE_INSTALLER_DIR) {
+                a.path = format!("{d}{rest}");
+            }
+        }
+        o2.install_dir = dir;
+    }
+    if needs_extensions(p) {
+        for (i, a) in q.input.system_extensions.iter_mut().enumerate() {
+            if !is_pull(a) {
+                continue;
+            }
+            let f = fetcher.as_ref().ok_or_else(|| {
+                Error::new(ExitCode::Unknown, anyhow::anyhow!("no registry client"))
+            })?;
+            let dir = staging.path().join(format!("pulled-{i}"));
+            f.pull_layout(&format!("input.systemExtensions[{i}]"), a, &p.arch, &dir)?;
+            a.oci_path = dir.to_string_lossy().into_owned();
+        }
+        let initramfs = check_input("input.initramfs.path", &q.input.initramfs.path)?;
+        let ext_dir = staging.path().join("ext");
+        std::fs::create_dir_all(&ext_dir)
+            .code(ExitCode::Io, || format!("creating {}", ext_dir.display()))?;
+        let out = ext_dir.join("initramfs");
+        let summary = crate::ext::build(&q, &initramfs, &ext_dir, &out, o.epoch, &o.extensions)?;
+        for (name, version) in &summary.layers {
+            eprintln!("imager: extension {name} {version}");
+        }
+        q.input.initramfs.path = summary.initramfs.to_string_lossy().into_owned();
+    }
+    let r = build_with(&q, &o2, base.as_ref());
+    drop(fetcher);
+    r
 }
 
-fn build_with(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
+fn build_with(
+    p: &Profile,
+    o: &BuildOptions,
+    base: Option<&crate::fetch::BaseImage>,
+) -> Result<Vec<Artifact>> {
     let meta = meta_values(p)?;
     let cmdline = cmdline(p);
     let kind = p.output.kind.as_str();
@@ -332,16 +422,16 @@ fn build_with(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
     };
     let kernel = matches!(
         p.output.kind,
-        OutputKind::Kernel | OutputKind::Pxe | OutputKind::Iso
+        OutputKind::Kernel | OutputKind::Pxe | OutputKind::Iso | OutputKind::Installer
     )
     .then(|| check_input("input.kernel.path", &p.input.kernel.path))
     .transpose()?;
-    let sd_boot = (p.output.kind == OutputKind::Iso)
+    let sd_boot = matches!(p.output.kind, OutputKind::Iso | OutputKind::Installer)
         .then(|| check_input("input.sdBoot.path", &p.input.sd_boot.path))
         .transpose()?;
     let initramfs = matches!(
         p.output.kind,
-        OutputKind::Initramfs | OutputKind::Pxe | OutputKind::Iso
+        OutputKind::Initramfs | OutputKind::Pxe | OutputKind::Iso | OutputKind::Installer
     )
     .then(|| check_input("input.initramfs.path", &p.input.initramfs.path))
     .transpose()?;
@@ -412,6 +502,31 @@ fn build_with(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
                 write_artifact(o, "cmdline", &cname, raw, bytes(cmdline.as_bytes()))?,
                 write_artifact(o, "ipxe", &name, raw, bytes(script.as_bytes()))?,
             ])
+        }
+        (OutputKind::Installer, _, Some(k), Some(i)) => {
+            let sd = sd_boot.ok_or_else(|| Error::invalid("field input.sdBoot.path: required"))?;
+            let base = base.ok_or_else(|| {
+                Error::new(
+                    ExitCode::Unknown,
+                    anyhow::anyhow!("the base installer was not loaded"),
+                )
+            })?;
+            let img = crate::installer_image::assemble(p, o, base, &k, &i, &sd)?;
+            let mut arts = crate::installer_image::write(p, o, base, &img)?;
+            if let Some((target, insecure)) = &o.push {
+                let f = crate::fetch::Fetcher::new(&o.fetch)?;
+                let d = f.push(target, *insecure, &img.files)?;
+                if let Some(k) = &o.sign {
+                    f.push_signature(target, *insecure, &d, &k.0)?;
+                }
+                arts.push(Artifact {
+                    kind: "pushed",
+                    path: PathBuf::from(format!("{}@{d}", target.name())),
+                    size: img.files.descriptor.size,
+                    sha256: Some(d.hex().to_string()),
+                });
+            }
+            Ok(arts)
         }
         (other, ..) => Err(Error::unsupported(format!(
             "output kind {} is not implemented yet",

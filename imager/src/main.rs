@@ -19,7 +19,12 @@ fn after_help() -> String {
         "Built-in profiles: {}.
 
 `imager boot ARTIFACT [--firmware uefi|bios] [--until-ready]` boots a disk image in QEMU
-(see `imager boot --help`).
+(see `imager boot --help`). `imager cache ls|prune` manages the blob cache, `imager verify REF`
+checks an image's signature under a policy, `imager verify-blob FILE` a Sigstore bundle.
+
+Registry pulls (extension and base installer imageRefs): IMAGER_REGISTRY_TIMEOUT (seconds per
+read, default 30) and IMAGER_REGISTRY_ATTEMPTS (default 4, exponential backoff from 250 ms)
+tune retries; every blob's size and sha256 are checked while it streams into the cache.
 
 Exit codes: 0 ok, 1 unknown, 2 invalid input (profile, flags, META), 3 unsupported,
 4 environment, 5 dependency, 6 I/O (including missing input files), 7 assembly.
@@ -142,6 +147,55 @@ struct Cli {
         default_value = "/usr/install"
     )]
     install_dir: String,
+
+    /// Registry mirrors, TLS and credentials, as Talos's `machine.registries` (a file holding
+    /// `mirrors:`/`config:`, `registries:`, or a whole machine config); merged over the
+    /// profile's `input.registries`. With a mirror whose `skipFallback` is set, the original
+    /// host is never contacted (air-gapped builds).
+    #[arg(
+        long = "registries-config",
+        env = "IMAGER_REGISTRIES_CONFIG",
+        value_name = "FILE"
+    )]
+    registries_config: Option<PathBuf>,
+
+    /// Registry credentials `HOST=USER:PASSWORD` (repeatable); otherwise the registries config,
+    /// GITHUB_TOKEN (ghcr.io) and ~/.docker/config.json (auths, credHelpers, credsStore) apply.
+    #[arg(long = "registry-auth", value_name = "HOST=USER:PASSWORD")]
+    registry_auth: Vec<String>,
+
+    /// Extra CA certificate file (PEM) trusted for HTTPS registries (repeatable).
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    registry_ca: Vec<PathBuf>,
+
+    /// Blob cache directory (default $XDG_CACHE_HOME/imager or ~/.cache/imager); see
+    /// `imager cache --help`.
+    #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// cosign signature policy (YAML: `images: [{glob, key | keyless: {identity|identityRegexp,
+    /// issuer|issuerRegexp, trustedRoot}}]`). Every pulled image whose repository matches a
+    /// rule must carry a valid signature, or the build fails.
+    #[arg(
+        long = "signature-policy",
+        env = "IMAGER_SIGNATURE_POLICY",
+        value_name = "FILE"
+    )]
+    signature_policy: Option<PathBuf>,
+
+    /// Do not verify signatures even where the policy requires them (a warning is printed).
+    #[arg(long = "insecure-skip-signature-verify")]
+    insecure_skip_signature_verify: bool,
+
+    /// Push the installer image to REF (plain HTTP with --insecure).
+    #[arg(long, value_name = "REF")]
+    push: Option<String>,
+
+    /// Sign outputs with this cosign/PKCS#8 EC P-256 private key (PEM; COSIGN_PASSWORD
+    /// decrypts cosign-encrypted keys): a pushed image gets a cosign signature, every written
+    /// file a detached Sigstore bundle `<file>.sigstore.json`.
+    #[arg(long = "sign-key", env = "IMAGER_SIGN_KEY", value_name = "FILE")]
+    sign_key: Option<PathBuf>,
 
     /// Print the filled-in profile as YAML and exit without building.
     #[arg(long = "dump-profile")]
@@ -313,7 +367,7 @@ fn flags_profile(cli: &Cli) -> Result<Value> {
     Ok(over)
 }
 
-fn resolve(cli: &Cli) -> Result<profile::Profile> {
+fn resolve(cli: &Cli) -> Result<(profile::Profile, bool)> {
     let (value, what) = if cli.profile == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -329,9 +383,117 @@ fn resolve(cli: &Cli) -> Result<profile::Profile> {
     };
     let merged = profile::resolve_base(value)?;
     let mut p = profile::from_value(merged, &what)?;
-    p.fill_defaults(&cli.install_dir);
+    // an explicitly given base installer supplies the assets whose paths are not set
+    let base_assets = !p.input.base_installer.is_empty();
+    if base_assets {
+        p.fill_defaults(imager::build::BASE_INSTALLER_DIR);
+    } else {
+        p.fill_defaults(&cli.install_dir);
+    }
     p.validate()?;
-    Ok(p)
+    Ok((p, base_assets))
+}
+
+fn env_num<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::invalid(format!("{name}={v:?} is not a number"))),
+        _ => Ok(None),
+    }
+}
+
+/// Registry settings from the flags, the environment and the profile.
+fn fetch_options(cli: &Cli, p: Option<&profile::Profile>) -> Result<imager::fetch::FetchOptions> {
+    let mut registries = p
+        .and_then(|p| p.input.registries.clone())
+        .unwrap_or_default();
+    if let Some(f) = &cli.registries_config {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("--registries-config {}", f.display()))
+            .map_err(|e| Error::new(ExitCode::Io, e))?;
+        let c =
+            oci::RegistriesConfig::parse(&text, &format!("--registries-config {}", f.display()))
+                .map_err(|e| Error::invalid(e))?;
+        registries.merge(&c);
+    }
+    let credentials = cli
+        .registry_auth
+        .iter()
+        .map(|a| {
+            oci::auth::parse_host_credentials(a)
+                .map_err(|e| Error::invalid(format!("--registry-auth {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(imager::fetch::FetchOptions {
+        registries,
+        credentials,
+        ca_files: cli.registry_ca.clone(),
+        cache_dir: cli.cache_dir.clone(),
+        policy: cli.signature_policy.clone(),
+        skip_verify: cli.insecure_skip_signature_verify,
+        timeout: env_num::<f64>("IMAGER_REGISTRY_TIMEOUT")?.map(std::time::Duration::from_secs_f64),
+        attempts: env_num("IMAGER_REGISTRY_ATTEMPTS")?,
+    })
+}
+
+/// Loads `--sign-key`.
+fn sign_key(cli: &Cli) -> Result<Option<imager::build::SignKey>> {
+    let Some(f) = &cli.sign_key else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(f)
+        .with_context(|| format!("--sign-key {}", f.display()))
+        .map_err(|e| Error::new(ExitCode::Io, e))?;
+    let pw = std::env::var("COSIGN_PASSWORD").ok();
+    let k = cosign::SigningKey::from_pem(&pem, pw.as_deref().map(str::as_bytes))
+        .map_err(|e| Error::invalid(format!("--sign-key {}: {e}", f.display())))?;
+    Ok(Some(imager::build::SignKey(std::sync::Arc::new(k))))
+}
+
+/// Writes `<file>.sigstore.json` next to every file artifact.
+fn sign_files(
+    key: &cosign::SigningKey,
+    artifacts: &[imager::build::Artifact],
+) -> Result<Vec<imager::build::Artifact>> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::new();
+    for a in artifacts {
+        if !a.path.is_file() {
+            continue;
+        }
+        let mut f = std::fs::File::open(&a.path)
+            .with_context(|| format!("signing {}", a.path.display()))
+            .map_err(|e| Error::new(ExitCode::Io, e))?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h)
+            .with_context(|| format!("signing {}", a.path.display()))
+            .map_err(|e| Error::new(ExitCode::Io, e))?;
+        let digest: [u8; 32] = h.finalize().into();
+        let bundle = cosign::sign_blob_bundle(key, &digest);
+        let mut name = a.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".sigstore.json");
+        let path = a.path.with_file_name(name);
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let mut t = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("writing {}", path.display()))
+            .map_err(|e| Error::new(ExitCode::Io, e))?;
+        std::io::Write::write_all(&mut t, bundle.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))
+            .map_err(|e| Error::new(ExitCode::Io, e))?;
+        t.persist(&path)
+            .with_context(|| format!("writing {}", path.display()))
+            .map_err(|e| Error::new(ExitCode::Io, e))?;
+        out.push(imager::build::Artifact {
+            kind: "signature",
+            size: bundle.len() as u64,
+            path,
+            sha256: None,
+        });
+    }
+    Ok(out)
 }
 
 fn stdin_ignores(cli: &Cli) -> bool {
@@ -363,7 +525,7 @@ fn run(cli: &Cli) -> Result<()> {
             "imager: the profile comes from stdin: flags other than --output and --tar-to-stdout are ignored"
         );
     }
-    let p = resolve(cli)?;
+    let (p, base_assets) = resolve(cli)?;
     if cli.dump_profile {
         let y = serde_saphyr::to_string(&p)
             .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("dumping profile: {e}")))?;
@@ -384,9 +546,27 @@ fn run(cli: &Cli) -> Result<()> {
             allow_setuid: cli.extension_allow_setuid.clone(),
             max_bytes: max_extension_bytes()?,
         },
+        fetch: fetch_options(cli, Some(&p))?,
+        base_assets,
+        push: match &cli.push {
+            None => None,
+            Some(r) => {
+                if p.output.kind != OutputKind::Installer {
+                    return Err(Error::invalid(format!(
+                        "--push {r}: only the installer output is an image"
+                    )));
+                }
+                Some((imager::fetch::parse_ref("--push", r)?, cli.insecure))
+            }
+        },
+        sign: sign_key(cli)?,
     };
     let start = std::time::Instant::now();
-    let artifacts = build(&p, &opts)?;
+    let mut artifacts = build(&p, &opts)?;
+    if let Some(k) = &opts.sign {
+        let sigs = sign_files(&k.0, &artifacts)?;
+        artifacts.extend(sigs);
+    }
     let secs = start.elapsed().as_secs_f64();
     if cli.json {
         let out = json!({"artifacts": artifacts, "seconds": secs});
@@ -415,6 +595,13 @@ fn main() {
             std::process::exit(e.code as i32);
         }
         return;
+    }
+    if matches!(
+        std::env::args().nth(1).as_deref(),
+        Some("cache" | "verify" | "verify-blob")
+    ) {
+        let code = imager::registry_cli::main(std::env::args().skip(1));
+        std::process::exit(code);
     }
     let cli = Cli::parse();
     if let Err(e) = run(&cli) {

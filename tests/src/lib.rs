@@ -5,7 +5,9 @@
 //! `cargo test`); a missing one is a failure that says so, never a skip.
 #![allow(clippy::unwrap_used)]
 
+pub mod faultproxy;
 pub mod fixture;
+pub mod registry;
 
 use sha2::{Digest, Sha256};
 use std::io::Read;

@@ -149,7 +149,7 @@ fn grub_assets(grub_dir: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn epoch() -> Result<i64> {
+pub(crate) fn epoch() -> Result<i64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => v
             .trim()
@@ -259,7 +259,12 @@ fn write_atomic(path: &Path, f: impl FnOnce(&mut BufWriter<File>) -> Result<()>)
     r.with_context(|| format!("writing {}", path.display()))
 }
 
+mod publish;
+
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("publish") {
+        return publish::main(std::env::args().skip(1));
+    }
     let a = Args::parse();
     let mtime = epoch()?;
     let mtime32 = u32::try_from(mtime).context("SOURCE_DATE_EPOCH out of range")?;

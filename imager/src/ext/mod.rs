@@ -101,7 +101,7 @@ fn asset_source(field: &str, a: &ContainerAsset) -> String {
 }
 
 /// Opens a possibly compressed tar stream: gzip, zstd or xz by magic, plain tar otherwise.
-fn open_decompressed(path: &Path, cap: u64) -> std::io::Result<Box<dyn Read>> {
+pub fn open_decompressed(path: &Path, cap: u64) -> std::io::Result<Box<dyn Read>> {
     let mut f = BufReader::with_capacity(1 << 20, File::open(path)?);
     let mut magic = [0u8; 6];
     let n = {

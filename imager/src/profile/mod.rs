@@ -399,7 +399,7 @@ impl Profile {
             ));
         }
         let kind = self.output.kind;
-        if matches!(kind, OutputKind::Installer | OutputKind::Uki) {
+        if matches!(kind, OutputKind::Uki) {
             return Err(unsupported(
                 "output.kind",
                 format!("{} output is not implemented yet", kind.as_str()),

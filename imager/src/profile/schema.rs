@@ -258,6 +258,10 @@ pub struct Input {
     /// System extensions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub system_extensions: Vec<ContainerAsset>,
+    /// Registry mirrors, TLS and auth for pulls, in Talos's `machine.registries` shape (this
+    /// imager's addition; `--registries-config` merges over it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registries: Option<oci::RegistriesConfig>,
 }
 
 /// `overlay`.

@@ -1,0 +1,154 @@
+//! Detached Sigstore bundles (v0.3) for files, as
+//! `cosign sign-blob --key k --bundle f.sigstore.json --tlog-upload=false` writes them.
+//!
+//! In: a signing key or a verifier, and the file's SHA-256 (files are hashed by the caller,
+//! streamed, never loaded here). Out: the bundle JSON, or [`Verified`] / an [`Error`].
+//! The signature is ECDSA-P256-SHA256 over the file contents, i.e. over the prehash.
+
+use serde::Serialize;
+
+use crate::verify::Verified;
+use crate::{Error, SigningKey, Verifier};
+
+/// Media type written by [`sign_blob_bundle`].
+pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+const ACCEPTED_MEDIA_TYPES: &[&str] = &[
+    BUNDLE_MEDIA_TYPE,
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    "application/vnd.dev.sigstore.bundle+json;version=0.2",
+    "application/vnd.dev.sigstore.bundle+json;version=0.1",
+];
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Bundle {
+    media_type: &'static str,
+    verification_material: VerificationMaterial,
+    message_signature: MessageSignature,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VerificationMaterial {
+    public_key: Hint,
+}
+
+#[derive(Serialize)]
+struct Hint {
+    hint: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageSignature {
+    message_digest: MessageDigest,
+    signature: String,
+}
+
+#[derive(Serialize)]
+struct MessageDigest {
+    algorithm: &'static str,
+    digest: String,
+}
+
+/// A v0.3 bundle (pretty JSON, deterministic) signing the file whose SHA-256 is `file_sha256`.
+pub fn sign_blob_bundle(key: &SigningKey, file_sha256: &[u8; 32]) -> String {
+    let b = Bundle {
+        media_type: BUNDLE_MEDIA_TYPE,
+        verification_material: VerificationMaterial {
+            public_key: Hint {
+                hint: crate::b64(&key.public_key().key_id()),
+            },
+        },
+        message_signature: MessageSignature {
+            message_digest: MessageDigest {
+                algorithm: "SHA2_256",
+                digest: crate::b64(file_sha256),
+            },
+            signature: crate::b64(&key.sign_prehash(file_sha256)),
+        },
+    };
+    // Plain strings always serialize.
+    serde_json::to_string_pretty(&b).unwrap_or_default()
+}
+
+/// Verifies a bundle against the file whose SHA-256 is `file_sha256`. Only key mode is
+/// supported; keyless bundles (certificate material) and DSSE bundles are
+/// [`Error::Unsupported`]. Transparency-log entries, if any, are not checked.
+pub fn verify_blob_bundle(
+    verifier: &Verifier,
+    bundle_json: &[u8],
+    file_sha256: &[u8; 32],
+) -> Result<Verified, Error> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bundle_json).map_err(|e| Error::Bundle(format!("not JSON: {e}")))?;
+    let s = |ptr: &str| v.pointer(ptr).and_then(|x| x.as_str());
+    let media_type = s("/mediaType").unwrap_or("");
+    if !ACCEPTED_MEDIA_TYPES.contains(&media_type) {
+        return Err(Error::Bundle(format!(
+            "unsupported mediaType {media_type:?}"
+        )));
+    }
+    let material = v
+        .get("verificationMaterial")
+        .ok_or_else(|| Error::Bundle("missing verificationMaterial".into()))?;
+    if material.get("certificate").is_some() || material.get("x509CertificateChain").is_some() {
+        return Err(Error::Unsupported(
+            "keyless (certificate) blob bundles are not supported yet".into(),
+        ));
+    }
+    if v.get("dsseEnvelope").is_some() {
+        return Err(Error::Unsupported(
+            "DSSE (attestation) bundles are not supported".into(),
+        ));
+    }
+    let (path, key) = match verifier {
+        Verifier::Key { path, key } => (path, key),
+        Verifier::Keyless { .. } => {
+            return Err(Error::Unsupported(
+                "keyless verification of blob bundles is not supported yet; use a key".into(),
+            ));
+        }
+    };
+    let algorithm = s("/messageSignature/messageDigest/algorithm")
+        .ok_or_else(|| Error::Bundle("missing messageSignature.messageDigest.algorithm".into()))?;
+    if algorithm != "SHA2_256" {
+        return Err(Error::Unsupported(format!(
+            "message digest algorithm {algorithm}"
+        )));
+    }
+    let digest = s("/messageSignature/messageDigest/digest")
+        .ok_or_else(|| Error::Bundle("missing messageSignature.messageDigest.digest".into()))
+        .and_then(|d| {
+            crate::unb64(d).map_err(|e| Error::Bundle(format!("messageDigest.digest: {e}")))
+        })?;
+    if digest != file_sha256 {
+        return Err(Error::Bundle(format!(
+            "message digest sha256:{} does not match the file's sha256:{}",
+            hex::encode(&digest),
+            hex::encode(file_sha256)
+        )));
+    }
+    let sig = s("/messageSignature/signature")
+        .ok_or_else(|| Error::Bundle("missing messageSignature.signature".into()))
+        .and_then(|d| {
+            crate::unb64(d).map_err(|e| Error::Bundle(format!("messageSignature.signature: {e}")))
+        })?;
+    key.verify_prehash(file_sha256, &sig).map_err(|e| match e {
+        Error::BadSignature => {
+            let hint = s("/verificationMaterial/publicKey/hint").unwrap_or("");
+            let mine = crate::b64(&key.key_id());
+            let signer = if !hint.is_empty() && hint != mine {
+                format!("key {path} (the bundle names key hint {hint}, not {mine})")
+            } else {
+                format!("key {path}")
+            };
+            Error::SignatureMismatch { signer }
+        }
+        e => e,
+    })?;
+    Ok(Verified {
+        description: format!("signed by key {path}"),
+    })
+}

@@ -1,0 +1,1177 @@
+//! Unit tests: keys (with openssl cross-checks), encrypted keys, payloads, policy, glob,
+//! key-mode and keyless verification (against the `testing` stand-in), blob bundles.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use crate::testing::{Sigstore, hashedrekord_body, rekor_bundle};
+use crate::verify::RekorBundle;
+use crate::*;
+
+const DIGEST: &str = "sha256:6b2d5b8b2bd41a3d5b9d3c1b5f5a5d8f2f0f6c1e6a8f3b5b4c2d1e0f9a8b7c6d";
+const REPO: &str = "127.0.0.1:5000/signed/app";
+const EMAIL: &str = "alice@example.com";
+const OIDC: &str = "https://accounts.google.com";
+const T0: i64 = 1_750_000_000;
+
+fn err_text<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_err_contains<T: std::fmt::Debug>(r: Result<T, Error>, want: &str) {
+    let e = err_text(r);
+    assert!(e.contains(want), "error {e:?} does not contain {want:?}");
+}
+
+fn openssl(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl")
+}
+
+fn key_verifier(key: &SigningKey) -> Verifier {
+    Verifier::Key {
+        path: "cosign.pub".into(),
+        key: key.public_key(),
+    }
+}
+
+// ---------------------------------------------------------------- keys
+
+#[test]
+fn sign_verify_round_trip_and_wrong_key_refused() {
+    let k = SigningKey::from_seed(b"a");
+    let other = SigningKey::from_seed(b"b");
+    let sig = k.sign(b"hello");
+    k.public_key().verify(b"hello", &sig).expect("verifies");
+    assert!(matches!(
+        k.public_key().verify(b"hellO", &sig),
+        Err(Error::BadSignature)
+    ));
+    assert!(matches!(
+        other.public_key().verify(b"hello", &sig),
+        Err(Error::BadSignature)
+    ));
+    // Deterministic (RFC 6979).
+    assert_eq!(sig, k.sign(b"hello"));
+    assert_ne!(SigningKey::from_seed(b"a").public_key(), other.public_key());
+    // Garbage signatures are malformed, not a panic.
+    assert!(matches!(
+        k.public_key().verify(b"hello", b"\x30\x03junk"),
+        Err(Error::MalformedSignature(_))
+    ));
+}
+
+#[test]
+fn raw_r_s_signature_accepted() {
+    let k = SigningKey::from_seed(b"raw");
+    let der = k.sign(b"msg");
+    let sig = p256::ecdsa::Signature::from_der(&der).expect("der");
+    let raw = sig.to_bytes();
+    assert_eq!(raw.len(), 64);
+    k.public_key()
+        .verify(b"msg", &raw)
+        .expect("raw r||s verifies");
+}
+
+#[test]
+fn pem_round_trips() {
+    let k = SigningKey::from_seed(b"pem");
+    let pub_pem = k.public_key().to_pem();
+    assert!(pub_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+    assert_eq!(
+        PublicKey::from_pem(pub_pem.as_bytes()).expect("spki"),
+        k.public_key()
+    );
+    let priv_pem = k.to_pkcs8_pem();
+    assert!(priv_pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+    let k2 = SigningKey::from_pem(priv_pem.as_bytes(), None).expect("pkcs8");
+    assert_eq!(k2.public_key(), k.public_key());
+    // Wrong block types and garbage are refused with a message.
+    assert_err_contains(
+        PublicKey::from_pem(priv_pem.as_bytes()),
+        "expected a PUBLIC KEY block, found PRIVATE KEY",
+    );
+    assert_err_contains(
+        SigningKey::from_pem(pub_pem.as_bytes(), None),
+        "expected a private key block",
+    );
+    assert_err_contains(PublicKey::from_pem(b"hello"), "no PEM block");
+    assert_err_contains(
+        PublicKey::from_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
+        "not an ECDSA P-256 public key",
+    );
+}
+
+#[test]
+fn openssl_pem_formats_parse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let o = openssl(
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "sec1.pem",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        openssl(
+            &[
+                "pkcs8",
+                "-topk8",
+                "-nocrypt",
+                "-in",
+                "sec1.pem",
+                "-out",
+                "pkcs8.pem"
+            ],
+            d
+        )
+        .status
+        .success()
+    );
+    assert!(
+        openssl(
+            &["pkey", "-in", "sec1.pem", "-pubout", "-out", "pub.pem"],
+            d
+        )
+        .status
+        .success()
+    );
+    let sec1 = std::fs::read(d.join("sec1.pem")).expect("read");
+    assert!(String::from_utf8_lossy(&sec1).contains("BEGIN EC PRIVATE KEY"));
+    let pkcs8 = std::fs::read(d.join("pkcs8.pem")).expect("read");
+    assert!(String::from_utf8_lossy(&pkcs8).contains("BEGIN PRIVATE KEY"));
+    let spki = std::fs::read(d.join("pub.pem")).expect("read");
+    let a = SigningKey::from_pem(&sec1, None).expect("sec1");
+    let b = SigningKey::from_pem(&pkcs8, Some(b"ignored")).expect("pkcs8");
+    let p = PublicKey::from_pem(&spki).expect("spki");
+    assert_eq!(a.public_key(), p);
+    assert_eq!(b.public_key(), p);
+    // Our SPKI PEM is byte-identical to openssl's.
+    assert_eq!(p.to_pem().as_bytes(), spki.as_slice());
+}
+
+#[test]
+fn openssl_cross_check_signatures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    assert!(
+        openssl(
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "k.pem"
+            ],
+            d
+        )
+        .status
+        .success()
+    );
+    assert!(
+        openssl(&["pkey", "-in", "k.pem", "-pubout", "-out", "pub.pem"], d)
+            .status
+            .success()
+    );
+    let key =
+        SigningKey::from_pem(&std::fs::read(d.join("k.pem")).expect("read"), None).expect("key");
+    let public = key.public_key();
+    // Several messages, so that both low-S and high-S signatures are exercised.
+    for i in 0..8 {
+        let msg = format!("file contents {i}\n").repeat(100 + i);
+        std::fs::write(d.join("file"), &msg).expect("write");
+        // Ours, verified by openssl.
+        std::fs::write(d.join("ours.sig"), key.sign(msg.as_bytes())).expect("write");
+        let o = openssl(
+            &[
+                "dgst",
+                "-sha256",
+                "-verify",
+                "pub.pem",
+                "-signature",
+                "ours.sig",
+                "file",
+            ],
+            d,
+        );
+        assert!(o.status.success(), "openssl refused our signature: {o:?}");
+        // Prehash signing gives a signature over the same message.
+        let digest = crate::sha256(msg.as_bytes());
+        std::fs::write(d.join("pre.sig"), key.sign_prehash(&digest)).expect("write");
+        let o = openssl(
+            &[
+                "dgst",
+                "-sha256",
+                "-verify",
+                "pub.pem",
+                "-signature",
+                "pre.sig",
+                "file",
+            ],
+            d,
+        );
+        assert!(
+            o.status.success(),
+            "openssl refused our prehash signature: {o:?}"
+        );
+        // openssl's, verified by us.
+        let o = openssl(
+            &[
+                "dgst",
+                "-sha256",
+                "-sign",
+                "k.pem",
+                "-out",
+                "theirs.sig",
+                "file",
+            ],
+            d,
+        );
+        assert!(o.status.success(), "{o:?}");
+        let theirs = std::fs::read(d.join("theirs.sig")).expect("read");
+        public
+            .verify(msg.as_bytes(), &theirs)
+            .expect("openssl signature verifies");
+        public
+            .verify_prehash(&digest, &theirs)
+            .expect("openssl signature verifies over the prehash");
+        assert!(public.verify(b"other", &theirs).is_err());
+    }
+}
+
+/// Written by `cosign generate-key-pair` with an empty password (scrypt N=65536): test data
+/// of sigstore-rs (`tests/data/keys/cosign_generated_encrypted_empty_private.key`).
+const COSIGN_GENERATED_EMPTY_PASSWORD: &str = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----
+eyJrZGYiOnsibmFtZSI6InNjcnlwdCIsInBhcmFtcyI6eyJOIjo2NTUzNiwiciI6
+OCwicCI6MX0sInNhbHQiOiJFY3pJR3Z0bnpFcCsxaEpudERnbGI1UnoxN3gwQVMy
+YklvWGRNcDQrU1NJPSJ9LCJjaXBoZXIiOnsibmFtZSI6Im5hY2wvc2VjcmV0Ym94
+Iiwibm9uY2UiOiJtSVVKbG1OMzNINExvZ0dhaG5MamdmK3R4SmJwci93MCJ9LCJj
+aXBoZXJ0ZXh0IjoiM3FtS2FidXRuYm1WT1IvTkZGM2NDaUErTXp1WWQ5L0VERDVI
+MVlUSGhQVzZsSzAvdjVqdDZCQzlsME12NGV5am9qZkl0d3B6a2JJOXQrZGx5VXZ3
+VUgvMWZjbkFZT2dEdXRLQzkvSkNiOE02SVY2VHpVaDF5c0ZFWDFzeG9xb1FzeUpL
+bjM0UVlldFNlaVdDaGtmUHUyZXByQjFEV0pwekdzTGZIakxNVTkzOEdmNk1xM1A0
+N0ZSd2syZzY1cFZnSGMwVWV1L1N1OUs0Zmc9PSJ9
+-----END ENCRYPTED SIGSTORE PRIVATE KEY-----
+";
+
+/// cosign's older label, password `123` (scrypt N=32768): test data of sigstore-rs
+/// (`tests/data/keys/ecdsa_encrypted_private.key`).
+const SIGSTORE_RS_PASSWORD_123: &str = "-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----
+eyJrZGYiOnsibmFtZSI6InNjcnlwdCIsInBhcmFtcyI6eyJOIjozMjc2OCwiciI6
+OCwicCI6MX0sInNhbHQiOiIrRFJrTXNRZmNUNTNKNCs1Y3VkUnlnWTUyWUMrK0RW
+TmxaSTN4VnlwWFlvPSJ9LCJjaXBoZXIiOnsibmFtZSI6Im5hY2wvc2VjcmV0Ym94
+Iiwibm9uY2UiOiJnNTFORnBqQUxlemhvbGVWTWVjUFJUNUErMVhMcDAxeiJ9LCJj
+aXBoZXJ0ZXh0Ijoib0YvN09mOGlQRDlkNlc2Mk5SWGVibEszWXZmNFFucTZORm16
+Q0VyV2FTVUJOZTNXSFJiRVNYK2dJOCszejg4TDBDVXlWdm9LTHhuR0xhVnhnczVD
+YUdyekcrMWxFTEI1cGRMVmZXd1VlQzlLelNab0hxZHZLaUsvUmNodVhpS0VqYmdv
+ajNGd2pMcmhEYkY5a2lVWk93REpuT01kUkoxNnI3emxjRHdwT3htOXFrbWFDWDlB
+VjQ4b1RXVG0rQXExOHlDZE50MDYybGdudVE9PSJ9
+-----END ENCRYPTED COSIGN PRIVATE KEY-----
+";
+
+#[test]
+fn encrypted_keys_from_public_test_vectors() {
+    let k = SigningKey::from_pem(COSIGN_GENERATED_EMPTY_PASSWORD.as_bytes(), None)
+        .expect("cosign-generated key with empty password");
+    let sig = k.sign(b"x");
+    k.public_key().verify(b"x", &sig).expect("usable");
+    let k = SigningKey::from_pem(SIGSTORE_RS_PASSWORD_123.as_bytes(), Some(b"123"))
+        .expect("password 123");
+    k.public_key().verify(b"y", &k.sign(b"y")).expect("usable");
+    assert_err_contains(
+        SigningKey::from_pem(SIGSTORE_RS_PASSWORD_123.as_bytes(), Some(b"124")),
+        "wrong password",
+    );
+}
+
+#[test]
+fn encrypted_key_round_trip() {
+    let k = SigningKey::from_seed(b"enc");
+    let pem = k
+        .to_encrypted_pem(b"s3cret", &[7; 32], &[9; 24])
+        .expect("encrypt");
+    assert!(pem.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"));
+    let block = crate::pem::parse_one(pem.as_bytes()).expect("pem");
+    let doc: serde_json::Value = serde_json::from_slice(&block.der).expect("json");
+    assert_eq!(doc["kdf"]["name"], "scrypt");
+    assert_eq!(doc["kdf"]["params"]["N"], 32768);
+    assert_eq!(doc["kdf"]["params"]["r"], 8);
+    assert_eq!(doc["kdf"]["params"]["p"], 1);
+    assert_eq!(doc["cipher"]["name"], "nacl/secretbox");
+    let k2 = SigningKey::from_pem(pem.as_bytes(), Some(b"s3cret")).expect("decrypt");
+    assert_eq!(k2.public_key(), k.public_key());
+    assert_err_contains(SigningKey::from_pem(pem.as_bytes(), None), "wrong password");
+    // Tampered ciphertext does not open.
+    let mut doc2 = doc.clone();
+    let ct = doc2["ciphertext"].as_str().expect("ct").to_string();
+    let mut raw = crate::unb64(&ct).expect("b64");
+    raw[20] ^= 1;
+    doc2["ciphertext"] = serde_json::Value::String(crate::b64(&raw));
+    let pem2 = crate::pem::encode("ENCRYPTED COSIGN PRIVATE KEY", doc2.to_string().as_bytes());
+    assert_err_contains(
+        SigningKey::from_pem(pem2.as_bytes(), Some(b"s3cret")),
+        "wrong password or corrupted",
+    );
+}
+
+// ---------------------------------------------------------------- payload
+
+#[test]
+fn payload_bytes_exact() {
+    let p = simple_signing_payload("127.0.0.1:5000/signed/app", "sha256:abc");
+    assert_eq!(
+        String::from_utf8(p.clone()).expect("utf8"),
+        r#"{"critical":{"identity":{"docker-reference":"127.0.0.1:5000/signed/app"},"image":{"docker-manifest-digest":"sha256:abc"},"type":"cosign container image signature"},"optional":null}"#
+    );
+    let parsed = parse_payload(&p).expect("parse");
+    assert_eq!(parsed.docker_reference, "127.0.0.1:5000/signed/app");
+    assert_eq!(parsed.manifest_digest, "sha256:abc");
+}
+
+#[test]
+fn payload_parsing() {
+    let with_optional = br#"{"critical":{"identity":{"docker-reference":"r"},"image":{"docker-manifest-digest":"sha256:1"},"type":"cosign container image signature"},"optional":{"creator":"x","n":1}}"#;
+    assert_eq!(
+        parse_payload(with_optional).expect("ok").manifest_digest,
+        "sha256:1"
+    );
+    assert_err_contains(
+        parse_payload(br#"{"critical":{"identity":{"docker-reference":"r"},"image":{"docker-manifest-digest":"d"},"type":"other"}}"#),
+        "critical.type is \"other\"",
+    );
+    assert_err_contains(
+        parse_payload(br#"{"critical":{"image":{"docker-manifest-digest":"d"},"type":"cosign container image signature"}}"#),
+        "missing critical.identity.docker-reference",
+    );
+    assert_err_contains(parse_payload(b"nope"), "invalid payload: not JSON");
+}
+
+// ---------------------------------------------------------------- policy
+
+fn policy_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("cosign.pub"),
+        SigningKey::from_seed(b"policy").public_key().to_pem(),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("trusted_root.json"),
+        Sigstore::new(b"policy").trusted_root_json(),
+    )
+    .expect("write");
+    dir
+}
+
+#[test]
+fn policy_parses() {
+    let dir = policy_dir();
+    let inline = SigningKey::from_seed(b"inline").public_key().to_pem();
+    let yaml = format!(
+        r#"
+images:
+  - glob: "127.0.0.1:*/signed/**"
+    key: cosign.pub
+  - glob: "ghcr.io/siderolabs/*"
+    keyless:
+      identityRegexp: '@siderolabs\.com$'
+      issuer: https://accounts.google.com
+      trustedRoot: trusted_root.json
+  - glob: "docker.io/library/alpine"
+    keyless:
+      identity: x@y
+      issuerRegexp: '^https://'
+      trustedRoot: trusted_root.json
+  - glob: "inline/**"
+    key: |
+{}
+"#,
+        inline
+            .lines()
+            .map(|l| format!("      {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let p = Policy::from_yaml(&yaml, dir.path()).expect("parse");
+    assert_eq!(p.rules.len(), 4);
+    let r = p.find("127.0.0.1:5000/signed/a/b").expect("match");
+    assert!(matches!(&r.verifier, Verifier::Key { path, .. } if path == "cosign.pub"));
+    let r = p.find("ghcr.io/siderolabs/kernel").expect("match");
+    match &r.verifier {
+        Verifier::Keyless {
+            identity, issuer, ..
+        } => {
+            assert!(identity.matches("bot@siderolabs.com"));
+            assert!(!identity.matches("bot@siderolabs.com.evil"));
+            assert!(issuer.matches("https://accounts.google.com"));
+        }
+        Verifier::Key { .. } => panic!("expected keyless"),
+    }
+    assert!(p.find("ghcr.io/siderolabs/a/b").is_none());
+    assert!(p.find("docker.io/library/alpine").is_some());
+    let r = p.find("inline/x").expect("match");
+    assert!(matches!(&r.verifier, Verifier::Key { path, .. } if path == "<inline>"));
+    assert!(p.find("quay.io/x").is_none());
+    // Empty policies are valid and match nothing.
+    assert!(
+        Policy::from_yaml("", dir.path())
+            .expect("empty")
+            .find("a")
+            .is_none()
+    );
+}
+
+#[test]
+fn policy_is_strict() {
+    let dir = policy_dir();
+    let d = dir.path();
+    assert_err_contains(Policy::from_yaml("imagez: []", d), "imagez: unknown key");
+    assert_err_contains(
+        Policy::from_yaml("images:\n  - glob: a\n    key: cosign.pub\n    kye: x\n", d),
+        "images[0].kye: unknown key",
+    );
+    assert_err_contains(
+        Policy::from_yaml(
+            "images:\n  - glob: a\n    key: cosign.pub\n  - glob: b\n    keyless:\n      identity: a\n      issuer: b\n      trustedRoot: trusted_root.json\n      issuers: c\n",
+            d,
+        ),
+        "images[1].keyless.issuers: unknown key",
+    );
+    assert_err_contains(
+        Policy::from_yaml(
+            "images:\n  - glob: a\n    key: cosign.pub\n    keyless:\n      identity: a\n      issuer: b\n      trustedRoot: trusted_root.json\n",
+            d,
+        ),
+        "images[0]: exactly one of key and keyless",
+    );
+    assert_err_contains(
+        Policy::from_yaml("images:\n  - glob: a\n", d),
+        "images[0]: one of key or keyless is required",
+    );
+    assert_err_contains(
+        Policy::from_yaml(
+            "images:\n  - glob: a\n    keyless:\n      identity: a\n      identityRegexp: b\n      issuer: b\n      trustedRoot: trusted_root.json\n",
+            d,
+        ),
+        "images[0].keyless: exactly one of identity and identityRegexp",
+    );
+    assert_err_contains(
+        Policy::from_yaml(
+            "images:\n  - glob: a\n    keyless:\n      identity: a\n      trustedRoot: trusted_root.json\n",
+            d,
+        ),
+        "images[0].keyless: exactly one of issuer and issuerRegexp",
+    );
+    assert_err_contains(
+        Policy::from_yaml(
+            "images:\n  - glob: a\n    keyless:\n      identity: a\n      issuer: b\n",
+            d,
+        ),
+        "images[0].keyless.trustedRoot: required",
+    );
+    assert_err_contains(
+        Policy::from_yaml(
+            "images:\n  - glob: a\n    keyless:\n      identityRegexp: '('\n      issuer: b\n      trustedRoot: trusted_root.json\n",
+            d,
+        ),
+        "images[0].keyless.identityRegexp",
+    );
+    assert_err_contains(
+        Policy::from_yaml("images:\n  - key: cosign.pub\n", d),
+        "images[0].glob: required",
+    );
+    assert_err_contains(
+        Policy::from_yaml("images:\n  - glob: a\n    key: missing.pub\n", d),
+        "images[0].key",
+    );
+    assert_err_contains(
+        Policy::from_yaml("images:\n  - glob: a\n    key: trusted_root.json\n", d),
+        "images[0].key: trusted_root.json: invalid PEM",
+    );
+}
+
+#[test]
+fn glob_table() {
+    let table: &[(&str, &str, bool)] = &[
+        ("docker.io/library/alpine", "docker.io/library/alpine", true),
+        (
+            "docker.io/library/alpine",
+            "docker.io/library/alpinex",
+            false,
+        ),
+        ("docker.io/library/*", "docker.io/library/alpine", true),
+        ("docker.io/library/*", "docker.io/library/a/b", false),
+        ("docker.io/**", "docker.io/library/a/b", true),
+        ("docker.io/**", "docker.io/", true),
+        ("docker.io/**", "docker.ioX/a", false),
+        ("127.0.0.1:*/signed/**", "127.0.0.1:5000/signed/app", true),
+        (
+            "127.0.0.1:*/signed/**",
+            "127.0.0.1:5000/unsigned/app",
+            false,
+        ),
+        ("127.0.0.1:*/signed/**", "127.0.0.1:50/00/signed/app", false),
+        ("ghcr.io/?oo", "ghcr.io/foo", true),
+        ("ghcr.io/?oo", "ghcr.io//oo", false),
+        ("ghcr.io/?oo", "ghcr.io/fooo", false),
+        ("*", "", true),
+        ("*", "a/b", false),
+        ("**", "a/b", true),
+        ("a*b*c", "aXXbYYc", true),
+        ("a*b*c", "aXXbYY/c", false),
+        ("a.b", "aXb", false),
+        ("**/x", "a/b/x", true),
+        ("**/x", "x", false),
+    ];
+    for (glob, s, want) in table {
+        assert_eq!(glob_match(glob, s), *want, "glob {glob:?} on {s:?}");
+    }
+}
+
+// ---------------------------------------------------------------- key mode
+
+fn key_layer(key: &SigningKey, reference: &str, digest: &str) -> SignatureLayer {
+    let payload = simple_signing_payload(reference, digest);
+    SignatureLayer {
+        annotations: sign_payload(key, &payload),
+        payload,
+    }
+}
+
+#[test]
+fn key_mode_verifies() {
+    let k = SigningKey::from_seed(b"k");
+    let v = key_verifier(&k);
+    let ok = verify_image(&v, REPO, DIGEST, &[key_layer(&k, REPO, DIGEST)]).expect("verifies");
+    assert_eq!(ok.description, "signed by key cosign.pub");
+    // A tagged reference in the payload still names the repository.
+    verify_image(
+        &v,
+        REPO,
+        DIGEST,
+        &[key_layer(&k, &format!("{REPO}:v1"), DIGEST)],
+    )
+    .expect("tag stripped");
+    // cosign writes index.docker.io/library/alpine for alpine.
+    verify_image(
+        &v,
+        "docker.io/library/alpine",
+        DIGEST,
+        &[key_layer(&k, "index.docker.io/library/alpine", DIGEST)],
+    )
+    .expect("docker hub normalized");
+    // One good layer among bad ones is enough.
+    let other = SigningKey::from_seed(b"other");
+    verify_image(
+        &v,
+        REPO,
+        DIGEST,
+        &[key_layer(&other, REPO, DIGEST), key_layer(&k, REPO, DIGEST)],
+    )
+    .expect("second layer verifies");
+}
+
+#[test]
+fn key_mode_refusals() {
+    let k = SigningKey::from_seed(b"k");
+    let v = key_verifier(&k);
+    let other = SigningKey::from_seed(b"other");
+    assert_err_contains(
+        verify_image(&v, REPO, DIGEST, &[key_layer(&other, REPO, DIGEST)]),
+        "signature by key cosign.pub does not verify",
+    );
+    assert_err_contains(verify_image(&v, REPO, DIGEST, &[]), "no signatures found");
+    assert_err_contains(
+        verify_image(&v, REPO, DIGEST, &[key_layer(&k, REPO, "sha256:0000")]),
+        "payload digest sha256:0000 does not match image digest",
+    );
+    assert_err_contains(
+        verify_image(
+            &v,
+            REPO,
+            DIGEST,
+            &[key_layer(&k, "127.0.0.1:5000/other", DIGEST)],
+        ),
+        "payload docker-reference 127.0.0.1:5000/other does not match repository",
+    );
+    let mut tampered = key_layer(&k, REPO, DIGEST);
+    tampered.payload = simple_signing_payload(REPO, "sha256:1111");
+    assert_err_contains(
+        verify_image(&v, REPO, DIGEST, &[tampered]),
+        "signature by key cosign.pub does not verify",
+    );
+    let mut unsigned = key_layer(&k, REPO, DIGEST);
+    unsigned.annotations.clear();
+    assert_err_contains(
+        verify_image(&v, REPO, DIGEST, &[unsigned]),
+        "missing annotation dev.cosignproject.cosign/signature",
+    );
+    // Each layer's reason is listed.
+    let e = err_text(verify_image(
+        &v,
+        REPO,
+        DIGEST,
+        &[
+            key_layer(&other, REPO, DIGEST),
+            key_layer(&k, REPO, "sha256:2"),
+        ],
+    ));
+    assert!(
+        e.contains("layer 0: signature by key cosign.pub does not verify"),
+        "{e}"
+    );
+    assert!(e.contains("layer 1: payload digest sha256:2"), "{e}");
+}
+
+#[test]
+fn repository_normalization() {
+    use crate::verify::{normalize_repository, strip_tag};
+    assert_eq!(strip_tag("ghcr.io/a/b:v1"), "ghcr.io/a/b");
+    assert_eq!(strip_tag("127.0.0.1:5000/a@sha256:00"), "127.0.0.1:5000/a");
+    assert_eq!(
+        strip_tag("127.0.0.1:5000/a:v1@sha256:00"),
+        "127.0.0.1:5000/a"
+    );
+    assert_eq!(strip_tag("127.0.0.1:5000/a"), "127.0.0.1:5000/a");
+    assert_eq!(normalize_repository("alpine"), "docker.io/library/alpine");
+    assert_eq!(normalize_repository("alpine:3"), "docker.io/library/alpine");
+    assert_eq!(normalize_repository("user/app"), "docker.io/user/app");
+    assert_eq!(
+        normalize_repository("index.docker.io/library/alpine"),
+        "docker.io/library/alpine"
+    );
+    assert_eq!(normalize_repository("localhost/x"), "localhost/x");
+    assert_eq!(normalize_repository("ghcr.io/a/b"), "ghcr.io/a/b");
+}
+
+// ---------------------------------------------------------------- keyless
+
+fn keyless_verifier(s: &Sigstore, identity: Identity, issuer: Issuer) -> Verifier {
+    Verifier::Keyless {
+        identity,
+        issuer,
+        trust_root: TrustRoot::from_json(s.trusted_root_json().as_bytes()).expect("trust root"),
+    }
+}
+
+fn good_verifier(s: &Sigstore) -> Verifier {
+    keyless_verifier(s, Identity::Exact(EMAIL.into()), Issuer::Exact(OIDC.into()))
+}
+
+fn keyless_layer(s: &Sigstore, digest: &str) -> SignatureLayer {
+    let payload = simple_signing_payload(REPO, digest);
+    SignatureLayer {
+        annotations: s.keyless_sign(&payload, EMAIL, OIDC, T0),
+        payload,
+    }
+}
+
+fn bundle_of(layer: &SignatureLayer) -> RekorBundle {
+    serde_json::from_str(&layer.annotations[BUNDLE_ANNOTATION]).expect("bundle")
+}
+
+fn body_of(layer: &SignatureLayer) -> serde_json::Value {
+    let b = bundle_of(layer);
+    serde_json::from_slice(&crate::unb64(&b.payload.body).expect("b64")).expect("json")
+}
+
+#[test]
+fn keyless_good_signature_verifies() {
+    let s = Sigstore::new(b"sigstore");
+    let layer = keyless_layer(&s, DIGEST);
+    let ok = verify_image(
+        &good_verifier(&s),
+        REPO,
+        DIGEST,
+        std::slice::from_ref(&layer),
+    )
+    .expect("verifies");
+    assert_eq!(
+        ok.description,
+        "signed by alice@example.com (issuer https://accounts.google.com), tlog index 0"
+    );
+    let v = keyless_verifier(
+        &s,
+        Identity::Regexp(regex::Regex::new(r"@example\.com$").expect("re")),
+        Issuer::Regexp(regex::Regex::new("accounts").expect("re")),
+    );
+    verify_image(&v, REPO, DIGEST, std::slice::from_ref(&layer)).expect("regexps match");
+    // The chain annotation is optional when the leaf's issuer is itself a trust-root CA.
+    let mut no_chain = layer.clone();
+    no_chain.annotations.remove(CHAIN_ANNOTATION);
+    verify_image(&good_verifier(&s), REPO, DIGEST, &[no_chain]).expect("no chain needed");
+    // The body is the hashedrekord cosign logs.
+    let body = body_of(&layer);
+    assert_eq!(body["kind"], "hashedrekord");
+    assert_eq!(body["apiVersion"], "0.0.1");
+    assert_eq!(
+        body["spec"]["data"]["hash"]["value"],
+        hex::encode(crate::sha256(&layer.payload))
+    );
+    // The SET covers the canonical JSON with sorted keys.
+    let b = bundle_of(&layer);
+    let canon = String::from_utf8(b.payload.canonical_json()).expect("utf8");
+    assert!(canon.starts_with("{\"body\":\""), "{canon}");
+    assert!(
+        canon.ends_with(&format!(
+            "\",\"integratedTime\":{T0},\"logID\":\"{}\",\"logIndex\":0}}",
+            b.payload.log_id
+        )),
+        "{canon}"
+    );
+}
+
+#[test]
+fn keyless_wrong_identity_refused() {
+    let s = Sigstore::new(b"sigstore");
+    let layer = keyless_layer(&s, DIGEST);
+    let v = keyless_verifier(
+        &s,
+        Identity::Exact("bob@example.com".into()),
+        Issuer::Exact(OIDC.into()),
+    );
+    assert_err_contains(
+        verify_image(&v, REPO, DIGEST, std::slice::from_ref(&layer)),
+        "certificate identity alice@example.com does not match bob@example.com",
+    );
+    let payload = simple_signing_payload(REPO, DIGEST);
+    let evil = SignatureLayer {
+        annotations: s.keyless_sign(&payload, "alice@evil.com", OIDC, T0),
+        payload,
+    };
+    let v = keyless_verifier(
+        &s,
+        Identity::Regexp(regex::Regex::new(r"@example\.com$").expect("re")),
+        Issuer::Exact(OIDC.into()),
+    );
+    assert_err_contains(
+        verify_image(&v, REPO, DIGEST, &[evil]),
+        r"certificate identity alice@evil.com does not match regexp '@example\.com$'",
+    );
+}
+
+#[test]
+fn keyless_wrong_issuer_refused() {
+    let s = Sigstore::new(b"sigstore");
+    let payload = simple_signing_payload(REPO, DIGEST);
+    let layer = SignatureLayer {
+        annotations: s.keyless_sign(&payload, EMAIL, "https://x", T0),
+        payload,
+    };
+    assert_err_contains(
+        verify_image(&good_verifier(&s), REPO, DIGEST, &[layer]),
+        "issuer https://x does not match https://accounts.google.com",
+    );
+}
+
+#[test]
+fn keyless_certificate_from_another_ca_refused() {
+    let trusted = Sigstore::new(b"sigstore");
+    let rogue = Sigstore::new(b"rogue");
+    let layer = keyless_layer(&rogue, DIGEST);
+    assert_err_contains(
+        verify_image(
+            &good_verifier(&trusted),
+            REPO,
+            DIGEST,
+            std::slice::from_ref(&layer),
+        ),
+        "certificate chain does not lead to the trusted root",
+    );
+    // Without the chain annotation too.
+    let mut no_chain = layer;
+    no_chain.annotations.remove(CHAIN_ANNOTATION);
+    assert_err_contains(
+        verify_image(&good_verifier(&trusted), REPO, DIGEST, &[no_chain]),
+        "certificate chain does not lead to the trusted root",
+    );
+}
+
+#[test]
+fn keyless_tampered_payload_refused() {
+    let s = Sigstore::new(b"sigstore");
+    // Validly signed, but for another image.
+    let other = keyless_layer(&s, "sha256:ffff");
+    assert_err_contains(
+        verify_image(&good_verifier(&s), REPO, DIGEST, &[other]),
+        "payload digest sha256:ffff does not match image digest",
+    );
+    // Payload bytes changed after signing.
+    let mut layer = keyless_layer(&s, DIGEST);
+    layer.payload = simple_signing_payload(REPO, "sha256:eeee");
+    assert_err_contains(
+        verify_image(&good_verifier(&s), REPO, "sha256:eeee", &[layer]),
+        "signature by certificate alice@example.com does not verify",
+    );
+}
+
+fn with_bundle(layer: &SignatureLayer, bundle: String) -> SignatureLayer {
+    let mut l = layer.clone();
+    l.annotations.insert(BUNDLE_ANNOTATION.into(), bundle);
+    l
+}
+
+fn body_text(layer: &SignatureLayer) -> String {
+    String::from_utf8(crate::unb64(&bundle_of(layer).payload.body).expect("b64")).expect("utf8")
+}
+
+#[test]
+fn keyless_set_by_unknown_key_refused() {
+    let s = Sigstore::new(b"sigstore");
+    let layer = keyless_layer(&s, DIGEST);
+    let unknown = SigningKey::from_seed(b"unknown log");
+    // An entry of an unknown log.
+    let forged = with_bundle(&layer, rekor_bundle(&unknown, &body_text(&layer), T0, 0));
+    assert_err_contains(
+        verify_image(&good_verifier(&s), REPO, DIGEST, &[forged]),
+        "transparency log entry: SET does not verify: log ID",
+    );
+    // The trusted log's ID, but a SET made by another key.
+    let mut b = bundle_of(&layer);
+    b.signed_entry_timestamp = crate::b64(&unknown.sign(&b.payload.canonical_json()));
+    let forged = with_bundle(&layer, serde_json::to_string(&b).expect("json"));
+    assert_err_contains(
+        verify_image(&good_verifier(&s), REPO, DIGEST, &[forged]),
+        "transparency log entry: SET does not verify with the key of log",
+    );
+    // A SET over different entry fields (log index changed after signing).
+    let mut b = bundle_of(&layer);
+    b.payload.log_index += 1;
+    let forged = with_bundle(&layer, serde_json::to_string(&b).expect("json"));
+    assert_err_contains(
+        verify_image(&good_verifier(&s), REPO, DIGEST, &[forged]),
+        "SET does not verify",
+    );
+    // No bundle at all.
+    let mut l = layer;
+    l.annotations.remove(BUNDLE_ANNOTATION);
+    assert_err_contains(
+        verify_image(&good_verifier(&s), REPO, DIGEST, &[l]),
+        "missing annotation dev.sigstore.cosign/bundle",
+    );
+}
+
+#[test]
+fn keyless_body_mismatch_refused() {
+    let s = Sigstore::new(b"sigstore");
+    let layer = keyless_layer(&s, DIGEST);
+    // Hash of another payload, validly logged.
+    let mut body = body_of(&layer);
+    body["spec"]["data"]["hash"]["value"] =
+        serde_json::Value::String(hex::encode(crate::sha256(b"something else")));
+    let forged = with_bundle(&layer, rekor_bundle(s.log_key(), &body.to_string(), T0, 3));
+    assert_err_contains(
+        verify_image(&good_verifier(&s), REPO, DIGEST, &[forged]),
+        "transparency log entry: body does not match signature: logged hash",
+    );
+    // Another signature.
+    let mut body = body_of(&layer);
+    body["spec"]["signature"]["content"] =
+        serde_json::Value::String(crate::b64(&SigningKey::from_seed(b"z").sign(b"z")));
+    let forged = with_bundle(&layer, rekor_bundle(s.log_key(), &body.to_string(), T0, 3));
+    assert_err_contains(
+        verify_image(&good_verifier(&s), REPO, DIGEST, &[forged]),
+        "body does not match signature: logged signature differs",
+    );
+    // Another certificate.
+    let (_, other_pem) = s.issue_leaf("mallory@example.com", OIDC, T0);
+    let sig = crate::unb64(&layer.annotations[SIGNATURE_ANNOTATION]).expect("b64");
+    let body = hashedrekord_body(&layer.payload, &sig, &other_pem);
+    let forged = with_bundle(&layer, rekor_bundle(s.log_key(), &body, T0, 3));
+    assert_err_contains(
+        verify_image(&good_verifier(&s), REPO, DIGEST, &[forged]),
+        "body does not match signature: logged certificate differs",
+    );
+}
+
+#[test]
+fn keyless_integrated_time_outside_validity_refused() {
+    let s = Sigstore::new(b"sigstore");
+    let layer = keyless_layer(&s, DIGEST);
+    for t in [T0 - 61, T0 + 601] {
+        let forged = with_bundle(&layer, rekor_bundle(s.log_key(), &body_text(&layer), t, 5));
+        assert_err_contains(
+            verify_image(&good_verifier(&s), REPO, DIGEST, &[forged]),
+            &format!(
+                "transparency log entry: integratedTime {t} is outside the certificate validity"
+            ),
+        );
+    }
+    for t in [T0 - 60, T0 + 600] {
+        let ok = with_bundle(&layer, rekor_bundle(s.log_key(), &body_text(&layer), t, 5));
+        verify_image(&good_verifier(&s), REPO, DIGEST, &[ok]).expect("edges are valid");
+    }
+}
+
+#[test]
+fn keyless_key_mode_mixups() {
+    let s = Sigstore::new(b"sigstore");
+    let layer = keyless_layer(&s, DIGEST);
+    // A keyless layer checked against a key fails on the key.
+    let k = SigningKey::from_seed(b"k");
+    assert_err_contains(
+        verify_image(&key_verifier(&k), REPO, DIGEST, &[layer]),
+        "signature by key cosign.pub does not verify",
+    );
+    // A key layer checked keylessly lacks the certificate.
+    assert_err_contains(
+        verify_image(
+            &good_verifier(&s),
+            REPO,
+            DIGEST,
+            &[key_layer(&k, REPO, DIGEST)],
+        ),
+        "missing annotation dev.sigstore.cosign/certificate",
+    );
+}
+
+#[test]
+fn trust_root_parsing() {
+    let s = Sigstore::new(b"sigstore");
+    let tr = TrustRoot::from_json(s.trusted_root_json().as_bytes()).expect("parse");
+    assert_eq!(tr.ca_count(), 1);
+    assert_eq!(tr.tlog_count(), 1);
+    assert_err_contains(TrustRoot::from_json(b"{}"), "no certificate authority");
+    assert_err_contains(TrustRoot::from_json(b"[]"), "invalid trusted root");
+    assert_err_contains(
+        TrustRoot::from_json(
+            br#"{"certificateAuthorities":[{"certChain":{"certificates":[{"rawBytes":"AAAA"}]}}]}"#,
+        ),
+        "certificateAuthorities[0].certChain.certificates[0]",
+    );
+}
+
+#[test]
+fn rfc3339() {
+    use crate::trust::parse_rfc3339;
+    assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
+    assert_eq!(parse_rfc3339("2021-10-07T13:56:59.000Z"), Ok(1_633_615_019));
+    assert_eq!(
+        parse_rfc3339("2021-10-07T15:56:59+02:00"),
+        Ok(1_633_615_019)
+    );
+    assert!(parse_rfc3339("2021-10-07").is_err());
+    assert!(parse_rfc3339("2021-13-07T00:00:00Z").is_err());
+}
+
+// ---------------------------------------------------------------- blob bundles
+
+#[test]
+fn blob_bundle_sign_verify() {
+    let k = SigningKey::from_seed(b"blob");
+    let digest = crate::sha256(b"file contents");
+    let json = sign_blob_bundle(&k, &digest);
+    assert_eq!(json, sign_blob_bundle(&k, &digest), "deterministic");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(
+        v["mediaType"],
+        "application/vnd.dev.sigstore.bundle.v0.3+json"
+    );
+    assert_eq!(
+        v["verificationMaterial"]["publicKey"]["hint"],
+        crate::b64(&crate::sha256(&k.public_key().to_spki_der()))
+    );
+    assert_eq!(
+        v["messageSignature"]["messageDigest"]["algorithm"],
+        "SHA2_256"
+    );
+    // The signature is an ordinary ECDSA-SHA256 signature over the file bytes.
+    let sig = crate::unb64(v["messageSignature"]["signature"].as_str().expect("sig")).expect("b64");
+    k.public_key()
+        .verify(b"file contents", &sig)
+        .expect("over the file");
+
+    let ok = verify_blob_bundle(&key_verifier(&k), json.as_bytes(), &digest).expect("verifies");
+    assert_eq!(ok.description, "signed by key cosign.pub");
+    // Another file.
+    assert_err_contains(
+        verify_blob_bundle(&key_verifier(&k), json.as_bytes(), &crate::sha256(b"other")),
+        "does not match the file's sha256",
+    );
+    // Digest in the bundle tampered to match another file: the signature fails.
+    let mut t = v.clone();
+    let other = crate::sha256(b"other");
+    t["messageSignature"]["messageDigest"]["digest"] =
+        serde_json::Value::String(crate::b64(&other));
+    assert_err_contains(
+        verify_blob_bundle(&key_verifier(&k), t.to_string().as_bytes(), &other),
+        "signature by key cosign.pub",
+    );
+    // Another key.
+    assert_err_contains(
+        verify_blob_bundle(
+            &key_verifier(&SigningKey::from_seed(b"x")),
+            json.as_bytes(),
+            &digest,
+        ),
+        "signature by key cosign.pub (the bundle names key hint",
+    );
+    // Keyless is not supported yet.
+    let s = Sigstore::new(b"sigstore");
+    assert_err_contains(
+        verify_blob_bundle(&good_verifier(&s), json.as_bytes(), &digest),
+        "unsupported: keyless verification of blob bundles",
+    );
+    let mut kl = v.clone();
+    kl["verificationMaterial"] = serde_json::json!({"certificate": {"rawBytes": "AAAA"}});
+    assert_err_contains(
+        verify_blob_bundle(&key_verifier(&k), kl.to_string().as_bytes(), &digest),
+        "unsupported: keyless (certificate) blob bundles",
+    );
+    let mut mt = v;
+    mt["mediaType"] = serde_json::Value::String("application/json".into());
+    assert_err_contains(
+        verify_blob_bundle(&key_verifier(&k), mt.to_string().as_bytes(), &digest),
+        "unsupported mediaType",
+    );
+}
+
+#[test]
+fn sign_payload_annotations() {
+    let k = SigningKey::from_seed(b"k");
+    let m: BTreeMap<String, String> = sign_payload(&k, b"p");
+    assert_eq!(m.len(), 1);
+    let sig = crate::unb64(&m[SIGNATURE_ANNOTATION]).expect("b64");
+    k.public_key().verify(b"p", &sig).expect("verifies");
+}
+
+// ---------------------------------------------------------------- real-world data
+
+fn production_trust_root() -> TrustRoot {
+    // An excerpt of Sigstore's public-good trusted_root.json (two Fulcio CAs, the Rekor v1
+    // ECDSA key, the Rekor v2 Ed25519 key, one CT log).
+    TrustRoot::from_json(include_bytes!(
+        "../testdata/sigstore-production-trusted_root.json"
+    ))
+    .expect("production trusted root")
+}
+
+#[test]
+fn production_trust_root_parses_and_chains() {
+    let tr = production_trust_root();
+    assert_eq!(tr.ca_count(), 2);
+    // The Ed25519 (Rekor v2) key is skipped.
+    assert_eq!(tr.tlog_count(), 1);
+    assert_eq!(
+        tr.tlogs[0].log_id,
+        "c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d"
+    );
+    assert_eq!(tr.tlogs[0].valid_from, Some(1_610_452_407));
+    // Real Fulcio: P-384 intermediate signed by the P-384 root with ECDSA-SHA384.
+    let chain = &tr.cas[1].chain;
+    chain[0]
+        .verify_issued_by(&chain[1])
+        .expect("intermediate by root");
+    chain[1]
+        .verify_issued_by(&chain[1])
+        .expect("root self-signed");
+    assert!(chain[0].verify_issued_by(&tr.cas[0].chain[0]).is_err());
+    assert!(chain[0].is_ca() && chain[1].is_ca());
+}
+
+struct RealLayer {
+    repository: String,
+    digest: String,
+    layer: SignatureLayer,
+}
+
+fn real_keyless_layer() -> RealLayer {
+    let v: serde_json::Value =
+        serde_json::from_slice(include_bytes!("../testdata/real-keyless-layer.json"))
+            .expect("fixture");
+    let s = |k: &str| v[k].as_str().expect("string").to_string();
+    let annotations = v["annotations"]
+        .as_object()
+        .expect("annotations")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("string").to_string()))
+        .collect();
+    RealLayer {
+        repository: s("repository"),
+        digest: s("manifest_digest"),
+        layer: SignatureLayer {
+            payload: s("payload").into_bytes(),
+            annotations,
+        },
+    }
+}
+
+const GITHUB_OIDC: &str = "https://token.actions.githubusercontent.com";
+
+#[test]
+fn real_cosign_keyless_signature_verifies() {
+    let real = real_keyless_layer();
+    // Our payload writer produces exactly what cosign signed.
+    assert_eq!(
+        simple_signing_payload("index.docker.io/salrashid123/server_image", &real.digest),
+        real.layer.payload
+    );
+    let v = Verifier::Keyless {
+        identity: Identity::Regexp(
+            regex::Regex::new(r"^https://github\.com/salrashid123/go-bazel-github-workflow/")
+                .expect("re"),
+        ),
+        issuer: Issuer::Exact(GITHUB_OIDC.into()),
+        trust_root: production_trust_root(),
+    };
+    let ok = verify_image(
+        &v,
+        &real.repository,
+        &real.digest,
+        std::slice::from_ref(&real.layer),
+    )
+    .expect("real signature verifies");
+    assert_eq!(
+        ok.description,
+        "signed by https://github.com/salrashid123/go-bazel-github-workflow/.github/workflows/release.yaml@refs/tags/v0.0.14 (issuer https://token.actions.githubusercontent.com), tlog index 924321775"
+    );
+    // Tampering with any SET-covered field breaks it.
+    let mut b = bundle_of(&real.layer);
+    b.payload.integrated_time += 1;
+    let forged = with_bundle(&real.layer, serde_json::to_string(&b).expect("json"));
+    assert_err_contains(
+        verify_image(&v, &real.repository, &real.digest, &[forged]),
+        "SET does not verify",
+    );
+    // Wrong identity / issuer.
+    let v2 = Verifier::Keyless {
+        identity: Identity::Exact("someone@example.com".into()),
+        issuer: Issuer::Exact(GITHUB_OIDC.into()),
+        trust_root: production_trust_root(),
+    };
+    assert_err_contains(
+        verify_image(
+            &v2,
+            &real.repository,
+            &real.digest,
+            std::slice::from_ref(&real.layer),
+        ),
+        "certificate identity https://github.com/salrashid123/go-bazel-github-workflow/.github/workflows/release.yaml@refs/tags/v0.0.14 does not match someone@example.com",
+    );
+    // Our stand-in's trust root does not accept it.
+    assert_err_contains(
+        verify_image(
+            &good_verifier(&Sigstore::new(b"sigstore")),
+            &real.repository,
+            &real.digest,
+            std::slice::from_ref(&real.layer),
+        ),
+        "certificate chain does not lead to the trusted root",
+    );
+}

@@ -1,0 +1,240 @@
+//! The Sigstore trust root (`trusted_root.json`, media type
+//! `application/vnd.dev.sigstore.trustedroot+json;version=0.1`).
+//!
+//! In: the JSON bytes. Out: a [`TrustRoot`] holding the Fulcio CA certificates
+//! (`certificateAuthorities[].certChain.certificates[].rawBytes`) and the Rekor log keys
+//! (`tlogs[].publicKey.rawBytes`, identified by `logId.keyId`). Other members (`ctlogs`,
+//! `timestampAuthorities`, …) are accepted and ignored; log keys that are not ECDSA P-256 are
+//! skipped.
+
+use serde::Deserialize;
+
+use crate::x509::Cert;
+use crate::{Error, PublicKey};
+
+/// Fulcio CAs and Rekor keys to verify keyless signatures offline.
+#[derive(Debug, Clone)]
+pub struct TrustRoot {
+    pub(crate) cas: Vec<CertificateAuthority>,
+    pub(crate) tlogs: Vec<TlogKey>,
+}
+
+/// One CA of the trust root: its chain, leaf-most first, root last.
+#[derive(Debug, Clone)]
+pub(crate) struct CertificateAuthority {
+    pub chain: Vec<Cert>,
+}
+
+/// One transparency log key.
+#[derive(Debug, Clone)]
+pub(crate) struct TlogKey {
+    /// Lowercase hex of the log ID (sha256 of the SPKI DER).
+    pub log_id: String,
+    pub base_url: String,
+    pub key: PublicKey,
+    /// Unix seconds.
+    pub valid_from: Option<i64>,
+    /// Unix seconds.
+    pub valid_to: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Json {
+    #[serde(default)]
+    media_type: String,
+    #[serde(default)]
+    tlogs: Vec<JsonTlog>,
+    #[serde(default)]
+    certificate_authorities: Vec<JsonCa>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonTlog {
+    #[serde(default)]
+    base_url: String,
+    public_key: JsonPublicKey,
+    #[serde(default)]
+    log_id: Option<JsonLogId>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonPublicKey {
+    raw_bytes: String,
+    #[serde(default)]
+    valid_for: Option<JsonValidFor>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonLogId {
+    key_id: String,
+}
+
+#[derive(Deserialize)]
+struct JsonValidFor {
+    #[serde(default)]
+    start: Option<String>,
+    #[serde(default)]
+    end: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonCa {
+    cert_chain: JsonCertChain,
+}
+
+#[derive(Deserialize)]
+struct JsonCertChain {
+    certificates: Vec<JsonRawBytes>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRawBytes {
+    raw_bytes: String,
+}
+
+impl TrustRoot {
+    /// Parses `trusted_root.json`.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, Error> {
+        let j: Json = serde_json::from_slice(bytes).map_err(|e| Error::TrustRoot(e.to_string()))?;
+        if !j.media_type.is_empty()
+            && !j
+                .media_type
+                .starts_with("application/vnd.dev.sigstore.trustedroot")
+        {
+            return Err(Error::TrustRoot(format!(
+                "unexpected mediaType {:?}",
+                j.media_type
+            )));
+        }
+        let mut cas = Vec::new();
+        for (i, ca) in j.certificate_authorities.iter().enumerate() {
+            let mut chain = Vec::new();
+            for (k, c) in ca.cert_chain.certificates.iter().enumerate() {
+                let der = crate::unb64(&c.raw_bytes).map_err(|e| {
+                    Error::TrustRoot(format!(
+                        "certificateAuthorities[{i}].certChain.certificates[{k}]: {e}"
+                    ))
+                })?;
+                let cert = Cert::from_der(&der).map_err(|e| {
+                    Error::TrustRoot(format!(
+                        "certificateAuthorities[{i}].certChain.certificates[{k}]: {e}"
+                    ))
+                })?;
+                chain.push(cert);
+            }
+            cas.push(CertificateAuthority { chain });
+        }
+        let mut tlogs = Vec::new();
+        for (i, t) in j.tlogs.iter().enumerate() {
+            let der = crate::unb64(&t.public_key.raw_bytes)
+                .map_err(|e| Error::TrustRoot(format!("tlogs[{i}].publicKey.rawBytes: {e}")))?;
+            // Ed25519 / RSA log keys are not used by cosign's hashedrekord SETs here: skip.
+            let Ok(key) = PublicKey::from_spki_der(&der) else {
+                continue;
+            };
+            let log_id = match &t.log_id {
+                Some(id) => hex::encode(
+                    crate::unb64(&id.key_id)
+                        .map_err(|e| Error::TrustRoot(format!("tlogs[{i}].logId.keyId: {e}")))?,
+                ),
+                None => hex::encode(crate::sha256(&der)),
+            };
+            let (mut valid_from, mut valid_to) = (None, None);
+            if let Some(v) = &t.public_key.valid_for {
+                if let Some(s) = &v.start {
+                    valid_from = Some(parse_rfc3339(s).map_err(|e| {
+                        Error::TrustRoot(format!("tlogs[{i}].publicKey.validFor.start: {e}"))
+                    })?);
+                }
+                if let Some(s) = &v.end {
+                    valid_to = Some(parse_rfc3339(s).map_err(|e| {
+                        Error::TrustRoot(format!("tlogs[{i}].publicKey.validFor.end: {e}"))
+                    })?);
+                }
+            }
+            tlogs.push(TlogKey {
+                log_id,
+                base_url: t.base_url.clone(),
+                key,
+                valid_from,
+                valid_to,
+            });
+        }
+        if cas.iter().all(|c| c.chain.is_empty()) {
+            return Err(Error::TrustRoot("no certificate authority".into()));
+        }
+        Ok(Self { cas, tlogs })
+    }
+
+    /// All CA certificates of all authorities (trust anchors).
+    pub(crate) fn anchors(&self) -> impl Iterator<Item = &Cert> {
+        self.cas.iter().flat_map(|c| c.chain.iter())
+    }
+
+    /// Number of usable (ECDSA P-256) transparency log keys.
+    pub fn tlog_count(&self) -> usize {
+        self.tlogs.len()
+    }
+
+    /// Number of certificate authorities.
+    pub fn ca_count(&self) -> usize {
+        self.cas.len()
+    }
+}
+
+/// Parses an RFC 3339 timestamp (`2021-10-07T13:56:59Z`, fractions and offsets allowed) to
+/// Unix seconds.
+pub(crate) fn parse_rfc3339(s: &str) -> Result<i64, String> {
+    let err = || format!("invalid RFC 3339 time {s:?}");
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return Err(err());
+    }
+    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+        s.get(r)
+            .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(err)
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if b[13] != b':' || b[16] != b':' {
+        return Err(err());
+    }
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return Err(err());
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    let offset = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let o = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            if *sign == b'+' { o } else { -o }
+        }
+        _ => return Err(err()),
+    };
+    Ok(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}

@@ -1,0 +1,412 @@
+//! Image signature verification, fully offline.
+//!
+//! In: a [`Verifier`] (key, or keyless identity/issuer/trust root), the repository and manifest
+//! digest of the image, and the layers of its cosign signature image. Out: [`Verified`] (who
+//! signed) for the first layer that verifies, or an [`Error`] giving each layer's reason.
+//!
+//! Key mode: the base64 DER signature annotation must verify over the payload bytes.
+//! Keyless mode: the leaf certificate (annotation) must chain, via the optional chain annotation,
+//! to a CA certificate of the trust root; its key must verify the signature; its SAN must match
+//! the identity and its Fulcio issuer extension the issuer; and the Rekor bundle annotation must
+//! carry a SET by a trust-root log key over a hashedrekord entry of exactly this payload hash,
+//! signature and certificate, integrated while the certificate was valid.
+//! In both modes the payload must name this digest and this repository.
+
+use serde::{Deserialize, Serialize};
+
+use crate::payload::{
+    BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, SIGNATURE_ANNOTATION,
+    SignatureLayer, parse_payload,
+};
+use crate::policy::{Identity, Issuer, Verifier};
+use crate::trust::TrustRoot;
+use crate::x509::Cert;
+use crate::{Error, pem};
+
+/// A successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Who signed, e.g. `signed by key cosign.pub` or
+    /// `signed by alice@example.com (issuer https://…), tlog index 42`.
+    pub description: String,
+}
+
+/// Verifies that at least one of `layers` is a valid cosign signature of `manifest_digest`
+/// in `repository` under `verifier`. See the module documentation for the checks.
+pub fn verify_image(
+    verifier: &Verifier,
+    repository: &str,
+    manifest_digest: &str,
+    layers: &[SignatureLayer],
+) -> Result<Verified, Error> {
+    if layers.is_empty() {
+        return Err(Error::NoSignatures);
+    }
+    let mut reasons = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        match verify_layer(verifier, repository, manifest_digest, layer) {
+            Ok(v) => return Ok(v),
+            Err(e) => reasons.push(format!("layer {i}: {e}")),
+        }
+    }
+    Err(Error::NoneVerified(reasons))
+}
+
+/// Verifies one signature layer.
+pub fn verify_layer(
+    verifier: &Verifier,
+    repository: &str,
+    manifest_digest: &str,
+    layer: &SignatureLayer,
+) -> Result<Verified, Error> {
+    let sig_b64 = layer
+        .annotations
+        .get(SIGNATURE_ANNOTATION)
+        .ok_or(Error::MissingAnnotation(SIGNATURE_ANNOTATION))?;
+    let sig = crate::unb64(sig_b64).map_err(|msg| Error::Annotation {
+        name: SIGNATURE_ANNOTATION,
+        msg,
+    })?;
+    let verified = match verifier {
+        Verifier::Key { path, key } => {
+            key.verify(&layer.payload, &sig).map_err(|e| match e {
+                Error::BadSignature => Error::SignatureMismatch {
+                    signer: format!("key {path}"),
+                },
+                e => e,
+            })?;
+            Verified {
+                description: format!("signed by key {path}"),
+            }
+        }
+        Verifier::Keyless {
+            identity,
+            issuer,
+            trust_root,
+        } => verify_keyless(identity, issuer, trust_root, layer, &sig)?,
+    };
+    check_claims(&layer.payload, repository, manifest_digest)?;
+    Ok(verified)
+}
+
+/// The payload must name `manifest_digest` and `repository`.
+fn check_claims(payload: &[u8], repository: &str, manifest_digest: &str) -> Result<(), Error> {
+    let p = parse_payload(payload)?;
+    if !p.manifest_digest.eq_ignore_ascii_case(manifest_digest) {
+        return Err(Error::DigestMismatch {
+            got: p.manifest_digest,
+            want: manifest_digest.to_string(),
+        });
+    }
+    if normalize_repository(&p.docker_reference) != normalize_repository(repository) {
+        return Err(Error::ReferenceMismatch {
+            got: p.docker_reference,
+            want: repository.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Strips a tag or digest from an image reference: `ghcr.io/a/b:v1@sha256:…` → `ghcr.io/a/b`.
+pub fn strip_tag(reference: &str) -> &str {
+    let r = reference.split('@').next().unwrap_or(reference);
+    let last_slash = r.rfind('/').map_or(0, |i| i + 1);
+    match r[last_slash..].find(':') {
+        Some(colon) => &r[..last_slash + colon],
+        None => r,
+    }
+}
+
+/// Normalizes a repository name as Docker does: tag/digest stripped, `docker.io` added when no
+/// registry is named (and `library/` for single-component names); `index.docker.io` and
+/// `registry-1.docker.io` are `docker.io`. (cosign writes `index.docker.io/library/alpine`.)
+pub fn normalize_repository(reference: &str) -> String {
+    let r = strip_tag(reference);
+    let (registry, path) = match r.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (first, rest)
+        }
+        _ => ("docker.io", r),
+    };
+    let registry = match registry {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io",
+        other => other,
+    };
+    if registry == "docker.io" && !path.contains('/') {
+        format!("docker.io/library/{path}")
+    } else {
+        format!("{registry}/{path}")
+    }
+}
+
+/// The `dev.sigstore.cosign/bundle` annotation (cosign's `RekorBundle`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub(crate) struct RekorBundle {
+    #[serde(rename = "SignedEntryTimestamp")]
+    pub signed_entry_timestamp: String,
+    #[serde(rename = "Payload")]
+    pub payload: RekorPayload,
+}
+
+/// The logged entry a SET signs; field order = canonical (sorted) JSON order.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub(crate) struct RekorPayload {
+    pub body: String,
+    #[serde(rename = "integratedTime")]
+    pub integrated_time: i64,
+    #[serde(rename = "logID")]
+    pub log_id: String,
+    #[serde(rename = "logIndex")]
+    pub log_index: i64,
+}
+
+impl RekorPayload {
+    /// The canonical JSON a SET signs: keys sorted, no whitespace.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        // A struct of strings and integers always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The hashedrekord v0.0.1 body a SET covers (what the `testing` stand-in logs).
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn hashedrekord_body(payload_sha256: &[u8], sig: &[u8], cert_pem: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "0.0.1",
+        "kind": "hashedrekord",
+        "spec": {
+            "data": {"hash": {"algorithm": "sha256", "value": hex::encode(payload_sha256)}},
+            "signature": {
+                "content": crate::b64(sig),
+                "publicKey": {"content": crate::b64(cert_pem.as_bytes())}
+            }
+        }
+    })
+    .to_string()
+}
+
+fn verify_keyless(
+    identity: &Identity,
+    issuer: &Issuer,
+    trust_root: &TrustRoot,
+    layer: &SignatureLayer,
+    sig: &[u8],
+) -> Result<Verified, Error> {
+    let cert_pem = layer
+        .annotations
+        .get(CERTIFICATE_ANNOTATION)
+        .ok_or(Error::MissingAnnotation(CERTIFICATE_ANNOTATION))?;
+    let leaf = Cert::all_from_pem(cert_pem.as_bytes())
+        .map_err(|e| Error::Annotation {
+            name: CERTIFICATE_ANNOTATION,
+            msg: e.to_string(),
+        })?
+        .into_iter()
+        .next()
+        .ok_or(Error::Annotation {
+            name: CERTIFICATE_ANNOTATION,
+            msg: "no certificate".into(),
+        })?;
+    let chain = match layer.annotations.get(CHAIN_ANNOTATION) {
+        Some(c) => Cert::all_from_pem(c.as_bytes()).map_err(|e| Error::Annotation {
+            name: CHAIN_ANNOTATION,
+            msg: e.to_string(),
+        })?,
+        None => Vec::new(),
+    };
+    let bundle_json = layer
+        .annotations
+        .get(BUNDLE_ANNOTATION)
+        .ok_or(Error::MissingAnnotation(BUNDLE_ANNOTATION))?;
+    let bundle: RekorBundle = serde_json::from_str(bundle_json).map_err(|e| Error::Annotation {
+        name: BUNDLE_ANNOTATION,
+        msg: format!("invalid Rekor bundle JSON: {e}"),
+    })?;
+    let at = bundle.payload.integrated_time;
+
+    // 1. The certificate chains to the trust root (CAs valid at the integrated time).
+    verify_chain(&leaf, &chain, trust_root, at).map_err(Error::Chain)?;
+
+    // 2. The leaf is a code-signing certificate whose key made the signature.
+    if !leaf.has_code_signing() {
+        return Err(Error::Certificate(format!(
+            "leaf {} lacks the code-signing extended key usage",
+            leaf.subject()
+        )));
+    }
+    let ids = leaf.identities();
+    let key = leaf.p256_key()?;
+    key.verify(&layer.payload, sig).map_err(|e| match e {
+        Error::BadSignature => Error::SignatureMismatch {
+            signer: format!("certificate {}", ids.join(", ")),
+        },
+        e => e,
+    })?;
+
+    // 3. Identity and issuer.
+    let Some(who) = ids.iter().find(|i| identity.matches(i)) else {
+        return Err(Error::Identity {
+            got: if ids.is_empty() {
+                "(none)".into()
+            } else {
+                ids.join(", ")
+            },
+            want: identity.to_string(),
+        });
+    };
+    let cert_issuer = leaf.fulcio_issuer().ok_or_else(|| {
+        Error::Certificate(
+            "leaf has no Fulcio OIDC issuer extension (1.3.6.1.4.1.57264.1.8 or .1.1)".into(),
+        )
+    })?;
+    if !issuer.matches(&cert_issuer) {
+        return Err(Error::Issuer {
+            got: cert_issuer,
+            want: issuer.to_string(),
+        });
+    }
+
+    // 4. The transparency log entry.
+    verify_set(&bundle, trust_root)?;
+    verify_body(&bundle.payload.body, &layer.payload, sig, &leaf)?;
+    let (not_before, not_after) = leaf.validity();
+    if at < not_before || at > not_after {
+        return Err(Error::Tlog(format!(
+            "integratedTime {at} is outside the certificate validity [{not_before}, {not_after}]"
+        )));
+    }
+    Ok(Verified {
+        description: format!(
+            "signed by {who} (issuer {cert_issuer}), tlog index {}",
+            bundle.payload.log_index
+        ),
+    })
+}
+
+/// Walks from `leaf` up through `chain` until a certificate is issued by a trust-root CA.
+fn verify_chain(
+    leaf: &Cert,
+    chain: &[Cert],
+    trust_root: &TrustRoot,
+    at: i64,
+) -> Result<(), String> {
+    let valid_at = |c: &Cert| -> Result<(), String> {
+        let (nb, na) = c.validity();
+        if at < nb || at > na {
+            return Err(format!(
+                "CA {} is not valid at {at} (valid [{nb}, {na}])",
+                c.subject()
+            ));
+        }
+        Ok(())
+    };
+    let mut cur = leaf;
+    for _ in 0..8 {
+        let mut anchor_errors = Vec::new();
+        for anchor in trust_root.anchors() {
+            if anchor.cert.tbs_certificate.subject != cur.cert.tbs_certificate.issuer {
+                continue;
+            }
+            match cur.verify_issued_by(anchor).and_then(|()| valid_at(anchor)) {
+                Ok(()) => return Ok(()),
+                Err(e) => anchor_errors.push(e),
+            }
+        }
+        let next = chain
+            .iter()
+            .find(|c| c.der != cur.der && cur.verify_issued_by(c).is_ok());
+        let Some(next) = next else {
+            let mut msg = format!(
+                "issuer {} of {} is neither a trust-root CA nor in the chain",
+                cur.cert.tbs_certificate.issuer,
+                cur.subject()
+            );
+            if !anchor_errors.is_empty() {
+                msg.push_str(&format!(" ({})", anchor_errors.join("; ")));
+            }
+            return Err(msg);
+        };
+        if !next.is_ca() {
+            return Err(format!("{} is not a CA certificate", next.subject()));
+        }
+        valid_at(next)?;
+        cur = next;
+    }
+    Err("chain is too long".into())
+}
+
+/// The SET is a signature by a trust-root log key over the canonical entry.
+fn verify_set(bundle: &RekorBundle, trust_root: &TrustRoot) -> Result<(), Error> {
+    let p = &bundle.payload;
+    let log = trust_root
+        .tlogs
+        .iter()
+        .find(|t| t.log_id.eq_ignore_ascii_case(&p.log_id))
+        .ok_or_else(|| {
+            Error::Tlog(format!(
+                "SET does not verify: log ID {} is not a transparency log of the trust root",
+                p.log_id
+            ))
+        })?;
+    let set = crate::unb64(&bundle.signed_entry_timestamp)
+        .map_err(|e| Error::Tlog(format!("SignedEntryTimestamp: {e}")))?;
+    log.key.verify(&p.canonical_json(), &set).map_err(|_| {
+        Error::Tlog(format!(
+            "SET does not verify with the key of log {}",
+            log.base_url
+        ))
+    })?;
+    if log.valid_from.is_some_and(|s| p.integrated_time < s)
+        || log.valid_to.is_some_and(|e| p.integrated_time > e)
+    {
+        return Err(Error::Tlog(format!(
+            "integratedTime {} is outside the validity of log {}",
+            p.integrated_time, log.base_url
+        )));
+    }
+    Ok(())
+}
+
+/// The logged hashedrekord must be of this payload hash, signature and certificate.
+fn verify_body(body_b64: &str, payload: &[u8], sig: &[u8], leaf: &Cert) -> Result<(), Error> {
+    let mismatch = |what: String| Error::Tlog(format!("body does not match signature: {what}"));
+    let body = crate::unb64(body_b64).map_err(|e| mismatch(format!("body: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| mismatch(format!("body is not JSON: {e}")))?;
+    let s = |ptr: &str| v.pointer(ptr).and_then(|x| x.as_str()).unwrap_or("");
+    if s("/kind") != "hashedrekord" || s("/apiVersion") != "0.0.1" {
+        return Err(Error::Unsupported(format!(
+            "transparency log entry kind {:?} version {:?} (only hashedrekord 0.0.1)",
+            s("/kind"),
+            s("/apiVersion")
+        )));
+    }
+    if s("/spec/data/hash/algorithm") != "sha256" {
+        return Err(mismatch(format!(
+            "hash algorithm {:?} is not sha256",
+            s("/spec/data/hash/algorithm")
+        )));
+    }
+    let want = hex::encode(crate::sha256(payload));
+    let got = s("/spec/data/hash/value");
+    if !got.eq_ignore_ascii_case(&want) {
+        return Err(mismatch(format!(
+            "logged hash {got} is not the payload's sha256 {want}"
+        )));
+    }
+    let logged_sig = crate::unb64(s("/spec/signature/content"))
+        .map_err(|e| mismatch(format!("signature content: {e}")))?;
+    if logged_sig != sig {
+        return Err(mismatch("logged signature differs".into()));
+    }
+    let logged_pem = crate::unb64(s("/spec/signature/publicKey/content"))
+        .map_err(|e| mismatch(format!("publicKey content: {e}")))?;
+    let logged_cert =
+        pem::parse_one(&logged_pem).map_err(|e| mismatch(format!("publicKey: {e}")))?;
+    if logged_cert.der != leaf.der {
+        return Err(mismatch("logged certificate differs".into()));
+    }
+    Ok(())
+}

@@ -1,0 +1,925 @@
+//! The registry client (OCI distribution spec v1.1): manifests and blobs by tag or digest,
+//! through mirrors with fallback, with auth (Basic and the Docker token protocol), TLS with
+//! extra CAs, retries with exponential backoff, and every blob's size and sha256 checked while
+//! it streams into the [`Cache`]; pushing blobs and manifests.
+//!
+//! Memory stays flat: blobs are streamed through a 64 KiB buffer into the cache; only
+//! manifests (≤ 4 MiB), configs (≤ 8 MiB) and signature payloads are held in memory.
+
+use crate::Error;
+use crate::auth::{Credentials, Keychain, parse_challenge};
+use crate::cache::Cache;
+use crate::config::{Endpoint, RegistriesConfig, ca_pem};
+use crate::digest::Digest;
+use crate::reference::Reference;
+use crate::types::{
+    Descriptor, Document, MANIFEST_ACCEPT, MAX_CONFIG, MAX_MANIFEST, Manifest, parse_document,
+    select_platform,
+};
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Mirrors and per-host TLS/auth.
+    pub registries: RegistriesConfig,
+    /// Credentials.
+    pub keychain: Keychain,
+    /// Extra CA certificates (PEM) trusted for every host.
+    pub extra_ca: Vec<Vec<u8>>,
+    /// Connect and per-read timeout (a stalled transfer fails after this long).
+    pub timeout: Duration,
+    /// Attempts per request (1 = no retry).
+    pub attempts: u32,
+    /// First backoff delay; doubled per retry.
+    pub backoff: Duration,
+    /// User agent.
+    pub user_agent: String,
+    /// Log each retry and fallback on stderr.
+    pub verbose: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            registries: RegistriesConfig::default(),
+            keychain: Keychain::default(),
+            extra_ca: Vec::new(),
+            timeout: Duration::from_secs(30),
+            attempts: 4,
+            backoff: Duration::from_millis(250),
+            user_agent: "talos-rs-imager".into(),
+            verbose: true,
+        }
+    }
+}
+
+/// A resolved manifest or index.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Its digest (what the reference's tag pointed at, or the pinned digest).
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Raw bytes.
+    pub bytes: Vec<u8>,
+    /// The endpoint that served it.
+    pub endpoint: Endpoint,
+}
+
+/// A pulled single-platform image: every blob is in the cache.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The reference as given.
+    pub reference: Reference,
+    /// What the reference resolved to (index or manifest): signatures are checked on this.
+    pub top: Resolved,
+    /// The platform manifest's digest.
+    pub manifest_digest: Digest,
+    /// The platform manifest's media type.
+    pub manifest_media_type: String,
+    /// Its raw bytes.
+    pub manifest_bytes: Vec<u8>,
+    /// Parsed.
+    pub manifest: Manifest,
+    /// The config blob.
+    pub config: Vec<u8>,
+    /// Blob paths in the cache (config and layers).
+    pub blobs: BTreeMap<Digest, PathBuf>,
+}
+
+/// A cosign signature layer as fetched: payload and annotations.
+#[derive(Debug, Clone)]
+pub struct SignatureBlob {
+    /// The layer blob (the signed payload).
+    pub payload: Vec<u8>,
+    /// The layer descriptor's annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The client.
+pub struct Client {
+    opts: ClientOptions,
+    cache: Cache,
+    agents: Mutex<BTreeMap<String, ureq::Agent>>,
+    /// (host, repository, push) → Authorization header value.
+    tokens: Mutex<BTreeMap<(String, String, bool), String>>,
+    stats: Mutex<Stats>,
+}
+
+/// What the client did (for reports and tests).
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Blob downloads (cache misses).
+    pub downloads: u64,
+    /// Bytes downloaded into the cache.
+    pub bytes: u64,
+    /// Cache hits.
+    pub hits: u64,
+    /// Retries.
+    pub retries: u64,
+}
+
+enum Failure {
+    /// Worth retrying (5xx, 429, transport, body errors).
+    Transient(String),
+    /// Not worth retrying on this endpoint.
+    Fatal(Error),
+}
+
+const BUF: usize = 1 << 16;
+
+impl Client {
+    /// A client using `cache`.
+    pub fn new(opts: ClientOptions, cache: Cache) -> Result<Self, Error> {
+        for ca in &opts.extra_ca {
+            parse_certs(ca).map_err(|e| Error::Config(format!("extra CA: {e}")))?;
+        }
+        Ok(Self {
+            opts,
+            cache,
+            agents: Mutex::new(BTreeMap::new()),
+            tokens: Mutex::new(BTreeMap::new()),
+            stats: Mutex::new(Stats::default()),
+        })
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut Stats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
+    }
+
+    fn log(&self, msg: &str) {
+        if self.opts.verbose {
+            eprintln!("imager: registry: {msg}");
+        }
+    }
+
+    fn agent(&self, host: &str) -> Result<ureq::Agent, Error> {
+        let mut agents = self
+            .agents
+            .lock()
+            .map_err(|_| Error::Config("agent cache poisoned".into()))?;
+        if let Some(a) = agents.get(host) {
+            return Ok(a.clone());
+        }
+        let hc = self.opts.registries.host(host);
+        let tls = hc.and_then(|c| c.tls.as_ref());
+        let skip_verify = tls.is_some_and(|t| t.insecure_skip_verify);
+        let mut cas = self.opts.extra_ca.clone();
+        if let Some(t) = tls
+            && !t.ca.is_empty()
+        {
+            cas.push(
+                ca_pem(&t.ca).map_err(|e| Error::Config(format!("config.{host}.tls.ca: {e}")))?,
+            );
+        }
+        let cfg = tls_config(&cas, skip_verify)?;
+        let a = ureq::AgentBuilder::new()
+            .timeout_connect(self.opts.timeout)
+            .timeout_read(self.opts.timeout)
+            .timeout_write(self.opts.timeout)
+            .user_agent(&self.opts.user_agent)
+            .redirects(5)
+            .tls_config(Arc::new(cfg))
+            .build();
+        agents.insert(host.to_string(), a.clone());
+        Ok(a)
+    }
+
+    fn credentials(&self, host: &str) -> Result<Credentials, Error> {
+        if let Some(a) = self
+            .opts
+            .registries
+            .host(host)
+            .and_then(|c| c.auth.as_ref())
+        {
+            let c = Credentials::from_config(a, host)?;
+            if c != Credentials::Anonymous {
+                return Ok(c);
+            }
+        }
+        self.opts.keychain.lookup(host)
+    }
+
+    /// Sends one request with auth (answering one 401 challenge), without retries.
+    fn send_once(
+        &self,
+        ep: &Endpoint,
+        repository: &str,
+        push: bool,
+        make: &dyn Fn(&ureq::Agent) -> ureq::Request,
+        body: Option<&dyn Fn() -> Result<Box<dyn Read + Send>, Error>>,
+    ) -> Result<ureq::Response, Failure> {
+        let agent = self.agent(&ep.host).map_err(Failure::Fatal)?;
+        let key = (ep.host.clone(), repository.to_string(), push);
+        let mut authz = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
+        for round in 0..2 {
+            let mut req = make(&agent);
+            if let Some(a) = &authz {
+                req = req.set("Authorization", a);
+            }
+            let res = match body {
+                Some(b) => {
+                    let r = b().map_err(Failure::Fatal)?;
+                    req.send(r)
+                }
+                None => req.call(),
+            };
+            match res {
+                Ok(r) => return Ok(r),
+                Err(ureq::Error::Status(401, r)) if round == 0 => {
+                    let h = r.header("www-authenticate").unwrap_or("").to_string();
+                    let _ = r.into_string();
+                    let a = self
+                        .authorize(ep, repository, push, &h)
+                        .map_err(Failure::Fatal)?;
+                    if let Ok(mut t) = self.tokens.lock() {
+                        t.insert(key.clone(), a.clone());
+                    }
+                    authz = Some(a);
+                }
+                Err(ureq::Error::Status(code, r)) => {
+                    let url = r.get_url().to_string();
+                    let text = read_capped(r, 4096);
+                    let msg = format!("{url}: HTTP {code}: {}", text.trim());
+                    return Err(if code >= 500 || code == 429 || code == 408 {
+                        Failure::Transient(msg)
+                    } else if code == 401 || code == 403 {
+                        Failure::Fatal(Error::Auth(msg))
+                    } else if code == 404 {
+                        Failure::Fatal(Error::NotFound(msg))
+                    } else {
+                        Failure::Fatal(Error::Registry(msg))
+                    });
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    return Err(Failure::Transient(format!("{}: {t}", ep.base)));
+                }
+            }
+        }
+        Err(Failure::Fatal(Error::Auth(format!(
+            "{}: still unauthorized after authenticating",
+            ep.base
+        ))))
+    }
+
+    /// Answers a `WWW-Authenticate` challenge: the `Authorization` value to use.
+    fn authorize(
+        &self,
+        ep: &Endpoint,
+        repository: &str,
+        push: bool,
+        header: &str,
+    ) -> Result<String, Error> {
+        let creds = self.credentials(&ep.host)?;
+        let ch = parse_challenge(header).ok_or_else(|| {
+            Error::Auth(format!(
+                "{}: 401 without a WWW-Authenticate challenge",
+                ep.base
+            ))
+        })?;
+        match ch.scheme.as_str() {
+            "basic" => creds.basic_header().ok_or_else(|| {
+                Error::Auth(format!(
+                    "{} requires credentials (none found for {}: use --registry-auth, the registries config or ~/.docker/config.json)",
+                    ep.base, ep.host
+                ))
+            }),
+            "bearer" => {
+                let realm = ch.params.get("realm").cloned().unwrap_or_default();
+                if !(realm.starts_with("https://") || realm.starts_with("http://")) {
+                    return Err(Error::Auth(format!("{}: token realm {realm:?} is not a URL", ep.base)));
+                }
+                let scope = format!(
+                    "repository:{repository}:{}",
+                    if push { "pull,push" } else { "pull" }
+                );
+                let agent = self.agent(&ep.host)?;
+                let service = ch.params.get("service").cloned().unwrap_or_default();
+                let res = match &creds {
+                    Credentials::IdentityToken(t) => agent.post(&realm).send_form(&[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", t),
+                        ("service", &service),
+                        ("scope", &scope),
+                        ("client_id", "talos-rs-imager"),
+                    ]),
+                    _ => {
+                        let mut r = agent
+                            .get(&realm)
+                            .query("service", &service)
+                            .query("scope", &scope);
+                        if let Some(b) = creds.basic_header() {
+                            r = r.set("Authorization", &b);
+                        }
+                        r.call()
+                    }
+                };
+                let r = match res {
+                    Ok(r) => r,
+                    Err(ureq::Error::Status(code, r)) => {
+                        let t = read_capped(r, 2048);
+                        return Err(Error::Auth(format!(
+                            "token request to {realm} for {scope}: HTTP {code}: {}{}",
+                            t.trim(),
+                            if creds == Credentials::Anonymous {
+                                " (no credentials found for this registry)"
+                            } else {
+                                ""
+                            }
+                        )));
+                    }
+                    Err(e) => return Err(Error::Auth(format!("token request to {realm}: {e}"))),
+                };
+                let text = read_capped(r, 1 << 20);
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| Error::Auth(format!("token response from {realm}: {e}")))?;
+                let tok = v
+                    .get("token")
+                    .or_else(|| v.get("access_token"))
+                    .and_then(|t| t.as_str())
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| Error::Auth(format!("token response from {realm} has no token")))?;
+                Ok(format!("Bearer {tok}"))
+            }
+            other => Err(Error::Auth(format!(
+                "{}: unsupported auth scheme {other:?}",
+                ep.base
+            ))),
+        }
+    }
+
+    /// Runs `op` with retries on transient failures.
+    fn retry<T>(&self, what: &str, mut op: impl FnMut() -> Result<T, Failure>) -> Result<T, Error> {
+        let mut delay = self.opts.backoff;
+        let attempts = self.opts.attempts.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            match op() {
+                Ok(v) => return Ok(v),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Transient(m)) => {
+                    last = m;
+                    if attempt < attempts {
+                        self.log(&format!(
+                            "{what}: {last}; retrying in {} ms (attempt {}/{attempts})",
+                            delay.as_millis(),
+                            attempt + 1
+                        ));
+                        self.bump(|s| s.retries += 1);
+                        std::thread::sleep(delay);
+                        delay = delay.saturating_mul(2);
+                    }
+                }
+            }
+        }
+        Err(Error::Transfer(format!(
+            "{what}: giving up after {attempts} attempts: {last}"
+        )))
+    }
+
+    /// Tries `op` on each endpoint in turn; the error lists every endpoint's failure.
+    fn on_endpoints<T>(
+        &self,
+        r: &Reference,
+        eps: &[Endpoint],
+        mut op: impl FnMut(&Endpoint) -> Result<T, Error>,
+    ) -> Result<(T, Endpoint), Error> {
+        let mut errors = Vec::new();
+        for ep in eps {
+            match op(ep) {
+                Ok(v) => return Ok((v, ep.clone())),
+                Err(e) => {
+                    if eps.len() > 1 {
+                        self.log(&format!("{r}: endpoint {ep} failed: {e}"));
+                    }
+                    errors.push((ep.clone(), e));
+                }
+            }
+        }
+        if errors.len() == 1 {
+            let (_, e) = errors.remove(0);
+            return Err(e);
+        }
+        Err(Error::Endpoints {
+            reference: r.to_string(),
+            errors: errors
+                .into_iter()
+                .map(|(ep, e)| format!("{ep}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+
+    fn endpoints(&self, r: &Reference, insecure: bool) -> Result<Vec<Endpoint>, Error> {
+        self.opts.registries.endpoints(r, insecure)
+    }
+
+    fn get_manifest_at(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        selector: &str,
+    ) -> Result<Resolved, Error> {
+        let url = ep.url(&r.repository, "manifests", selector);
+        let what = format!("manifest {}@{selector} from {ep}", r.name());
+        self.retry(&what, || {
+            let resp = self.send_once(
+                ep,
+                &r.repository,
+                false,
+                &|a| a.get(&url).set("Accept", MANIFEST_ACCEPT),
+                None,
+            )?;
+            let mt = resp.content_type().to_string();
+            let header_digest = resp.header("docker-content-digest").map(str::to_string);
+            let mut bytes = Vec::new();
+            resp.into_reader()
+                .take(MAX_MANIFEST + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| Failure::Transient(format!("{url}: reading: {e}")))?;
+            if bytes.len() as u64 > MAX_MANIFEST {
+                return Err(Failure::Fatal(Error::TooLarge {
+                    what: what.clone(),
+                    max: MAX_MANIFEST,
+                }));
+            }
+            let digest = Digest::of(&bytes);
+            if let Ok(pinned) = Digest::parse(selector)
+                && pinned != digest
+            {
+                return Err(Failure::Transient(format!(
+                    "{what}: content digest {digest} does not match the requested {pinned}"
+                )));
+            }
+            if let Some(h) = header_digest
+                && h != digest.as_str()
+                && h.starts_with("sha256:")
+            {
+                return Err(Failure::Transient(format!(
+                    "{what}: content digest {digest} does not match Docker-Content-Digest {h}"
+                )));
+            }
+            let doc = parse_document(&bytes, &mt, &what).map_err(Failure::Fatal)?;
+            let media_type = crate::types::document_media_type(&doc, &bytes);
+            Ok(Resolved {
+                digest,
+                media_type,
+                bytes,
+                endpoint: ep.clone(),
+            })
+        })
+    }
+
+    /// Resolves `r` (tag or digest) to its top-level manifest or index, trying the mirrors.
+    pub fn resolve(&self, r: &Reference, insecure: bool) -> Result<Resolved, Error> {
+        let eps = self.endpoints(r, insecure)?;
+        let sel = r.selector();
+        let (res, _) = self.on_endpoints(r, &eps, |ep| self.get_manifest_at(ep, r, &sel))?;
+        self.cache
+            .insert_bytes(&res.bytes, &format!("manifest {r}"))?;
+        Ok(res)
+    }
+
+    /// Streams a blob into the cache (a hit costs nothing), checking size and digest.
+    pub fn fetch_blob(
+        &self,
+        r: &Reference,
+        eps: &[Endpoint],
+        d: &Descriptor,
+        note: &str,
+    ) -> Result<PathBuf, Error> {
+        if self.cache.has(&d.digest, Some(d.size)) {
+            self.bump(|s| s.hits += 1);
+            return Ok(self.cache.blob_path(&d.digest));
+        }
+        let (path, _) = self.on_endpoints(r, eps, |ep| {
+            let url = ep.url(&r.repository, "blobs", d.digest.as_str());
+            let what = format!("blob {} of {}", d.digest, r.name());
+            self.retry(&what, || {
+                let mut transient = None;
+                let res = self
+                    .cache
+                    .get_or_insert(&d.digest, Some(d.size), note, |w| {
+                        match self.download(ep, r, &url, d, w) {
+                            Ok(()) => Ok(()),
+                            Err(Failure::Fatal(e)) => Err(e),
+                            Err(Failure::Transient(m)) => {
+                                transient = Some(m.clone());
+                                Err(Error::Transfer(m))
+                            }
+                        }
+                    });
+                match res {
+                    Ok((p, hit)) => {
+                        if hit {
+                            self.bump(|s| s.hits += 1);
+                        } else {
+                            self.bump(|s| {
+                                s.downloads += 1;
+                                s.bytes += d.size;
+                            });
+                        }
+                        Ok(p)
+                    }
+                    Err(_) if transient.is_some() => {
+                        Err(Failure::Transient(transient.unwrap_or_default()))
+                    }
+                    // a corrupt transfer (wrong digest or size) may be a flaky hop: retry
+                    Err(e @ (Error::Mismatch { .. } | Error::Size { .. })) => {
+                        Err(Failure::Transient(format!("{url}: {e}")))
+                    }
+                    Err(e) => Err(Failure::Fatal(e)),
+                }
+            })
+        })?;
+        Ok(path)
+    }
+
+    fn download(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        url: &str,
+        d: &Descriptor,
+        w: &mut dyn Write,
+    ) -> Result<(), Failure> {
+        let resp = self.send_once(ep, &r.repository, false, &|a| a.get(url), None)?;
+        if let Some(len) = resp
+            .header("content-length")
+            .and_then(|l| l.parse::<u64>().ok())
+            && len != d.size
+        {
+            return Err(Failure::Transient(format!(
+                "{url}: Content-Length {len} but the descriptor says {} bytes",
+                d.size
+            )));
+        }
+        // never read more than the descriptor's size (+1 to notice an overlong body)
+        let mut rd = resp.into_reader().take(d.size + 1);
+        let mut buf = vec![0u8; BUF];
+        let mut n_total = 0u64;
+        loop {
+            let n = match rd.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Failure::Transient(format!(
+                        "{url}: reading after {n_total} of {} bytes: {e}",
+                        d.size
+                    )));
+                }
+            };
+            n_total += n as u64;
+            w.write_all(&buf[..n]).map_err(|e| {
+                Failure::Fatal(Error::Io {
+                    what: "writing into the cache".into(),
+                    source: e,
+                })
+            })?;
+        }
+        if n_total < d.size {
+            return Err(Failure::Transient(format!(
+                "{url}: truncated: {n_total} of {} bytes",
+                d.size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Pulls the `linux/<arch>` image of `r` (from an index, or a single manifest whose config
+    /// says `linux/<arch>`) with every blob into the cache.
+    pub fn pull(&self, r: &Reference, arch: &str, insecure: bool) -> Result<Image, Error> {
+        let top = self.resolve(r, insecure)?;
+        self.pull_resolved(r, top, arch)
+    }
+
+    /// Like [`Client::pull`], from an already resolved (and perhaps signature-checked) top
+    /// manifest: nothing is re-resolved, so the image is exactly what `top` names.
+    pub fn pull_resolved(&self, r: &Reference, top: Resolved, arch: &str) -> Result<Image, Error> {
+        let insecure = !top.endpoint.mirror && top.endpoint.base.starts_with("http://");
+        let what = r.to_string();
+        // the endpoint that answered first, then the others
+        let mut eps = vec![top.endpoint.clone()];
+        eps.extend(
+            self.endpoints(r, insecure)?
+                .into_iter()
+                .filter(|e| *e != top.endpoint),
+        );
+        let doc = parse_document(&top.bytes, &top.media_type, &what)?;
+        let (mdigest, mtype, mbytes, manifest) = match doc {
+            Document::Manifest(m) => (
+                top.digest.clone(),
+                top.media_type.clone(),
+                top.bytes.clone(),
+                m,
+            ),
+            Document::Index(ix) => {
+                let d = select_platform(&ix, arch, &what)?.clone();
+                let pinned = r.with_digest(d.digest.clone());
+                let (res, _) = self.on_endpoints(r, &eps, |ep| {
+                    self.get_manifest_at(ep, &pinned, d.digest.as_str())
+                })?;
+                if res.bytes.len() as u64 != d.size {
+                    return Err(Error::Size {
+                        digest: d.digest.clone(),
+                        expected: d.size,
+                        got: res.bytes.len() as u64,
+                    });
+                }
+                self.cache
+                    .insert_bytes(&res.bytes, &format!("manifest {r} linux/{arch}"))?;
+                match parse_document(&res.bytes, &res.media_type, &what)? {
+                    Document::Manifest(m) => (res.digest, res.media_type, res.bytes, m),
+                    Document::Index(_) => {
+                        return Err(Error::Manifest {
+                            what,
+                            why: "nested indexes are not supported for registry pulls".into(),
+                        });
+                    }
+                }
+            }
+        };
+        if manifest.config.size > MAX_CONFIG {
+            return Err(Error::TooLarge {
+                what: format!("config of {what}"),
+                max: MAX_CONFIG,
+            });
+        }
+        let mut blobs = BTreeMap::new();
+        let cp = self.fetch_blob(r, &eps, &manifest.config, &format!("config {r}"))?;
+        blobs.insert(manifest.config.digest.clone(), cp);
+        let config = self.cache.read(&manifest.config.digest, MAX_CONFIG)?;
+        // a single manifest must be for the requested platform
+        if let Ok(c) = serde_json::from_slice::<crate::types::ImageConfig>(&config)
+            && !c.architecture.is_empty()
+            && (c.architecture != arch || (!c.os.is_empty() && c.os != "linux"))
+        {
+            return Err(Error::Platform {
+                what,
+                wanted: format!("linux/{arch}"),
+                have: format!("{}/{}", c.os, c.architecture),
+            });
+        }
+        for l in &manifest.layers {
+            let p = self.fetch_blob(r, &eps, l, &format!("layer of {r}"))?;
+            blobs.insert(l.digest.clone(), p);
+        }
+        Ok(Image {
+            reference: r.clone(),
+            top,
+            manifest_digest: mdigest,
+            manifest_media_type: mtype,
+            manifest_bytes: mbytes,
+            manifest,
+            config,
+            blobs,
+        })
+    }
+
+    /// The cosign signatures of `digest` in `r`'s repository (tag `sha256-<hex>.sig`, fetched
+    /// through the same mirrors). None found is an empty list, not an error.
+    pub fn signatures(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        insecure: bool,
+    ) -> Result<Vec<SignatureBlob>, Error> {
+        let sig_ref = r.with_tag(&format!("sha256-{}.sig", digest.hex()));
+        let res = match self.resolve(&sig_ref, insecure) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let m = match parse_document(&res.bytes, &res.media_type, &sig_ref.to_string())? {
+            Document::Manifest(m) => m,
+            Document::Index(_) => {
+                return Err(Error::Manifest {
+                    what: sig_ref.to_string(),
+                    why: "a signature image must be a manifest, not an index".into(),
+                });
+            }
+        };
+        let mut eps = vec![res.endpoint.clone()];
+        eps.extend(
+            self.endpoints(r, insecure)?
+                .into_iter()
+                .filter(|e| *e != res.endpoint),
+        );
+        let mut out = Vec::new();
+        for l in m.layers.iter().take(64) {
+            if l.size > 1 << 20 {
+                return Err(Error::TooLarge {
+                    what: format!("signature payload {} in {sig_ref}", l.digest),
+                    max: 1 << 20,
+                });
+            }
+            self.fetch_blob(&sig_ref, &eps, l, &format!("signature {sig_ref}"))?;
+            out.push(SignatureBlob {
+                payload: self.cache.read(&l.digest, 1 << 20)?,
+                annotations: l.annotations.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Pushes an image: every blob (skipped when the registry has it), then the manifest under
+    /// `target`'s tag (or digest). Pushes go to the reference's own registry, never a mirror.
+    /// Returns the manifest digest.
+    pub fn push(
+        &self,
+        target: &Reference,
+        insecure: bool,
+        manifest: &[u8],
+        media_type: &str,
+        blobs: &[(Descriptor, PathBuf)],
+    ) -> Result<Digest, Error> {
+        let ep = Endpoint::origin(&target.registry, insecure);
+        let repo = target.repository.clone();
+        for (d, path) in blobs {
+            self.push_blob(&ep, &repo, d, path)?;
+        }
+        let digest = Digest::of(manifest);
+        let url = ep.url(&repo, "manifests", &target.selector());
+        let what = format!("pushing manifest {target}");
+        let body = manifest.to_vec();
+        self.retry(&what, || {
+            let b = body.clone();
+            let mk_body = move || -> Result<Box<dyn Read + Send>, Error> {
+                Ok(Box::new(io::Cursor::new(b.clone())))
+            };
+            let resp = self.send_once(
+                &ep,
+                &repo,
+                true,
+                &|a| {
+                    a.put(&url)
+                        .set("Content-Type", media_type)
+                        .set("Content-Length", &body.len().to_string())
+                },
+                Some(&mk_body),
+            )?;
+            if let Some(h) = resp.header("docker-content-digest")
+                && h != digest.as_str()
+            {
+                return Err(Failure::Fatal(Error::Registry(format!(
+                    "{what}: the registry stored digest {h}, expected {digest}"
+                ))));
+            }
+            Ok(())
+        })?;
+        Ok(digest)
+    }
+
+    fn push_blob(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        d: &Descriptor,
+        path: &std::path::Path,
+    ) -> Result<(), Error> {
+        let head_url = ep.url(repo, "blobs", d.digest.as_str());
+        let what = format!("pushing blob {} to {}/{repo}", d.digest, ep.host);
+        self.retry(&what, || {
+            match self.send_once(ep, repo, true, &|a| a.head(&head_url), None) {
+                Ok(r) if r.status() == 200 => return Ok(()),
+                Ok(_) | Err(Failure::Fatal(Error::NotFound(_))) => {}
+                Err(e) => return Err(e),
+            }
+            let start = self.send_once(ep, repo, true, &|a| a.post(&ep.upload_url(repo)), None)?;
+            let loc = start.header("location").unwrap_or("").to_string();
+            if loc.is_empty() {
+                return Err(Failure::Fatal(Error::Registry(format!(
+                    "{what}: upload start without a Location"
+                ))));
+            }
+            let base = if loc.starts_with("http://") || loc.starts_with("https://") {
+                loc
+            } else {
+                // relative to the endpoint's scheme://authority
+                let origin = ep.base.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+                format!("{origin}{loc}")
+            };
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let put_url = format!("{base}{sep}digest={}", d.digest);
+            let p = path.to_path_buf();
+            let size = d.size;
+            let body = move || -> Result<Box<dyn Read + Send>, Error> {
+                let f = std::fs::File::open(&p).map_err(|e| Error::Io {
+                    what: format!("opening {}", p.display()),
+                    source: e,
+                })?;
+                Ok(Box::new(io::BufReader::with_capacity(BUF, f).take(size)))
+            };
+            self.send_once(
+                ep,
+                repo,
+                true,
+                &|a| {
+                    a.put(&put_url)
+                        .set("Content-Type", "application/octet-stream")
+                        .set("Content-Length", &size.to_string())
+                },
+                Some(&body),
+            )?;
+            Ok(())
+        })
+    }
+}
+
+fn read_capped(r: ureq::Response, max: u64) -> String {
+    let mut s = String::new();
+    let _ = r.into_reader().take(max).read_to_string(&mut s);
+    s
+}
+
+fn parse_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad PEM: {e:?}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in PEM".into());
+    }
+    Ok(certs)
+}
+
+fn tls_config(cas: &[Vec<u8>], skip_verify: bool) -> Result<rustls::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+    if skip_verify {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for ca in cas {
+        for c in parse_certs(ca).map_err(|e| Error::Config(format!("CA: {e}")))? {
+            roots
+                .add(c)
+                .map_err(|e| Error::Config(format!("CA certificate: {e}")))?;
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// `insecureSkipVerify`: accepts any server certificate (signatures are still checked so the
+/// handshake is well-formed).
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,465 @@
+//! Pulling container assets from registries (spec §1.1 ContainerAsset; factory.md §A.3).
+//!
+//! In: an image reference, `forceInsecure`, the target arch, and the registry settings of the
+//! build (mirrors, credentials, CAs, cache, signature policy). Out: the `linux/<arch>` image
+//! with every blob verified in the content-addressed cache, written as an OCI layout into the
+//! build's staging directory (so extension extraction reads it exactly like an `ociPath`), or
+//! the base installer's `usr/install/` tree.
+//!
+//! Signatures: when the policy has a rule for the image's repository, the digest the
+//! reference resolves to must carry a cosign signature that verifies under the rule, or the
+//! build stops; the image is then pulled by that digest, so what is verified is what is used.
+
+use crate::error::{Error, ExitCode, Result, WithCode};
+use crate::profile::ContainerAsset;
+use oci::{Client, Reference};
+use std::path::{Path, PathBuf};
+
+/// Registry settings of one build.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    /// Mirrors, per-host TLS and auth.
+    pub registries: oci::RegistriesConfig,
+    /// Credentials from flags (`HOST=USER:PASSWORD`).
+    pub credentials: Vec<(String, oci::auth::Credentials)>,
+    /// Extra CA files (PEM).
+    pub ca_files: Vec<PathBuf>,
+    /// Cache root.
+    pub cache_dir: Option<PathBuf>,
+    /// Signature policy file.
+    pub policy: Option<PathBuf>,
+    /// `--insecure-skip-signature-verify`.
+    pub skip_verify: bool,
+    /// Per-read timeout.
+    pub timeout: Option<std::time::Duration>,
+    /// Attempts per request.
+    pub attempts: Option<u32>,
+}
+
+/// A ready client plus the policy; holds the cache's shared lock while alive.
+pub struct Fetcher {
+    client: Client,
+    policy: Option<(cosign::Policy, String)>,
+    skip_verify: bool,
+    _lock: oci::cache::CacheLock,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("cache", &self.client.cache().root())
+            .field("policy", &self.policy.as_ref().map(|p| &p.1))
+            .field("skip_verify", &self.skip_verify)
+            .finish()
+    }
+}
+
+fn dep(e: impl Into<anyhow::Error>) -> Error {
+    Error::new(ExitCode::Dependency, e)
+}
+
+fn oci_err(what: &str, e: oci::Error) -> Error {
+    let code = match &e {
+        oci::Error::Reference { .. } | oci::Error::Config(_) => ExitCode::InvalidInput,
+        oci::Error::Io { .. } => ExitCode::Io,
+        _ => ExitCode::Dependency,
+    };
+    Error::new(code, anyhow::anyhow!("{what}: {e}"))
+}
+
+/// Parses `s` as an image reference, naming `field` on error.
+pub fn parse_ref(field: &str, s: &str) -> Result<Reference> {
+    Reference::parse(s).map_err(|e| Error::invalid(format!("{field}: {e}")))
+}
+
+impl Fetcher {
+    /// Opens the cache and reads the policy.
+    pub fn new(o: &FetchOptions) -> Result<Self> {
+        let dir = o
+            .cache_dir
+            .clone()
+            .or_else(oci::Cache::default_dir)
+            .ok_or_else(|| {
+                Error::new(
+                    ExitCode::Environment,
+                    anyhow::anyhow!(
+                        "no cache directory: set --cache-dir, IMAGER_CACHE_DIR or HOME"
+                    ),
+                )
+            })?;
+        let cache = oci::Cache::open(&dir).map_err(|e| oci_err("blob cache", e))?;
+        let lock = cache.lock(false).map_err(|e| oci_err("blob cache", e))?;
+        let mut extra_ca = Vec::new();
+        for f in &o.ca_files {
+            extra_ca.push(
+                std::fs::read(f).code(ExitCode::Io, || format!("--registry-ca {}", f.display()))?,
+            );
+        }
+        let mut keychain = oci::auth::Keychain {
+            use_env: true,
+            ..Default::default()
+        };
+        for (h, c) in &o.credentials {
+            keychain.explicit.insert(h.clone(), c.clone());
+        }
+        let mut opts = oci::ClientOptions {
+            registries: o.registries.clone(),
+            keychain,
+            extra_ca,
+            ..Default::default()
+        };
+        if let Some(t) = o.timeout {
+            opts.timeout = t;
+        }
+        if let Some(a) = o.attempts {
+            opts.attempts = a;
+        }
+        let client = Client::new(opts, cache).map_err(|e| oci_err("registry client", e))?;
+        let policy = match &o.policy {
+            None => None,
+            Some(p) => {
+                let text = std::fs::read_to_string(p).code(ExitCode::Io, || {
+                    format!("--signature-policy {}", p.display())
+                })?;
+                let base = p.parent().unwrap_or(Path::new("."));
+                let pol = cosign::Policy::from_yaml(&text, base).map_err(|e| {
+                    Error::invalid(format!("--signature-policy {}: {e}", p.display()))
+                })?;
+                Some((pol, p.display().to_string()))
+            }
+        };
+        Ok(Self {
+            client,
+            policy,
+            skip_verify: o.skip_verify,
+            _lock: lock,
+        })
+    }
+
+    /// The registry client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Resolves `r` and checks its signature under the policy. Returns the reference pinned
+    /// to the verified digest, and what the verification established (if a rule applied).
+    pub fn resolve_verified(
+        &self,
+        field: &str,
+        r: &Reference,
+        insecure: bool,
+    ) -> Result<(oci::client::Resolved, Option<String>)> {
+        let top = self
+            .client
+            .resolve(r, insecure)
+            .map_err(|e| oci_err(&format!("{field}: pulling {r}"), e))?;
+        let rule = self.policy.as_ref().and_then(|(p, _)| p.find(&r.name()));
+        let Some(rule) = rule else {
+            return Ok((top, None));
+        };
+        if self.skip_verify {
+            eprintln!(
+                "imager: WARNING: signature verification of {r} ({}) SKIPPED (--insecure-skip-signature-verify); the policy requires it",
+                top.digest
+            );
+            return Ok((top, None));
+        }
+        let sigs = self
+            .client
+            .signatures(r, &top.digest, insecure)
+            .map_err(|e| oci_err(&format!("{field}: fetching signatures of {r}"), e))?;
+        let layers: Vec<cosign::SignatureLayer> = sigs
+            .into_iter()
+            .map(|s| cosign::SignatureLayer {
+                payload: s.payload,
+                annotations: s.annotations,
+            })
+            .collect();
+        match cosign::verify_image(&rule.verifier, &r.name(), top.digest.as_str(), &layers) {
+            Ok(v) => {
+                eprintln!(
+                    "imager: verified {r}@{}: {} (policy rule {:?})",
+                    top.digest, v.description, rule.glob
+                );
+                Ok((top, Some(v.description)))
+            }
+            Err(e) => Err(dep(anyhow::anyhow!(
+                "{field}: signature verification of {r}@{} failed under policy rule {:?}: {e} \
+                 (--insecure-skip-signature-verify skips it)",
+                top.digest,
+                rule.glob
+            ))),
+        }
+    }
+
+    /// Pulls the `linux/<arch>` image of `image_ref` after the signature check.
+    pub fn pull(
+        &self,
+        field: &str,
+        image_ref: &str,
+        insecure: bool,
+        arch: &str,
+    ) -> Result<oci::Image> {
+        let r = parse_ref(field, image_ref)?;
+        let (top, _) = self.resolve_verified(field, &r, insecure)?;
+        let img = self
+            .client
+            .pull_resolved(&r, top, arch)
+            .map_err(|e| oci_err(&format!("{field}: pulling {r}"), e))?;
+        let s = self.client.stats();
+        eprintln!(
+            "imager: pulled {r} linux/{arch} ({}; {} blobs downloaded, {} cache hits so far)",
+            img.manifest_digest, s.downloads, s.hits
+        );
+        Ok(img)
+    }
+
+    /// Pulls `a` (an `imageRef`) and writes it as an OCI layout at `dir`.
+    pub fn pull_layout(
+        &self,
+        field: &str,
+        a: &ContainerAsset,
+        arch: &str,
+        dir: &Path,
+    ) -> Result<oci::Image> {
+        let img = self.pull(field, &a.image_ref, a.force_insecure, arch)?;
+        oci::layout::write_layout(dir, &[image_files(&img)])
+            .map_err(|e| oci_err(&format!("{field}: writing the pulled image"), e))?;
+        Ok(img)
+    }
+}
+
+/// The files of a pulled image.
+pub fn image_files(img: &oci::Image) -> oci::layout::ImageFiles {
+    oci::layout::ImageFiles {
+        descriptor: oci::types::Descriptor {
+            media_type: img.manifest_media_type.clone(),
+            digest: img.manifest_digest.clone(),
+            size: img.manifest_bytes.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        },
+        manifest: img.manifest_bytes.clone(),
+        blobs: img.blobs.clone(),
+    }
+}
+
+/// A base image: its files and parsed manifest/config, from a registry or an OCI layout.
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    /// Files.
+    pub files: oci::layout::ImageFiles,
+    /// Manifest.
+    pub manifest: oci::types::Manifest,
+    /// Config JSON.
+    pub config: oci::types::ImageConfig,
+    /// Where it came from (for messages).
+    pub source: String,
+}
+
+/// Loads `input.baseInstaller` (`imageRef` via the registry, or `ociPath`); `tarballPath` is
+/// refused, as in Talos (a plain tar cannot be pulled).
+pub fn base_image(f: Option<&Fetcher>, a: &ContainerAsset, arch: &str) -> Result<BaseImage> {
+    let field = "input.baseInstaller";
+    let (files, source) = if !a.oci_path.is_empty() {
+        let files = oci::layout::read_layout(Path::new(&a.oci_path), arch)
+            .map_err(|e| oci_err(&format!("{field}.ociPath {}", a.oci_path), e))?;
+        (files, a.oci_path.clone())
+    } else if !a.tarball_path.is_empty() {
+        return Err(Error::invalid(format!(
+            "{field}.tarballPath: a plain tarball cannot serve as the base installer; give imageRef or ociPath"
+        )));
+    } else {
+        let f =
+            f.ok_or_else(|| Error::new(ExitCode::Unknown, anyhow::anyhow!("no registry client")))?;
+        let img = f.pull(field, &a.image_ref, a.force_insecure, arch)?;
+        (image_files(&img), a.image_ref.clone())
+    };
+    let manifest =
+        match oci::types::parse_document(&files.manifest, &files.descriptor.media_type, &source)
+            .map_err(|e| oci_err(field, e))?
+        {
+            oci::types::Document::Manifest(m) => m,
+            oci::types::Document::Index(_) => {
+                return Err(Error::invalid(format!(
+                    "{field} {source}: expected an image manifest"
+                )));
+            }
+        };
+    let cpath = files
+        .blobs
+        .get(&manifest.config.digest)
+        .ok_or_else(|| Error::invalid(format!("{field} {source}: config blob missing")))?;
+    let cbytes = std::fs::read(cpath).code(ExitCode::Io, || format!("{field} {source}: config"))?;
+    let config: oci::types::ImageConfig = serde_json::from_slice(&cbytes)
+        .map_err(|e| Error::invalid(format!("{field} {source}: config: {e}")))?;
+    Ok(BaseImage {
+        files,
+        manifest,
+        config,
+        source,
+    })
+}
+
+/// Extracts `usr/install/` of the base image (layers flattened, whiteouts applied, hostile
+/// entries refused) under `staging`; returns the directory that replaces `/usr/install`.
+pub fn extract_install_dir(base: &BaseImage, staging: &Path, max_bytes: u64) -> Result<PathBuf> {
+    let field = format!("input.baseInstaller {}", base.source);
+    let blobs = staging.join("blobs");
+    std::fs::create_dir_all(&blobs)
+        .code(ExitCode::Io, || format!("creating {}", blobs.display()))?;
+    let mut t = crate::ext::tree::Tree::new(&blobs, max_bytes)
+        .map_err(|e| Error::invalid(format!("{field}: {e}")))?;
+    let cap = max_bytes.saturating_add(256 << 20);
+    for (i, l) in base.manifest.layers.iter().enumerate() {
+        let p = base
+            .files
+            .blobs
+            .get(&l.digest)
+            .ok_or_else(|| Error::invalid(format!("{field}: layer {} missing", l.digest)))?;
+        let r = crate::ext::open_decompressed(p, cap)
+            .code(ExitCode::Io, || format!("{field}: layer {}", l.digest))?;
+        t.apply_tar(r, i, true)
+            .map_err(|e| Error::invalid(format!("{field}: layer {}: {e}", l.digest)))?;
+    }
+    let root = staging.join("root");
+    let install = root.join("usr/install");
+    let mut n = 0;
+    for (rel, node) in t.under("usr/install") {
+        let dst = install.join(rel);
+        match &node.kind {
+            crate::ext::tree::Kind::Dir => {
+                std::fs::create_dir_all(&dst)
+                    .code(ExitCode::Io, || format!("creating {}", dst.display()))?;
+            }
+            crate::ext::tree::Kind::File { blob, .. } => {
+                if let Some(parent) = dst.parent() {
+                    std::fs::create_dir_all(parent)
+                        .code(ExitCode::Io, || format!("creating {}", parent.display()))?;
+                }
+                std::fs::rename(blob, &dst)
+                    .code(ExitCode::Io, || format!("placing {}", dst.display()))?;
+                n += 1;
+            }
+            // asset paths are plain files in Talos images; links are not followed
+            _ => {}
+        }
+    }
+    if n == 0 {
+        return Err(Error::invalid(format!(
+            "{field}: the image has no files under /usr/install"
+        )));
+    }
+    Ok(install)
+}
+
+impl Fetcher {
+    /// Pushes an image to `target` (its own registry, never a mirror); returns the manifest
+    /// digest.
+    pub fn push(
+        &self,
+        target: &Reference,
+        insecure: bool,
+        img: &oci::layout::ImageFiles,
+    ) -> Result<oci::Digest> {
+        let m = match oci::types::parse_document(&img.manifest, &img.descriptor.media_type, "image")
+            .map_err(|e| oci_err("push", e))?
+        {
+            oci::types::Document::Manifest(m) => m,
+            oci::types::Document::Index(_) => {
+                return Err(Error::invalid("push: expected a manifest"));
+            }
+        };
+        let mut blobs = Vec::new();
+        for d in std::iter::once(&m.config).chain(m.layers.iter()) {
+            let p = img
+                .blobs
+                .get(&d.digest)
+                .ok_or_else(|| Error::invalid(format!("push: blob {} missing", d.digest)))?;
+            blobs.push((d.clone(), p.clone()));
+        }
+        let d = self
+            .client
+            .push(
+                target,
+                insecure,
+                &img.manifest,
+                &img.descriptor.media_type,
+                &blobs,
+            )
+            .map_err(|e| oci_err(&format!("--push {target}"), e))?;
+        eprintln!("imager: pushed {}@{d}", target.name());
+        Ok(d)
+    }
+
+    /// Signs `digest` in `target`'s repository with `key` and pushes the cosign signature
+    /// image (`sha256-<hex>.sig`: one simple-signing layer carrying the signature annotation).
+    pub fn push_signature(
+        &self,
+        target: &Reference,
+        insecure: bool,
+        digest: &oci::Digest,
+        key: &cosign::SigningKey,
+    ) -> Result<oci::Digest> {
+        let payload = cosign::simple_signing_payload(&target.name(), digest.as_str());
+        let annotations = cosign::sign_payload(key, &payload);
+        let cache = self.client.cache();
+        let (pd, pp) = cache
+            .insert_bytes(&payload, "cosign payload")
+            .map_err(|e| oci_err("signing", e))?;
+        // cosign's signature image config
+        let config = serde_json::json!({
+            "architecture": "",
+            "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"}],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": [pd.to_string()]},
+            "config": {},
+        });
+        let cbytes = serde_json::to_vec(&config)
+            .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("{e}")))?;
+        let (cd, cp) = cache
+            .insert_bytes(&cbytes, "cosign config")
+            .map_err(|e| oci_err("signing", e))?;
+        let layer = oci::types::Descriptor {
+            media_type: cosign::SIMPLESIGNING_MEDIA_TYPE.into(),
+            digest: pd.clone(),
+            size: payload.len() as u64,
+            platform: None,
+            annotations,
+        };
+        let cdesc = oci::types::Descriptor {
+            media_type: oci::types::OCI_CONFIG.into(),
+            digest: cd.clone(),
+            size: cbytes.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        };
+        let m = oci::types::Manifest {
+            schema_version: 2,
+            media_type: Some(oci::types::OCI_MANIFEST.into()),
+            config: cdesc.clone(),
+            layers: vec![layer.clone()],
+            annotations: Default::default(),
+        };
+        let mbytes = serde_json::to_vec(&m)
+            .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("{e}")))?;
+        let sig_ref = target.with_tag(&format!("sha256-{}.sig", digest.hex()));
+        let d = self
+            .client
+            .push(
+                &sig_ref,
+                insecure,
+                &mbytes,
+                oci::types::OCI_MANIFEST,
+                &[(cdesc, cp), (layer, pp)],
+            )
+            .map_err(|e| oci_err(&format!("pushing the signature {sig_ref}"), e))?;
+        eprintln!(
+            "imager: signed {}@{digest} (key {}): {sig_ref}",
+            target.name(),
+            hex::encode(&key.public_key().key_id()[..8])
+        );
+        Ok(d)
+    }
+}

@@ -1,0 +1,221 @@
+//! The `installer` output kind (spec §2 "Installer OCI image").
+//!
+//! In: the base installer image (registry or OCI layout), the boot assets of this build
+//! (kernel, the possibly rebuilt initramfs, systemd-boot) and SOURCE_DATE_EPOCH. Out:
+//! `installer-<arch>.tar` (an archive that is both a `docker save` tarball tagged with the base
+//! installer's reference and an OCI layout archive) and the same image as an OCI layout
+//! directory `installer-<arch>/`; optionally pushed (`--push REF`) and cosign-signed.
+//!
+//! Steps, as Talos: keep only the first layer of a two-layer base (the second is the old
+//! artifacts layer); a new OCI config with `architecture`, `os` and the base's runtime
+//! `config`; the base layers, then one gzip artifacts layer whose tar headers carry only name,
+//! mode and size (uid/gid 0, mtime 0, mode 0: Talos's `filemap`). Unlike Talos, `created` is
+//! SOURCE_DATE_EPOCH, so two builds give the same manifest digest. This imager builds no UKI,
+//! so the artifacts layer carries `usr/install/<arch>/{vmlinuz,initramfs.xz,systemd-boot.efi}`
+//! (Talos ≥ 1.10 carries `vmlinuz.efi` + `systemd-boot.efi`).
+
+use crate::build::{Artifact, BuildOptions};
+use crate::error::{Error, ExitCode, Result, WithCode};
+use crate::fetch::BaseImage;
+use crate::profile::Profile;
+use oci::types::{
+    Descriptor, ImageConfig, Manifest, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RootFs,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Docker's gzip layer type, rewritten to its OCI equivalent (same bytes).
+const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// RFC 3339 UTC time of `epoch`.
+pub fn rfc3339(epoch: i64) -> String {
+    let t = civil::from_unix(epoch);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
+}
+
+/// The assembled image (files in the output dir's staging and the cache).
+pub struct Assembled {
+    /// Manifest descriptor, bytes and blobs.
+    pub files: oci::layout::ImageFiles,
+    /// Holds the artifacts layer and the config until written.
+    _work: tempfile::TempDir,
+}
+
+/// Assembles the installer image.
+pub fn assemble(
+    p: &Profile,
+    o: &BuildOptions,
+    base: &BaseImage,
+    kernel: &Path,
+    initramfs: &Path,
+    sd_boot: &Path,
+) -> Result<Assembled> {
+    let what = format!("input.baseInstaller {}", base.source);
+    let mut layers = base.manifest.layers.clone();
+    if layers.len() == 2 {
+        layers.truncate(1);
+    }
+    let diff_ids = &base.config.rootfs.diff_ids;
+    if diff_ids.len() != base.manifest.layers.len() {
+        return Err(Error::invalid(format!(
+            "{what}: the config lists {} diff_ids for {} layers",
+            diff_ids.len(),
+            base.manifest.layers.len()
+        )));
+    }
+    let mut diff_ids: Vec<String> = diff_ids[..layers.len()].to_vec();
+    for l in &mut layers {
+        if l.media_type == DOCKER_LAYER_GZIP {
+            l.media_type = OCI_LAYER_GZIP.into();
+        }
+        l.annotations.clear();
+    }
+    let arch = &p.arch;
+    let files = [
+        ("vmlinuz", kernel),
+        ("initramfs.xz", initramfs),
+        ("systemd-boot.efi", sd_boot),
+    ]
+    .map(|(name, src)| oci::layout::LayerFile {
+        path: format!("usr/install/{arch}/{name}"),
+        mode: 0,
+        source: src.to_path_buf(),
+    });
+    let work = tempfile::Builder::new()
+        .prefix(".installer.")
+        .tempdir_in(&o.output_dir)
+        .code(ExitCode::Io, || "creating the artifacts layer".to_string())?;
+    let tmp_path = work.path().join("layer");
+    let mut f = std::fs::File::create(&tmp_path)
+        .code(ExitCode::Io, || "creating the artifacts layer".to_string())?;
+    let layer = oci::layout::write_layer(&mut f, &files, 0, 1).map_err(|e| {
+        Error::new(
+            ExitCode::Io,
+            anyhow::anyhow!("writing the artifacts layer: {e}"),
+        )
+    })?;
+    drop(f);
+    diff_ids.push(layer.diff_id.to_string());
+    layers.push(layer.descriptor.clone());
+    let config = ImageConfig {
+        architecture: arch.clone(),
+        os: "linux".into(),
+        created: Some(rfc3339(o.epoch)),
+        config: base.config.config.clone(),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids,
+        },
+        history: Vec::new(),
+    };
+    let config_bytes = serde_json::to_vec(&config)
+        .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("config: {e}")))?;
+    let config_desc = Descriptor {
+        media_type: OCI_CONFIG.into(),
+        digest: oci::Digest::of(&config_bytes),
+        size: config_bytes.len() as u64,
+        platform: None,
+        annotations: BTreeMap::new(),
+    };
+    let config_path = work.path().join("config");
+    std::fs::write(&config_path, &config_bytes).code(ExitCode::Io, || {
+        format!("writing {}", config_path.display())
+    })?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.into()),
+        config: config_desc.clone(),
+        layers: layers.clone(),
+        annotations: BTreeMap::new(),
+    };
+    let manifest_bytes = serde_json::to_vec(&manifest)
+        .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("manifest: {e}")))?;
+    let mut blobs: BTreeMap<oci::Digest, PathBuf> = BTreeMap::new();
+    for l in &base.manifest.layers[..layers.len() - 1] {
+        let p = base
+            .files
+            .blobs
+            .get(&l.digest)
+            .ok_or_else(|| Error::invalid(format!("{what}: layer {} missing", l.digest)))?;
+        blobs.insert(l.digest.clone(), p.clone());
+    }
+    blobs.insert(layer.descriptor.digest.clone(), tmp_path);
+    blobs.insert(config_desc.digest.clone(), config_path);
+    let mut annotations = BTreeMap::new();
+    if let Some(t) = base_tag(base) {
+        annotations.insert("org.opencontainers.image.ref.name".to_string(), t);
+    }
+    Ok(Assembled {
+        files: oci::layout::ImageFiles {
+            descriptor: Descriptor {
+                media_type: OCI_MANIFEST.into(),
+                digest: oci::Digest::of(&manifest_bytes),
+                size: manifest_bytes.len() as u64,
+                platform: Some(oci::types::Platform {
+                    architecture: arch.clone(),
+                    os: "linux".into(),
+                    variant: None,
+                }),
+                annotations,
+            },
+            manifest: manifest_bytes,
+            blobs,
+        },
+        _work: work,
+    })
+}
+
+fn base_tag(base: &BaseImage) -> Option<String> {
+    oci::Reference::parse(&base.source)
+        .ok()
+        .map(|r| r.to_string())
+}
+
+/// Writes the tar and the layout directory; returns their artifacts.
+pub fn write(
+    p: &Profile,
+    o: &BuildOptions,
+    base: &BaseImage,
+    a: &Assembled,
+) -> Result<Vec<Artifact>> {
+    let name = p.output_name();
+    let tags: Vec<String> = base_tag(base).into_iter().collect();
+    let epoch = u64::try_from(o.epoch).unwrap_or(0);
+    let tar = crate::build::write_artifact(o, "installer", &name, p.output.out_format, |f| {
+        oci::layout::write_archive(f, &a.files, &tags, epoch)
+            .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("writing {name}: {e}")))
+    })?;
+    // the layout directory: written aside, then renamed into place
+    let dir_name = format!(
+        "installer-{}{}",
+        p.arch,
+        if p.is_secureboot() { "-secureboot" } else { "" }
+    );
+    let final_dir = o.output_dir.join(&dir_name);
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{dir_name}."))
+        .tempdir_in(&o.output_dir)
+        .code(ExitCode::Io, || format!("creating {}", final_dir.display()))?;
+    oci::layout::write_layout(tmp.path(), std::slice::from_ref(&a.files))
+        .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("writing {dir_name}: {e}")))?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).code(ExitCode::Io, || {
+            format!("replacing {}", final_dir.display())
+        })?;
+    }
+    let tmp_path = tmp.keep();
+    std::fs::rename(&tmp_path, &final_dir).code(ExitCode::Io, || {
+        format!("renaming into {}", final_dir.display())
+    })?;
+    let dir = Artifact {
+        kind: "oci-layout",
+        path: final_dir,
+        size: a.files.descriptor.size,
+        sha256: Some(a.files.descriptor.digest.hex().to_string()),
+    };
+    eprintln!("imager: installer image {}", a.files.descriptor.digest);
+    Ok(vec![tar, dir])
+}

@@ -1,0 +1,229 @@
+//! `imager cache ls|prune`, `imager verify REF` and `imager verify-blob FILE`.
+//!
+//! In: argv after `imager`. Out: an exit code (spec §3) and lines on stdout.
+
+use crate::error::{Error, ExitCode, Result, WithCode};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// Blob cache and signature commands.
+#[derive(Parser, Debug)]
+#[command(name = "imager", no_binary_name = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// The content-addressed blob cache shared by builds.
+    Cache {
+        /// Cache directory (default $IMAGER_CACHE_DIR, $XDG_CACHE_HOME/imager, ~/.cache/imager).
+        #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR", global = true)]
+        cache_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: CacheCmd,
+    },
+    /// Checks an image reference's cosign signature under a policy (no layers are pulled).
+    Verify {
+        /// Image reference.
+        reference: String,
+        /// Signature policy file (see `imager --help`).
+        #[arg(long = "signature-policy", env = "IMAGER_SIGNATURE_POLICY")]
+        policy: PathBuf,
+        /// Plain HTTP.
+        #[arg(long)]
+        insecure: bool,
+        /// Registries config (mirrors, TLS, auth).
+        #[arg(long = "registries-config", env = "IMAGER_REGISTRIES_CONFIG")]
+        registries_config: Option<PathBuf>,
+        /// Cache directory.
+        #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Checks a detached Sigstore bundle (`<file>.sigstore.json`) of a file against a key.
+    VerifyBlob {
+        /// The file.
+        file: PathBuf,
+        /// The bundle (default `<file>.sigstore.json`).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// Public key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCmd {
+    /// Lists blobs: digest, size, last use, what it is.
+    Ls,
+    /// Removes blobs (waits for running builds; they hold the cache lock).
+    Prune {
+        /// Remove everything.
+        #[arg(long, conflicts_with = "older_than")]
+        all: bool,
+        /// Remove blobs unused for this long: `30d`, `12h`, `90m`, `45s` (default 30d).
+        #[arg(long = "older-than", value_name = "AGE")]
+        older_than: Option<String>,
+    },
+}
+
+fn parse_age(s: &str) -> Result<Duration> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| Error::invalid(format!("--older-than {s:?}: expected e.g. 30d, 12h")))?;
+    let mul = match unit {
+        "d" => 86400,
+        "h" => 3600,
+        "m" => 60,
+        "s" | "" => 1,
+        _ => {
+            return Err(Error::invalid(format!(
+                "--older-than {s:?}: unit must be d, h, m or s"
+            )));
+        }
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mul)))
+}
+
+fn cache_at(dir: Option<PathBuf>) -> Result<oci::Cache> {
+    let d = dir
+        .or_else(oci::Cache::default_dir)
+        .ok_or_else(|| Error::new(ExitCode::Environment, anyhow::anyhow!("no cache directory")))?;
+    oci::Cache::open(&d).map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("{e}")))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Cache { cache_dir, cmd } => {
+            let c = cache_at(cache_dir)?;
+            match cmd {
+                CacheCmd::Ls => {
+                    let entries = c
+                        .list()
+                        .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("{e}")))?;
+                    let mut total = 0;
+                    for e in &entries {
+                        let age = SystemTime::now()
+                            .duration_since(e.last_used)
+                            .unwrap_or_default()
+                            .as_secs();
+                        println!(
+                            "{} {:>12} {:>8}s-ago {}",
+                            e.digest,
+                            e.size,
+                            age,
+                            e.note.trim()
+                        );
+                        total += e.size;
+                    }
+                    eprintln!(
+                        "imager: cache {}: {} blobs, {total} bytes",
+                        c.root().display(),
+                        entries.len()
+                    );
+                }
+                CacheCmd::Prune { all, older_than } => {
+                    let age = if all {
+                        None
+                    } else {
+                        Some(parse_age(older_than.as_deref().unwrap_or("30d"))?)
+                    };
+                    let r = c
+                        .prune(age, SystemTime::now())
+                        .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("{e}")))?;
+                    println!(
+                        "removed {} blobs ({} bytes), kept {}",
+                        r.removed, r.bytes, r.kept
+                    );
+                }
+            }
+        }
+        Cmd::Verify {
+            reference,
+            policy,
+            insecure,
+            registries_config,
+            cache_dir,
+        } => {
+            let mut registries = oci::RegistriesConfig::default();
+            if let Some(f) = registries_config {
+                let text = std::fs::read_to_string(&f).code(ExitCode::Io, || {
+                    format!("--registries-config {}", f.display())
+                })?;
+                registries = oci::RegistriesConfig::parse(&text, &f.display().to_string())
+                    .map_err(Error::invalid)?;
+            }
+            let f = crate::fetch::Fetcher::new(&crate::fetch::FetchOptions {
+                registries,
+                cache_dir,
+                policy: Some(policy.clone()),
+                ..Default::default()
+            })?;
+            let r = crate::fetch::parse_ref("REF", &reference)?;
+            let (top, v) = f.resolve_verified("verify", &r, insecure)?;
+            match v {
+                Some(d) => println!("{}@{}: {d}", r.name(), top.digest),
+                None => {
+                    return Err(Error::invalid(format!(
+                        "{r}: no rule of {} applies to {}",
+                        policy.display(),
+                        r.name()
+                    )));
+                }
+            }
+        }
+        Cmd::VerifyBlob { file, bundle, key } => {
+            use sha2::{Digest, Sha256};
+            let bundle = bundle.unwrap_or_else(|| {
+                let mut n = file.file_name().unwrap_or_default().to_os_string();
+                n.push(".sigstore.json");
+                file.with_file_name(n)
+            });
+            let pem =
+                std::fs::read(&key).code(ExitCode::Io, || format!("--key {}", key.display()))?;
+            let pk = cosign::PublicKey::from_pem(&pem)
+                .map_err(|e| Error::invalid(format!("--key {}: {e}", key.display())))?;
+            let b = std::fs::read(&bundle)
+                .code(ExitCode::Io, || format!("bundle {}", bundle.display()))?;
+            let mut f =
+                std::fs::File::open(&file).code(ExitCode::Io, || file.display().to_string())?;
+            let mut h = Sha256::new();
+            std::io::copy(&mut f, &mut h).code(ExitCode::Io, || file.display().to_string())?;
+            let digest: [u8; 32] = h.finalize().into();
+            let verifier = cosign::Verifier::Key {
+                path: key.display().to_string(),
+                key: pk,
+            };
+            let v = cosign::verify_blob_bundle(&verifier, &b, &digest).map_err(|e| {
+                Error::new(
+                    ExitCode::Dependency,
+                    anyhow::anyhow!("{}: bundle {}: {e}", file.display(), bundle.display()),
+                )
+            })?;
+            println!("{}: {}", file.display(), v.description);
+        }
+    }
+    Ok(())
+}
+
+/// Parses and runs; returns the process exit code.
+pub fn main(args: impl Iterator<Item = String>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.code as i32
+        }
+    }
+}
