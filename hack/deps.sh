@@ -17,6 +17,8 @@ PKGS=(
   xz-utils zstd kmod cpio                    # validators (xz -t, zstd -d, depmod, cpio -t)
   python3                                    # validators (OVF XML, tarfile sparse reads)
   bc                                         # bench/ scripts
+  docker-registry skopeo                     # a real OCI registry + its reference client (tests)
+  openssl                                    # validators (signatures, test CAs)
   ca-certificates
 )
 

@@ -19,7 +19,8 @@ fn after_help() -> String {
         "Built-in profiles: {}.
 
 `imager boot ARTIFACT [--firmware uefi|bios] [--until-ready]` boots a disk image in QEMU
-(see `imager boot --help`). `imager cache ls|prune` manages the blob cache, `imager verify REF`
+(see `imager boot --help`). `imager cache ls|prune` manages the blob cache, `imager pull REF DIR` writes an image as an
+OCI layout, `imager verify REF`
 checks an image's signature under a policy, `imager verify-blob FILE` a Sigstore bundle.
 
 Registry pulls (extension and base installer imageRefs): IMAGER_REGISTRY_TIMEOUT (seconds per
@@ -598,7 +599,7 @@ fn main() {
     }
     if matches!(
         std::env::args().nth(1).as_deref(),
-        Some("cache" | "verify" | "verify-blob")
+        Some("cache" | "pull" | "verify" | "verify-blob")
     ) {
         let code = imager::registry_cli::main(std::env::args().skip(1));
         std::process::exit(code);

@@ -1,4 +1,5 @@
-//! `imager cache ls|prune`, `imager verify REF` and `imager verify-blob FILE`.
+//! `imager cache ls|prune`, `imager pull REF DIR`, `imager verify REF` and
+//! `imager verify-blob FILE`.
 //!
 //! In: argv after `imager`. Out: an exit code (spec §3) and lines on stdout.
 
@@ -35,6 +36,29 @@ enum Cmd {
         /// Plain HTTP.
         #[arg(long)]
         insecure: bool,
+        /// Registries config (mirrors, TLS, auth).
+        #[arg(long = "registries-config", env = "IMAGER_REGISTRIES_CONFIG")]
+        registries_config: Option<PathBuf>,
+        /// Cache directory.
+        #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Pulls the linux/<arch> image of REF (through mirrors, signature policy applied) into
+    /// the cache and writes it as an OCI layout directory.
+    Pull {
+        /// Image reference.
+        reference: String,
+        /// Output OCI layout directory.
+        dir: PathBuf,
+        /// Architecture.
+        #[arg(long, default_value = "amd64")]
+        arch: String,
+        /// Plain HTTP.
+        #[arg(long)]
+        insecure: bool,
+        /// Signature policy file.
+        #[arg(long = "signature-policy", env = "IMAGER_SIGNATURE_POLICY")]
+        policy: Option<PathBuf>,
         /// Registries config (mirrors, TLS, auth).
         #[arg(long = "registries-config", env = "IMAGER_REGISTRIES_CONFIG")]
         registries_config: Option<PathBuf>,
@@ -96,6 +120,16 @@ fn cache_at(dir: Option<PathBuf>) -> Result<oci::Cache> {
     oci::Cache::open(&d).map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("{e}")))
 }
 
+fn registries(file: Option<PathBuf>) -> Result<oci::RegistriesConfig> {
+    let Some(f) = file else {
+        return Ok(oci::RegistriesConfig::default());
+    };
+    let text = std::fs::read_to_string(&f).code(ExitCode::Io, || {
+        format!("--registries-config {}", f.display())
+    })?;
+    oci::RegistriesConfig::parse(&text, &f.display().to_string()).map_err(Error::invalid)
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Cache { cache_dir, cmd } => {
@@ -149,16 +183,8 @@ fn run(cli: Cli) -> Result<()> {
             registries_config,
             cache_dir,
         } => {
-            let mut registries = oci::RegistriesConfig::default();
-            if let Some(f) = registries_config {
-                let text = std::fs::read_to_string(&f).code(ExitCode::Io, || {
-                    format!("--registries-config {}", f.display())
-                })?;
-                registries = oci::RegistriesConfig::parse(&text, &f.display().to_string())
-                    .map_err(Error::invalid)?;
-            }
             let f = crate::fetch::Fetcher::new(&crate::fetch::FetchOptions {
-                registries,
+                registries: registries(registries_config)?,
                 cache_dir,
                 policy: Some(policy.clone()),
                 ..Default::default()
@@ -175,6 +201,34 @@ fn run(cli: Cli) -> Result<()> {
                     )));
                 }
             }
+        }
+        Cmd::Pull {
+            reference,
+            dir,
+            arch,
+            insecure,
+            policy,
+            registries_config,
+            cache_dir,
+        } => {
+            let f = crate::fetch::Fetcher::new(&crate::fetch::FetchOptions {
+                registries: registries(registries_config)?,
+                cache_dir,
+                policy,
+                ..Default::default()
+            })?;
+            let a = crate::profile::ContainerAsset {
+                image_ref: reference.clone(),
+                force_insecure: insecure,
+                ..Default::default()
+            };
+            let img = f.pull_layout("REF", &a, &arch, &dir)?;
+            println!(
+                "{}@{} {}",
+                img.reference.name(),
+                img.top.digest,
+                dir.display()
+            );
         }
         Cmd::VerifyBlob { file, bundle, key } => {
             use sha2::{Digest, Sha256};

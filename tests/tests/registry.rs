@@ -1,0 +1,569 @@
+//! The OCI supply chain against a real registry (Debian's docker-registry on 127.0.0.1):
+//! base installer published by base-assets, installer output pushed and read back by skopeo,
+//! reproducible installer images, cosign signatures on inputs (key and keyless, refused when
+//! missing, from the wrong key or identity, or for another manifest) and on outputs, and an
+//! air-gapped metal build through a mirror that boots to the ready line.
+
+use e2e::fixture::{Tar, gzip, manifest, oci_layout};
+use e2e::registry::{PRESERVE, Registry, skopeo, skopeo_copy, skopeo_digest, skopeo_inspect_raw};
+use e2e::{assets, bin, run, sha256_file};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const EPOCH: &str = "1700000000";
+
+fn imager(cache: &Path) -> Command {
+    let mut c = Command::new(bin("imager"));
+    c.env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("IMAGER_INSTALL_DIR", assets())
+        .env("IMAGER_CACHE_DIR", cache)
+        .env("HOME", cache)
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("IMAGER_SIGNATURE_POLICY")
+        .env_remove("IMAGER_REGISTRIES_CONFIG");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "{}", text(&o));
+    o
+}
+
+fn fails(o: Output, code: i32, needle: &str) -> String {
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(code), "{t}");
+    assert!(t.contains(needle), "expected {needle:?} in:\n{t}");
+    eprintln!(
+        "refused as expected: {}",
+        t.lines()
+            .find(|l| l.starts_with("error") || l.contains("error:"))
+            .unwrap_or("")
+    );
+    t
+}
+
+/// An extension image as a single-manifest OCI layout.
+fn extension_layout(dir: &Path, name: &str, content: &[u8]) {
+    let layer = Tar::new()
+        .file(
+            "manifest.yaml",
+            0o644,
+            manifest(name, "1.0", ">= v1.0.0").as_bytes(),
+        )
+        .dir("rootfs", 0o755)
+        .dir("rootfs/usr", 0o755)
+        .dir("rootfs/usr/share", 0o755)
+        .file(&format!("rootfs/usr/share/{name}.txt"), 0o644, content)
+        .finish();
+    oci_layout(dir, &[("amd64", vec![gzip(&layer)])]);
+}
+
+fn push_layout(layout: &Path, dst: &str) -> String {
+    skopeo_copy(
+        &format!("oci:{}", layout.display()),
+        &format!("docker://{dst}"),
+        &[PRESERVE, "--dest-tls-verify=false"],
+    );
+    skopeo_digest(&format!("docker://{dst}"), false)
+}
+
+/// Pushes a cosign signature image for `digest` of `repo` (tag `sha256-<hex>.sig`) holding
+/// one layer per `(payload, annotations)`.
+fn push_signature(
+    host: &str,
+    repo: &str,
+    digest: &str,
+    sigs: &[(Vec<u8>, BTreeMap<String, String>)],
+) {
+    let d = tempfile::tempdir().unwrap();
+    let blobs = d.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let h = e2e::sha256(data);
+        std::fs::write(blobs.join(&h), data).unwrap();
+        (format!("sha256:{h}"), data.len())
+    };
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (payload, ann) in sigs {
+        let (pd, ps) = put(payload);
+        diff_ids.push(pd.clone());
+        layers.push(serde_json::json!({
+            "mediaType": cosign::SIMPLESIGNING_MEDIA_TYPE,
+            "digest": pd, "size": ps, "annotations": ann,
+        }));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "", "os": "", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let (cd, cs) = put(&config);
+    let m = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": layers,
+    }))
+    .unwrap();
+    let (md, ms) = put(&m);
+    std::fs::write(
+        d.path().join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms}],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    push_layout(d.path(), &format!("{host}/{repo}:sha256-{hex}.sig"));
+}
+
+fn key_sig(
+    key: &cosign::SigningKey,
+    name: &str,
+    digest: &str,
+) -> (Vec<u8>, BTreeMap<String, String>) {
+    let payload = cosign::simple_signing_payload(name, digest);
+    let ann = cosign::sign_payload(key, &payload);
+    (payload, ann)
+}
+
+fn write_key(dir: &Path, seed: &[u8]) -> (cosign::SigningKey, PathBuf, PathBuf) {
+    let k = cosign::SigningKey::from_seed(seed);
+    let private = dir.join(format!("{}.key", String::from_utf8_lossy(seed)));
+    let public = dir.join(format!("{}.pub", String::from_utf8_lossy(seed)));
+    std::fs::write(&private, k.to_pkcs8_pem()).unwrap();
+    std::fs::write(&public, k.public_key().to_pem()).unwrap();
+    (k, private, public)
+}
+
+fn publish_base(host: &str, repo: &str) -> String {
+    let o = run(
+        Command::new(bin("base-assets"))
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .args(["publish", "--assets"])
+            .arg(assets())
+            .args(["--insecure", "--push", &format!("{host}/{repo}")]),
+        None,
+    );
+    ok(o);
+    skopeo_digest(&format!("docker://{host}/{repo}"), false)
+}
+
+/// Installer output: pushed, read back by skopeo, byte-identical across builds, signed with a
+/// key, and that signature verifies under a policy (and fails under another key).
+#[test]
+fn installer_image_push_reproducible_signed() {
+    let reg = Registry::start();
+    let host = reg.host();
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let (_, private, public) = write_key(work.path(), b"release");
+    let (_, _, other_pub) = write_key(work.path(), b"other");
+    let base_digest = publish_base(&host, "talos/installer-base:v1.14.0");
+
+    let build = |out: &Path, push: Option<&str>| {
+        let mut c = imager(&cache);
+        c.args([
+            "installer",
+            "--insecure",
+            "--json",
+            "--base-installer-image",
+        ])
+        .arg(format!("{host}/talos/installer-base:v1.14.0"))
+        .arg("--output")
+        .arg(out)
+        .arg("--sign-key")
+        .arg(&private);
+        if let Some(p) = push {
+            c.args(["--push", p]);
+        }
+        ok(run(&mut c, None))
+    };
+    let a = work.path().join("a");
+    let b = work.path().join("b");
+    let target = format!("{host}/talos/installer:v1.14.0-custom");
+    let oa = build(&a, Some(&target));
+    build(&b, None);
+    // byte-identical tar and layout, same manifest digest
+    let tar_a = a.join("installer-amd64.tar");
+    assert_eq!(
+        sha256_file(&tar_a),
+        sha256_file(&b.join("installer-amd64.tar"))
+    );
+    let index_a = std::fs::read(a.join("installer-amd64/index.json")).unwrap();
+    assert_eq!(
+        index_a,
+        std::fs::read(b.join("installer-amd64/index.json")).unwrap()
+    );
+    let idx: serde_json::Value = serde_json::from_slice(&index_a).unwrap();
+    let digest = idx["manifests"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(
+        idx["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        format!("{host}/talos/installer-base:v1.14.0")
+    );
+    let report: serde_json::Value = serde_json::from_slice(&oa.stdout).unwrap();
+    let pushed = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["kind"] == "pushed")
+        .unwrap();
+    assert_eq!(pushed["sha256"].as_str().unwrap(), &digest[7..]);
+    // no partial files or staging left behind
+    for d in [&a, &b] {
+        for e in std::fs::read_dir(d).unwrap() {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!n.starts_with('.'), "left behind: {n}");
+        }
+    }
+
+    // skopeo reads the pushed image back: same digest, base layer kept, artifacts layer added
+    assert_eq!(skopeo_digest(&format!("docker://{target}"), false), digest);
+    let raw = skopeo_inspect_raw(&format!("docker://{target}"), false);
+    let m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let base_raw = skopeo_inspect_raw(
+        &format!("docker://{host}/talos/installer-base@{base_digest}"),
+        false,
+    );
+    let bm: serde_json::Value = serde_json::from_slice(&base_raw).unwrap();
+    assert_eq!(m["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        m["layers"][0]["digest"], bm["layers"][0]["digest"],
+        "first base layer kept"
+    );
+    assert_ne!(
+        m["layers"][1]["digest"], bm["layers"][1]["digest"],
+        "artifacts layer replaced"
+    );
+    let copy = work.path().join("copy");
+    skopeo_copy(
+        &format!("docker://{target}"),
+        &format!("oci:{}:x", copy.display()),
+        &["--src-tls-verify=false"],
+    );
+    let o = skopeo()
+        .args(["inspect", "--config"])
+        .arg(format!("docker-archive:{}", tar_a.display()))
+        .output()
+        .unwrap();
+    let cfg: serde_json::Value = serde_json::from_slice(&ok(o).stdout).unwrap();
+    assert_eq!(
+        cfg["created"], "2023-11-14T22:13:20Z",
+        "created = SOURCE_DATE_EPOCH"
+    );
+    assert_eq!(cfg["architecture"], "amd64");
+    let o = skopeo()
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", tar_a.display()))
+        .output()
+        .unwrap();
+    assert_eq!(format!("sha256:{}", e2e::sha256(&ok(o).stdout)), digest);
+    // the artifacts layer holds the boot assets at the Talos paths (mode 0, as Talos' filemap)
+    let layer = a
+        .join("installer-amd64/blobs/sha256")
+        .join(&m["layers"][1]["digest"].as_str().unwrap()[7..]);
+    let o = ok(run(Command::new("tar").arg("-tvzf").arg(&layer), None));
+    let listing = String::from_utf8_lossy(&o.stdout);
+    for f in [
+        "usr/install/amd64/initramfs.xz",
+        "usr/install/amd64/systemd-boot.efi",
+        "usr/install/amd64/vmlinuz",
+    ] {
+        assert!(listing.contains(f), "{listing}");
+    }
+    assert!(
+        listing.lines().all(|l| l.starts_with("---------- 0/0")),
+        "{listing}"
+    );
+
+    // the cosign signature verifies under a key policy, not under another key
+    let policy = |key: &Path| {
+        let p = work.path().join("policy.yaml");
+        std::fs::write(
+            &p,
+            format!(
+                "images:\n  - glob: \"127.0.0.1:*/talos/**\"\n    key: {}\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let o = ok(run(
+        imager(&cache)
+            .args(["verify", &target, "--insecure", "--signature-policy"])
+            .arg(policy(&public)),
+        None,
+    ));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&digest),
+        "{}",
+        text(&o)
+    );
+    fails(
+        run(
+            imager(&cache)
+                .args(["verify", &target, "--insecure", "--signature-policy"])
+                .arg(policy(&other_pub)),
+            None,
+        ),
+        5,
+        "signature verification",
+    );
+    // the file bundle verifies with the key, with openssl, and not after tampering
+    let bundle = a.join("installer-amd64.tar.sigstore.json");
+    ok(run(
+        imager(&cache)
+            .arg("verify-blob")
+            .arg(&tar_a)
+            .arg("--key")
+            .arg(&public),
+        None,
+    ));
+    let bj: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    use base64::Engine;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(bj["messageSignature"]["signature"].as_str().unwrap())
+        .unwrap();
+    let sig_file = work.path().join("sig.der");
+    std::fs::write(&sig_file, sig).unwrap();
+    ok(run(
+        Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(&public)
+            .arg("-signature")
+            .arg(&sig_file)
+            .arg(&tar_a),
+        None,
+    ));
+    fails(
+        run(
+            imager(&cache)
+                .arg("verify-blob")
+                .arg(b.join("installer-amd64.tar.sigstore.json"))
+                .arg("--bundle")
+                .arg(&bundle)
+                .arg("--key")
+                .arg(&public),
+            None,
+        ),
+        5,
+        "bundle",
+    );
+}
+
+/// Inputs under a signature policy: key-signed and keyless-signed images build; unsigned,
+/// wrong-key, wrong-identity and re-pointed (tampered) images are refused; the opt-out warns.
+#[test]
+fn signature_policy_on_inputs() {
+    let reg = Registry::start();
+    let host = reg.host();
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let (key, _, public) = write_key(work.path(), b"vendor");
+    let (wrong, _, _) = write_key(work.path(), b"mallory");
+    let sigstore = cosign::testing::Sigstore::new(b"test-sigstore");
+    let root = work.path().join("trusted_root.json");
+    std::fs::write(&root, sigstore.trusted_root_json()).unwrap();
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "images:\n  - glob: \"127.0.0.1:*/key/**\"\n    key: {}\n  - glob: \"127.0.0.1:*/keyless/**\"\n    keyless:\n      identityRegexp: '@example\\.com$'\n      issuer: https://accounts.example.com\n      trustedRoot: trusted_root.json\n",
+            public.display()
+        ),
+    )
+    .unwrap();
+    let mut digests = BTreeMap::new();
+    for (repo, content) in [
+        ("key/signed", b"a".as_slice()),
+        ("key/unsigned", b"b"),
+        ("key/wrongkey", b"c"),
+        ("key/tampered", b"d"),
+        ("keyless/alice", b"e"),
+        ("keyless/mallory", b"f"),
+        ("open/free", b"g"),
+    ] {
+        let l = work.path().join(repo.replace('/', "-"));
+        extension_layout(&l, "hello", content);
+        digests.insert(repo, push_layout(&l, &format!("{host}/{repo}:v1")));
+    }
+    let name = |repo: &str| format!("{host}/{repo}");
+    push_signature(
+        &host,
+        "key/signed",
+        &digests["key/signed"],
+        &[key_sig(&key, &name("key/signed"), &digests["key/signed"])],
+    );
+    push_signature(
+        &host,
+        "key/wrongkey",
+        &digests["key/wrongkey"],
+        &[key_sig(
+            &wrong,
+            &name("key/wrongkey"),
+            &digests["key/wrongkey"],
+        )],
+    );
+    // tampered: the tag now names another manifest; its .sig carries a payload for the old one
+    let other = work.path().join("tampered2");
+    extension_layout(&other, "hello", b"evil");
+    let old = digests["key/tampered"].clone();
+    let new = push_layout(&other, &format!("{host}/key/tampered:v1"));
+    push_signature(
+        &host,
+        "key/tampered",
+        &new,
+        &[key_sig(&key, &name("key/tampered"), &old)],
+    );
+    let now = 1_700_000_000;
+    for (repo, email) in [
+        ("keyless/alice", "alice@example.com"),
+        ("keyless/mallory", "mallory@evil.test"),
+    ] {
+        let payload = cosign::simple_signing_payload(&name(repo), &digests[repo]);
+        let ann = sigstore.keyless_sign(&payload, email, "https://accounts.example.com", now);
+        push_signature(&host, repo, &digests[repo], &[(payload, ann)]);
+    }
+
+    let build = |repo: &str, extra: &[&str]| {
+        let out = work.path().join(format!("out-{}", repo.replace('/', "-")));
+        run(
+            imager(&cache)
+                .args([
+                    "metal",
+                    "--output-kind",
+                    "initramfs",
+                    "--insecure",
+                    "--signature-policy",
+                ])
+                .arg(&policy)
+                .arg("--system-extension-image")
+                .arg(format!("{host}/{repo}:v1"))
+                .arg("--output")
+                .arg(&out)
+                .args(extra),
+            None,
+        )
+    };
+    let o = ok(build("key/signed", &[]));
+    assert!(
+        text(&o).contains("verified ") && text(&o).contains("signed by key"),
+        "{}",
+        text(&o)
+    );
+    let o = ok(build("keyless/alice", &[]));
+    assert!(text(&o).contains("alice@example.com"), "{}", text(&o));
+    fails(build("key/unsigned", &[]), 5, "no signatures found");
+    fails(build("key/wrongkey", &[]), 5, "does not verify");
+    fails(build("key/tampered", &[]), 5, "does not match image digest");
+    fails(build("keyless/mallory", &[]), 5, "mallory@evil.test");
+    // no rule, no requirement
+    ok(build("open/free", &[]));
+    // the opt-out is loud
+    let o = ok(build("key/unsigned", &["--insecure-skip-signature-verify"]));
+    assert!(
+        text(&o).contains("WARNING: signature verification"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Air-gapped: the images are named by their public references (ghcr.io, unreachable here);
+/// only the mirror serves them. A metal image with the base installer and one extension from
+/// the mirror, both signature-checked through it, builds and boots to the ready line.
+#[test]
+fn air_gapped_metal_through_mirror_boots() {
+    let mirror = Registry::start();
+    let host = mirror.host();
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let (key, _, public) = write_key(work.path(), b"siderolabs");
+    let base = publish_base(&host, "siderolabs/installer-base:v1.14.0");
+    let ext = work.path().join("ext");
+    extension_layout(&ext, "airgap", b"served by the mirror\n");
+    let ext_digest = push_layout(&ext, &format!("{host}/siderolabs/airgap:v1"));
+    push_signature(
+        &host,
+        "siderolabs/installer-base",
+        &base,
+        &[key_sig(&key, "ghcr.io/siderolabs/installer-base", &base)],
+    );
+    push_signature(
+        &host,
+        "siderolabs/airgap",
+        &ext_digest,
+        &[key_sig(&key, "ghcr.io/siderolabs/airgap", &ext_digest)],
+    );
+    let cfg = work.path().join("registries.yaml");
+    std::fs::write(
+        &cfg,
+        format!("machine:\n  registries:\n    mirrors:\n      ghcr.io:\n        endpoints:\n          - http://{host}/\n        skipFallback: true\n"),
+    )
+    .unwrap();
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "images:\n  - glob: \"ghcr.io/siderolabs/*\"\n    key: {}\n",
+            public.display()
+        ),
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let o = ok(run(
+        imager(&cache)
+            .args(["metal", "--extra-kernel-arg", "console=ttyS0"])
+            .args([
+                "--base-installer-image",
+                "ghcr.io/siderolabs/installer-base:v1.14.0",
+            ])
+            .args(["--system-extension-image", "ghcr.io/siderolabs/airgap:v1"])
+            .arg("--registries-config")
+            .arg(&cfg)
+            .arg("--signature-policy")
+            .arg(&policy)
+            .arg("--output")
+            .arg(&out),
+        None,
+    ));
+    let t = text(&o);
+    assert!(
+        t.matches("verified ghcr.io/siderolabs/").count() == 2,
+        "{t}"
+    );
+    // the log of the mirror shows it served both images
+    let log = mirror.log_tail();
+    assert!(
+        log.contains("siderolabs/airgap") && log.contains("siderolabs/installer-base"),
+        "{log}"
+    );
+    let o = run(
+        Command::new(bin("imager"))
+            .arg("boot")
+            .arg(out.join("metal-amd64.raw.zst"))
+            .arg("--until-ready"),
+        None,
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("extensions=airgap@1.0"), "{t}");
+}
