@@ -83,7 +83,7 @@ struct Cli {
 
     /// System extension (repeatable): a directory is an OCI image layout (ociPath), a file a
     /// plain filesystem tarball, optionally gzip/zstd/xz-compressed (tarballPath), anything
-    /// else an image reference (registry pulls are not implemented yet).
+    /// else an image reference pulled from its registry (see --registries-config).
     #[arg(long = "system-extension-image", value_name = "REF|DIR|FILE")]
     system_extension_images: Vec<String>,
 
@@ -99,8 +99,8 @@ struct Cli {
     #[arg(long, default_value = "/out")]
     output: PathBuf,
 
-    /// Output kind, overriding the profile's: image, iso, kernel, initramfs, cmdline, pxe
-    /// (installer and uki are not implemented yet).
+    /// Output kind, overriding the profile's: image, iso, installer, kernel, initramfs, cmdline,
+    /// pxe (uki is not implemented yet).
     #[arg(long = "output-kind", value_name = "KIND")]
     output_kind: Option<String>,
 
@@ -417,7 +417,7 @@ fn fetch_options(cli: &Cli, p: Option<&profile::Profile>) -> Result<imager::fetc
             .map_err(|e| Error::new(ExitCode::Io, e))?;
         let c =
             oci::RegistriesConfig::parse(&text, &format!("--registries-config {}", f.display()))
-                .map_err(|e| Error::invalid(e))?;
+                .map_err(Error::invalid)?;
         registries.merge(&c);
     }
     let credentials = cli

@@ -405,8 +405,29 @@ fn bad_oci_layouts_are_refused() {
 }
 
 #[test]
-fn registry_references_are_not_supported_yet() {
-    let (c, err) = run_imager(Path::new("ghcr.io/siderolabs/gvisor:20250505.0"), &[], &[]);
-    assert_eq!(c, Some(3), "{err}");
-    assert!(err.contains("registry"), "{err}");
+fn bad_and_unreachable_registry_references() {
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    // a malformed reference is invalid input naming the field
+    let (code, err) = run_imager(
+        Path::new("Ghcr.io/UPPER/x:v1"),
+        &[],
+        &[("IMAGER_CACHE_DIR", c)],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("input.systemExtensions[0]") && err.contains("Ghcr.io/UPPER/x:v1"),
+        "{err}"
+    );
+    // nothing listens on port 1: a dependency failure after the retries, naming the endpoint
+    let (code, err) = run_imager(
+        Path::new("127.0.0.1:1/ext/x:v1"),
+        &["--insecure"],
+        &[("IMAGER_CACHE_DIR", c), ("IMAGER_REGISTRY_ATTEMPTS", "2")],
+    );
+    assert_eq!(code, Some(5), "{err}");
+    assert!(
+        err.contains("http://127.0.0.1:1") && err.contains("giving up after 2 attempts"),
+        "{err}"
+    );
 }

@@ -4,6 +4,8 @@
 //! missing, from the wrong key or identity, or for another manifest) and on outputs, and an
 //! air-gapped metal build through a mirror that boots to the ready line.
 
+#![allow(clippy::unwrap_used)]
+
 use e2e::fixture::{Tar, gzip, manifest, oci_layout};
 use e2e::registry::{PRESERVE, Registry, skopeo, skopeo_copy, skopeo_digest, skopeo_inspect_raw};
 use e2e::{assets, bin, run, sha256_file};
