@@ -427,7 +427,7 @@ fn bad_and_unreachable_registry_references() {
     );
     assert_eq!(code, Some(5), "{err}");
     assert!(
-        err.contains("http://127.0.0.1:1") && err.contains("giving up after 2 attempts"),
+        err.contains("http://127.0.0.1:1") && err.contains("giving up after 2 attempt"),
         "{err}"
     );
 }

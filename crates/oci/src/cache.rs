@@ -124,6 +124,27 @@ impl Cache {
         }
     }
 
+    /// Like [`Cache::has`], and the content hashes to `d`: a damaged blob (same size, wrong
+    /// bytes: disk corruption, an edit) is removed, so that it is fetched again instead of
+    /// failing every build that uses it.
+    pub fn has_verified(&self, d: &Digest, size: Option<u64>) -> bool {
+        if !self.has(d, size) {
+            return false;
+        }
+        let p = self.blob_path(d);
+        let ok = File::open(&p)
+            .and_then(|mut f| {
+                let mut h = HashingWriter::new(io::sink());
+                io::copy(&mut f, &mut h)?;
+                Ok(h.finish().0 == *d)
+            })
+            .unwrap_or(false);
+        if !ok {
+            let _ = fs::remove_file(&p);
+        }
+        ok
+    }
+
     /// Returns the blob's path, filling it with `fill` first if it is missing. `fill` writes
     /// the content; it is checked against `d` and `size` (when known) before the blob becomes
     /// visible. Concurrent callers for one digest wait for each other, so it is written once.
@@ -135,7 +156,7 @@ impl Cache {
         note: &str,
         fill: impl FnOnce(&mut dyn Write) -> Result<(), Error>,
     ) -> Result<(PathBuf, bool), Error> {
-        if self.has(d, size) {
+        if self.has_verified(d, size) {
             return Ok((self.blob_path(d), true));
         }
         let lock_path = self.root.join("locks").join(format!("{}.lock", d.hex()));
@@ -143,7 +164,7 @@ impl Cache {
         lock.lock()
             .map_err(io_err(format!("locking {}", lock_path.display())))?;
         // somebody else may have finished it while we waited
-        if self.has(d, size) {
+        if self.has_verified(d, size) {
             return Ok((self.blob_path(d), true));
         }
         let tmp = tempfile::Builder::new()

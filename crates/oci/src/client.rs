@@ -269,7 +269,12 @@ impl Client {
                     });
                 }
                 Err(ureq::Error::Transport(t)) => {
-                    return Err(Failure::Transient(format!("{}: {t}", ep.base)));
+                    let msg = t.to_string();
+                    // a certificate problem fails the same way every time
+                    if msg.contains("invalid peer certificate") {
+                        return Err(Failure::Fatal(Error::Registry(msg)));
+                    }
+                    return Err(Failure::Transient(msg));
                 }
             }
         }
@@ -390,7 +395,7 @@ impl Client {
             }
         }
         Err(Error::Transfer(format!(
-            "{what}: giving up after {attempts} attempts: {last}"
+            "{what}: giving up after {attempts} attempt(s): {last}"
         )))
     }
 
@@ -505,7 +510,7 @@ impl Client {
         d: &Descriptor,
         note: &str,
     ) -> Result<PathBuf, Error> {
-        if self.cache.has(&d.digest, Some(d.size)) {
+        if self.cache.has_verified(&d.digest, Some(d.size)) {
             self.bump(|s| s.hits += 1);
             return Ok(self.cache.blob_path(&d.digest));
         }
