@@ -27,15 +27,6 @@ use std::path::{Path, PathBuf};
 /// Docker's gzip layer type, rewritten to its OCI equivalent (same bytes).
 const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
-/// RFC 3339 UTC time of `epoch`.
-pub fn rfc3339(epoch: i64) -> String {
-    let t = civil::from_unix(epoch);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
-}
-
 /// The assembled image (files in the output dir's staging and the cache).
 pub struct Assembled {
     /// Manifest descriptor, bytes and blobs.
@@ -103,7 +94,7 @@ pub fn assemble(
     let config = ImageConfig {
         architecture: arch.clone(),
         os: "linux".into(),
-        created: Some(rfc3339(o.epoch)),
+        created: Some(civil::rfc3339(o.epoch)),
         config: base.config.config.clone(),
         rootfs: RootFs {
             kind: "layers".into(),

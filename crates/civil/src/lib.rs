@@ -1,8 +1,9 @@
-//! UTC civil time from Unix seconds (Howard Hinnant's `civil_from_days`), for every format
-//! that stores SOURCE_DATE_EPOCH as calendar fields (FAT, ISO 9660).
+//! UTC civil time from Unix seconds and back (Howard Hinnant's `civil_from_days` /
+//! `days_from_civil`), for every format that stores SOURCE_DATE_EPOCH as calendar fields (FAT,
+//! ISO 9660, OCI `created`) or reads calendar times (Sigstore trust roots).
 //!
 //! In: seconds since 1970-01-01T00:00:00Z (any i64). Out: [`DateTime`] in the proleptic
-//! Gregorian calendar.
+//! Gregorian calendar, or its RFC 3339 text.
 
 /// A UTC date and time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,27 @@ pub fn from_unix(ts: i64) -> DateTime {
     }
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of [`from_unix`]'s day
+/// part).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// `ts` as RFC 3339 UTC (`2023-11-14T22:13:20Z`).
+pub fn rfc3339(ts: i64) -> String {
+    let t = from_unix(ts);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +72,20 @@ mod tests {
     fn t(ts: i64) -> (i64, u32, u32, u32, u32, u32) {
         let d = from_unix(ts);
         (d.year, d.month, d.day, d.hour, d.minute, d.second)
+    }
+
+    #[test]
+    fn round_trip_and_text() {
+        for ts in [0, 1_700_000_000, 951_782_400, -86_400 * 800, 4_102_444_800] {
+            let d = from_unix(ts);
+            let back = days_from_civil(d.year, d.month.into(), d.day.into()) * 86_400
+                + i64::from(d.hour) * 3600
+                + i64::from(d.minute) * 60
+                + i64::from(d.second);
+            assert_eq!(back, ts);
+        }
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     }
 
     #[test]

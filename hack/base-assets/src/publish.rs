@@ -93,7 +93,7 @@ pub fn main(args: impl Iterator<Item = String>) -> Result<()> {
     let config = ImageConfig {
         architecture: a.arch.clone(),
         os: "linux".into(),
-        created: Some(rfc3339(epoch)),
+        created: Some(civil::rfc3339(epoch)),
         config: serde_json::json!({"Labels": {"org.opencontainers.image.title": "talos-rs installer-base"}}),
         rootfs: RootFs {
             kind: "layers".into(),
@@ -164,12 +164,4 @@ pub fn main(args: impl Iterator<Item = String>) -> Result<()> {
         bail!("nothing to do: give --oci-layout DIR and/or --push REF");
     }
     Ok(())
-}
-
-fn rfc3339(epoch: i64) -> String {
-    let t = civil::from_unix(epoch);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
 }
