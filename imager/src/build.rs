@@ -152,7 +152,8 @@ pub fn compress(fmt: OutFormat, src: &Path, dst: &mut File, epoch: i64) -> Resul
     Ok(())
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+/// sha256 of a file, streamed.
+pub fn sha256_of(path: &Path) -> Result<[u8; 32]> {
     let mut f = File::open(path).code(ExitCode::Io, || format!("reading {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -165,7 +166,11 @@ fn sha256_file(path: &Path) -> Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(h.finalize().into())
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    Ok(hex::encode(sha256_of(path)?))
 }
 
 /// Writes one artifact: `fill` writes the content into a temp file in the output directory,
@@ -326,7 +331,7 @@ pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
     let kind = p.output.kind;
     let need_base = kind == OutputKind::Installer || (o.base_assets && kind != OutputKind::Cmdline);
     if !needs_extensions(p) && !need_base {
-        return build_with(p, o, None);
+        return build_with(p, o, None, None);
     }
     std::fs::create_dir_all(&o.output_dir).code(ExitCode::Io, || {
         format!("creating output directory {}", o.output_dir.display())
@@ -339,7 +344,8 @@ pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
             format!("creating a staging directory in {}", o.output_dir.display())
         })?;
     let wants_registry = (need_base && is_pull(&p.input.base_installer))
-        || (needs_extensions(p) && p.input.system_extensions.iter().any(is_pull));
+        || (needs_extensions(p) && p.input.system_extensions.iter().any(is_pull))
+        || o.push.is_some();
     let fetcher = if wants_registry {
         Some(crate::fetch::Fetcher::new(&o.fetch)?)
     } else {
@@ -382,9 +388,7 @@ pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
             if !is_pull(a) {
                 continue;
             }
-            let f = fetcher.as_ref().ok_or_else(|| {
-                Error::new(ExitCode::Unknown, anyhow::anyhow!("no registry client"))
-            })?;
+            let f = crate::fetch::required(fetcher.as_ref())?;
             let dir = staging.path().join(format!("pulled-{i}"));
             f.pull_layout(&format!("input.systemExtensions[{i}]"), a, &p.arch, &dir)?;
             a.oci_path = dir.to_string_lossy().into_owned();
@@ -400,15 +404,14 @@ pub fn build(p: &Profile, o: &BuildOptions) -> Result<Vec<Artifact>> {
         }
         q.input.initramfs.path = summary.initramfs.to_string_lossy().into_owned();
     }
-    let r = build_with(&q, &o2, base.as_ref());
-    drop(fetcher);
-    r
+    build_with(&q, &o2, base.as_ref(), fetcher.as_ref())
 }
 
 fn build_with(
     p: &Profile,
     o: &BuildOptions,
     base: Option<&crate::fetch::BaseImage>,
+    fetcher: Option<&crate::fetch::Fetcher>,
 ) -> Result<Vec<Artifact>> {
     let meta = meta_values(p)?;
     let cmdline = cmdline(p);
@@ -514,7 +517,7 @@ fn build_with(
             let img = crate::installer_image::assemble(p, o, base, &k, &i, &sd)?;
             let mut arts = crate::installer_image::write(p, o, base, &img)?;
             if let Some((target, insecure)) = &o.push {
-                let f = crate::fetch::Fetcher::new(&o.fetch)?;
+                let f = crate::fetch::required(fetcher)?;
                 let d = f.push(target, *insecure, &img.files)?;
                 if let Some(k) = &o.sign {
                     f.push_signature(target, *insecure, &d, &k.0)?;

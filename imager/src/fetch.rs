@@ -67,6 +67,18 @@ fn oci_err(what: &str, e: oci::Error) -> Error {
     Error::new(code, anyhow::anyhow!("{what}: {e}"))
 }
 
+/// The build's registry client, which `build` creates whenever something is pulled or pushed.
+pub fn required(f: Option<&Fetcher>) -> Result<&Fetcher> {
+    f.ok_or_else(|| Error::new(ExitCode::Unknown, anyhow::anyhow!("no registry client")))
+}
+
+/// Reads a `--registries-config` file.
+pub fn registries_file(f: &Path) -> Result<oci::RegistriesConfig> {
+    let what = format!("--registries-config {}", f.display());
+    let text = std::fs::read_to_string(f).code(ExitCode::Io, || what.clone())?;
+    oci::RegistriesConfig::parse(&text, &what).map_err(Error::invalid)
+}
+
 /// Parses `s` as an image reference, naming `field` on error.
 pub fn parse_ref(field: &str, s: &str) -> Result<Reference> {
     Reference::parse(s).map_err(|e| Error::invalid(format!("{field}: {e}")))
@@ -204,7 +216,7 @@ impl Fetcher {
         let (top, _) = self.resolve_verified(field, &r, insecure)?;
         let img = self
             .client
-            .pull_resolved(&r, top, arch)
+            .pull_resolved(&r, top, arch, insecure)
             .map_err(|e| oci_err(&format!("{field}: pulling {r}"), e))?;
         let s = self.client.stats();
         eprintln!(
@@ -270,8 +282,7 @@ pub fn base_image(f: Option<&Fetcher>, a: &ContainerAsset, arch: &str) -> Result
             "{field}.tarballPath: a plain tarball cannot serve as the base installer; give imageRef or ociPath"
         )));
     } else {
-        let f =
-            f.ok_or_else(|| Error::new(ExitCode::Unknown, anyhow::anyhow!("no registry client")))?;
+        let f = required(f)?;
         let img = f.pull(field, &a.image_ref, a.force_insecure, arch)?;
         (image_files(&img), a.image_ref.clone())
     };

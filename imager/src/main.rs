@@ -412,13 +412,7 @@ fn fetch_options(cli: &Cli, p: Option<&profile::Profile>) -> Result<imager::fetc
         .and_then(|p| p.input.registries.clone())
         .unwrap_or_default();
     if let Some(f) = &cli.registries_config {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("--registries-config {}", f.display()))
-            .map_err(|e| Error::new(ExitCode::Io, e))?;
-        let c =
-            oci::RegistriesConfig::parse(&text, &format!("--registries-config {}", f.display()))
-                .map_err(Error::invalid)?;
-        registries.merge(&c);
+        registries.merge(&imager::fetch::registries_file(f)?);
     }
     let credentials = cli
         .registry_auth
@@ -459,20 +453,12 @@ fn sign_files(
     key: &cosign::SigningKey,
     artifacts: &[imager::build::Artifact],
 ) -> Result<Vec<imager::build::Artifact>> {
-    use sha2::{Digest, Sha256};
     let mut out = Vec::new();
     for a in artifacts {
         if !a.path.is_file() {
             continue;
         }
-        let mut f = std::fs::File::open(&a.path)
-            .with_context(|| format!("signing {}", a.path.display()))
-            .map_err(|e| Error::new(ExitCode::Io, e))?;
-        let mut h = Sha256::new();
-        std::io::copy(&mut f, &mut h)
-            .with_context(|| format!("signing {}", a.path.display()))
-            .map_err(|e| Error::new(ExitCode::Io, e))?;
-        let digest: [u8; 32] = h.finalize().into();
+        let digest = imager::build::sha256_of(&a.path)?;
         let bundle = cosign::sign_blob_bundle(key, &digest);
         let mut name = a.path.file_name().unwrap_or_default().to_os_string();
         name.push(".sigstore.json");

@@ -120,14 +120,23 @@ fn cache_at(dir: Option<PathBuf>) -> Result<oci::Cache> {
     oci::Cache::open(&d).map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("{e}")))
 }
 
-fn registries(file: Option<PathBuf>) -> Result<oci::RegistriesConfig> {
-    let Some(f) = file else {
-        return Ok(oci::RegistriesConfig::default());
+/// A registry client for `pull` and `verify`: the registries config file (if any), the cache
+/// and the signature policy.
+fn fetcher(
+    registries_config: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    policy: Option<PathBuf>,
+) -> Result<crate::fetch::Fetcher> {
+    let registries = match registries_config {
+        None => oci::RegistriesConfig::default(),
+        Some(f) => crate::fetch::registries_file(&f)?,
     };
-    let text = std::fs::read_to_string(&f).code(ExitCode::Io, || {
-        format!("--registries-config {}", f.display())
-    })?;
-    oci::RegistriesConfig::parse(&text, &f.display().to_string()).map_err(Error::invalid)
+    crate::fetch::Fetcher::new(&crate::fetch::FetchOptions {
+        registries,
+        cache_dir,
+        policy,
+        ..Default::default()
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -183,12 +192,7 @@ fn run(cli: Cli) -> Result<()> {
             registries_config,
             cache_dir,
         } => {
-            let f = crate::fetch::Fetcher::new(&crate::fetch::FetchOptions {
-                registries: registries(registries_config)?,
-                cache_dir,
-                policy: Some(policy.clone()),
-                ..Default::default()
-            })?;
+            let f = fetcher(registries_config, cache_dir, Some(policy.clone()))?;
             let r = crate::fetch::parse_ref("REF", &reference)?;
             let (top, v) = f.resolve_verified("verify", &r, insecure)?;
             match v {
@@ -211,12 +215,7 @@ fn run(cli: Cli) -> Result<()> {
             registries_config,
             cache_dir,
         } => {
-            let f = crate::fetch::Fetcher::new(&crate::fetch::FetchOptions {
-                registries: registries(registries_config)?,
-                cache_dir,
-                policy,
-                ..Default::default()
-            })?;
+            let f = fetcher(registries_config, cache_dir, policy)?;
             let a = crate::profile::ContainerAsset {
                 image_ref: reference.clone(),
                 force_insecure: insecure,
@@ -231,7 +230,6 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Cmd::VerifyBlob { file, bundle, key } => {
-            use sha2::{Digest, Sha256};
             let bundle = bundle.unwrap_or_else(|| {
                 let mut n = file.file_name().unwrap_or_default().to_os_string();
                 n.push(".sigstore.json");
@@ -243,11 +241,7 @@ fn run(cli: Cli) -> Result<()> {
                 .map_err(|e| Error::invalid(format!("--key {}: {e}", key.display())))?;
             let b = std::fs::read(&bundle)
                 .code(ExitCode::Io, || format!("bundle {}", bundle.display()))?;
-            let mut f =
-                std::fs::File::open(&file).code(ExitCode::Io, || file.display().to_string())?;
-            let mut h = Sha256::new();
-            std::io::copy(&mut f, &mut h).code(ExitCode::Io, || file.display().to_string())?;
-            let digest: [u8; 32] = h.finalize().into();
+            let digest = crate::build::sha256_of(&file)?;
             let verifier = cosign::Verifier::Key {
                 path: key.display().to_string(),
                 key: pk,

@@ -436,6 +436,22 @@ impl Client {
         self.opts.registries.endpoints(r, insecure)
     }
 
+    /// The endpoints of `r`, starting with `first` (the one that served its manifest).
+    fn endpoints_from(
+        &self,
+        r: &Reference,
+        first: &Endpoint,
+        insecure: bool,
+    ) -> Result<Vec<Endpoint>, Error> {
+        let mut eps = vec![first.clone()];
+        eps.extend(
+            self.endpoints(r, insecure)?
+                .into_iter()
+                .filter(|e| e != first),
+        );
+        Ok(eps)
+    }
+
     fn get_manifest_at(
         &self,
         ep: &Endpoint,
@@ -482,7 +498,7 @@ impl Client {
                 )));
             }
             let doc = parse_document(&bytes, &mt, &what).map_err(Failure::Fatal)?;
-            let media_type = crate::types::document_media_type(&doc, &bytes);
+            let media_type = crate::types::document_media_type(&doc);
             Ok(Resolved {
                 digest,
                 media_type,
@@ -613,21 +629,21 @@ impl Client {
     /// says `linux/<arch>`) with every blob into the cache.
     pub fn pull(&self, r: &Reference, arch: &str, insecure: bool) -> Result<Image, Error> {
         let top = self.resolve(r, insecure)?;
-        self.pull_resolved(r, top, arch)
+        self.pull_resolved(r, top, arch, insecure)
     }
 
     /// Like [`Client::pull`], from an already resolved (and perhaps signature-checked) top
     /// manifest: nothing is re-resolved, so the image is exactly what `top` names.
-    pub fn pull_resolved(&self, r: &Reference, top: Resolved, arch: &str) -> Result<Image, Error> {
-        let insecure = !top.endpoint.mirror && top.endpoint.base.starts_with("http://");
+    pub fn pull_resolved(
+        &self,
+        r: &Reference,
+        top: Resolved,
+        arch: &str,
+        insecure: bool,
+    ) -> Result<Image, Error> {
         let what = r.to_string();
         // the endpoint that answered first, then the others
-        let mut eps = vec![top.endpoint.clone()];
-        eps.extend(
-            self.endpoints(r, insecure)?
-                .into_iter()
-                .filter(|e| *e != top.endpoint),
-        );
+        let eps = self.endpoints_from(r, &top.endpoint, insecure)?;
         let doc = parse_document(&top.bytes, &top.media_type, &what)?;
         let (mdigest, mtype, mbytes, manifest) = match doc {
             Document::Manifest(m) => (
@@ -722,12 +738,7 @@ impl Client {
                 });
             }
         };
-        let mut eps = vec![res.endpoint.clone()];
-        eps.extend(
-            self.endpoints(r, insecure)?
-                .into_iter()
-                .filter(|e| *e != res.endpoint),
-        );
+        let eps = self.endpoints_from(r, &res.endpoint, insecure)?;
         let mut out = Vec::new();
         for l in m.layers.iter().take(64) {
             if l.size > 1 << 20 {

@@ -104,7 +104,7 @@ pub fn write_layout(dir: &Path, images: &[ImageFiles]) -> Result<(), Error> {
     Ok(())
 }
 
-fn header(path: &str, size: u64, mode: u32, epoch: u64, kind: tar::EntryType) -> tar::Header {
+fn header(size: u64, mode: u32, epoch: u64, kind: tar::EntryType) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(kind);
     h.set_size(size);
@@ -114,7 +114,6 @@ fn header(path: &str, size: u64, mode: u32, epoch: u64, kind: tar::EntryType) ->
     h.set_mtime(epoch);
     let _ = h.set_username("");
     let _ = h.set_groupname("");
-    let _ = path;
     h
 }
 
@@ -146,7 +145,7 @@ pub fn write_archive(
     blobs.insert(img.descriptor.digest.hex(), Source::Bytes(&img.manifest));
     let mut t = tar::Builder::new(BufWriter::with_capacity(1 << 16, out));
     let dir = |t: &mut tar::Builder<_>, name: &str| -> Result<(), Error> {
-        let mut h = header(name, 0, 0o755, epoch, tar::EntryType::Directory);
+        let mut h = header(0, 0o755, epoch, tar::EntryType::Directory);
         t.append_data(&mut h, name, io::empty())
             .map_err(io_err(format!("writing {name} into the archive")))
     };
@@ -161,7 +160,7 @@ pub fn write_archive(
                     .metadata()
                     .map_err(io_err(format!("stat {}", p.display())))?
                     .len();
-                let mut h = header(&name, len, 0o644, epoch, tar::EntryType::Regular);
+                let mut h = header(len, 0o644, epoch, tar::EntryType::Regular);
                 t.append_data(
                     &mut h,
                     &name,
@@ -170,7 +169,7 @@ pub fn write_archive(
                 .map_err(io_err(format!("writing {name} into the archive")))?;
             }
             Source::Bytes(b) => {
-                let mut h = header(&name, b.len() as u64, 0o644, epoch, tar::EntryType::Regular);
+                let mut h = header(b.len() as u64, 0o644, epoch, tar::EntryType::Regular);
                 t.append_data(&mut h, &name, *b)
                     .map_err(io_err(format!("writing {name} into the archive")))?;
             }
@@ -181,13 +180,7 @@ pub fn write_archive(
         ("manifest.json", manifest_json.as_slice()),
         ("oci-layout", OCI_LAYOUT),
     ] {
-        let mut h = header(
-            name,
-            data.len() as u64,
-            0o644,
-            epoch,
-            tar::EntryType::Regular,
-        );
+        let mut h = header(data.len() as u64, 0o644, epoch, tar::EntryType::Regular);
         t.append_data(&mut h, name, data)
             .map_err(io_err(format!("writing {name} into the archive")))?;
     }
@@ -247,7 +240,7 @@ pub fn write_layer(
             .metadata()
             .map_err(io_err(format!("stat {}", f.source.display())))?
             .len();
-        let mut h = header(&f.path, len, f.mode, mtime, tar::EntryType::Regular);
+        let mut h = header(len, f.mode, mtime, tar::EntryType::Regular);
         t.append_data(
             &mut h,
             &f.path,

@@ -152,17 +152,14 @@ pub fn parse_document(bytes: &[u8], media_type: &str, what: &str) -> Result<Docu
 }
 
 /// The media type a document declares (falling back to what its shape says).
-pub fn document_media_type(doc: &Document, bytes: &[u8]) -> String {
+pub fn document_media_type(doc: &Document) -> String {
     let declared = match doc {
         Document::Manifest(m) => m.media_type.clone(),
         Document::Index(i) => i.media_type.clone(),
     };
-    declared.unwrap_or_else(|| {
-        let _ = bytes;
-        match doc {
-            Document::Manifest(_) => OCI_MANIFEST.into(),
-            Document::Index(_) => OCI_INDEX.into(),
-        }
+    declared.unwrap_or_else(|| match doc {
+        Document::Manifest(_) => OCI_MANIFEST.into(),
+        Document::Index(_) => OCI_INDEX.into(),
     })
 }
 
