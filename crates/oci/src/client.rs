@@ -689,16 +689,7 @@ impl Client {
         blobs.insert(manifest.config.digest.clone(), cp);
         let config = self.cache.read(&manifest.config.digest, MAX_CONFIG)?;
         // a single manifest must be for the requested platform
-        if let Ok(c) = serde_json::from_slice::<crate::types::ImageConfig>(&config)
-            && !c.architecture.is_empty()
-            && (c.architecture != arch || (!c.os.is_empty() && c.os != "linux"))
-        {
-            return Err(Error::Platform {
-                what,
-                wanted: format!("linux/{arch}"),
-                have: format!("{}/{}", c.os, c.architecture),
-            });
-        }
+        crate::types::check_config_platform(&config, arch, &what)?;
         for l in &manifest.layers {
             let p = self.fetch_blob(r, &eps, l, &format!("layer of {r}"))?;
             blobs.insert(l.digest.clone(), p);

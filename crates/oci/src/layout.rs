@@ -320,6 +320,7 @@ pub fn read_layout(dir: &Path, arch: &str) -> Result<ImageFiles, Error> {
                     what: what.clone(),
                     why: "index.json is not an index".into(),
                 })?;
+                crate::types::check_config_platform(&read_small(&m.config)?, arch, &what)?;
                 let mut blobs = BTreeMap::new();
                 for l in std::iter::once(&m.config).chain(m.layers.iter()) {
                     blobs.insert(l.digest.clone(), blob(l)?);
@@ -331,20 +332,17 @@ pub fn read_layout(dir: &Path, arch: &str) -> Result<ImageFiles, Error> {
                 });
             }
             Document::Index(ix) => {
-                let d = if ix.manifests.len() == 1 && ix.manifests[0].platform.is_none() {
-                    ix.manifests[0].clone()
-                } else {
-                    crate::types::select_platform(&ix, arch, &what)
-                        .cloned()
-                        .or_else(|e| {
-                            // nested indexes have no platform
-                            ix.manifests
-                                .iter()
-                                .find(|d| d.media_type == OCI_INDEX)
-                                .cloned()
-                                .ok_or(e)
-                        })?
-                };
+                // a platform-tagged linux/<arch> manifest, else an entry without a platform
+                // (a nested index, or a manifest whose config is checked above)
+                let d = crate::types::select_platform(&ix, arch, &what)
+                    .cloned()
+                    .or_else(|e| {
+                        ix.manifests
+                            .iter()
+                            .find(|d| d.platform.is_none())
+                            .cloned()
+                            .ok_or(e)
+                    })?;
                 bytes = read_small(&d)?;
                 doc = parse_document(&bytes, &d.media_type, &what)?;
                 desc = Some(d);
@@ -355,4 +353,46 @@ pub fn read_layout(dir: &Path, arch: &str) -> Result<ImageFiles, Error> {
         what,
         why: "indexes nested too deeply".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(dir: &Path, data: &[u8]) -> Descriptor {
+        let d = Digest::of(data);
+        fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        fs::write(dir.join("blobs/sha256").join(d.hex()), data).unwrap();
+        Descriptor {
+            media_type: crate::types::OCI_MANIFEST.into(),
+            digest: d,
+            size: data.len() as u64,
+            platform: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn untagged_manifest_must_match_the_arch() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        let mut config = put(
+            dir,
+            br#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        );
+        config.media_type = crate::types::OCI_CONFIG.into();
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[]}}"#,
+            crate::types::OCI_MANIFEST,
+            serde_json::to_string(&config).unwrap()
+        );
+        let md = put(dir, m.as_bytes());
+        fs::write(dir.join("oci-layout"), OCI_LAYOUT).unwrap();
+        fs::write(dir.join("index.json"), index_json(&[md]).unwrap()).unwrap();
+        let e = read_layout(dir, "amd64").unwrap_err();
+        assert!(matches!(e, Error::Platform { .. }), "{e}");
+        assert!(e.to_string().contains("linux/arm64"), "{e}");
+        let img = read_layout(dir, "arm64").unwrap();
+        assert_eq!(img.blobs.len(), 1);
+    }
 }

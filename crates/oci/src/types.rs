@@ -205,6 +205,23 @@ pub fn select_platform<'a>(
         })
 }
 
+/// Checks that an image config (JSON) is for `linux/<arch>`: a manifest reached without a
+/// platform in an index (a single-manifest reference or layout) must say so in its config.
+/// A config without an architecture is accepted.
+pub fn check_config_platform(config: &[u8], arch: &str, what: &str) -> Result<(), Error> {
+    if let Ok(c) = serde_json::from_slice::<ImageConfig>(config)
+        && !c.architecture.is_empty()
+        && (c.architecture != arch || (!c.os.is_empty() && c.os != "linux"))
+    {
+        return Err(Error::Platform {
+            what: what.to_string(),
+            wanted: format!("linux/{arch}"),
+            have: format!("{}/{}", c.os, c.architecture),
+        });
+    }
+    Ok(())
+}
+
 /// An image config (only the fields the imager reads or writes; the rest is kept as JSON).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ImageConfig {
