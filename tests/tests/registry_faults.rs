@@ -711,6 +711,59 @@ fn auth_basic_and_bearer() {
     )
     .ok(&e);
 
+    // a credential helper named by credHelpers (`docker-credential-<name> get`, host on stdin)
+    let bin_dir = e.fresh("helper-bin");
+    let helper = bin_dir.join("docker-credential-fake");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\n[ \"$server\" = \"{host}\" ] || {{ echo credentials not found; exit 1; }}\necho '{{\"ServerURL\":\"{host}\",\"Username\":\"user\",\"Secret\":\"s3cret\"}}'\n"
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let hc = e.fresh("docker-config-helper");
+    std::fs::write(
+        hc.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{host}":"fake"}}}}"#),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let c = e.dir.path().join("cache-basic-helper");
+    pull(
+        &e,
+        "basic-helper",
+        &r,
+        &c,
+        &[ins],
+        &[("DOCKER_CONFIG", hc.to_str().unwrap()), ("PATH", &path)],
+    )
+    .ok(&e);
+    // the same helper without a matching host: no credentials, refused
+    std::fs::write(
+        hc.join("config.json"),
+        format!(r#"{{"credsStore":"fake","credHelpers":{{"other.example":"fake"}}}}"#),
+    )
+    .unwrap();
+    std::fs::write(&helper, "#!/bin/sh\necho credentials not found; exit 1\n").unwrap();
+    let c = e.dir.path().join("cache-basic-helper-none");
+    pull(
+        &e,
+        "basic-helper-none",
+        &r,
+        &c,
+        &[ins],
+        &[("DOCKER_CONFIG", hc.to_str().unwrap()), ("PATH", &path)],
+    )
+    .fails(5, &["requires credentials"]);
+
     proxy.set_auth(Auth::Bearer {
         user: "user".into(),
         pass: "s3cret".into(),
