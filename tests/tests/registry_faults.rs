@@ -155,6 +155,21 @@ fn push(e: &Ext, host: &str, extra: &[&str]) {
 
 /// `imager metal --output-kind initramfs --output OUT` with a clean registry environment.
 fn imager_cmd(out: &Path, home: &Path) -> Command {
+    let mut c = imager_clean_env(home);
+    c.args([
+        "metal",
+        "--arch",
+        "amd64",
+        "--output-kind",
+        "initramfs",
+        "--output",
+    ])
+    .arg(out);
+    c
+}
+
+/// The imager with no registry settings from the environment and an empty HOME.
+fn imager_clean_env(home: &Path) -> Command {
     let mut c = imager();
     for v in [
         "DOCKER_CONFIG",
@@ -168,16 +183,7 @@ fn imager_cmd(out: &Path, home: &Path) -> Command {
     ] {
         c.env_remove(v);
     }
-    c.env("HOME", home)
-        .args([
-            "metal",
-            "--arch",
-            "amd64",
-            "--output-kind",
-            "initramfs",
-            "--output",
-        ])
-        .arg(out);
+    c.env("HOME", home);
     c
 }
 
@@ -982,4 +988,22 @@ fn mirror_fallback() {
         &[("IMAGER_REGISTRY_ATTEMPTS", "1")],
     )
     .fails(5, &[&dead_ep, "https://unreachable.example:5000"]);
+
+    // the same mirror set by the profile's `input.registries` (a stdin profile), no flags
+    let out = e.fresh("profile-mirror");
+    let profile = format!(
+        "baseProfileName: metal\narch: amd64\noutput:\n  kind: initramfs\ninput:\n  systemExtensions:\n    - imageRef: {r}\n  registries:\n    mirrors:\n      \"unreachable.example:5000\":\n        endpoints: [\"http://{}\"]\n        skipFallback: true\n",
+        reg.host()
+    );
+    let mut cmd = imager_clean_env(&e.home());
+    cmd.arg("-").arg("--output").arg(&out);
+    cmd.arg("--cache-dir")
+        .arg(e.dir.path().join("cache-profile"));
+    let o = run(&mut cmd, Some(profile.as_bytes()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        outputs(&out),
+        e.reference_output,
+        "the profile's mirror gives the same initramfs as the local-layout build"
+    );
 }
