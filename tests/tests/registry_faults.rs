@@ -755,7 +755,7 @@ fn auth_basic_and_bearer() {
     // the same helper without a matching host: no credentials, refused
     std::fs::write(
         hc.join("config.json"),
-        format!(r#"{{"credsStore":"fake","credHelpers":{{"other.example":"fake"}}}}"#),
+        r#"{"credsStore":"fake","credHelpers":{"other.example":"fake"}}"#,
     )
     .unwrap();
     std::fs::write(&helper, "#!/bin/sh\necho credentials not found; exit 1\n").unwrap();
