@@ -180,6 +180,11 @@ fn installer_image_push_reproducible_signed() {
     let (_, private, public) = write_key(work.path(), b"release");
     let (_, _, other_pub) = write_key(work.path(), b"other");
     let base_digest = publish_base(&host, "talos/installer-base:v1.14.0");
+    // base-assets publish is reproducible too: a second run gives the same manifest
+    assert_eq!(
+        publish_base(&host, "talos/installer-base-again:v1"),
+        base_digest
+    );
 
     let build = |out: &Path, push: Option<&str>| {
         let mut c = imager(&cache);
