@@ -16,7 +16,10 @@ cd "$(dirname "$0")/.."
 command -v mksquashfs >/dev/null || { echo "mksquashfs is required (apt-get install squashfs-tools)" >&2; exit 4; }
 command -v bc >/dev/null || { echo "bc is required (apt-get install bc)" >&2; exit 4; }
 
-src=${1:-$HOME/.cache/talos-rs/kernel/current/lib/modules/6.1.0-56-amd64/kernel/drivers}
+# the one kernel hack/deps.sh extracted (its version is never named here: Debian moves it)
+mods=${KERNEL_CACHE:-$HOME/.cache/talos-rs/kernel}/current/lib/modules
+kver=$(ls "$mods" 2>/dev/null | head -n1)
+src=${1:-$mods/$kver/kernel/drivers}
 runs=${2:-3}
 [ -d "$src" ] || { echo "no corpus at $src (run hack/deps.sh, or pass SRC_DIR)" >&2; exit 4; }
 

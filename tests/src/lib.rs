@@ -52,6 +52,17 @@ pub fn assets() -> PathBuf {
     p
 }
 
+/// The kernel hack/deps.sh extracted (`$KERNEL_CACHE/current`, default
+/// `~/.cache/talos-rs/kernel/current`): its version is read from the tree, never named.
+pub fn kernel_root() -> PathBuf {
+    std::env::var("KERNEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/talos-rs/kernel")
+        })
+        .join("current")
+}
+
 /// Runs a command, feeding `stdin`, and returns its output (never panics on a non-zero exit).
 pub fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
     use std::io::Write;

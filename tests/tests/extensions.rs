@@ -28,8 +28,7 @@ const CONFIG: &str = "version: v1alpha1\nmachine:\n  type: worker\n";
 const LABEL: &str = "system_u:object_r:system_extension_t:s0";
 
 fn kernel_tree() -> (String, PathBuf) {
-    let home = std::env::var("HOME").unwrap();
-    let base = Path::new(&home).join(".cache/talos-rs/kernel/current/lib/modules");
+    let base = kernel_root().join("lib/modules");
     let kvers = dir_entries(&base);
     assert_eq!(
         kvers.len(),

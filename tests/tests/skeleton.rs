@@ -382,12 +382,7 @@ fn two_builds_are_byte_identical() {
 #[test]
 fn base_assets_are_reproducible() {
     let dir = tempfile::tempdir().unwrap();
-    let kernel_root = std::env::var("KERNEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/talos-rs/kernel")
-        })
-        .join("current");
+    let kernel_root = kernel_root();
     for n in ["a", "b"] {
         ok(Command::new(bin("base-assets"))
             .env("SOURCE_DATE_EPOCH", "1700000000")

@@ -9,13 +9,38 @@ use std::time::Instant;
 
 use kmod::depmod::{Output, generate};
 
-const KVER: &str = "6.1.0-56-amd64";
+/// The kernel cache of hack/deps.sh (`$KERNEL_CACHE`, default `~/.cache/talos-rs/kernel`).
+fn modules_root() -> PathBuf {
+    let cache = match std::env::var_os("KERNEL_CACHE") {
+        Some(c) => PathBuf::from(c),
+        None => {
+            let home = std::env::var_os("HOME").expect("HOME is not set");
+            Path::new(&home).join(".cache/talos-rs/kernel")
+        }
+    };
+    cache.join("current/lib/modules")
+}
+
+/// The version of the kernel hack/deps.sh extracted: the one directory under
+/// `lib/modules` (never a version named here: Debian moves it).
+fn kver() -> String {
+    let root = modules_root();
+    let mut v: Vec<String> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}: run hack/deps.sh", root.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    assert_eq!(
+        v.len(),
+        1,
+        "expected one kernel under {}: {v:?}",
+        root.display()
+    );
+    v.remove(0)
+}
 
 fn source_tree() -> PathBuf {
-    let home = std::env::var_os("HOME").expect("HOME is not set");
-    let dir = Path::new(&home)
-        .join(".cache/talos-rs/kernel/current/lib/modules")
-        .join(KVER);
+    let dir = modules_root().join(kver());
     assert!(
         dir.join("modules.order").is_file(),
         "kernel module tree {} is missing: run hack/deps.sh",
@@ -72,7 +97,7 @@ fn run_depmod(base: &Path) -> Output {
         .arg(base)
         .arg("-C")
         .arg(&cfg)
-        .arg(KVER)
+        .arg(kver())
         .output()
         .unwrap();
     assert!(
@@ -80,7 +105,7 @@ fn run_depmod(base: &Path) -> Output {
         "depmod failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dir = base.join("lib/modules").join(KVER);
+    let dir = base.join("lib/modules").join(kver());
     let rd = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
     Output {
         dep: rd("modules.dep"),
@@ -121,7 +146,7 @@ fn sorted_symbols(text: &str) -> (Option<&str>, Vec<&str>) {
 }
 
 fn compare(base: &Path, label: &str) {
-    let moddir = base.join("lib/modules").join(KVER);
+    let moddir = base.join("lib/modules").join(kver());
     let t = Instant::now();
     let ours = generate(&moddir).unwrap();
     let took = t.elapsed();
@@ -158,7 +183,7 @@ fn compare(base: &Path, label: &str) {
 fn plain_tree_matches_depmod() {
     let src = source_tree();
     let t = tempfile::tempdir().unwrap();
-    let moddir = t.path().join("lib/modules").join(KVER);
+    let moddir = t.path().join("lib/modules").join(kver());
     let n = mirror(&src, &moddir);
     assert!(n > 4000, "only {n} modules in {}", src.display());
     compare(t.path(), "plain");
@@ -171,7 +196,7 @@ fn plain_tree_matches_depmod() {
 fn tree_with_extensions_matches_depmod() {
     let src = source_tree();
     let t = tempfile::tempdir().unwrap();
-    let moddir = t.path().join("lib/modules").join(KVER);
+    let moddir = t.path().join("lib/modules").join(kver());
     mirror(&src, &moddir);
     // wireguard needs libchacha20poly1305, which needs base crypto modules
     let moves = [
@@ -223,7 +248,7 @@ fn tree_with_extensions_matches_depmod() {
 fn tree_without_order_matches_depmod() {
     let src = source_tree();
     let t = tempfile::tempdir().unwrap();
-    let moddir = t.path().join("lib/modules").join(KVER);
+    let moddir = t.path().join("lib/modules").join(kver());
     mirror(&src, &moddir);
     std::fs::remove_file(moddir.join("modules.order")).unwrap();
     compare(t.path(), "no modules.order");
@@ -235,7 +260,7 @@ fn tree_without_order_matches_depmod() {
 fn order_without_final_newline_matches_depmod() {
     let src = source_tree();
     let t = tempfile::tempdir().unwrap();
-    let moddir = t.path().join("lib/modules").join(KVER);
+    let moddir = t.path().join("lib/modules").join(kver());
     mirror(&src, &moddir);
     let order = std::fs::read_to_string(moddir.join("modules.order")).unwrap();
     std::fs::write(moddir.join("modules.order"), order.trim_end_matches('\n')).unwrap();
