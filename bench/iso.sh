@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ISO build: `imager iso` against the reference pipeline Talos runs (mkfs.vfat + mcopy for
-# efiboot.img, then xorrisofs for the hybrid ISO, spec §6) on the same staged tree, in the same
-# run, best of 5 each. Needs hack/build.sh first (binaries and base assets).
+# efiboot.img, then xorrisofs for the hybrid ISO, docs/formats/iso.md) on the same staged tree, in
+# the same run, best of 5 each. Needs hack/build.sh first (binaries and base assets).
 #
 #   bench/iso.sh
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Post-processing benchmark (spec §2): crates/postfmt (examples/post.rs) with 1 and 2 threads
-# against the reference CLIs Talos runs, on the same inputs in the same run.
+# Post-processing benchmark (docs/formats/outputs.md): crates/postfmt (examples/post.rs) with 1 and
+# 2 threads against the reference CLIs Talos runs, on the same inputs in the same run.
 #
 #   bench/post-compress.sh [SPARSE_IMAGE] [DENSE_FILE]
 #

@@ -2,13 +2,13 @@
 //!
 //! In: an [`ImageSpec`] (size, sector size, bootloader, boot files, cmdline, META values).
 //! Out: a disk image written by offset into a sparse file: protective MBR + GPT in the Talos
-//! layout (spec §4.1, §4.2), the EFI system partition as FAT32 built in Rust, and META in the
-//! Talos ADV format (spec §5). No root, no loop device, no external tool.
+//! layout (docs/formats/disk-layout.md), the EFI system partition as FAT32 built in Rust, and
+//! META in the Talos ADV format (docs/formats/meta.md). No root, no loop device, no external tool.
 //!
 //! GRUB (grub and dual-boot layouts): `boot.img` in the MBR and `core.img` in the BIOS boot
-//! partition, patched as spec §4.3 step 5 says, and a BOOT partition holding `A/vmlinuz`,
-//! `A/initramfs.xz` and `grub/grub.cfg`. BOOT is FAT32 (Talos uses XFS): GRUB reads both and
-//! FAT32 is written in Rust here.
+//! partition, patched as docs/formats/disk-layout.md describes, and a BOOT partition holding
+//! `A/vmlinuz`, `A/initramfs.xz` and `grub/grub.cfg`. BOOT is FAT32 (Talos uses XFS): GRUB reads
+//! both and FAT32 is written in Rust here.
 //!
 //! Boot entries: the sd-boot layout uses a Boot Loader Specification type #1 entry
 //! (`loader/entries/<name>.conf` pointing at the kernel and initramfs on the ESP) until UKIs
@@ -51,7 +51,7 @@ fn io_err(what: &str) -> impl FnOnce(io::Error) -> InstallError + '_ {
     }
 }
 
-/// Bootloader layouts (spec §4.1).
+/// Bootloader layouts (docs/formats/disk-layout.md, "Partitions").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bootloader {
     /// systemd-boot on a large ESP, then META.
@@ -87,7 +87,8 @@ pub struct BootFiles {
     pub grub: Option<GrubFiles>,
 }
 
-/// GRUB images made by grub-mkimage with the prefix `(hd0,gpt3)/grub` (spec §4.3 step 2).
+/// GRUB images made by grub-mkimage with the prefix `(hd0,gpt3)/grub`
+/// (docs/formats/disk-layout.md).
 #[derive(Debug, Clone)]
 pub struct GrubFiles {
     /// i386-pc `boot.img` (the MBR boot code).
@@ -127,7 +128,7 @@ pub struct ImageSpec {
     pub grub_reset_entry: bool,
 }
 
-/// The partitions of a layout, in order (spec §4.1), with label-derived GUIDs.
+/// The partitions of a layout, in order (docs/formats/disk-layout.md), with label-derived GUIDs.
 pub fn partitions(spec: &ImageSpec) -> Vec<gpt::PartitionSpec> {
     let part = |name: &str, type_guid, mib: u64, attributes| gpt::PartitionSpec {
         name: name.into(),
@@ -173,7 +174,7 @@ fn efi_arch_name(arch: &str) -> Result<&'static str, InstallError> {
     }
 }
 
-/// The sd-boot ESP tree (spec §4.3 step 2, with a type #1 entry instead of a UKI).
+/// The sd-boot ESP tree (docs/formats/disk-layout.md: a type #1 entry instead of a UKI).
 pub fn sdboot_tree(spec: &ImageSpec) -> Result<fat::Tree, InstallError> {
     let mut t = fat::Tree::new();
     let entry = format!("{}-{}", spec.os_name, spec.version);
@@ -224,7 +225,7 @@ pub fn grub_quote(s: &str) -> String {
     o
 }
 
-/// The BOOT partition's `grub/grub.cfg` (spec §4.3).
+/// The BOOT partition's `grub/grub.cfg` (docs/formats/disk-layout.md).
 pub fn grub_cfg(spec: &ImageSpec) -> String {
     let name = format!("A - {} {}", spec.os_name, spec.version);
     let cmdline = grub_quote(&spec.cmdline);
@@ -270,8 +271,9 @@ pub fn grub_boot_tree(spec: &ImageSpec) -> Result<fat::Tree, InstallError> {
     Ok(t)
 }
 
-/// GRUB's BIOS blocklist patches (spec §4.3 step 5): `boot.img` gets the BIOS partition's
-/// first LBA at 0x5C and its drive check NOPed at 0x66; `core.img` gets LBA + 1 at 0x1F4.
+/// GRUB's BIOS blocklist patches (docs/formats/disk-layout.md): `boot.img` gets the BIOS
+/// partition's first LBA at 0x5C and its drive check NOPed at 0x66; `core.img` gets LBA + 1 at
+/// 0x1F4.
 pub fn patch_grub_bios(
     boot_img: &mut [u8],
     core_img: &mut [u8],
@@ -335,7 +337,7 @@ pub fn write_image(out: &mut File, spec: &ImageSpec) -> Result<Layout, InstallEr
             )?;
             t
         }
-        // dual-boot drops GRUB's EFI image: UEFI boots systemd-boot (spec §4.3)
+        // dual-boot drops GRUB's EFI image: UEFI boots systemd-boot (docs/formats/disk-layout.md)
         _ => sdboot_tree(spec)?,
     };
     fat::write_fat32(out, esp.offset(s), esp.size(s), &opts, &esp_tree)?;

@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Writes the --dump-profile goldens: every built-in profile x {amd64, arm64} at the
-imager's default version (v1.14.0), derived independently from ../shared/spec/talos-imager.md:
-§1.3 (the table of built-in profiles), §1.1 (input defaults, SecureBoot signers, bootloader
-selection) and §4.4 (disk size adjustment). Run it from this directory; the test
-tests/tests/profiles.rs compares the imager's dump with these files byte for byte."""
+imager's default version (v1.14.0), derived independently of the imager's code from
+docs/formats/profile.md (the table of built-in profiles; input defaults, SecureBoot signers,
+bootloader selection) and docs/formats/disk-layout.md (disk size adjustment). Run it from this
+directory; the test tests/tests/profiles.rs compares the imager's dump with these files byte
+for byte."""
 
 MIB = 1024 * 1024
 MIN, DEF = 1246 * MIB, 8192 * MIB
 VERSION = "v1.14.0"
 BOOT = 2000 * MIB  # Talos >= 1.11
 
-# name, platform, kind, outFormat, diskFormat, options, size, secureboot  (spec §1.3)
+# name, platform, kind, outFormat, diskFormat, options, size, secureboot
+# (docs/formats/profile.md, "Built-in profiles")
 TABLE = [
     ("iso", "metal", "iso", "raw", None, None, None, False),
     ("secureboot-iso", "metal", "iso", "raw", None, None, None, True),
@@ -85,7 +87,7 @@ def render(name, platform, kind, fmt, dfmt, opts, size, sb, arch):
     out += ["output:", f"  kind: {kind}"]
     if kind == "image":
         bl = bootloader(arch, sb)
-        disk = size + BOOT - 1000 * MIB  # §4.4
+        disk = size + BOOT - 1000 * MIB  # docs/formats/disk-layout.md, disk size
         if bl == "dual-boot":
             disk += MIB + BOOT
         out += ["  imageOptions:", f"    diskSize: {disk}", f"    diskFormat: {dfmt}"]

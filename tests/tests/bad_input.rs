@@ -1,5 +1,6 @@
 //! Hostile and mistaken input: each case gives one clear error naming the field or path, the
-//! documented exit code (spec §3), and leaves nothing in the output directory.
+//! documented exit code (docs/ARCHITECTURE.md, "Invariants"), and leaves nothing in the output
+//! directory.
 #![allow(clippy::unwrap_used)]
 
 use e2e::*;

@@ -1,11 +1,11 @@
-//! System extensions end to end (spec §7): an OCI-layout extension (two layers with
-//! whiteouts, a file under /usr/local, a modules-load.d entry, two kernel modules from the
+//! System extensions end to end (docs/formats/extensions.md): an OCI-layout extension (two layers
+//! with whiteouts, a file under /usr/local, a modules-load.d entry, two kernel modules from the
 //! Debian tree that the base image lacks, a firmware blob and Intel microcode), a zstd tarball
 //! extension and an embedded machine configuration go into a PXE set that
 //!
 //! - is byte-identical when built twice;
-//! - has the layout of spec §7: uncompressed microcode cpio ‖ the base initramfs unchanged ‖
-//!   a zstd cpio with the squashfs images, extensions.yaml and the firmware;
+//! - has the layout of docs/formats/extensions.md: uncompressed microcode cpio ‖ the base
+//!   initramfs unchanged ‖ a zstd cpio with the squashfs images, extensions.yaml and the firmware;
 //! - holds squashfs images that `unsquashfs` extracts to exactly the input trees (whiteouts
 //!   applied, firmware and microcode moved out, everything root-owned), and a modules.dep
 //!   layer whose modules.dep / modules.alias equal `depmod -b` on the same merged tree;

@@ -1,5 +1,5 @@
-//! Output formats (spec §2): post formats read back by the xz/gzip/zstd/tar CLIs to the raw
-//! bytes, disk formats accepted by `qemu-img check` and identical to the raw image under
+//! Output formats (docs/formats/outputs.md): post formats read back by the xz/gzip/zstd/tar CLIs to
+//! the raw bytes, disk formats accepted by `qemu-img check` and identical to the raw image under
 //! `qemu-img compare` (also the VMDK inside the OVA), every one built twice byte-identically.
 #![allow(clippy::unwrap_used)]
 

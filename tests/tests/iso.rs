@@ -1,5 +1,5 @@
-//! The hybrid ISO (spec §6): read back by xorriso, isoinfo, sgdisk and fsck.fat, built twice
-//! byte-identically, and booted to the ready line as a CD and as a disk, under OVMF and under
+//! The hybrid ISO (docs/formats/iso.md): read back by xorriso, isoinfo, sgdisk and fsck.fat, built
+//! twice byte-identically, and booted to the ready line as a CD and as a disk, under OVMF and under
 //! SeaBIOS, with the META value read back from INSTALLER_META_BASE64.
 #![allow(clippy::unwrap_used)]
 

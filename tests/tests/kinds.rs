@@ -33,7 +33,7 @@ fn cmdline_from_a_stdin_profile_carries_meta_as_installer_meta_base64() {
         text.starts_with("talos.platform=metal console=ttyS0 slab_nomerge consoleblank=0 "),
         "{text}"
     );
-    // longer than 256 bytes: gzip branch (spec §5), and it decodes back to both values
+    // longer than 256 bytes: gzip branch (docs/formats/meta.md), and it decodes back to both values
     let vals = adv::env::decode(enc).unwrap();
     assert_eq!(
         vals,

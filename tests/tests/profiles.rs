@@ -1,6 +1,6 @@
 //! Goldens: `--dump-profile` of every built-in profile × {amd64, arm64} equals the files in
-//! tests/golden/profiles (derived from the spec by tests/golden/gen_profiles.py), and the
-//! kernel cmdline of every platform equals spec §10.
+//! tests/golden/profiles (derived independently by tests/golden/gen_profiles.py), and the
+//! kernel cmdline of every platform equals docs/formats/cmdline.md.
 #![allow(clippy::unwrap_used)]
 
 use e2e::*;
@@ -67,7 +67,8 @@ fn cmdline(args: &[&str]) -> String {
         .path();
     let file = name.to_string_lossy().to_string();
     if file.ends_with(".tar.gz") {
-        // Talos tars every output of a .tar.gz profile as `disk.raw` (spec §2), even a cmdline
+        // Talos tars every output of a .tar.gz profile as `disk.raw` (docs/formats/outputs.md),
+        // even a cmdline
         ok(std::process::Command::new("tar").args(["-xzOf", &file, "disk.raw"]))
     } else if [".zst", ".gz", ".xz"].iter().any(|s| file.ends_with(s)) {
         let raw = out.path().join("cmdline");

@@ -1,7 +1,7 @@
 //! The PXE set (kernel, initramfs, cmdline, iPXE script) boots by QEMU direct kernel boot
 //! (`-kernel/-initrd/-append`) to the ready line, and node-runtime reads the `--meta` value
 //! back from `talos.environment=INSTALLER_META_BASE64=…`: once through the plain branch of
-//! spec §5 and once through the gzip branch (values longer than 256 bytes).
+//! docs/formats/meta.md and once through the gzip branch (values longer than 256 bytes).
 #![allow(clippy::unwrap_used)]
 
 use base64::Engine as _;

@@ -71,7 +71,7 @@ fn layout(raw: &Path) -> gpt::Layout {
 fn image_layout_is_talos_dual_boot() {
     let b = built();
     let size = std::fs::metadata(&b.raw).unwrap().len();
-    // spec §4.4: metal amd64 dual-boot
+    // docs/formats/disk-layout.md, disk size: metal amd64 dual-boot
     assert_eq!(size, 4_453_302_272);
     let l = layout(&b.raw);
     assert_eq!(
@@ -91,7 +91,7 @@ fn image_layout_is_talos_dual_boot() {
             )
         })
         .collect();
-    // the LBAs of spec §4.2's dual-boot example
+    // the LBAs of the dual-boot example in docs/formats/disk-layout.md
     assert_eq!(
         parts,
         vec![
@@ -241,7 +241,7 @@ fn meta_partition_holds_the_value_in_talos_adv_format() {
     assert_eq!(&bytes[4..8], &[0, 0, 0, 0x0a]);
     let len = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
     assert_eq!(&bytes[12..12 + len], &b.meta_value[..]);
-    // then the image-mode auto value 0x11 = "dual-boot" (spec §4.3), tags sorted
+    // then the image-mode auto value 0x11 = "dual-boot" (docs/formats/disk-layout.md), tags sorted
     let o = 12 + len;
     assert_eq!(&bytes[o..o + 8], &[0, 0, 0, 0x11, 0, 0, 0, 9]);
     assert_eq!(&bytes[o + 8..o + 17], b"dual-boot");
@@ -542,8 +542,9 @@ fn grub_layout_boots_under_seabios_and_ovmf() {
     assert_eq!(l.by_name("EFI").unwrap().size(512), 100 << 20);
     let out = ok(Command::new("sgdisk").arg("-v").arg(&raw));
     assert!(out.contains("No problems found"), "{out}");
-    // spec §4.3 step 5: boot.img's first 446 bytes with the BIOS LBA at 0x5C and the drive
-    // check NOPed; the protective MBR table after them; core.img with LBA + 1 at 0x1F4
+    // docs/formats/disk-layout.md, GRUB BIOS: boot.img's first 446 bytes with the BIOS LBA at 0x5C
+    // and the drive check NOPed; the protective MBR table after them; core.img with LBA + 1 at
+    // 0x1F4
     let bios = l.by_name("BIOS").unwrap().first_lba;
     let mbr = read_at(&raw, 0, 512);
     let boot_img = std::fs::read(assets().join("amd64/grub/boot.img")).unwrap();

@@ -1,4 +1,4 @@
-//! `INSTALLER_META_BASE64` (spec §5): META values carried on the kernel command line
+//! `INSTALLER_META_BASE64` (docs/formats/meta.md): META values carried on the kernel command line
 //! (`talos.environment=INSTALLER_META_BASE64=<enc>`) by boot media that have no META partition
 //! (PXE, ISO, UKI), and imported by the booted system.
 //!

@@ -1,7 +1,7 @@
 //! The Talos ADV ("META") format: a small key-value store in a 1 MiB raw partition.
 //!
 //! In: tag/value pairs (tags `u8`, values bytes). Out: the partition bytes, and back.
-//! Follows `../shared/spec/talos-imager.md` §5:
+//! Follows docs/formats/meta.md:
 //!
 //! - two copies of a 256 KiB block, copy A at offset 0 and copy B at offset 256 KiB;
 //! - each copy is big-endian: `u32 magic1 = 0x5A4B3C2D`, then `{u32 tag; u32 size; value}`

@@ -3,7 +3,7 @@
 //! In: a raw disk image ([`std::fs::File`], usually a multi-GiB sparse file holding tens of MB of
 //! data) and [`Options`] (a SOURCE_DATE_EPOCH `timestamp` and a `label` that seeds every UUID).
 //! Out: one file per call in the formats Talos produces with `qemu-img convert` and open-vmdk's
-//! `vmdk-convert` (spec §2, "Disk format conversion"):
+//! `vmdk-convert` (docs/formats/outputs.md, "Disk format conversion"):
 //!
 //! - [`write_qcow2`]: qcow2 v3, like `qemu-img convert -O qcow2 -o cluster_size=N`
 //!   (options parsed by [`parse_qcow2_options`]);
@@ -12,8 +12,8 @@
 //!   [`parse_vhd_options`]), size rounded up to a whole MiB;
 //! - [`write_vmdk_stream`]: a VMware streamOptimized sparse extent (deflate-compressed grains,
 //!   markers, grain directory at the end), the kind `vmdk-convert` writes;
-//! - [`write_ova`]: a ustar archive of `disk.ovf`, `disk.mf` and `disk.vmdk` (spec §2, Talos'
-//!   `pkg/imager/ova`).
+//! - [`write_ova`]: a ustar archive of `disk.ovf`, `disk.mf` and `disk.vmdk`
+//!   (docs/formats/outputs.md, Talos' `pkg/imager/ova`).
 //!
 //! The input is read only where it holds data (`SEEK_DATA`/`SEEK_HOLE`), and all-zero clusters
 //! or grains inside data extents are not stored either. Memory stays flat: the image is streamed

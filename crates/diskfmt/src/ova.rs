@@ -1,4 +1,4 @@
-//! OVA writer (spec §2: Talos' `pkg/imager/ova`, the `vmware` profiles).
+//! OVA writer (docs/formats/outputs.md: Talos' `pkg/imager/ova`, the `vmware` profiles).
 //!
 //! In: the raw image, [`OvfOptions`] (VM name, architecture, optional SecureBoot certificate)
 //! and [`Options`]. Out: a ustar archive, as `tar -cf out disk.ovf disk.mf disk.vmdk` would

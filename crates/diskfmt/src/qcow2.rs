@@ -1,5 +1,5 @@
-//! qcow2 version 3 writer (spec §2: `qemu-img convert -f raw -O qcow2 -o <diskFormatOptions>`,
-//! e.g. `cluster_size=8k` for alibabacloud, exoscale and oracle).
+//! qcow2 version 3 writer (docs/formats/outputs.md: `qemu-img convert -f raw -O qcow2 -o
+//! <diskFormatOptions>`, e.g. `cluster_size=8k` for alibabacloud, exoscale and oracle).
 //!
 //! In: the raw image, a cluster size (512 B to 2 MiB, a power of two) and [`Options`]. Out: a
 //! qcow2 image on any `Write + Seek` sink, written front to back and then the header rewritten.

@@ -4,7 +4,7 @@
 //! image's data as granule-aligned chunks of at most about 1 MiB, in ascending offset order,
 //! each offset visited at most once; holes (found with `lseek(SEEK_DATA/SEEK_HOLE)`) are never
 //! read, and bytes past the end of the file read as zeros so the last granule is complete.
-//! Filesystems without `SEEK_DATA` are read whole. Used by every writer (spec §2 conversions).
+//! Filesystems without `SEEK_DATA` are read whole. Used by every writer (docs/formats/outputs.md).
 
 use crate::{DiskFmtError, io_err};
 use std::fs::File;

@@ -1,4 +1,4 @@
-//! Fixed VHD writer under Azure's rules (spec §2: the `azure` profile's
+//! Fixed VHD writer under Azure's rules (docs/formats/outputs.md: the `azure` profile's
 //! `qemu-img convert -f raw -O vpc -o subformat=fixed,force_size`).
 //!
 //! In: the raw image and [`Options`]. Out: a file holding the raw bytes, its size rounded up to

@@ -1,5 +1,5 @@
-//! VMware streamOptimized VMDK writer (spec §2: the OVA's `disk.vmdk`, which Talos makes with
-//! open-vmdk's `vmdk-convert`).
+//! VMware streamOptimized VMDK writer (docs/formats/outputs.md: the OVA's `disk.vmdk`, which Talos
+//! makes with open-vmdk's `vmdk-convert`).
 //!
 //! In: the raw image and [`Options`] (the label seeds the descriptor's CID). Out: a monolithic
 //! sparse extent written strictly front to back on any `Write` (it can go straight into a tar

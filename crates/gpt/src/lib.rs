@@ -5,7 +5,7 @@
 //! backup GPT; and back: [`read`] parses a disk's GPT (checking both CRCs, falling back to the
 //! backup header) so the booted system can find partitions by name.
 //!
-//! Follows `../shared/spec/talos-imager.md` §4.2: 128 entries of 128 bytes, entries at
+//! Follows docs/formats/disk-layout.md ("GPT"): 128 entries of 128 bytes, entries at
 //! LBA `2 + skip`, first usable LBA = entries LBA + 16 KiB worth of sectors, 1 MiB alignment,
 //! protective MBR with one 0xEE entry (boot code bytes untouched), GUIDs stored mixed-endian.
 

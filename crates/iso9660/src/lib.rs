@@ -1,5 +1,5 @@
 //! Deterministic ISO 9660 writer with Rock Ridge, El Torito (BIOS and UEFI) and hybrid
-//! MBR/GPT boot, replacing `xorrisofs` / `grub-mkrescue` (`../shared/spec/talos-imager.md` §6).
+//! MBR/GPT boot, replacing `xorrisofs` / `grub-mkrescue` (docs/formats/iso.md).
 //!
 //! In: a staged tree ([`IsoBuilder::add_dir`], [`IsoBuilder::add_file`]; files from host paths
 //! or bytes), boot options (a BIOS no-emulation image in the tree with boot info table, an EFI

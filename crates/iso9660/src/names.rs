@@ -1,4 +1,4 @@
-//! Name mapping: Talos' `VolumeID` (spec §6) and ISO 9660 level 3 identifiers.
+//! Name mapping: Talos' `VolumeID` (docs/formats/iso.md) and ISO 9660 level 3 identifiers.
 //!
 //! In: original (Rock Ridge) names. Out: d-character identifiers (`NAME.EXT;1` for files,
 //! `NAME` for directories, at most 30/31 characters), made unique per directory with a

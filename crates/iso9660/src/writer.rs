@@ -4,7 +4,7 @@
 //! a `Write + Seek` sink (the system area is written last, by seeking back to 0): volume
 //! descriptors (ECMA-119 §8), path tables (§9.4), directory records with Rock Ridge SUSP
 //! entries (SP, PX, TF, NM, CE, ER), the El Torito boot catalog, file data (streamed), the
-//! appended ESP, padding, and the MBR/GPT of the system area (spec §6).
+//! appended ESP, padding, and the MBR/GPT of the system area (docs/formats/iso.md).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};

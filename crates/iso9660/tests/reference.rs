@@ -1,6 +1,7 @@
 //! Differential tests of the ISO writer against xorriso, isoinfo (genisoimage), sgdisk and
 //! fsck.fat, plus a structural comparison with a `grub-mkrescue` reference ISO built on the
-//! same staged tree (spec §6). The tools must be installed: a missing tool fails the test.
+//! same staged tree (docs/formats/iso.md). The tools must be installed: a missing tool fails the
+//! test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -37,7 +38,7 @@ fn pseudo(n: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-/// The staged tree of spec §6 on disk, with the expected contents by path.
+/// The staged tree of docs/formats/iso.md on disk, with the expected contents by path.
 struct Stage {
     dir: tempfile::TempDir,
     files: Vec<(String, Vec<u8>, u32)>,

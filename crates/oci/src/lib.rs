@@ -3,8 +3,8 @@
 //! CAs, retries), a content-addressed blob cache safe under concurrent builds, and writers for
 //! OCI layouts, docker-archive tarballs and gzip layers.
 //!
-//! Nothing here knows about Talos; the imager composes it (spec §1.1 ContainerAsset, §2
-//! installer image).
+//! Nothing here knows about Talos; the imager composes it (container assets in
+//! docs/formats/profile.md, the installer image in docs/formats/outputs.md).
 
 pub mod auth;
 pub mod cache;

@@ -1,5 +1,5 @@
-//! A parallel gzip writer of our own, pigz-style (spec §2: `.gz` is `pigz -6 --no-time`, and
-//! `.tar.gz` pipes tar through it).
+//! A parallel gzip writer of our own, pigz-style (docs/formats/outputs.md: `.gz` is `pigz -6
+//! --no-time`, and `.tar.gz` pipes tar through it).
 //!
 //! In: bytes (and runs of zeros) in order. Out: **one** gzip member (RFC 1952): header with
 //! mtime 0, no name, XFL as pigz writes it (2 for level 9, 4 for level 1, else 0), OS 3 (Unix,

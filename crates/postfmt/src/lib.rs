@@ -1,4 +1,4 @@
-//! Post-processing formats of the imager (spec §2 "Post-processing", `pkg/imager/post.go`):
+//! Post-processing formats of the imager (docs/formats/outputs.md, Talos `pkg/imager/post.go`):
 //! `.xz`, `.gz`, `.zst` and `.tar.gz` of a finished disk image.
 //!
 //! In: a path to a (usually sparse, 2–11 GB) file. Out: the compressed bytes, written to any
@@ -72,7 +72,7 @@ pub fn resolve_threads(threads: usize) -> usize {
     }
 }
 
-/// A post-processing format (the suffix appended to the output file name, spec §2).
+/// A post-processing format (the suffix appended to the output file name, docs/formats/outputs.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// `.xz`: xz container, LZMA2, CRC64 (Talos: `xz -0 -T0`).
@@ -146,7 +146,8 @@ impl Default for Options {
     }
 }
 
-/// Compresses the file at `src` into `dst` in format `fmt` (spec §2 post-processing).
+/// Compresses the file at `src` into `dst` in format `fmt` (docs/formats/outputs.md,
+/// post-processing).
 ///
 /// `dst` is written sequentially and flushed at the end; wrap nothing, the writers buffer.
 pub fn compress<W: Write>(fmt: Format, src: &Path, dst: &mut W, opts: &Options) -> Result<()> {

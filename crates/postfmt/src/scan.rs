@@ -1,4 +1,5 @@
-//! Content-defined sparse scanning of an input file (shared by every format of spec §2).
+//! Content-defined sparse scanning of an input file (shared by every format of
+//! docs/formats/outputs.md).
 //!
 //! In: an open file. Out: a sequence of calls on a [`Sink`]: `data(bytes)` and `zeros(len)`,
 //! in file order, covering the whole file exactly once.

@@ -1,6 +1,6 @@
-//! `.tar.gz` post-processing (spec §2: Talos renames the image to `disk.raw` and runs
-//! `tar -cvf - --sparse --sort=name --owner=0 --group=0 --numeric-owner --mtime=@EPOCH disk.raw
-//! | pigz -6 --no-time`; GCP imports the result).
+//! `.tar.gz` post-processing (docs/formats/outputs.md: Talos renames the image to `disk.raw` and
+//! runs `tar -cvf - --sparse --sort=name --owner=0 --group=0 --numeric-owner --mtime=@EPOCH
+//! disk.raw | pigz -6 --no-time`; GCP imports the result).
 //!
 //! In: a file path, the member name, the mtime. Out: a tar stream with that one regular file,
 //! gzipped with [`ParallelGzEncoder`](crate::ParallelGzEncoder) (or plain, [`tar_sparse`]).

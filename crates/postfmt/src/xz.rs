@@ -1,4 +1,4 @@
-//! `.xz` post-processing (spec §2: Talos runs `xz -0 -f -T 0`).
+//! `.xz` post-processing (docs/formats/outputs.md: Talos runs `xz -0 -f -T 0`).
 //!
 //! In: a file path, an xz preset (0–9) and a thread count. Out: one .xz stream (LZMA2, CRC64)
 //! laid out exactly as liblzma's multithreaded encoder (`xz -T2`, `MtStreamBuilder`) lays it

@@ -1,4 +1,4 @@
-//! `.zst` post-processing (spec §2: Talos runs `zstd -T0 -18`).
+//! `.zst` post-processing (docs/formats/outputs.md: Talos runs `zstd -T0 -18`).
 //!
 //! In: a file path, a zstd level and a thread count. Out: a sequence of zstd frames (RFC 8878
 //! §3.1: a decoder outputs the concatenation of the frames' contents, `zstd -d` included), each

@@ -1,6 +1,6 @@
-//! Round trips of every post-processing format (spec §2) through the reference CLIs (`xz`,
-//! `gzip`, `zstd`, GNU `tar`, Python's `tarfile`), determinism (run twice, 1 vs 2 vs 3 threads,
-//! sparse vs dense copy of the same content) and sparse extraction. A missing tool fails.
+//! Round trips of every post-processing format (docs/formats/outputs.md) through the reference CLIs
+//! (`xz`, `gzip`, `zstd`, GNU `tar`, Python's `tarfile`), determinism (run twice, 1 vs 2 vs 3
+//! threads, sparse vs dense copy of the same content) and sparse extraction. A missing tool fails.
 #![allow(clippy::unwrap_used)]
 
 use std::fs::{self, File};

@@ -1,5 +1,5 @@
-//! System extension formats (spec §7), shared by the imager (which writes them) and
-//! node-runtime (which reads `extensions.yaml` at boot).
+//! System extension formats (docs/formats/extensions.md), shared by the imager (which writes them)
+//! and node-runtime (which reads `extensions.yaml` at boot).
 //!
 //! - [`Manifest`]: an extension's `manifest.yaml` (`version: v1alpha1` + [`Metadata`]).
 //! - [`Config`]: the `extensions.yaml` of the initramfs, one [`Layer`] per squashfs image, in

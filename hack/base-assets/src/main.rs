@@ -47,7 +47,7 @@ struct Args {
     grub_dir: PathBuf,
 }
 
-/// Modules of the disk images' GRUB (spec §4.3 step 2); `biosdisk` and `part_msdos` are
+/// Modules of the disk images' GRUB (docs/formats/disk-layout.md); `biosdisk` and `part_msdos` are
 /// BIOS-only.
 const GRUB_MODULES: &[&str] = &[
     "part_gpt",

@@ -4,8 +4,9 @@
 //! systemd-stub.efi, grub/…}`), SOURCE_DATE_EPOCH. Out: an OCI layout directory and/or a push
 //! to a registry. The image has two layers, as Talos's installer images do: the base
 //! (`usr/install/<arch>/` bootloaders and GRUB images) and the artifacts (`vmlinuz`,
-//! `initramfs.xz`), which the imager's installer output replaces (spec §2 step 1).
-//! Reproducible: sorted tar entries, uid/gid 0, mtime and config `created` = SOURCE_DATE_EPOCH.
+//! `initramfs.xz`), which the imager's installer output replaces (docs/formats/outputs.md,
+//! "Installer image"). Reproducible: sorted tar entries, uid/gid 0, mtime and config `created` =
+//! SOURCE_DATE_EPOCH.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
