@@ -1,7 +1,9 @@
-//! Kernel command line parsing.
+//! Kernel command line parsing (the keys are described in `docs/formats/cmdline.md`).
 //!
-//! In: the text of `/proc/cmdline`. Out: ordered `key[=value]` pairs. Double quotes group
-//! words (`key="a b"`) and are removed, as the kernel does for init's arguments.
+//! Read by stage 2 (and by the error path of both stages, for the poweroff flag); the network
+//! and the services read their own keys from it. In: the text of `/proc/cmdline`. Out: ordered
+//! `key[=value]` pairs. Double quotes group words (`key="a b"`) and are removed, as the kernel
+//! does for init's arguments.
 
 /// A parsed kernel command line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -10,6 +12,11 @@ pub struct Cmdline {
 }
 
 impl Cmdline {
+    /// Reads and parses `/proc/cmdline` (empty if it cannot be read).
+    pub fn read() -> Self {
+        Self::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default())
+    }
+
     /// Parses a command line.
     pub fn parse(text: &str) -> Self {
         let mut args = Vec::new();

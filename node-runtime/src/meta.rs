@@ -1,11 +1,21 @@
-//! Finding and reading META on the boot disk.
+//! META: read from the boot disk, imported from the kernel cmdline, written back (the
+//! partition and its ADV format are described in `docs/formats/meta.md`).
 //!
-//! In: the block devices under `/sys/class/block` (whole disks only). Out: the first disk
-//! whose GPT has a partition named `META`, and the ADV values read from that partition
-//! (copy A, falling back to copy B, else empty), using the same `gpt` and `adv` crates the
-//! imager writes with.
+//! Stage 2 runs [`at_boot`] right after mounting the writable points, before the modules,
+//! the network and the services. In: the block devices under `/sys/class/block` (whole disks
+//! only) and `talos.environment=INSTALLER_META_BASE64=…` on the kernel cmdline
+//! (`docs/formats/cmdline.md`). Out: the META values by key — the first disk whose GPT has a
+//! partition named `META` (`docs/formats/disk-layout.md`) gives them (copy A, falling back to
+//! copy B, else empty), using the same `gpt` and `adv` crates the imager writes with;
+//! cmdline keys that disk lacks are added and written into it. The network reads key 0x0a
+//! from the result; the ready line summarises all of it. Console lines: `meta …`,
+//! `meta absent`, `meta-import …`, `meta-write …`.
 
+use crate::cmdline::Cmdline;
+use crate::console::say;
 use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -135,5 +145,102 @@ pub fn find(wait: Duration) -> Result<Option<Found>> {
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stage 2's META step: finds META (waiting up to 2 s for disks to appear), reports what was
+/// found, imports the cmdline keys it lacks and writes those back into it. Returns every value
+/// by key (empty without META and cmdline keys).
+pub fn at_boot(cmd: &Cmdline) -> Result<BTreeMap<u8, Vec<u8>>> {
+    let mut found = find(Duration::from_secs(2))?;
+    let mut values: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+    match &found {
+        Some(f) => {
+            report_found(f);
+            values.extend(f.adv.iter().map(|(k, v)| (k, v.to_vec())));
+        }
+        None => say("meta absent"),
+    }
+    let added = import_env_meta(cmd, &mut values);
+    // keys the installed META lacks are written into it (Talos does the same at boot)
+    if let (Some(f), false) = (found.as_mut(), added.is_empty()) {
+        write_back(f, &added, &values);
+    }
+    Ok(values)
+}
+
+/// The `meta disk=… partition=… source=… keys=N` line.
+fn report_found(f: &Found) {
+    let src = match &f.source {
+        adv::Source::CopyA => "copy-a".to_string(),
+        adv::Source::CopyB(e) => format!("copy-b copy_a_error={:?}", e.to_string()),
+        adv::Source::Empty { a, b } => format!(
+            "empty copy_a_error={:?} copy_b_error={:?}",
+            a.to_string(),
+            b.to_string()
+        ),
+    };
+    say(&format!(
+        "meta disk={} partition={} source={src} keys={}",
+        f.disk,
+        f.partition,
+        f.adv.len()
+    ));
+}
+
+/// Imports `talos.environment=INSTALLER_META_BASE64=…` (`docs/formats/meta.md`,
+/// `docs/formats/cmdline.md`): keys the META partition lacks are added; keys it has win, as
+/// Talos only writes missing keys into an installed META. Returns the keys it added.
+fn import_env_meta(cmd: &Cmdline, values: &mut BTreeMap<u8, Vec<u8>>) -> Vec<u8> {
+    let mut added = Vec::new();
+    let prefix = format!("{}=", adv::env::VAR);
+    for env in cmd.get_all("talos.environment") {
+        let Some(enc) = env.strip_prefix(&prefix) else {
+            continue;
+        };
+        match adv::env::decode(enc) {
+            Ok(pairs) => {
+                let total = pairs.len();
+                let mut imported = 0;
+                for (k, v) in pairs {
+                    if let Entry::Vacant(e) = values.entry(k) {
+                        e.insert(v.into_bytes());
+                        imported += 1;
+                        added.push(k);
+                    }
+                }
+                say(&format!(
+                    "meta-import from=cmdline keys={total} imported={imported}"
+                ));
+            }
+            Err(e) => say(&format!(
+                "meta-import from=cmdline error={:?}",
+                e.to_string()
+            )),
+        }
+    }
+    added
+}
+
+/// Writes the `added` keys (with their `values`) into the META partition `f` and reports it;
+/// a failure is reported, not fatal.
+fn write_back(f: &mut Found, added: &[u8], values: &BTreeMap<u8, Vec<u8>>) {
+    let r = added
+        .iter()
+        .try_for_each(|k| f.set(*k, &values[k]))
+        .and_then(|_| f.flush());
+    let keys: Vec<String> = added.iter().map(|k| format!("0x{k:02x}")).collect();
+    match r {
+        Ok(()) => say(&format!(
+            "meta-write disk={} partition={} keys={}",
+            f.disk,
+            f.partition,
+            keys.join(",")
+        )),
+        Err(e) => say(&format!(
+            "meta-write disk={} error={:?}",
+            f.disk,
+            format!("{e:#}")
+        )),
     }
 }

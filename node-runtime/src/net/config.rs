@@ -2,11 +2,83 @@
 //! key 0xa (YAML or JSON, the format of the seed "Metal Network Configuration") and the
 //! kernel cmdline (`ip=`, `talos.hostname=`, `talos.network.interface.ignore=`), merged by
 //! layers as "Networking Resources" describes: default < cmdline < platform < configuration,
-//! a higher layer replacing a lower one's spec with the same identity.
+//! a higher layer replacing a lower one's spec with the same identity. The cmdline keys are
+//! described in `docs/formats/cmdline.md`, META in `docs/formats/meta.md`.
+//!
+//! In: the parsed cmdline and the bytes of META 0x0a (when present). Out: the [`Merged`]
+//! specs that [`super::start`] applies, or a [`ConfigError`] for a META 0x0a it cannot use
+//! (the node then falls back to DHCP).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
+
+/// Why `ip/prefix` text is not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrefixError {
+    /// No `/`.
+    NotPrefix(String),
+    /// The part before `/` is not an IP address.
+    BadAddress(String),
+    /// The part after `/` is not a number.
+    BadPrefix(String),
+    /// The prefix is longer than the address (32 or 128).
+    TooLong(String, u8),
+}
+
+impl fmt::Display for PrefixError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotPrefix(s) => write!(f, "{s:?} is not ip/prefix"),
+            Self::BadAddress(s) => write!(f, "{s:?}: bad address"),
+            Self::BadPrefix(s) => write!(f, "{s:?}: bad prefix"),
+            Self::TooLong(s, max) => write!(f, "{s:?}: prefix above {max}"),
+        }
+    }
+}
+
+impl std::error::Error for PrefixError {}
+
+/// Why the platform network configuration (META 0x0a) cannot be used.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The value is not UTF-8.
+    NotUtf8(std::str::Utf8Error),
+    /// Not YAML/JSON of the expected shape.
+    Syntax(Box<serde_saphyr::Error>),
+    /// An `addresses[].address` is not `ip/prefix`.
+    Address(PrefixError),
+    /// An address without `linkName`.
+    NoLinkName(String),
+    /// A `routes[].dst` is not `ip/prefix`.
+    RouteDst(PrefixError),
+    /// A `routes[].gateway` or `routes[].src` is not an IP address.
+    RouteAddress {
+        /// `gateway` or `src`.
+        field: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// A link without a name.
+    UnnamedLink,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotUtf8(e) => write!(f, "{e}"),
+            Self::Syntax(e) => write!(f, "{e}"),
+            Self::Address(e) => write!(f, "addresses: {e}"),
+            Self::NoLinkName(a) => write!(f, "addresses: {a} has no linkName"),
+            Self::RouteDst(e) => write!(f, "routes: {e}"),
+            Self::RouteAddress { field, value } => write!(f, "routes: bad {field} {value:?}"),
+            Self::UnnamedLink => f.write_str("links: a link has no name"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Where a spec comes from (ordered by precedence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -159,29 +231,38 @@ pub struct PlatformConfig {
 }
 
 impl PlatformConfig {
+    /// Parses META 0xa (YAML or JSON, UTF-8). Unknown keys are ignored, as Talos's decoder
+    /// does.
+    pub fn from_bytes(value: &[u8]) -> Result<Self, ConfigError> {
+        Self::parse(std::str::from_utf8(value).map_err(ConfigError::NotUtf8)?)
+    }
+
     /// Parses META 0xa (YAML or JSON). Unknown keys are ignored, as Talos's decoder does.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let c: PlatformConfig = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let c: PlatformConfig =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax(Box::new(e)))?;
         for a in &c.addresses {
-            parse_prefix(&a.address).map_err(|e| format!("addresses: {e}"))?;
+            parse_prefix(&a.address).map_err(ConfigError::Address)?;
             if a.link_name.is_empty() {
-                return Err(format!("addresses: {} has no linkName", a.address));
+                return Err(ConfigError::NoLinkName(a.address.clone()));
             }
         }
         for r in &c.routes {
             if !r.dst.is_empty() {
-                parse_prefix(&r.dst).map_err(|e| format!("routes: {e}"))?;
+                parse_prefix(&r.dst).map_err(ConfigError::RouteDst)?;
             }
-            for (what, v) in [("gateway", &r.gateway), ("src", &r.src)] {
+            for (field, v) in [("gateway", &r.gateway), ("src", &r.src)] {
                 if !v.is_empty() {
-                    v.parse::<IpAddr>()
-                        .map_err(|_| format!("routes: bad {what} {v:?}"))?;
+                    v.parse::<IpAddr>().map_err(|_| ConfigError::RouteAddress {
+                        field,
+                        value: v.clone(),
+                    })?;
                 }
             }
         }
         for l in &c.links {
             if l.name.is_empty() {
-                return Err("links: a link has no name".into());
+                return Err(ConfigError::UnnamedLink);
             }
         }
         Ok(c)
@@ -189,15 +270,19 @@ impl PlatformConfig {
 }
 
 /// Parses `ip/prefix`.
-pub fn parse_prefix(s: &str) -> Result<(IpAddr, u8), String> {
+pub fn parse_prefix(s: &str) -> Result<(IpAddr, u8), PrefixError> {
     let (a, p) = s
         .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not ip/prefix"))?;
-    let ip: IpAddr = a.parse().map_err(|_| format!("{s:?}: bad address"))?;
-    let p: u8 = p.parse().map_err(|_| format!("{s:?}: bad prefix"))?;
+        .ok_or_else(|| PrefixError::NotPrefix(s.to_string()))?;
+    let ip: IpAddr = a
+        .parse()
+        .map_err(|_| PrefixError::BadAddress(s.to_string()))?;
+    let p: u8 = p
+        .parse()
+        .map_err(|_| PrefixError::BadPrefix(s.to_string()))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     if p > max {
-        return Err(format!("{s:?}: prefix above {max}"));
+        return Err(PrefixError::TooLong(s.to_string(), max));
     }
     Ok((ip, p))
 }
@@ -362,6 +447,42 @@ mod tests {
         assert_eq!(c.links[1].vlan.as_ref().unwrap().vlan_id, 5);
         assert!(PlatformConfig::parse("addresses: [{address: banana, linkName: x}]").is_err());
         assert!(PlatformConfig::parse("addresses: {").is_err());
+    }
+
+    /// The errors are console text (`network platform-config … error="…"`): exact strings.
+    #[test]
+    fn error_texts() {
+        let e = |t: &str| PlatformConfig::parse(t).unwrap_err().to_string();
+        assert_eq!(
+            e("addresses: [{address: 10.0.0.1, linkName: x}]"),
+            "addresses: \"10.0.0.1\" is not ip/prefix"
+        );
+        assert_eq!(
+            e("addresses: [{address: banana/8, linkName: x}]"),
+            "addresses: \"banana/8\": bad address"
+        );
+        assert_eq!(
+            e("addresses: [{address: 10.0.0.1/x, linkName: x}]"),
+            "addresses: \"10.0.0.1/x\": bad prefix"
+        );
+        assert_eq!(
+            e("addresses: [{address: 10.0.0.1/8}]"),
+            "addresses: 10.0.0.1/8 has no linkName"
+        );
+        assert_eq!(
+            e("routes: [{dst: 10.0.0.0/33}]"),
+            "routes: \"10.0.0.0/33\": prefix above 32"
+        );
+        assert_eq!(
+            e("routes: [{gateway: nope}]"),
+            "routes: bad gateway \"nope\""
+        );
+        assert_eq!(e("links: [{up: true}]"), "links: a link has no name");
+        let bad: Vec<u8> = vec![0xff, 0xfe];
+        assert_eq!(
+            PlatformConfig::from_bytes(&bad).unwrap_err().to_string(),
+            std::str::from_utf8(&bad).unwrap_err().to_string()
+        );
     }
 
     #[test]

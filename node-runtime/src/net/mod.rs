@@ -5,6 +5,12 @@
 //! TCP status endpoint on port 50000 answering one line (`node-runtime hostname=…
 //! addresses=…`) so that a probe from outside sees the node.
 //!
+//! Stage 2 starts it after META and the modules, before the services: [`start`] applies the
+//! static configuration and returns; DHCP goes on in background threads. In: the cmdline
+//! (`docs/formats/cmdline.md`), META 0x0a and the [`Readiness`] shared with the services.
+//! Out: the configuration, the readiness keys `network.*` (see [`crate::readiness`]) and
+//! console lines.
+//!
 //! Console lines: `network platform-config …`, `network link name=… up=…`, `network address
 //! address=… link=… layer=…`, `network route …`, `network dhcp link=… address=…`, `network
 //! hostname=…`, `network resolvers=…`, `network error=…`.
@@ -14,8 +20,8 @@ pub mod dhcp;
 pub mod netlink;
 
 use crate::cmdline::Cmdline;
-use crate::say;
-use crate::services::{self, Readiness};
+use crate::console::say;
+use crate::readiness::{self, Readiness};
 use config::{Layer, Merged, PlatformConfig};
 use netlink::{Link, Netlink, Route};
 use std::net::IpAddr;
@@ -259,7 +265,7 @@ fn write_etc(state: &Mutex<State>, ready: &Readiness) {
     let ok = std::fs::write("/system/etc/hosts", hosts).is_ok()
         && std::fs::write("/system/etc/resolv.conf", resolv).is_ok();
     if ok {
-        ready.set(services::NET_ETCFILES);
+        ready.set(readiness::NET_ETCFILES);
     }
 }
 
@@ -271,7 +277,7 @@ fn set_hostname(state: &Mutex<State>, name: &str, source: &str, ready: &Readines
             if let Ok(mut s) = state.lock() {
                 s.hostname = name.to_string();
             }
-            ready.set(services::NET_HOSTNAME);
+            ready.set(readiness::NET_HOSTNAME);
         }
         Err(e) => say(&format!("network error=\"sethostname {name}: {e}\"")),
     }
@@ -317,10 +323,7 @@ pub fn start(cmd: &Cmdline, platform: Option<&[u8]>, ready: Arc<Readiness>) {
     };
     m.add(Layer::Cmdline, &cmdline_layer);
     if let Some(v) = platform {
-        match std::str::from_utf8(v)
-            .map_err(|e| e.to_string())
-            .and_then(PlatformConfig::parse)
-        {
+        match PlatformConfig::from_bytes(v) {
             Ok(c) => {
                 say(&format!(
                     "network platform-config source=meta-0x0a links={} addresses={} routes={}",
@@ -331,7 +334,8 @@ pub fn start(cmd: &Cmdline, platform: Option<&[u8]>, ready: Arc<Readiness>) {
                 m.add(Layer::Platform, &c);
             }
             Err(e) => say(&format!(
-                "network platform-config source=meta-0x0a error={e:?} fallback=dhcp"
+                "network platform-config source=meta-0x0a error={:?} fallback=dhcp",
+                e.to_string()
             )),
         }
     }
@@ -354,10 +358,10 @@ pub fn start(cmd: &Cmdline, platform: Option<&[u8]>, ready: Arc<Readiness>) {
     // the links as configured: for the default hostname and the DHCP candidates
     let links = nl.links().unwrap_or_default();
     if !configured.is_empty() {
-        ready.set(services::NET_ADDRESSES);
+        ready.set(readiness::NET_ADDRESSES);
     }
     if m.routes.values().any(|(_, r)| r.dst.is_empty()) {
-        ready.set(services::NET_CONNECTIVITY);
+        ready.set(readiness::NET_CONNECTIVITY);
     }
     if let Some((layer, h)) = &m.hostname {
         let name = if h.domainname.is_empty() {
@@ -471,7 +475,7 @@ fn run_dhcp(
         if let Err(e) = nl.add_route(&r) {
             err_line(&format!("dhcp route on {}", l.name), &e);
         } else {
-            ready.set(services::NET_CONNECTIVITY);
+            ready.set(readiness::NET_CONNECTIVITY);
         }
     }
     let dns: Vec<String> = lease.dns.iter().map(|d| d.to_string()).collect();
@@ -492,7 +496,7 @@ fn run_dhcp(
         },
         lease.lease_secs
     ));
-    ready.set(services::NET_ADDRESSES);
+    ready.set(readiness::NET_ADDRESSES);
     if !have_hostname && !lease.hostname.is_empty() {
         set_hostname(state, &lease.hostname, "dhcp", ready);
     }

@@ -1,11 +1,14 @@
 //! Extension service configuration (seed "Extension Services"): one YAML file per service in
 //! `/usr/local/etc/containers/*.yaml`.
 //!
-//! In: the text of one file. Out: a validated [`Service`] — or a one-line reason why the file
-//! is invalid (unknown keys, wrong types, a bad name, a relative path, an unknown network
-//! check, a missing `restart`…). Parsing is strict, as Talos's decoder is (`KnownFields`).
+//! Read when the services start (the last step of stage 2). In: the text of one file. Out: a
+//! validated [`Service`] — or a [`ConfigError`], a one-line reason why the file is invalid
+//! (unknown keys, wrong types, a bad name, a relative path, an unknown network check, a
+//! missing `restart`…). Parsing is strict, as Talos's decoder is (`KnownFields`).
 
+use crate::readiness;
 use serde::Deserialize;
+use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 /// Where the root filesystems of the services live: `<CONTAINERS_ROOT>/<name>`.
@@ -222,6 +225,132 @@ struct RawDependency {
     configuration: Option<bool>,
 }
 
+/// Why a service file is invalid: the `reason` of its `service-invalid` console line (one
+/// line of text).
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read(std::io::Error),
+    /// Not YAML of the expected shape: the first line of the decoder's message.
+    Syntax(String),
+    /// `name` does not match `[a-z0-9-_]+`.
+    Name(String),
+    /// `container.entrypoint` is empty.
+    EmptyEntrypoint,
+    /// `container.environment[index]` is not `KEY=VALUE`.
+    Environment {
+        /// Index in the list.
+        index: usize,
+        /// The entry.
+        entry: String,
+    },
+    /// A path that must be absolute is not.
+    NotAbsolute {
+        /// Where it is (`container.mounts[0].source`…).
+        field: String,
+        /// The path.
+        path: String,
+    },
+    /// A path contains `..`.
+    ParentDir {
+        /// Where it is.
+        field: String,
+        /// The path.
+        path: String,
+    },
+    /// `container.mounts[mount].options` has an empty option.
+    EmptyMountOption {
+        /// Index of the mount.
+        mount: usize,
+    },
+    /// A bind mount without a source.
+    BindWithoutSource {
+        /// Index of the mount.
+        mount: usize,
+    },
+    /// A mount with neither a type nor a `bind`/`rbind` option.
+    NoMountType {
+        /// Index of the mount.
+        mount: usize,
+        /// Its destination.
+        destination: String,
+    },
+    /// `container.security.rootfsPropagation` is not a propagation.
+    Propagation(String),
+    /// `depends[dep].service` is empty.
+    EmptyServiceDependency {
+        /// Index of the dependency.
+        dep: usize,
+    },
+    /// `depends[dep].network` is an empty list.
+    EmptyNetworkDependency {
+        /// Index of the dependency.
+        dep: usize,
+    },
+    /// `depends[dep].network` names an unknown check.
+    UnknownNetworkCheck {
+        /// Index of the dependency.
+        dep: usize,
+        /// The check.
+        check: String,
+    },
+    /// `depends[dep]` has none of the known forms.
+    EmptyDependency {
+        /// Index of the dependency.
+        dep: usize,
+    },
+    /// An earlier file defines a service with the same name.
+    DuplicateName(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read(e) => write!(f, "reading: {e}"),
+            Self::Syntax(m) => f.write_str(m),
+            Self::Name(n) => write!(f, "name {n:?} does not match [a-z0-9-_]+"),
+            Self::EmptyEntrypoint => f.write_str("container.entrypoint is empty"),
+            Self::Environment { index, entry } => write!(
+                f,
+                "container.environment[{index}] {entry:?} is not KEY=VALUE"
+            ),
+            Self::NotAbsolute { field, path } => {
+                write!(f, "{field} {path:?} is not an absolute path")
+            }
+            Self::ParentDir { field, path } => write!(f, "{field} {path:?} contains \"..\""),
+            Self::EmptyMountOption { mount } => {
+                write!(f, "container.mounts[{mount}].options: empty option")
+            }
+            Self::BindWithoutSource { mount } => {
+                write!(f, "container.mounts[{mount}]: a bind mount needs a source")
+            }
+            Self::NoMountType { mount, destination } => write!(
+                f,
+                "container.mounts[{mount}]: no type and no bind/rbind option (what is mounted on {destination}?)"
+            ),
+            Self::Propagation(p) => write!(
+                f,
+                "container.security.rootfsPropagation: unknown value {p:?}"
+            ),
+            Self::EmptyServiceDependency { dep } => write!(f, "depends[{dep}].service: empty"),
+            Self::EmptyNetworkDependency { dep } => {
+                write!(f, "depends[{dep}].network: empty list")
+            }
+            Self::UnknownNetworkCheck { dep, check } => write!(
+                f,
+                "depends[{dep}].network: unknown check {check:?} (addresses, connectivity, hostname, etcfiles)"
+            ),
+            Self::EmptyDependency { dep } => write!(
+                f,
+                "depends[{dep}]: empty (one of service, path, network, time, configuration)"
+            ),
+            Self::DuplicateName(n) => write!(f, "duplicate service name {n:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 /// Whether `name` matches `[a-z0-9-_]+`.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -231,13 +360,19 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// An absolute path without `..` components.
-fn abs_path(what: &str, p: &str) -> Result<PathBuf, String> {
+fn abs_path(what: &str, p: &str) -> Result<PathBuf, ConfigError> {
     let path = Path::new(p);
     if !path.is_absolute() {
-        return Err(format!("{what} {p:?} is not an absolute path"));
+        return Err(ConfigError::NotAbsolute {
+            field: what.to_string(),
+            path: p.to_string(),
+        });
     }
     if path.components().any(|c| c == Component::ParentDir) {
-        return Err(format!("{what} {p:?} contains \"..\""));
+        return Err(ConfigError::ParentDir {
+            field: what.to_string(),
+            path: p.to_string(),
+        });
     }
     Ok(path.to_path_buf())
 }
@@ -259,7 +394,7 @@ fn propagation_flag(opt: &str) -> Option<u64> {
     Some(f.bits())
 }
 
-fn parse_mount(i: usize, m: RawMount) -> Result<Mount, String> {
+fn parse_mount(i: usize, m: RawMount) -> Result<Mount, ConfigError> {
     use nix::mount::MsFlags as F;
     let what = format!("container.mounts[{i}]");
     let destination = abs_path(&format!("{what}.destination"), &m.destination)?;
@@ -308,7 +443,7 @@ fn parse_mount(i: usize, m: RawMount) -> Result<Mount, String> {
                 if let Some(p) = propagation_flag(other) {
                     propagation = p;
                 } else if other.is_empty() {
-                    return Err(format!("{what}.options: empty option"));
+                    return Err(ConfigError::EmptyMountOption { mount: i });
                 } else {
                     data.push(other.to_string());
                 }
@@ -320,15 +455,15 @@ fn parse_mount(i: usize, m: RawMount) -> Result<Mount, String> {
     }
     let source = match (&m.source, bind) {
         (Some(s), true) => Some(abs_path(&format!("{what}.source"), s)?),
-        (None, true) => return Err(format!("{what}: a bind mount needs a source")),
+        (None, true) => return Err(ConfigError::BindWithoutSource { mount: i }),
         (Some(s), false) => Some(PathBuf::from(s)),
         (None, false) => None,
     };
     if !bind && (fstype.is_empty() || fstype == "none") {
-        return Err(format!(
-            "{what}: no type and no bind/rbind option (what is mounted on {}?)",
-            m.destination
-        ));
+        return Err(ConfigError::NoMountType {
+            mount: i,
+            destination: m.destination,
+        });
     }
     Ok(Mount {
         source,
@@ -343,12 +478,12 @@ fn parse_mount(i: usize, m: RawMount) -> Result<Mount, String> {
     })
 }
 
-fn parse_dependency(i: usize, d: RawDependency) -> Result<Vec<Dependency>, String> {
+fn parse_dependency(i: usize, d: RawDependency) -> Result<Vec<Dependency>, ConfigError> {
     let what = format!("depends[{i}]");
     let mut out = Vec::new();
     if let Some(s) = d.service {
         if s.is_empty() {
-            return Err(format!("{what}.service: empty"));
+            return Err(ConfigError::EmptyServiceDependency { dep: i });
         }
         out.push(Dependency::Service(s));
     }
@@ -357,18 +492,16 @@ fn parse_dependency(i: usize, d: RawDependency) -> Result<Vec<Dependency>, Strin
     }
     if let Some(n) = d.network {
         if n.is_empty() {
-            return Err(format!("{what}.network: empty list"));
+            return Err(ConfigError::EmptyNetworkDependency { dep: i });
         }
         for k in n {
             let key = match k.as_str() {
-                "addresses" => super::NET_ADDRESSES,
-                "connectivity" => super::NET_CONNECTIVITY,
-                "hostname" => super::NET_HOSTNAME,
-                "etcfiles" => super::NET_ETCFILES,
-                other => {
-                    return Err(format!(
-                        "{what}.network: unknown check {other:?} (addresses, connectivity, hostname, etcfiles)"
-                    ));
+                "addresses" => readiness::NET_ADDRESSES,
+                "connectivity" => readiness::NET_CONNECTIVITY,
+                "hostname" => readiness::NET_HOSTNAME,
+                "etcfiles" => readiness::NET_ETCFILES,
+                _ => {
+                    return Err(ConfigError::UnknownNetworkCheck { dep: i, check: k });
                 }
             };
             out.push(Dependency::Ready(key));
@@ -378,7 +511,7 @@ fn parse_dependency(i: usize, d: RawDependency) -> Result<Vec<Dependency>, Strin
     if let Some(t) = d.time {
         any_flag = true;
         if t {
-            out.push(Dependency::Ready(super::TIME));
+            out.push(Dependency::Ready(readiness::TIME));
         }
     }
     if let Some(c) = d.configuration {
@@ -388,33 +521,34 @@ fn parse_dependency(i: usize, d: RawDependency) -> Result<Vec<Dependency>, Strin
         }
     }
     if out.is_empty() && !any_flag {
-        return Err(format!(
-            "{what}: empty (one of service, path, network, time, configuration)"
-        ));
+        return Err(ConfigError::EmptyDependency { dep: i });
     }
     Ok(out)
 }
 
 /// Parses and validates the text of `file`.
-pub fn parse(file: &Path, text: &str) -> Result<Service, String> {
+pub fn parse(file: &Path, text: &str) -> Result<Service, ConfigError> {
     let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| {
         // the first line has the position and the message (a source snippet follows)
         let t = e.to_string();
         let first = t.lines().next().unwrap_or_default().trim();
-        first.strip_prefix("error: ").unwrap_or(first).to_string()
+        ConfigError::Syntax(first.strip_prefix("error: ").unwrap_or(first).to_string())
     })?;
     if !valid_name(&raw.name) {
-        return Err(format!("name {:?} does not match [a-z0-9-_]+", raw.name));
+        return Err(ConfigError::Name(raw.name));
     }
     let c = raw.container;
     if c.entrypoint.trim().is_empty() {
-        return Err("container.entrypoint is empty".into());
+        return Err(ConfigError::EmptyEntrypoint);
     }
     for (i, e) in c.environment.iter().enumerate() {
         match e.split_once('=') {
             Some((k, _)) if !k.is_empty() && !k.contains('\0') => {}
             _ => {
-                return Err(format!("container.environment[{i}] {e:?} is not KEY=VALUE"));
+                return Err(ConfigError::Environment {
+                    index: i,
+                    entry: e.clone(),
+                });
             }
         }
     }
@@ -441,13 +575,12 @@ pub fn parse(file: &Path, text: &str) -> Result<Service, String> {
     let s = c.security;
     let masked_paths = paths("maskedPaths", s.masked_paths, DEFAULT_MASKED)?;
     let readonly_paths = paths("readonlyPaths", s.readonly_paths, DEFAULT_READONLY)?;
-    let rootfs_propagation =
-        match s.rootfs_propagation.as_deref() {
-            None | Some("") => None,
-            Some(p) => Some(propagation_flag(p).ok_or_else(|| {
-                format!("container.security.rootfsPropagation: unknown value {p:?}")
-            })?),
-        };
+    let rootfs_propagation = match s.rootfs_propagation.as_deref() {
+        None | Some("") => None,
+        Some(p) => {
+            Some(propagation_flag(p).ok_or_else(|| ConfigError::Propagation(p.to_string()))?)
+        }
+    };
     let mut depends = Vec::new();
     for (i, d) in raw.depends.into_iter().enumerate() {
         depends.extend(parse_dependency(i, d)?);
@@ -478,7 +611,7 @@ pub struct Discovered {
     /// Valid services.
     pub services: Vec<Service>,
     /// Invalid files with the reason.
-    pub invalid: Vec<(PathBuf, String)>,
+    pub invalid: Vec<(PathBuf, ConfigError)>,
 }
 
 /// Reads `<dir>/*.yaml` (sorted by file name). A missing directory gives nothing. A name
@@ -496,12 +629,11 @@ pub fn discover(dir: &Path) -> Discovered {
     files.sort();
     for f in files {
         let res = std::fs::read_to_string(&f)
-            .map_err(|e| format!("reading: {e}"))
+            .map_err(ConfigError::Read)
             .and_then(|t| parse(&f, &t));
         match res {
             Ok(s) if out.services.iter().any(|o| o.name == s.name) => {
-                let reason = format!("duplicate service name {:?}", s.name);
-                out.invalid.push((f, reason));
+                out.invalid.push((f, ConfigError::DuplicateName(s.name)));
             }
             Ok(s) => out.services.push(s),
             Err(reason) => out.invalid.push((f, reason)),
@@ -554,8 +686,13 @@ restart: untilSuccess
 logToConsole: true
 "#;
 
-    fn p(text: &str) -> Result<Service, String> {
+    fn p(text: &str) -> Result<Service, ConfigError> {
         parse(Path::new("/x/t.yaml"), text)
+    }
+
+    /// The reason `text` is invalid.
+    fn reason(text: &str) -> String {
+        p(text).expect_err(text).to_string()
     }
 
     fn minimal(extra: &str) -> String {
@@ -586,11 +723,11 @@ logToConsole: true
                 Dependency::Configuration,
                 Dependency::Service("cri".into()),
                 Dependency::Path("/run/machined/machined.sock".into()),
-                Dependency::Ready(crate::services::NET_ADDRESSES),
-                Dependency::Ready(crate::services::NET_CONNECTIVITY),
-                Dependency::Ready(crate::services::NET_HOSTNAME),
-                Dependency::Ready(crate::services::NET_ETCFILES),
-                Dependency::Ready(crate::services::TIME),
+                Dependency::Ready(readiness::NET_ADDRESSES),
+                Dependency::Ready(readiness::NET_CONNECTIVITY),
+                Dependency::Ready(readiness::NET_HOSTNAME),
+                Dependency::Ready(readiness::NET_ETCFILES),
+                Dependency::Ready(readiness::TIME),
             ]
         );
         let m = &s.mounts[0];
@@ -628,7 +765,7 @@ logToConsole: true
         for bad in ["", "A", "a.b", "a/b", "a b", "ü", "../x"] {
             assert!(!valid_name(bad), "{bad}");
         }
-        let e = p("name: Hello\ncontainer:\n  entrypoint: ./a\nrestart: never\n").unwrap_err();
+        let e = reason("name: Hello\ncontainer:\n  entrypoint: ./a\nrestart: never\n");
         assert!(e.contains("[a-z0-9-_]+"), "{e}");
     }
 
@@ -755,13 +892,94 @@ logToConsole: true
             ("name: [unclosed\n", ""),
         ];
         for (text, needle) in cases {
-            let e = p(text).expect_err(text);
+            let e = reason(text);
             assert!(
                 e.contains(needle),
                 "reason for {text:?} should mention {needle:?}: {e}"
             );
             assert!(!e.contains('\n'), "one line: {e:?}");
         }
+    }
+
+    /// The reasons are console text (`service-invalid … reason="…"`): exact strings.
+    #[test]
+    fn reason_texts() {
+        let m = |mount: &str| {
+            minimal("").replace("restart:", &format!("  mounts:\n    - {mount}\nrestart:"))
+        };
+        let cases: &[(String, &str)] = &[
+            (
+                "name: Hello\ncontainer:\n  entrypoint: ./a\nrestart: never\n".into(),
+                "name \"Hello\" does not match [a-z0-9-_]+",
+            ),
+            (
+                "name: a\ncontainer:\n  entrypoint: \"\"\nrestart: never\n".into(),
+                "container.entrypoint is empty",
+            ),
+            (
+                minimal("").replace("restart:", "  environment: [\"=v\"]\nrestart:"),
+                "container.environment[0] \"=v\" is not KEY=VALUE",
+            ),
+            (
+                m("{source: rel, destination: /d, type: bind}"),
+                "container.mounts[0].source \"rel\" is not an absolute path",
+            ),
+            (
+                m("{source: /s, destination: /d/../x, type: bind}"),
+                "container.mounts[0].destination \"/d/../x\" contains \"..\"",
+            ),
+            (
+                m("{source: /s, destination: /d, type: bind, options: [\"\"]}"),
+                "container.mounts[0].options: empty option",
+            ),
+            (
+                m("{destination: /d, type: bind}"),
+                "container.mounts[0]: a bind mount needs a source",
+            ),
+            (
+                m("{source: /s, destination: /d}"),
+                "container.mounts[0]: no type and no bind/rbind option (what is mounted on /d?)",
+            ),
+            (
+                minimal("").replace(
+                    "restart:",
+                    "  security:\n    rootfsPropagation: sideways\nrestart:",
+                ),
+                "container.security.rootfsPropagation: unknown value \"sideways\"",
+            ),
+            (
+                minimal("depends:\n  - service: \"\"\n"),
+                "depends[0].service: empty",
+            ),
+            (
+                minimal("depends:\n  - time: true\n  - network: []\n"),
+                "depends[1].network: empty list",
+            ),
+            (
+                minimal("depends:\n  - network: [wifi]\n"),
+                "depends[0].network: unknown check \"wifi\" (addresses, connectivity, hostname, etcfiles)",
+            ),
+            (
+                minimal("depends:\n  - {}\n"),
+                "depends[0]: empty (one of service, path, network, time, configuration)",
+            ),
+            (
+                minimal("depends:\n  - path: p\n"),
+                "depends[0].path \"p\" is not an absolute path",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(reason(text), *want);
+        }
+        assert_eq!(
+            ConfigError::DuplicateName("a".into()).to_string(),
+            "duplicate service name \"a\""
+        );
+        let e = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            ConfigError::Read(e).to_string(),
+            "reading: permission denied"
+        );
     }
 
     #[test]
@@ -775,7 +993,7 @@ logToConsole: true
             vec![
                 Dependency::Service("ext-b".into()),
                 Dependency::Path("/system/x".into()),
-                Dependency::Ready(crate::services::NET_HOSTNAME),
+                Dependency::Ready(readiness::NET_HOSTNAME),
             ]
         );
     }
@@ -812,7 +1030,11 @@ logToConsole: true
             .map(|(f, _)| f.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(bad, ["a.yaml", "c.yaml"]);
-        assert!(r.invalid[1].1.contains("duplicate"), "{:?}", r.invalid);
+        assert!(
+            r.invalid[1].1.to_string().contains("duplicate"),
+            "{:?}",
+            r.invalid
+        );
         assert!(discover(&d.path().join("missing")).services.is_empty());
     }
 }

@@ -1,10 +1,14 @@
 //! Extension services (seed "Extension Services"): discovery, validation and supervision.
 //!
+//! The last step of stage 2 before the ready line: [`start`] returns at once and the services
+//! run in background threads from then on; PID 1's final loop is [`reap_forever`].
+//!
 //! In: `/usr/local/etc/containers/*.yaml` (the root filesystems in
-//! `/usr/local/lib/containers/<name>`), readiness keys set by the rest of node-runtime (network,
-//! time) and, for tests, `node_runtime.test_ready=KEY[@SECONDS][,…]` on the kernel cmdline.
-//! Out: one supervised process tree per valid service (`ext-<name>`, in its own mount and PID
-//! namespaces), machine-readable console lines, and logs in `/system/log/ext-<name>.log`.
+//! `/usr/local/lib/containers/<name>`), readiness keys set by the rest of node-runtime
+//! (network, time; see [`crate::readiness`]) and, for tests,
+//! `node_runtime.test_ready=KEY[@SECONDS][,…]` on the kernel cmdline. Out: one supervised
+//! process tree per valid service (`ext-<name>`, in its own mount and PID namespaces),
+//! machine-readable console lines, and logs in `/system/log/ext-<name>.log`.
 //!
 //! Console lines:
 //!
@@ -29,112 +33,14 @@ mod spawn;
 mod supervisor;
 
 use crate::cmdline::Cmdline;
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use crate::console::say;
+use crate::readiness::Readiness;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Once};
 use std::time::Duration;
-
-/// Readiness key: an address is configured on a link.
-pub const NET_ADDRESSES: &str = "network.addresses";
-/// Readiness key: a default route exists.
-pub const NET_CONNECTIVITY: &str = "network.connectivity";
-/// Readiness key: the hostname is set.
-pub const NET_HOSTNAME: &str = "network.hostname";
-/// Readiness key: /etc/hosts and /etc/resolv.conf are written.
-pub const NET_ETCFILES: &str = "network.etcfiles";
-/// Readiness key: time is synchronised.
-pub const TIME: &str = "time";
 
 /// Cmdline hook for tests: `KEY[@SECONDS][,KEY…]` marks keys set after a delay.
 const TEST_READY: &str = "node_runtime.test_ready";
-
-fn say(line: &str) {
-    // stdout is /dev/console; never panic on a write error
-    let _ = writeln!(std::io::stdout().lock(), "node-runtime: {line}");
-}
-
-/// Where a service is, as far as dependants are concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Its process runs.
-    Running,
-    /// Its last run exited 0 and it is not restarting.
-    Succeeded,
-    /// Anything else.
-    Other,
-}
-
-#[derive(Default)]
-struct State {
-    keys: BTreeSet<String>,
-    services: BTreeMap<String, Phase>,
-    generation: u64,
-}
-
-/// Conditions the node reaches during boot, which services may depend on (and the phases of
-/// the services themselves, for `service:` dependencies).
-#[derive(Default)]
-pub struct Readiness {
-    state: Mutex<State>,
-    cv: Condvar,
-}
-
-impl Readiness {
-    /// A fresh set with nothing reached.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Marks `key` as reached and wakes waiters (the first time, a `ready-key` line).
-    pub fn set(&self, key: &str) {
-        let mut s = self.lock();
-        if s.keys.insert(key.to_string()) {
-            s.generation += 1;
-            drop(s);
-            say(&format!("ready-key {key}"));
-            self.cv.notify_all();
-        }
-    }
-
-    /// Whether `key` was reached.
-    pub fn is_set(&self, key: &str) -> bool {
-        self.lock().keys.contains(key)
-    }
-
-    fn set_phase(&self, id: &str, phase: Phase) {
-        let mut s = self.lock();
-        if s.services.insert(id.to_string(), phase) != Some(phase) {
-            s.generation += 1;
-            drop(s);
-            self.cv.notify_all();
-        }
-    }
-
-    /// Whether service `id` is running or finished successfully.
-    fn service_ok(&self, id: &str) -> bool {
-        matches!(
-            self.lock().services.get(id),
-            Some(Phase::Running | Phase::Succeeded)
-        )
-    }
-
-    fn generation(&self) -> u64 {
-        self.lock().generation
-    }
-
-    /// Waits until something changed since `generation`, or `timeout`.
-    fn wait_change(&self, generation: u64, timeout: Duration) {
-        let s = self.lock();
-        let _ = self
-            .cv
-            .wait_timeout_while(s, timeout, |s| s.generation == generation);
-    }
-}
 
 /// Parses `KEY[@SECONDS][,KEY…]` (seconds may have a fraction); bad entries are skipped.
 fn parse_test_ready(value: &str) -> Vec<(String, Duration)> {
@@ -168,7 +74,7 @@ pub fn start(dir: &Path, ready: Arc<Readiness>) {
     static REAPER: Once = Once::new();
     REAPER.call_once(|| spawn_thread("reaper".into(), || reaper::reap_loop()));
 
-    let cmd = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let cmd = Cmdline::read();
     let mut hooks: Vec<(String, Duration)> =
         cmd.get_all(TEST_READY).flat_map(parse_test_ready).collect();
     if !hooks.is_empty() {
@@ -197,8 +103,9 @@ pub fn start(dir: &Path, ready: Arc<Readiness>) {
         ));
         for (f, reason) in &found.invalid {
             say(&format!(
-                "service-invalid file={} reason={reason:?}",
-                f.display()
+                "service-invalid file={} reason={:?}",
+                f.display(),
+                reason.to_string()
             ));
         }
         let known: Arc<Vec<String>> = Arc::new(found.services.iter().map(|s| s.id()).collect());
@@ -231,26 +138,5 @@ mod tests {
                 ("x".to_string(), s(0.5)),
             ]
         );
-    }
-
-    #[test]
-    fn readiness_wakes_waiters() {
-        let r = Readiness::new();
-        assert!(!r.is_set(TIME));
-        let g = r.generation();
-        let r2 = r.clone();
-        let h = std::thread::spawn(move || {
-            let t = std::time::Instant::now();
-            r2.wait_change(g, Duration::from_secs(20));
-            t.elapsed()
-        });
-        std::thread::sleep(Duration::from_millis(50));
-        r.set(TIME);
-        assert!(h.join().unwrap() < Duration::from_secs(10));
-        assert!(r.is_set(TIME));
-        // setting again changes nothing
-        let g = r.generation();
-        r.set(TIME);
-        assert_eq!(r.generation(), g);
     }
 }

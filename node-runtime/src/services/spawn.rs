@@ -1,9 +1,10 @@
 //! Starting one run of an extension service: fork, namespaces, mounts, exec.
 //!
-//! In: a [`Plan`] — everything the child needs, prepared (and allocated) by the supervisor
-//! before forking. Out: the pid of the *intermediate* process (the one the supervisor waits
-//! for, through the reaper) and, once the entrypoint was exec'd, the host pid of the service
-//! process — or the reason it could not be started.
+//! Called by the supervisor for every run of a service. In: a [`Plan`] — everything the
+//! child needs, prepared (and allocated) by the supervisor before forking. Out: the pid of
+//! the *intermediate* process (the one the supervisor waits for, through the reaper) and,
+//! once the entrypoint was exec'd, the host pid of the service process — or the reason it
+//! could not be started ([`SpawnError`] if it could not even be forked).
 //!
 //! Process tree of one run:
 //!
@@ -95,6 +96,26 @@ pub struct Plan {
     pub stdio: [OwnedFd; 3],
 }
 
+/// Why [`spawn`] could not fork the run.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// The status pipe could not be created.
+    Pipe(Errno),
+    /// `fork` failed (`None`: no error number).
+    Fork(Option<Errno>),
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pipe(e) => write!(f, "pipe: {e}"),
+            Self::Fork(e) => write!(f, "fork: {}", e.map(|e| e.desc()).unwrap_or("failed")),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
 /// The result of [`spawn`].
 pub struct Spawned {
     /// The intermediate process (wait for it with the reaper).
@@ -155,8 +176,8 @@ fn fail(status: BorrowedFd<'_>, what: &str, path: &[u8], e: Errno) -> ! {
 }
 
 /// Starts one run. Never blocks longer than the child takes to exec (or fail).
-pub fn spawn(plan: &Plan) -> Result<Spawned, String> {
-    let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+pub fn spawn(plan: &Plan) -> Result<Spawned, SpawnError> {
+    let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(SpawnError::Pipe)?;
     let mut fork_err = None;
     let pid = super::reaper::fork_watched(|| {
         // SAFETY: the child only calls async-signal-safe functions (raw syscalls through nix
@@ -173,10 +194,7 @@ pub fn spawn(plan: &Plan) -> Result<Spawned, String> {
     });
     // (`wr` moved into the closure and is closed here in the parent)
     let Some(intermediate) = pid else {
-        return Err(format!(
-            "fork: {}",
-            fork_err.map(|e| e.desc()).unwrap_or("failed")
-        ));
+        return Err(SpawnError::Fork(fork_err));
     };
     let mut out = Vec::new();
     let mut buf = [0u8; 512];

@@ -1,6 +1,7 @@
 //! Supervision of one extension service: dependencies, runs, restarts, logs, state lines.
 //!
-//! In: a validated [`Service`] and the node's [`Readiness`]. Out: runs of the service (see
+//! One thread per valid service, started by [`super::start`] at the end of stage 2. In: a
+//! validated [`Service`] and the node's [`Readiness`]. Out: runs of the service (see
 //! [`super::spawn`]) and one console line per state change:
 //!
 //! `node-runtime: service id=ext-<name> state=<Waiting|Preparing|Running|Finished|Failed> [reason="…"] [exit=N] [pid=N] [restarts=N]`
@@ -14,9 +15,11 @@
 use super::config::{Dependency, Mount, Service};
 use super::reaper::{self, Exit};
 use super::spawn::{self, Plan, PlannedMount};
-use super::{Phase, Readiness, say};
+use crate::console::say;
+use crate::readiness::{Phase, Readiness};
 use nix::mount::MsFlags;
 use std::ffi::CString;
+use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, Write};
 use std::os::fd::OwnedFd;
@@ -33,6 +36,112 @@ pub const LOG_DIR: &str = "/system/log";
 const WRITABLE: &[&str] = &["/system", "/run", "/tmp"];
 /// PATH given to services that set none.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why a run could not be started: the `reason` of its `Failed` line (one line of text).
+#[derive(Debug)]
+pub enum RunError {
+    /// A file operation failed.
+    Io {
+        /// What was done, with the path (`opening /system/log/ext-a.log`).
+        what: String,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// A system call failed.
+    Sys {
+        /// Which one.
+        what: &'static str,
+        /// The error.
+        errno: nix::errno::Errno,
+    },
+    /// A string handed to the child contains a NUL byte (`what` names it).
+    Nul(String),
+    /// A mount destination crosses a symlink in the container root.
+    SymlinkDestination(PathBuf),
+    /// A bind-mount source is missing (and not under a writable directory).
+    MissingSource(PathBuf),
+    /// The container root does not exist.
+    NoRoot(PathBuf),
+    /// The entrypoint is not in the container root.
+    NoEntrypoint {
+        /// The entrypoint as configured.
+        entrypoint: String,
+        /// The container root.
+        root: PathBuf,
+    },
+    /// The entrypoint is a directory.
+    EntrypointIsDir(String),
+    /// The entrypoint is not executable.
+    EntrypointNotExecutable(String),
+    /// A line of the `environmentFile` is not `KEY=VALUE`.
+    EnvFile {
+        /// The file.
+        file: PathBuf,
+        /// The line.
+        error: BadEnvLine,
+    },
+    /// More arguments or environment variables than [`spawn::MAX_ARGS`].
+    TooManyArgs,
+    /// Forking the run failed.
+    Spawn(spawn::SpawnError),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { what, error } => write!(f, "{what}: {error}"),
+            Self::Sys { what, errno } => write!(f, "{what}: {errno}"),
+            Self::Nul(what) => write!(f, "{what} contains a NUL byte"),
+            Self::SymlinkDestination(d) => write!(
+                f,
+                "mount destination {} crosses a symlink in the container root",
+                d.display()
+            ),
+            Self::MissingSource(s) => write!(f, "mount source {} does not exist", s.display()),
+            Self::NoRoot(r) => write!(f, "container root {} does not exist", r.display()),
+            Self::NoEntrypoint { entrypoint, root } => {
+                write!(f, "entrypoint {entrypoint} not found in {}", root.display())
+            }
+            Self::EntrypointIsDir(e) => write!(f, "entrypoint {e} is a directory"),
+            Self::EntrypointNotExecutable(e) => write!(f, "entrypoint {e} is not executable"),
+            Self::EnvFile { file, error } => write!(f, "{}: {error}", file.display()),
+            Self::TooManyArgs => write!(
+                f,
+                "more than {} arguments or environment variables",
+                spawn::MAX_ARGS
+            ),
+            Self::Spawn(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<spawn::SpawnError> for RunError {
+    fn from(e: spawn::SpawnError) -> Self {
+        Self::Spawn(e)
+    }
+}
+
+/// A file operation's error with what was done.
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    move |error| RunError::Io {
+        what: what.into(),
+        error,
+    }
+}
+
+/// A line of an `environmentFile` that is not `KEY=VALUE` (1-based).
+#[derive(Debug)]
+pub struct BadEnvLine(pub usize);
+
+impl fmt::Display for BadEnvLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {} is not KEY=VALUE", self.0)
+    }
+}
+
+impl std::error::Error for BadEnvLine {}
 
 /// Restart backoff: 1 s, doubling up to 30 s; back to 1 s after a run that lasted 30 s.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,18 +306,18 @@ fn run_once(svc: &Service, hub: &Readiness, restarts: u32) -> (bool, Duration) {
     };
     let (stdio, logger, go) = match open_output(svc) {
         Ok(x) => x,
-        Err(r) => return failed(&r),
+        Err(r) => return failed(&r.to_string()),
     };
     let plan = match prepare(svc, stdio) {
         Ok(p) => p,
-        Err(r) => return failed(&r),
+        Err(r) => return failed(&r.to_string()),
     };
     let spawned = spawn::spawn(&plan);
     // the parent's copies of the service's stdio: closed, so the log pipe sees EOF
     drop(plan);
     let spawned = match spawned {
         Ok(s) => s,
-        Err(r) => return failed(&r),
+        Err(r) => return failed(&RunError::from(r).to_string()),
     };
     if let Some(err) = spawned.error {
         let _ = reaper::wait(spawned.intermediate);
@@ -279,25 +388,28 @@ type Output = (
     std::sync::mpsc::Sender<()>,
 );
 
-fn open_output(svc: &Service) -> Result<Output, String> {
+fn open_output(svc: &Service) -> Result<Output, RunError> {
     let id = svc.id();
-    std::fs::create_dir_all(LOG_DIR).map_err(|e| format!("creating {LOG_DIR}: {e}"))?;
+    std::fs::create_dir_all(LOG_DIR).map_err(io(format!("creating {LOG_DIR}")))?;
     let path = Path::new(LOG_DIR).join(format!("{id}.log"));
     let log = File::options()
         .create(true)
         .append(true)
         .open(&path)
-        .map_err(|e| format!("opening {}: {e}", path.display()))?;
-    let null = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
-    let dup = |f: &File| f.try_clone().map_err(|e| format!("dup: {e}"));
+        .map_err(io(format!("opening {}", path.display())))?;
+    let null = File::open("/dev/null").map_err(io("opening /dev/null"))?;
+    let dup = |f: &File| f.try_clone().map_err(io("dup"));
     let (go, wait) = std::sync::mpsc::channel::<()>();
     if !svc.log_to_console {
         let err = dup(&log)?;
         return Ok(([null.into(), log.into(), err.into()], None, go));
     }
     let (rd, wr) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let wr2 = wr.try_clone().map_err(|e| format!("dup: {e}"))?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| RunError::Sys {
+            what: "pipe",
+            errno,
+        })?;
+    let wr2 = wr.try_clone().map_err(io("dup"))?;
     let handle = std::thread::Builder::new()
         .name(format!("{id}-log"))
         .spawn(move || {
@@ -305,7 +417,7 @@ fn open_output(svc: &Service) -> Result<Output, String> {
             let _ = wait.recv();
             copy_lines(&id, File::from(rd), log)
         })
-        .map_err(|e| format!("starting the log thread: {e}"))?;
+        .map_err(io("starting the log thread"))?;
     Ok(([null.into(), wr, wr2], Some(handle), go))
 }
 
@@ -330,11 +442,11 @@ fn copy_lines(id: &str, from: File, mut log: File) {
     }
 }
 
-fn cstr(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, String> {
-    CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+fn cstr(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, RunError> {
+    CString::new(s).map_err(|_| RunError::Nul(what.to_string()))
 }
 
-fn path_cstr(p: &Path) -> Result<CString, String> {
+fn path_cstr(p: &Path) -> Result<CString, RunError> {
     use std::os::unix::ffi::OsStrExt;
     cstr(&p.display().to_string(), p.as_os_str().as_bytes())
 }
@@ -346,16 +458,13 @@ fn inside(root: &Path, inner: &Path) -> PathBuf {
 
 /// Fails when a component of `dest` inside the container root `lower` is a symlink (the
 /// mount would land outside the container).
-fn check_no_symlink(lower: &Path, dest: &Path) -> Result<(), String> {
+fn check_no_symlink(lower: &Path, dest: &Path) -> Result<(), RunError> {
     let mut p = lower.to_path_buf();
     for c in dest.components().skip(1) {
         p.push(c);
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!(
-                    "mount destination {} crosses a symlink in the container root",
-                    dest.display()
-                ));
+                return Err(RunError::SymlinkDestination(dest.to_path_buf()));
             }
             Ok(_) => {}
             Err(_) => return Ok(()),
@@ -366,7 +475,7 @@ fn check_no_symlink(lower: &Path, dest: &Path) -> Result<(), String> {
 
 /// Reads the deprecated `environmentFile`: `KEY=VALUE` lines (blank lines and `#` comments
 /// skipped).
-pub fn read_env_file(text: &str) -> Result<Vec<String>, String> {
+pub fn read_env_file(text: &str) -> Result<Vec<String>, BadEnvLine> {
     let mut out = Vec::new();
     for (i, l) in text.lines().enumerate() {
         let l = l.trim();
@@ -375,7 +484,7 @@ pub fn read_env_file(text: &str) -> Result<Vec<String>, String> {
         }
         match l.split_once('=') {
             Some((k, _)) if !k.is_empty() => out.push(l.to_string()),
-            _ => return Err(format!("line {} is not KEY=VALUE", i + 1)),
+            _ => return Err(BadEnvLine(i + 1)),
         }
     }
     Ok(out)
@@ -386,7 +495,7 @@ fn plan_mount(
     lower: &Path,
     root: &Path,
     root_len: usize,
-) -> Result<PlannedMount, String> {
+) -> Result<PlannedMount, RunError> {
     check_no_symlink(lower, &m.destination)?;
     let target = path_cstr(&inside(root, &m.destination))?;
     let extra = MsFlags::from_bits_truncate(m.flags as _);
@@ -396,9 +505,9 @@ fn plan_mount(
         if !src.exists() {
             if WRITABLE.iter().any(|w| src.starts_with(w)) {
                 std::fs::create_dir_all(src)
-                    .map_err(|e| format!("creating mount source {}: {e}", src.display()))?;
+                    .map_err(io(format!("creating mount source {}", src.display())))?;
             } else {
-                return Err(format!("mount source {} does not exist", src.display()));
+                return Err(RunError::MissingSource(src.to_path_buf()));
             }
         }
         let mut flags = MsFlags::MS_BIND | extra;
@@ -445,33 +554,32 @@ fn plan_mount(
 
 /// Checks the container root and the entrypoint, creates missing writable mount sources,
 /// and prepares the plan of one run.
-fn prepare(svc: &Service, stdio: [OwnedFd; 3]) -> Result<Plan, String> {
+fn prepare(svc: &Service, stdio: [OwnedFd; 3]) -> Result<Plan, RunError> {
     let lower = svc.root();
     if !lower.is_dir() {
-        return Err(format!("container root {} does not exist", lower.display()));
+        return Err(RunError::NoRoot(lower));
     }
     let exe = svc.entrypoint_abs();
     let host_exe = inside(&lower, Path::new(&exe));
     match std::fs::symlink_metadata(&host_exe) {
         Err(_) => {
-            return Err(format!(
-                "entrypoint {} not found in {}",
-                svc.entrypoint,
-                lower.display()
-            ));
+            return Err(RunError::NoEntrypoint {
+                entrypoint: svc.entrypoint.clone(),
+                root: lower,
+            });
         }
         Ok(m) if m.is_dir() => {
-            return Err(format!("entrypoint {} is a directory", svc.entrypoint));
+            return Err(RunError::EntrypointIsDir(svc.entrypoint.clone()));
         }
         Ok(m) => {
             use std::os::unix::fs::PermissionsExt;
             if m.is_file() && m.permissions().mode() & 0o111 == 0 {
-                return Err(format!("entrypoint {} is not executable", svc.entrypoint));
+                return Err(RunError::EntrypointNotExecutable(svc.entrypoint.clone()));
             }
         }
     }
     let base = Path::new(RUN_DIR).join(&svc.name);
-    std::fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
+    std::fs::create_dir_all(&base).map_err(io(format!("creating {}", base.display())))?;
     let (upper, work, root) = (base.join("upper"), base.join("work"), base.join("root"));
     let root_len = root.as_os_str().len();
     let overlay_opts = format!(
@@ -483,7 +591,7 @@ fn prepare(svc: &Service, stdio: [OwnedFd; 3]) -> Result<Plan, String> {
 
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let special = |dest: &str, source: &str, fstype: Option<&str>, flags: MsFlags| {
-        Ok::<_, String>(PlannedMount {
+        Ok::<_, RunError>(PlannedMount {
             source: Some(cstr(dest, source)?),
             target: path_cstr(&inside(&root, Path::new(dest)))?,
             root_len,
@@ -510,9 +618,11 @@ fn prepare(svc: &Service, stdio: [OwnedFd; 3]) -> Result<Plan, String> {
 
     let mut env = svc.environment.clone();
     if let Some(f) = &svc.environment_file {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| format!("reading {}: {e}", f.display()))?;
-        env.extend(read_env_file(&text).map_err(|e| format!("{}: {e}", f.display()))?);
+        let text = std::fs::read_to_string(f).map_err(io(format!("reading {}", f.display())))?;
+        env.extend(read_env_file(&text).map_err(|error| RunError::EnvFile {
+            file: f.clone(),
+            error,
+        })?);
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(DEFAULT_PATH.to_string());
@@ -520,10 +630,7 @@ fn prepare(svc: &Service, stdio: [OwnedFd; 3]) -> Result<Plan, String> {
     let mut argv = vec![svc.entrypoint.clone()];
     argv.extend(svc.args.iter().cloned());
     if argv.len() > spawn::MAX_ARGS || env.len() > spawn::MAX_ARGS {
-        return Err(format!(
-            "more than {} arguments or environment variables",
-            spawn::MAX_ARGS
-        ));
+        return Err(RunError::TooManyArgs);
     }
     let paths = |v: &[PathBuf]| {
         v.iter()
@@ -611,7 +718,7 @@ mod tests {
                 "configuration"
             ]
         );
-        hub.set(crate::services::NET_ADDRESSES);
+        hub.set(crate::readiness::NET_ADDRESSES);
         hub.set_phase("ext-b", Phase::Running);
         assert_eq!(
             unmet(&svc, &hub, &known),
@@ -630,7 +737,90 @@ mod tests {
             read_env_file("# c\n\nA=1\n B=x=y \n").unwrap(),
             ["A=1", "B=x=y"]
         );
-        assert!(read_env_file("A=1\nnope\n").unwrap_err().contains("line 2"));
+        assert!(
+            read_env_file("A=1\nnope\n")
+                .unwrap_err()
+                .to_string()
+                .contains("line 2")
+        );
+    }
+
+    /// The errors are console text (`state=Failed reason="…"`): exact strings.
+    #[test]
+    fn run_error_texts() {
+        use nix::errno::Errno;
+        let io = |what: &str| RunError::Io {
+            what: what.into(),
+            error: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        let fork_eagain = format!("fork: {}", Errno::EAGAIN.desc());
+        let cases: Vec<(RunError, &str)> = vec![
+            (
+                io("opening /dev/null"),
+                "opening /dev/null: No such file or directory (os error 2)",
+            ),
+            (
+                RunError::Sys {
+                    what: "pipe",
+                    errno: Errno::EMFILE,
+                },
+                "pipe: EMFILE: Too many open files",
+            ),
+            (
+                RunError::Nul("an argument".into()),
+                "an argument contains a NUL byte",
+            ),
+            (
+                RunError::SymlinkDestination("/etc/x".into()),
+                "mount destination /etc/x crosses a symlink in the container root",
+            ),
+            (
+                RunError::MissingSource("/s".into()),
+                "mount source /s does not exist",
+            ),
+            (
+                RunError::NoRoot("/usr/local/lib/containers/a".into()),
+                "container root /usr/local/lib/containers/a does not exist",
+            ),
+            (
+                RunError::NoEntrypoint {
+                    entrypoint: "./missing".into(),
+                    root: "/usr/local/lib/containers/no-entry".into(),
+                },
+                "entrypoint ./missing not found in /usr/local/lib/containers/no-entry",
+            ),
+            (
+                RunError::EntrypointIsDir("./d".into()),
+                "entrypoint ./d is a directory",
+            ),
+            (
+                RunError::EntrypointNotExecutable("./f".into()),
+                "entrypoint ./f is not executable",
+            ),
+            (
+                RunError::EnvFile {
+                    file: "/e".into(),
+                    error: BadEnvLine(2),
+                },
+                "/e: line 2 is not KEY=VALUE",
+            ),
+            (
+                RunError::TooManyArgs,
+                "more than 1023 arguments or environment variables",
+            ),
+            (
+                spawn::SpawnError::Pipe(Errno::EMFILE).into(),
+                "pipe: EMFILE: Too many open files",
+            ),
+            (
+                spawn::SpawnError::Fork(Some(Errno::EAGAIN)).into(),
+                &fork_eagain,
+            ),
+            (spawn::SpawnError::Fork(None).into(), "fork: failed"),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.to_string(), want);
+        }
     }
 
     #[test]

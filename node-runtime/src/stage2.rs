@@ -1,0 +1,130 @@
+//! Stage 2: `/sbin/init` in the read-only root, up to the ready line.
+//!
+//! In boot order: the `init stage=rootfs` line; the writable points (/system, /tmp,
+//! /etc/hosts, /etc/resolv.conf); META (read from the boot disk, cmdline keys imported and
+//! written back); coldplug modules (modalias), then the `modules-load.d` lists; the
+//! network (static configuration now, DHCP in the background); the `test-stat` lines; the
+//! extension services (in the background); the ready line:
+//!
+//! `node-runtime: ready meta=0x0a:<sha256 of value>[,0x..:..] extensions=<name>@<version>[,…]|none boot_ms=<ms since /init>`
+//!
+//! and, with `node_runtime.test_poweroff` on the kernel cmdline, the poweroff (after
+//! `node_runtime.test_poweroff=N` seconds, if given). Module loading failures are reported
+//! and boot goes on; a failed mount or META read ends stage 2 with an error.
+//!
+//! In: the boot clock at `/init` (`start_ns`, from stage 1) and the kernel cmdline
+//! (`docs/formats/cmdline.md`). Out: the console lines; returns once ready (PID 1 then idles).
+
+use crate::cmdline::Cmdline;
+use crate::console::{POWEROFF_FLAG, boottime_ns, poweroff, say};
+use crate::mounts::LAYERS_DIR;
+use crate::readiness::Readiness;
+use crate::{meta, modules, mounts, net, services};
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Runs stage 2.
+pub fn run(start_ns: u64) -> Result<()> {
+    let cmd = Cmdline::read();
+    say("init stage=rootfs");
+    mounts::writable()?;
+    let values = meta::at_boot(&cmd)?;
+    if let Err(e) = modules::coldplug() {
+        say(&format!("modalias error={:?}", format!("{e:#}")));
+    }
+    if let Err(e) = modules::load_listed() {
+        say(&format!("modules-load error={:?}", format!("{e:#}")));
+    }
+    let exts = extensions();
+    // services: begin (extension services; network readiness is reported into `ready`)
+    let ready = Readiness::new();
+    // services: end
+    net::start(&cmd, values.get(&0x0a).map(Vec::as_slice), ready.clone());
+    test_stat(&cmd);
+    // services: begin
+    services::start(Path::new("/usr/local/etc/containers"), ready.clone());
+    // services: end
+    let summary = meta_summary(&values);
+    let boot_ms = boottime_ns().saturating_sub(start_ns) / 1_000_000;
+    say(&format!(
+        "ready meta={summary} extensions={exts} boot_ms={boot_ms}"
+    ));
+    if cmd.flag(POWEROFF_FLAG) {
+        // `node_runtime.test_poweroff=N` keeps the node up N seconds after ready (services)
+        if let Some(secs) = cmd.get(POWEROFF_FLAG).and_then(|v| v.parse::<u64>().ok()) {
+            std::thread::sleep(Duration::from_secs(secs));
+        }
+        poweroff();
+    }
+    Ok(())
+}
+
+/// `<name>@<version>[,…]` of the extensions stage 1 mounted (the copy of `extensions.yaml`
+/// it kept), or `none`.
+fn extensions() -> String {
+    let exts = std::fs::read_to_string(format!("{LAYERS_DIR}/extensions.yaml"))
+        .ok()
+        .and_then(|t| sysext::Config::parse(&t).ok())
+        .map(|c| {
+            c.layers
+                .iter()
+                .map(|l| format!("{}@{}", l.metadata.name, l.metadata.version))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if exts.is_empty() {
+        "none".to_string()
+    } else {
+        exts.join(",")
+    }
+}
+
+/// `0x<key>:<sha256 of value>[,…]` of the META values, or `none`.
+fn meta_summary(values: &BTreeMap<u8, Vec<u8>>) -> String {
+    if values.is_empty() {
+        "none".to_string()
+    } else {
+        values
+            .iter()
+            .map(|(k, v)| format!("0x{k:02x}:{}", hex::encode(Sha256::digest(v))))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// `node_runtime.test_stat=PATH[,PATH…]`: one line per path with its type, mode, size and
+/// sha256, so that tests can see what the booted root holds.
+fn test_stat(cmd: &Cmdline) {
+    use std::os::unix::fs::PermissionsExt;
+    for arg in cmd.get_all("node_runtime.test_stat") {
+        for p in arg.split(',').filter(|p| !p.is_empty()) {
+            let line = match std::fs::symlink_metadata(p) {
+                Err(_) => format!("test-stat path={p} missing"),
+                Ok(m) if m.is_dir() => format!(
+                    "test-stat path={p} type=dir mode={:04o}",
+                    m.permissions().mode() & 0o7777
+                ),
+                Ok(m) if m.file_type().is_symlink() => format!(
+                    "test-stat path={p} type=symlink target={}",
+                    std::fs::read_link(p)
+                        .map(|t| t.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ),
+                Ok(m) => {
+                    let sum = std::fs::read(p)
+                        .map(|b| hex::encode(Sha256::digest(&b)))
+                        .unwrap_or_else(|e| format!("unreadable:{e}"));
+                    format!(
+                        "test-stat path={p} type=file mode={:04o} size={} sha256={sum}",
+                        m.permissions().mode() & 0o7777,
+                        m.len()
+                    )
+                }
+            };
+            say(&line);
+        }
+    }
+}
