@@ -1,18 +1,27 @@
-//! The imager library: profile → resolved profile → verified inputs → assembled outputs.
+//! The imager library: a staged pipeline with plain data between the stages.
 //!
-//! `profile` parses, merges, defaults and validates (spec §1); `cmdline` renders the kernel
-//! command line (§10); META for the cmdline is encoded by `adv::env` (§5); `build` checks inputs and
-//! writes the artifacts of §2 (disk images through the installer library), each via a temp
-//! name in the output directory and renamed when complete.
+//! ```text
+//! cli ──► profile ──────► inputs ──────► assemble ──────► output
+//!         Resolved        Inputs         Assembly         Vec<Artifact>
+//!         (merge,         (files, pulls, (cmdline, META,  (disk, ISO, PXE, installer
+//!          defaults,       digests,       extensions →     image; atomic writes;
+//!          validate)       signatures)    initramfs)       signatures)
+//! ```
+//!
+//! - [`cli`]: the `imager` command line (one clap parser; flags → profile).
+//! - [`profile`]: schema, merge, defaults, validation (docs/formats/profile.md).
+//! - [`inputs`]: every input resolved, pulled and verified.
+//! - [`assemble`]: kernel cmdline (docs/formats/cmdline.md), META (docs/formats/meta.md),
+//!   extensions → initramfs (docs/formats/extensions.md).
+//! - [`output`]: the artifacts of docs/formats/outputs.md through one atomic writer.
+//! - [`build`]: sequences the stages. [`io`]: bounded, hashing reads. [`error`]: the error
+//!   type and the exit codes.
 
-pub mod boot;
+pub mod assemble;
 pub mod build;
-pub mod cmdline;
+pub mod cli;
 pub mod error;
-pub mod ext;
-pub mod fetch;
-pub mod installer_image;
-pub mod iso;
+pub mod inputs;
+pub mod io;
+pub mod output;
 pub mod profile;
-pub mod quirks;
-pub mod registry_cli;

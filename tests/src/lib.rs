@@ -127,7 +127,7 @@ pub fn sha256(b: &[u8]) -> String {
 /// Decompresses a `.zst`/`.xz`/`.gz` disk image into a sparse file.
 pub fn decompress(src: &Path, dst: &Path) {
     let mut f = std::fs::File::create(dst).unwrap();
-    imager::boot::decompress_sparse(src, &mut f).unwrap();
+    imager::cli::boot::decompress_sparse(src, &mut f).unwrap();
 }
 
 /// Copies `len` bytes at `offset` of `src` into a new file `dst`.

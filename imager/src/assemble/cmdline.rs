@@ -5,8 +5,8 @@
 //! (or appends the key), `append` adds a value to an existing key (or appends the key), and a
 //! value of `""` renders as a bare `key`.
 
+use crate::profile::quirks::Quirk;
 use crate::profile::{OutputKind, Profile};
-use crate::quirks::Quirk;
 
 /// An ordered kernel command line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -114,7 +114,11 @@ impl std::fmt::Display for Cmdline {
 }
 
 /// Platform kernel arguments (spec §10 table).
-pub fn platform_args(platform: &str, arch: &str, q: &crate::quirks::Quirks) -> Vec<&'static str> {
+pub fn platform_args(
+    platform: &str,
+    arch: &str,
+    q: &crate::profile::quirks::Quirks,
+) -> Vec<&'static str> {
     let arm = arch == "arm64";
     match platform {
         "metal" if arm => vec!["console=ttyAMA0", "console=tty0"],
@@ -178,7 +182,7 @@ pub fn platform_args(platform: &str, arch: &str, q: &crate::quirks::Quirks) -> V
 }
 
 /// `DefaultArgs` for a version (spec §10).
-pub fn default_args(q: &crate::quirks::Quirks) -> Vec<&'static str> {
+pub fn default_args(q: &crate::profile::quirks::Quirks) -> Vec<&'static str> {
     let mut a = Vec::new();
     if !q.has(Quirk::Drop114Defaults) {
         a.push("init_on_alloc=1");

@@ -3,11 +3,11 @@
 //! top, as the overlay mounts them), module metadata is regenerated with our own depmod, and
 //! the `modules.*` files become the synthetic `modules.dep` extension.
 
-use super::tree::{Kind, Tree};
-use super::{Extension, Options};
 use crate::error::{Error, ExitCode, Result, WithCode};
+use crate::inputs::extensions::{Extension, Options};
+use crate::inputs::tree::{Kind, Tree};
 use crate::profile::Profile;
-use crate::quirks::Quirk;
+use crate::profile::quirks::Quirk;
 use std::io::Read;
 use std::path::Path;
 

@@ -7,7 +7,7 @@
 //! it stops as soon as node-runtime prints its ready line (exit 0) or an error line (exit 1).
 
 use crate::error::{Error, ExitCode, Result, WithCode};
-use clap::{Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 use qemu_harness::{DiskKind, Firmware, Machine};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -33,12 +33,8 @@ pub enum AsArg {
 }
 
 /// `imager boot` arguments.
-#[derive(Parser, Debug)]
-#[command(
-    name = "imager boot",
-    about = "Boot an artifact in QEMU (TCG) with the serial console on stderr"
-)]
-pub struct BootCli {
+#[derive(Args, Debug)]
+pub struct BootArgs {
     /// Disk image or ISO: raw, or compressed with .zst, .xz or .gz.
     pub artifact: PathBuf,
     /// Firmware.
@@ -100,7 +96,7 @@ pub fn decompress_sparse(src: &Path, dst: &mut File) -> Result<()> {
 }
 
 /// Runs the boot command.
-pub fn run(cli: &BootCli) -> Result<()> {
+pub fn run(cli: &BootArgs) -> Result<()> {
     let name = cli.artifact.to_string_lossy().to_string();
     let mut _tmp = None;
     let disk = if [".zst", ".xz", ".gz"].iter().any(|s| name.ends_with(s)) {

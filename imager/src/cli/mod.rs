@@ -1,15 +1,20 @@
-//! `imager`: builds boot media from a profile.
+//! Stage 1: the `imager` command line — one clap parser with a typed subcommand enum.
 //!
-//! `imager <profile>|- [flags]`: a built-in profile name with flags merged onto it (spec §3),
-//! or `-` to read a whole profile from stdin (then only `--output`/`--tar-to-stdout` apply,
-//! as in Talos). `imager boot ARTIFACT` runs an artifact in QEMU.
+//! `imager <profile>|- [flags]` builds (the default command): a built-in profile name with
+//! flags merged onto it (docs/formats/profile.md, "CLI"), or `-` to read a whole profile from
+//! stdin (then only `--output`/`--tar-to-stdout` apply, as in Talos). The subcommands: `boot`,
+//! `cache`, `pull`, `verify`, `verify-blob`. Errors become exit codes here, in one place.
 
+pub mod boot;
+mod flags;
+pub mod registry;
+
+use crate::build::{BuildOptions, build};
+use crate::error::{Error, ExitCode, Result};
+use crate::profile::{self, BUILTIN, OutputKind};
 use anyhow::Context;
-use clap::Parser;
-use imager::build::{BuildOptions, build};
-use imager::error::{Error, ExitCode, Result};
-use imager::profile::{self, BUILTIN, OutputKind, SdBootEnrollKeys};
-use serde_json::{Map, Value, json};
+use clap::{Parser, Subcommand};
+use serde_json::json;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -17,11 +22,6 @@ fn after_help() -> String {
     let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
     format!(
         "Built-in profiles: {}.
-
-`imager boot ARTIFACT [--firmware uefi|bios] [--until-ready]` boots a disk image in QEMU
-(see `imager boot --help`). `imager cache ls|prune` manages the blob cache, `imager pull REF DIR` writes an image as an
-OCI layout, `imager verify REF`
-checks an image's signature under a policy, `imager verify-blob FILE` a Sigstore bundle.
 
 Registry pulls (extension and base installer imageRefs): IMAGER_REGISTRY_TIMEOUT (seconds per
 read, default 30) and IMAGER_REGISTRY_ATTEMPTS (default 4, exponential backoff from 250 ms)
@@ -39,11 +39,43 @@ byte-identical outputs.",
 /// Build bootable OS media (disk images, ISO, kernel, initramfs, cmdline, PXE set) from a
 /// Talos-style profile.
 #[derive(Parser, Debug)]
-#[command(name = "imager", version, after_help = after_help())]
-struct Cli {
+#[command(
+    name = "imager",
+    version,
+    after_help = after_help(),
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+/// The subcommands; without one, `imager PROFILE …` builds.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot an artifact in QEMU (TCG) with the serial console on stderr.
+    Boot(boot::BootArgs),
+    /// The content-addressed blob cache shared by builds.
+    Cache(registry::CacheArgs),
+    /// Pull the linux/<arch> image of REF (through mirrors, signature policy applied) into the
+    /// cache and write it as an OCI layout directory.
+    Pull(registry::PullArgs),
+    /// Check an image reference's cosign signature under a policy (no layers are pulled).
+    Verify(registry::VerifyArgs),
+    /// Check a detached Sigstore bundle (`<file>.sigstore.json`) of a file against a key.
+    VerifyBlob(registry::VerifyBlobArgs),
+}
+
+/// What a build takes: the profile and the flags merged onto it.
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
     /// A built-in profile name (e.g. `metal`, `aws`), or `-` to read a complete profile YAML
     /// from stdin.
-    profile: String,
+    #[arg(required = true)]
+    profile: Option<String>,
 
     /// Target architecture (amd64 or arm64); the default is the host's.
     #[arg(long, default_value = host_arch())]
@@ -226,150 +258,16 @@ fn epoch() -> Result<i64> {
     }
 }
 
-fn read_arg_file(flag: &str, path: &str) -> Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("{flag}: reading {path}"))
-        .map_err(|e| Error::new(ExitCode::InvalidInput, e))
+impl BuildArgs {
+    /// The profile argument (`-` for stdin).
+    fn profile(&self) -> &str {
+        self.profile.as_deref().unwrap_or_default()
+    }
 }
 
-fn meta_flag(s: &str) -> Result<Value> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| Error::invalid(format!("--meta {s:?}: expected KEY=VALUE")))?;
-    let key = adv::env::parse_key(k).map_err(|e| Error::invalid(format!("--meta {s:?}: {e}")))?;
-    let value = match v.strip_prefix('@') {
-        Some(path) => read_arg_file(&format!("--meta {k}=@{path}"), path)?,
-        None => v.to_string(),
-    };
-    Ok(json!({"key": key, "value": value}))
-}
-
-fn overlay_options(opts: &[String]) -> Result<Map<String, Value>> {
-    let mut m = Map::new();
-    for o in opts {
-        if let Some(path) = o.strip_prefix('@') {
-            let text = read_arg_file("--overlay-option", path)?;
-            let v = profile::parse_yaml(&text, &format!("--overlay-option @{path}"))?;
-            if let Value::Object(map) = v {
-                m.extend(map);
-            }
-        } else {
-            let (k, v) = o.split_once('=').ok_or_else(|| {
-                Error::invalid(format!(
-                    "--overlay-option {o:?}: expected k=v or @file.yaml"
-                ))
-            })?;
-            let v = match v.strip_prefix('@') {
-                Some(path) => read_arg_file(&format!("--overlay-option {k}"), path)?,
-                None => v.to_string(),
-            };
-            m.insert(k.to_string(), Value::String(v));
-        }
-    }
-    Ok(m)
-}
-
-/// The override profile the flags describe (Talos `root.go`), merged onto the base profile.
-fn flags_profile(cli: &Cli) -> Result<Value> {
-    let container = |r: &str| json!({"imageRef": r, "forceInsecure": cli.insecure});
-    let mut input = Map::new();
-    if let Some(r) = &cli.base_installer_image {
-        input.insert("baseInstaller".into(), container(r));
-    }
-    if !cli.system_extension_images.is_empty() {
-        let v: Vec<Value> = cli
-            .system_extension_images
-            .iter()
-            .map(|r| {
-                let path = std::path::Path::new(r);
-                if path.is_dir() {
-                    json!({"ociPath": r})
-                } else if path.is_file() {
-                    json!({"tarballPath": r})
-                } else {
-                    container(r)
-                }
-            })
-            .collect();
-        input.insert("systemExtensions".into(), Value::Array(v));
-    }
-    if let Some(c) = &cli.image_cache {
-        // a local directory is an OCI layout, anything else an image reference
-        let v = if std::path::Path::new(c).is_dir() {
-            json!({"ociPath": c})
-        } else {
-            container(c)
-        };
-        input.insert("imageCache".into(), v);
-    }
-    if let Some(r) = &cli.overlay_image {
-        input.insert("overlayInstaller".into(), json!({"imageRef": r}));
-    }
-    let mut sb = Map::new();
-    if cli.secureboot_include_well_known_certs {
-        sb.insert("includeWellKnownCerts".into(), Value::Bool(true));
-    }
-    if let Some(a) = &cli.secureboot_signer_address {
-        sb.insert("secureBootSigner".into(), json!({"signerAddress": a}));
-    }
-    if let Some(a) = &cli.pcr_signer_address {
-        sb.insert("pcrSigner".into(), json!({"signerAddress": a}));
-    }
-    if !sb.is_empty() {
-        input.insert("secureboot".into(), Value::Object(sb));
-    }
-    let mut over = json!({
-        "baseProfileName": cli.profile,
-        "arch": cli.arch,
-        "platform": cli.platform.clone().unwrap_or_default(),
-        "input": Value::Object(input),
-    });
-    let mut output = Map::new();
-    if let Some(k) = &cli.output_kind {
-        let kind = OutputKind::parse(k).ok_or_else(|| {
-            Error::invalid(format!(
-                "--output-kind {k:?}: not one of {}",
-                OutputKind::NAMES.join(", ")
-            ))
-        })?;
-        output.insert("kind".into(), Value::String(kind.as_str().into()));
-    }
-    if let Some(m) = &cli.secureboot_enroll_keys {
-        SdBootEnrollKeys::parse(m).ok_or_else(|| {
-            Error::invalid(format!(
-                "--secureboot-enroll-keys {m:?}: not one of if-safe, manual, force, off"
-            ))
-        })?;
-        output.insert("imageOptions".into(), json!({"sdBootEnrollKeys": m}));
-        output.insert("isoOptions".into(), json!({"sdBootEnrollKeys": m}));
-    }
-    over["output"] = Value::Object(output);
-    let meta = cli
-        .meta
-        .iter()
-        .map(|m| meta_flag(m))
-        .collect::<Result<Vec<_>>>()?;
-    let embedded = match &cli.embedded_config_path {
-        Some(p) => read_arg_file("--embedded-config-path", &p.to_string_lossy())?,
-        None => String::new(),
-    };
-    over["customization"] = json!({
-        "extraKernelArgs": cli.extra_kernel_args,
-        "metaContents": meta,
-        "embeddedMachineConfiguration": embedded,
-    });
-    if let Some(img) = &cli.overlay_image {
-        over["overlay"] = json!({
-            "name": cli.overlay_name.clone().unwrap_or_else(|| "default".into()),
-            "image": {"imageRef": img},
-            "options": Value::Object(overlay_options(&cli.overlay_options)?),
-        });
-    }
-    Ok(over)
-}
-
-fn resolve(cli: &Cli) -> Result<(profile::Profile, bool)> {
-    let (value, what) = if cli.profile == "-" {
+/// Profile stage: the profile the arguments describe, merged, defaulted and validated.
+fn resolve(cli: &BuildArgs) -> Result<profile::Resolved> {
+    let (value, what) = if cli.profile() == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
@@ -380,19 +278,12 @@ fn resolve(cli: &Cli) -> Result<(profile::Profile, bool)> {
             "profile (stdin)".to_string(),
         )
     } else {
-        (flags_profile(cli)?, format!("profile {}", cli.profile))
+        (
+            flags::flags_profile(cli)?,
+            format!("profile {}", cli.profile()),
+        )
     };
-    let merged = profile::resolve_base(value)?;
-    let mut p = profile::from_value(merged, &what)?;
-    // an explicitly given base installer supplies the assets whose paths are not set
-    let base_assets = !p.input.base_installer.is_empty();
-    if base_assets {
-        p.fill_defaults(imager::build::BASE_INSTALLER_DIR);
-    } else {
-        p.fill_defaults(&cli.install_dir);
-    }
-    p.validate()?;
-    Ok((p, base_assets))
+    profile::resolve(value, &what, std::path::Path::new(&cli.install_dir))
 }
 
 fn env_num<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
@@ -407,12 +298,15 @@ fn env_num<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
 }
 
 /// Registry settings from the flags, the environment and the profile.
-fn fetch_options(cli: &Cli, p: Option<&profile::Profile>) -> Result<imager::fetch::FetchOptions> {
+fn fetch_options(
+    cli: &BuildArgs,
+    p: Option<&profile::Profile>,
+) -> Result<crate::inputs::registry::FetchOptions> {
     let mut registries = p
         .and_then(|p| p.input.registries.clone())
         .unwrap_or_default();
     if let Some(f) = &cli.registries_config {
-        registries.merge(&imager::fetch::registries_file(f)?);
+        registries.merge(&crate::inputs::registry::registries_file(f)?);
     }
     let credentials = cli
         .registry_auth
@@ -422,7 +316,7 @@ fn fetch_options(cli: &Cli, p: Option<&profile::Profile>) -> Result<imager::fetc
                 .map_err(|e| Error::invalid(format!("--registry-auth {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(imager::fetch::FetchOptions {
+    Ok(crate::inputs::registry::FetchOptions {
         registries,
         credentials,
         ca_files: cli.registry_ca.clone(),
@@ -435,7 +329,7 @@ fn fetch_options(cli: &Cli, p: Option<&profile::Profile>) -> Result<imager::fetc
 }
 
 /// Loads `--sign-key`.
-fn sign_key(cli: &Cli) -> Result<Option<imager::build::SignKey>> {
+fn sign_key(cli: &BuildArgs) -> Result<Option<crate::build::SignKey>> {
     let Some(f) = &cli.sign_key else {
         return Ok(None);
     };
@@ -445,46 +339,11 @@ fn sign_key(cli: &Cli) -> Result<Option<imager::build::SignKey>> {
     let pw = std::env::var("COSIGN_PASSWORD").ok();
     let k = cosign::SigningKey::from_pem(&pem, pw.as_deref().map(str::as_bytes))
         .map_err(|e| Error::invalid(format!("--sign-key {}: {e}", f.display())))?;
-    Ok(Some(imager::build::SignKey(std::sync::Arc::new(k))))
+    Ok(Some(crate::build::SignKey(std::sync::Arc::new(k))))
 }
 
-/// Writes `<file>.sigstore.json` next to every file artifact.
-fn sign_files(
-    key: &cosign::SigningKey,
-    artifacts: &[imager::build::Artifact],
-) -> Result<Vec<imager::build::Artifact>> {
-    let mut out = Vec::new();
-    for a in artifacts {
-        if !a.path.is_file() {
-            continue;
-        }
-        let digest = imager::build::sha256_of(&a.path)?;
-        let bundle = cosign::sign_blob_bundle(key, &digest);
-        let mut name = a.path.file_name().unwrap_or_default().to_os_string();
-        name.push(".sigstore.json");
-        let path = a.path.with_file_name(name);
-        let dir = path.parent().unwrap_or(std::path::Path::new("."));
-        let mut t = tempfile::NamedTempFile::new_in(dir)
-            .with_context(|| format!("writing {}", path.display()))
-            .map_err(|e| Error::new(ExitCode::Io, e))?;
-        std::io::Write::write_all(&mut t, bundle.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))
-            .map_err(|e| Error::new(ExitCode::Io, e))?;
-        t.persist(&path)
-            .with_context(|| format!("writing {}", path.display()))
-            .map_err(|e| Error::new(ExitCode::Io, e))?;
-        out.push(imager::build::Artifact {
-            kind: "signature",
-            size: bundle.len() as u64,
-            path,
-            sha256: None,
-        });
-    }
-    Ok(out)
-}
-
-fn stdin_ignores(cli: &Cli) -> bool {
-    cli.profile == "-"
+fn stdin_ignores(cli: &BuildArgs) -> bool {
+    cli.profile() == "-"
         && (!cli.extra_kernel_args.is_empty()
             || !cli.meta.is_empty()
             || cli.platform.is_some()
@@ -502,58 +361,61 @@ fn max_extension_bytes() -> Result<u64> {
                 "IMAGER_MAX_EXTENSION_BYTES={v:?} is not a byte count"
             ))
         }),
-        Err(_) => Ok(imager::ext::DEFAULT_MAX_BYTES),
+        Err(_) => Ok(crate::inputs::extensions::DEFAULT_MAX_BYTES),
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
+/// `imager PROFILE …`: the pipeline, and what it prints.
+fn run_build(cli: &BuildArgs) -> Result<()> {
     if stdin_ignores(cli) {
         eprintln!(
             "imager: the profile comes from stdin: flags other than --output and --tar-to-stdout are ignored"
         );
     }
-    let (p, base_assets) = resolve(cli)?;
+    let r = resolve(cli)?;
+    let p = &r.profile;
     if cli.dump_profile {
-        let y = serde_saphyr::to_string(&p)
+        let y = serde_saphyr::to_string(p)
             .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("dumping profile: {e}")))?;
         print!("{y}");
         return Ok(());
     }
     p.check_supported()?;
-    for n in imager::build::limitations(&p) {
+    for n in crate::output::limitations(p) {
         eprintln!("imager: note: {n}");
     }
+    let push = match &cli.push {
+        None => None,
+        Some(r) => {
+            if p.output.kind != OutputKind::Installer {
+                return Err(Error::invalid(format!(
+                    "--push {r}: only the installer output is an image"
+                )));
+            }
+            Some((
+                crate::inputs::registry::parse_ref("--push", r)?,
+                cli.insecure,
+            ))
+        }
+    };
     let opts = BuildOptions {
         output_dir: cli.output.clone(),
         epoch: epoch()?,
         digests: cli.json,
-        install_dir: PathBuf::from(&cli.install_dir),
-        extensions: imager::ext::Options {
-            validate_contents: cli.extension_validate_contents,
-            allow_setuid: cli.extension_allow_setuid.clone(),
-            max_bytes: max_extension_bytes()?,
+        inputs: crate::inputs::Options {
+            fetch: fetch_options(cli, Some(p))?,
+            extensions: crate::inputs::extensions::Options {
+                validate_contents: cli.extension_validate_contents,
+                allow_setuid: cli.extension_allow_setuid.clone(),
+                max_bytes: max_extension_bytes()?,
+            },
+            push: push.is_some(),
         },
-        fetch: fetch_options(cli, Some(&p))?,
-        base_assets,
-        push: match &cli.push {
-            None => None,
-            Some(r) => {
-                if p.output.kind != OutputKind::Installer {
-                    return Err(Error::invalid(format!(
-                        "--push {r}: only the installer output is an image"
-                    )));
-                }
-                Some((imager::fetch::parse_ref("--push", r)?, cli.insecure))
-            }
-        },
+        push,
         sign: sign_key(cli)?,
     };
     let start = std::time::Instant::now();
-    let mut artifacts = build(&p, &opts)?;
-    if let Some(k) = &opts.sign {
-        let sigs = sign_files(&k.0, &artifacts)?;
-        artifacts.extend(sigs);
-    }
+    let artifacts = build(&r, &opts)?;
     let secs = start.elapsed().as_secs_f64();
     if cli.json {
         let out = json!({"artifacts": artifacts, "seconds": secs});
@@ -569,30 +431,34 @@ fn run(cli: &Cli) -> Result<()> {
     eprintln!("imager: done in {secs:.1} s");
     if cli.tar_to_stdout {
         let stdout = std::io::stdout().lock();
-        imager::build::tar_gz_dir(&cli.output, opts.epoch, stdout)?;
+        crate::output::tar::tar_gz_dir(&cli.output, opts.epoch, stdout)?;
     }
     Ok(())
 }
 
-fn main() {
-    if std::env::args().nth(1).as_deref() == Some("boot") {
-        let cli = imager::boot::BootCli::parse_from(std::env::args().skip(1));
-        if let Err(e) = imager::boot::run(&cli) {
-            eprintln!("error: {e}");
-            std::process::exit(e.code as i32);
+/// Parses the command line, runs it and returns the process exit code: 0, clap's 2 for usage
+/// errors, or the failure's [`ExitCode`] after one `error:` line.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
         }
-        return;
-    }
-    if matches!(
-        std::env::args().nth(1).as_deref(),
-        Some("cache" | "pull" | "verify" | "verify-blob")
-    ) {
-        let code = imager::registry_cli::main(std::env::args().skip(1));
-        std::process::exit(code);
-    }
-    let cli = Cli::parse();
-    if let Err(e) = run(&cli) {
-        eprintln!("error: {e}");
-        std::process::exit(e.code as i32);
+    };
+    let r = match cli.command {
+        None => run_build(&cli.build),
+        Some(Command::Boot(a)) => boot::run(&a),
+        Some(Command::Cache(a)) => registry::cache(a),
+        Some(Command::Pull(a)) => registry::pull(a),
+        Some(Command::Verify(a)) => registry::verify(a),
+        Some(Command::VerifyBlob(a)) => registry::verify_blob(a),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.code as i32
+        }
     }
 }

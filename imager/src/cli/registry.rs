@@ -4,83 +4,78 @@
 //! In: argv after `imager`. Out: an exit code (spec §3) and lines on stdout.
 
 use crate::error::{Error, ExitCode, Result, WithCode};
-use clap::{Parser, Subcommand};
+use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-/// Blob cache and signature commands.
-#[derive(Parser, Debug)]
-#[command(name = "imager", no_binary_name = true)]
-struct Cli {
+/// `imager cache`.
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    /// Cache directory (default $IMAGER_CACHE_DIR, $XDG_CACHE_HOME/imager, ~/.cache/imager).
+    #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: CacheCmd,
+}
+
+/// `imager verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Image reference.
+    reference: String,
+    /// Signature policy file (see `imager --help`).
+    #[arg(long = "signature-policy", env = "IMAGER_SIGNATURE_POLICY")]
+    policy: PathBuf,
+    /// Plain HTTP.
+    #[arg(long)]
+    insecure: bool,
+    /// Registries config (mirrors, TLS, auth).
+    #[arg(long = "registries-config", env = "IMAGER_REGISTRIES_CONFIG")]
+    registries_config: Option<PathBuf>,
+    /// Cache directory.
+    #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+/// `imager pull`.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Image reference.
+    reference: String,
+    /// Output OCI layout directory.
+    dir: PathBuf,
+    /// Architecture.
+    #[arg(long, default_value = "amd64")]
+    arch: String,
+    /// Plain HTTP.
+    #[arg(long)]
+    insecure: bool,
+    /// Signature policy file.
+    #[arg(long = "signature-policy", env = "IMAGER_SIGNATURE_POLICY")]
+    policy: Option<PathBuf>,
+    /// Registries config (mirrors, TLS, auth).
+    #[arg(long = "registries-config", env = "IMAGER_REGISTRIES_CONFIG")]
+    registries_config: Option<PathBuf>,
+    /// Cache directory.
+    #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+/// `imager verify-blob`.
+#[derive(Args, Debug)]
+pub struct VerifyBlobArgs {
+    /// The file.
+    file: PathBuf,
+    /// The bundle (default `<file>.sigstore.json`).
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Public key (PEM).
+    #[arg(long)]
+    key: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
-enum Cmd {
-    /// The content-addressed blob cache shared by builds.
-    Cache {
-        /// Cache directory (default $IMAGER_CACHE_DIR, $XDG_CACHE_HOME/imager, ~/.cache/imager).
-        #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR", global = true)]
-        cache_dir: Option<PathBuf>,
-        #[command(subcommand)]
-        cmd: CacheCmd,
-    },
-    /// Checks an image reference's cosign signature under a policy (no layers are pulled).
-    Verify {
-        /// Image reference.
-        reference: String,
-        /// Signature policy file (see `imager --help`).
-        #[arg(long = "signature-policy", env = "IMAGER_SIGNATURE_POLICY")]
-        policy: PathBuf,
-        /// Plain HTTP.
-        #[arg(long)]
-        insecure: bool,
-        /// Registries config (mirrors, TLS, auth).
-        #[arg(long = "registries-config", env = "IMAGER_REGISTRIES_CONFIG")]
-        registries_config: Option<PathBuf>,
-        /// Cache directory.
-        #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR")]
-        cache_dir: Option<PathBuf>,
-    },
-    /// Pulls the linux/<arch> image of REF (through mirrors, signature policy applied) into
-    /// the cache and writes it as an OCI layout directory.
-    Pull {
-        /// Image reference.
-        reference: String,
-        /// Output OCI layout directory.
-        dir: PathBuf,
-        /// Architecture.
-        #[arg(long, default_value = "amd64")]
-        arch: String,
-        /// Plain HTTP.
-        #[arg(long)]
-        insecure: bool,
-        /// Signature policy file.
-        #[arg(long = "signature-policy", env = "IMAGER_SIGNATURE_POLICY")]
-        policy: Option<PathBuf>,
-        /// Registries config (mirrors, TLS, auth).
-        #[arg(long = "registries-config", env = "IMAGER_REGISTRIES_CONFIG")]
-        registries_config: Option<PathBuf>,
-        /// Cache directory.
-        #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR")]
-        cache_dir: Option<PathBuf>,
-    },
-    /// Checks a detached Sigstore bundle (`<file>.sigstore.json`) of a file against a key.
-    VerifyBlob {
-        /// The file.
-        file: PathBuf,
-        /// The bundle (default `<file>.sigstore.json`).
-        #[arg(long)]
-        bundle: Option<PathBuf>,
-        /// Public key (PEM).
-        #[arg(long)]
-        key: PathBuf,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum CacheCmd {
+pub enum CacheCmd {
     /// Lists blobs: digest, size, last use, what it is.
     Ls,
     /// Removes blobs (waits for running builds; they hold the cache lock).
@@ -126,12 +121,12 @@ fn fetcher(
     registries_config: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     policy: Option<PathBuf>,
-) -> Result<crate::fetch::Fetcher> {
+) -> Result<crate::inputs::registry::Fetcher> {
     let registries = match registries_config {
         None => oci::RegistriesConfig::default(),
-        Some(f) => crate::fetch::registries_file(&f)?,
+        Some(f) => crate::inputs::registry::registries_file(&f)?,
     };
-    crate::fetch::Fetcher::new(&crate::fetch::FetchOptions {
+    crate::inputs::registry::Fetcher::new(&crate::inputs::registry::FetchOptions {
         registries,
         cache_dir,
         policy,
@@ -139,139 +134,129 @@ fn fetcher(
     })
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match cli.cmd {
-        Cmd::Cache { cache_dir, cmd } => {
-            let c = cache_at(cache_dir)?;
-            match cmd {
-                CacheCmd::Ls => {
-                    let entries = c
-                        .list()
-                        .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("{e}")))?;
-                    let mut total = 0;
-                    for e in &entries {
-                        let age = SystemTime::now()
-                            .duration_since(e.last_used)
-                            .unwrap_or_default()
-                            .as_secs();
-                        println!(
-                            "{} {:>12} {:>8}s-ago {}",
-                            e.digest,
-                            e.size,
-                            age,
-                            e.note.trim()
-                        );
-                        total += e.size;
-                    }
-                    eprintln!(
-                        "imager: cache {}: {} blobs, {total} bytes",
-                        c.root().display(),
-                        entries.len()
-                    );
-                }
-                CacheCmd::Prune { all, older_than } => {
-                    let age = if all {
-                        None
-                    } else {
-                        Some(parse_age(older_than.as_deref().unwrap_or("30d"))?)
-                    };
-                    let r = c
-                        .prune(age, SystemTime::now())
-                        .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("{e}")))?;
-                    println!(
-                        "removed {} blobs ({} bytes), kept {}",
-                        r.removed, r.bytes, r.kept
-                    );
-                }
+/// `imager cache ls|prune`.
+pub fn cache(a: CacheArgs) -> Result<()> {
+    let CacheArgs { cache_dir, cmd } = a;
+    let c = cache_at(cache_dir)?;
+    match cmd {
+        CacheCmd::Ls => {
+            let entries = c
+                .list()
+                .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("{e}")))?;
+            let mut total = 0;
+            for e in &entries {
+                let age = SystemTime::now()
+                    .duration_since(e.last_used)
+                    .unwrap_or_default()
+                    .as_secs();
+                println!(
+                    "{} {:>12} {:>8}s-ago {}",
+                    e.digest,
+                    e.size,
+                    age,
+                    e.note.trim()
+                );
+                total += e.size;
             }
-        }
-        Cmd::Verify {
-            reference,
-            policy,
-            insecure,
-            registries_config,
-            cache_dir,
-        } => {
-            let f = fetcher(registries_config, cache_dir, Some(policy.clone()))?;
-            let r = crate::fetch::parse_ref("REF", &reference)?;
-            let (top, v) = f.resolve_verified("verify", &r, insecure)?;
-            match v {
-                Some(d) => println!("{}@{}: {d}", r.name(), top.digest),
-                None => {
-                    return Err(Error::invalid(format!(
-                        "{r}: no rule of {} applies to {}",
-                        policy.display(),
-                        r.name()
-                    )));
-                }
-            }
-        }
-        Cmd::Pull {
-            reference,
-            dir,
-            arch,
-            insecure,
-            policy,
-            registries_config,
-            cache_dir,
-        } => {
-            let f = fetcher(registries_config, cache_dir, policy)?;
-            let a = crate::profile::ContainerAsset {
-                image_ref: reference.clone(),
-                force_insecure: insecure,
-                ..Default::default()
-            };
-            let img = f.pull_layout("REF", &a, &arch, &dir)?;
-            println!(
-                "{}@{} {}",
-                img.reference.name(),
-                img.top.digest,
-                dir.display()
+            eprintln!(
+                "imager: cache {}: {} blobs, {total} bytes",
+                c.root().display(),
+                entries.len()
             );
         }
-        Cmd::VerifyBlob { file, bundle, key } => {
-            let bundle = bundle.unwrap_or_else(|| {
-                let mut n = file.file_name().unwrap_or_default().to_os_string();
-                n.push(".sigstore.json");
-                file.with_file_name(n)
-            });
-            let pem =
-                std::fs::read(&key).code(ExitCode::Io, || format!("--key {}", key.display()))?;
-            let pk = cosign::PublicKey::from_pem(&pem)
-                .map_err(|e| Error::invalid(format!("--key {}: {e}", key.display())))?;
-            let b = std::fs::read(&bundle)
-                .code(ExitCode::Io, || format!("bundle {}", bundle.display()))?;
-            let digest = crate::build::sha256_of(&file)?;
-            let verifier = cosign::Verifier::Key {
-                path: key.display().to_string(),
-                key: pk,
+        CacheCmd::Prune { all, older_than } => {
+            let age = if all {
+                None
+            } else {
+                Some(parse_age(older_than.as_deref().unwrap_or("30d"))?)
             };
-            let v = cosign::verify_blob_bundle(&verifier, &b, &digest).map_err(|e| {
-                Error::new(
-                    ExitCode::Dependency,
-                    anyhow::anyhow!("{}: bundle {}: {e}", file.display(), bundle.display()),
-                )
-            })?;
-            println!("{}: {}", file.display(), v.description);
+            let r = c
+                .prune(age, SystemTime::now())
+                .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("{e}")))?;
+            println!(
+                "removed {} blobs ({} bytes), kept {}",
+                r.removed, r.bytes, r.kept
+            );
         }
     }
     Ok(())
 }
 
-/// Parses and runs; returns the process exit code.
-pub fn main(args: impl Iterator<Item = String>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
-        }
-    };
-    match run(cli) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.code as i32
+/// `imager verify REF`.
+pub fn verify(a: VerifyArgs) -> Result<()> {
+    let VerifyArgs {
+        reference,
+        policy,
+        insecure,
+        registries_config,
+        cache_dir,
+    } = a;
+    let f = fetcher(registries_config, cache_dir, Some(policy.clone()))?;
+    let r = crate::inputs::registry::parse_ref("REF", &reference)?;
+    let (top, v) = f.resolve_verified("verify", &r, insecure)?;
+    match v {
+        Some(d) => println!("{}@{}: {d}", r.name(), top.digest),
+        None => {
+            return Err(Error::invalid(format!(
+                "{r}: no rule of {} applies to {}",
+                policy.display(),
+                r.name()
+            )));
         }
     }
+    Ok(())
+}
+
+/// `imager pull REF DIR`.
+pub fn pull(a: PullArgs) -> Result<()> {
+    let PullArgs {
+        reference,
+        dir,
+        arch,
+        insecure,
+        policy,
+        registries_config,
+        cache_dir,
+    } = a;
+    let f = fetcher(registries_config, cache_dir, policy)?;
+    let a = crate::profile::ContainerAsset {
+        image_ref: reference.clone(),
+        force_insecure: insecure,
+        ..Default::default()
+    };
+    let img = f.pull_layout("REF", &a, &arch, &dir)?;
+    println!(
+        "{}@{} {}",
+        img.reference.name(),
+        img.top.digest,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `imager verify-blob FILE`.
+pub fn verify_blob(a: VerifyBlobArgs) -> Result<()> {
+    let VerifyBlobArgs { file, bundle, key } = a;
+    let bundle = bundle.unwrap_or_else(|| {
+        let mut n = file.file_name().unwrap_or_default().to_os_string();
+        n.push(".sigstore.json");
+        file.with_file_name(n)
+    });
+    let pem = std::fs::read(&key).code(ExitCode::Io, || format!("--key {}", key.display()))?;
+    let pk = cosign::PublicKey::from_pem(&pem)
+        .map_err(|e| Error::invalid(format!("--key {}: {e}", key.display())))?;
+    let b = std::fs::read(&bundle).code(ExitCode::Io, || format!("bundle {}", bundle.display()))?;
+    let digest = crate::io::sha256_file(&file)?;
+    let verifier = cosign::Verifier::Key {
+        path: key.display().to_string(),
+        key: pk,
+    };
+    let v = cosign::verify_blob_bundle(&verifier, &b, &digest).map_err(|e| {
+        Error::new(
+            ExitCode::Dependency,
+            anyhow::anyhow!("{}: bundle {}: {e}", file.display(), bundle.display()),
+        )
+    })?;
+    println!("{}: {}", file.display(), v.description);
+    Ok(())
 }

@@ -14,9 +14,9 @@
 //! so the artifacts layer carries `usr/install/<arch>/{vmlinuz,initramfs.xz,systemd-boot.efi}`
 //! (Talos ≥ 1.10 carries `vmlinuz.efi` + `systemd-boot.efi`).
 
-use crate::build::{Artifact, BuildOptions};
+use super::{Artifact, Writer};
 use crate::error::{Error, ExitCode, Result, WithCode};
-use crate::fetch::BaseImage;
+use crate::inputs::base::BaseImage;
 use crate::profile::Profile;
 use oci::types::{
     Descriptor, ImageConfig, Manifest, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RootFs,
@@ -38,7 +38,7 @@ pub struct Assembled {
 /// Assembles the installer image.
 pub fn assemble(
     p: &Profile,
-    o: &BuildOptions,
+    w: &Writer,
     base: &BaseImage,
     kernel: &Path,
     initramfs: &Path,
@@ -77,7 +77,7 @@ pub fn assemble(
     });
     let work = tempfile::Builder::new()
         .prefix(".installer.")
-        .tempdir_in(&o.output_dir)
+        .tempdir_in(&w.dir)
         .code(ExitCode::Io, || "creating the artifacts layer".to_string())?;
     let tmp_path = work.path().join("layer");
     let mut f = std::fs::File::create(&tmp_path)
@@ -94,7 +94,7 @@ pub fn assemble(
     let config = ImageConfig {
         architecture: arch.clone(),
         os: "linux".into(),
-        created: Some(civil::rfc3339(o.epoch)),
+        created: Some(civil::rfc3339(w.epoch)),
         config: base.config.config.clone(),
         rootfs: RootFs {
             kind: "layers".into(),
@@ -166,16 +166,11 @@ fn base_tag(base: &BaseImage) -> Option<String> {
 }
 
 /// Writes the tar and the layout directory; returns their artifacts.
-pub fn write(
-    p: &Profile,
-    o: &BuildOptions,
-    base: &BaseImage,
-    a: &Assembled,
-) -> Result<Vec<Artifact>> {
+pub fn write(p: &Profile, w: &Writer, base: &BaseImage, a: &Assembled) -> Result<Vec<Artifact>> {
     let name = p.output_name();
     let tags: Vec<String> = base_tag(base).into_iter().collect();
-    let epoch = u64::try_from(o.epoch).unwrap_or(0);
-    let tar = crate::build::write_artifact(o, "installer", &name, p.output.out_format, |f| {
+    let epoch = u64::try_from(w.epoch).unwrap_or(0);
+    let tar = w.file("installer", &name, p.output.out_format, |f| {
         oci::layout::write_archive(f, &a.files, &tags, epoch)
             .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("writing {name}: {e}")))
     })?;
@@ -185,21 +180,9 @@ pub fn write(
         p.arch,
         if p.is_secureboot() { "-secureboot" } else { "" }
     );
-    let final_dir = o.output_dir.join(&dir_name);
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{dir_name}."))
-        .tempdir_in(&o.output_dir)
-        .code(ExitCode::Io, || format!("creating {}", final_dir.display()))?;
-    oci::layout::write_layout(tmp.path(), std::slice::from_ref(&a.files))
-        .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("writing {dir_name}: {e}")))?;
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).code(ExitCode::Io, || {
-            format!("replacing {}", final_dir.display())
-        })?;
-    }
-    let tmp_path = tmp.keep();
-    std::fs::rename(&tmp_path, &final_dir).code(ExitCode::Io, || {
-        format!("renaming into {}", final_dir.display())
+    let final_dir = w.dir("oci-layout", &dir_name, |tmp| {
+        oci::layout::write_layout(tmp, std::slice::from_ref(&a.files))
+            .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("writing {dir_name}: {e}")))
     })?;
     let dir = Artifact {
         kind: "oci-layout",

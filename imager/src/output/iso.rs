@@ -13,7 +13,7 @@
 
 use crate::error::{Error, ExitCode, Result, WithCode};
 use crate::profile::Profile;
-use crate::quirks::Quirk;
+use crate::profile::quirks::Quirk;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -117,6 +117,7 @@ fn uefi_files(
 }
 
 /// Inputs of an ISO build.
+#[derive(Debug)]
 pub struct IsoInputs<'a> {
     /// Kernel.
     pub kernel: &'a Path,
@@ -124,8 +125,8 @@ pub struct IsoInputs<'a> {
     pub initramfs: &'a Path,
     /// systemd-boot.
     pub sd_boot: &'a Path,
-    /// Directory holding `eltorito.img` and `boot_hybrid.img`.
-    pub grub_dir: PathBuf,
+    /// GRUB's images (`eltorito.img` and `boot_hybrid.img` are read).
+    pub grub: &'a crate::inputs::GrubImages,
 }
 
 /// Writes the ISO into `out` (a new, empty file).
@@ -217,7 +218,7 @@ pub fn write_iso(
     }
     if hybrid {
         let grub = |n: &str| {
-            let path = inp.grub_dir.join(n);
+            let path = inp.grub.iso_file(n);
             std::fs::read(&path).code(ExitCode::Io, || format!("GRUB assets: {}", path.display()))
         };
         b.add_file(

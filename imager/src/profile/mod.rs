@@ -8,13 +8,82 @@
 //! (`""`, `0`, null), and booleans always override. Typing is strict: an unknown key is an
 //! error that names its full path (e.g. `output.imageOptions.diskSise`).
 
+mod defaults;
+pub mod quirks;
 pub mod schema;
+mod validate;
 
 pub use schema::*;
 
 use crate::error::{Error, Result};
-use crate::quirks::{DEFAULT_VERSION, Quirk, Quirks};
+use quirks::{DEFAULT_VERSION, Quirk, Quirks};
 use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Where the boot assets whose paths the profile left unset are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssetRoot {
+    /// `<dir>/<arch>/…` on this machine (`--install-dir`, `IMAGER_INSTALL_DIR`).
+    InstallDir(PathBuf),
+    /// `/usr/install/<arch>/…` inside `input.baseInstaller`, which was given explicitly.
+    BaseInstaller,
+}
+
+/// Which file inputs the profile left unset (so [`AssetRoot`] supplies them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Defaulted {
+    /// `input.kernel.path`.
+    pub kernel: bool,
+    /// `input.initramfs.path`.
+    pub initramfs: bool,
+    /// `input.sdStub.path`.
+    pub sd_stub: bool,
+    /// `input.sdBoot.path`.
+    pub sd_boot: bool,
+}
+
+/// A merged, defaulted and validated profile: the output of this stage, never changed after.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The profile, as `--dump-profile` prints it.
+    pub profile: Profile,
+    /// Where defaulted assets come from.
+    pub assets: AssetRoot,
+    /// Which file inputs were defaulted.
+    pub defaulted: Defaulted,
+}
+
+/// Types `value` (a profile merged onto its base), fills the defaults and validates.
+/// `what` names the source in errors; `install_dir` replaces `/usr/install` in default asset
+/// paths unless an explicit base installer supplies them.
+pub fn resolve(value: Value, what: &str, install_dir: &Path) -> Result<Resolved> {
+    let merged = resolve_base(value)?;
+    let mut p = from_value(merged, what)?;
+    let defaulted = Defaulted {
+        kernel: p.input.kernel.path.is_empty(),
+        initramfs: p.input.initramfs.path.is_empty(),
+        sd_stub: p.input.sd_stub.path.is_empty(),
+        sd_boot: p.input.sd_boot.path.is_empty(),
+    };
+    // an explicitly given base installer supplies the assets whose paths are not set; the
+    // profile then shows their paths inside it, as Talos does
+    let assets = if p.input.base_installer.is_empty() {
+        p.fill_defaults(&install_dir.to_string_lossy());
+        AssetRoot::InstallDir(install_dir.to_path_buf())
+    } else {
+        p.fill_defaults(BASE_INSTALL_DIR);
+        AssetRoot::BaseInstaller
+    };
+    p.validate()?;
+    Ok(Resolved {
+        profile: p,
+        assets,
+        defaulted,
+    })
+}
+
+/// `/usr/install`: where boot assets live in installer images.
+pub const BASE_INSTALL_DIR: &str = "/usr/install";
 
 /// `MinRAWDiskSize`.
 pub const MIN_RAW_DISK_SIZE: u64 = 1246 * MIB;
@@ -176,258 +245,6 @@ impl Profile {
         }
     }
 
-    /// Fills the defaults of spec §1.1 / §4.4 (`Profile.FillDefaults`). `install_dir`
-    /// replaces `/usr/install` in the default asset paths.
-    pub fn fill_defaults(&mut self, install_dir: &str) {
-        if self.version.is_empty() {
-            self.version = DEFAULT_VERSION.into();
-        }
-        let q = self.quirks();
-        let dir = install_dir.trim_end_matches('/');
-        let arch = self.arch.clone();
-        let fill = |a: &mut FileAsset, file: &str| {
-            if a.path.is_empty() {
-                a.path = format!("{dir}/{arch}/{file}");
-            }
-        };
-        fill(&mut self.input.kernel, "vmlinuz");
-        fill(&mut self.input.initramfs, "initramfs.xz");
-        fill(&mut self.input.sd_stub, "systemd-stub.efi");
-        fill(&mut self.input.sd_boot, "systemd-boot.efi");
-        if self.input.base_installer.is_empty() {
-            let repo = if q.has(Quirk::UnifiedInstaller) {
-                "installer-base"
-            } else {
-                "installer"
-            };
-            self.input.base_installer.image_ref =
-                format!("ghcr.io/siderolabs/{repo}:{}", self.version);
-        }
-        if self.is_secureboot() {
-            let sb = SECUREBOOT_DIR;
-            let a = self.input.secureboot.get_or_insert_with(Default::default);
-            let s = &mut a.secure_boot_signer;
-            if s.key_path.is_empty()
-                && s.azure_vault_url.is_empty()
-                && s.aws_kms_key_id.is_empty()
-                && s.signer_address.is_empty()
-            {
-                s.key_path = format!("{sb}/uki-signing-key.pem");
-                s.cert_path = format!("{sb}/uki-signing-cert.pem");
-            }
-            let pcr = &mut a.pcr_signer;
-            if pcr.key_path.is_empty()
-                && pcr.azure_vault_url.is_empty()
-                && pcr.aws_kms_key_id.is_empty()
-                && pcr.signer_address.is_empty()
-            {
-                pcr.key_path = format!("{sb}/pcr-signing-key.pem");
-            }
-            // pre-built enrolment databases are used only when they exist
-            for (field, file) in [
-                (&mut a.platform_key_path, "PK.auth"),
-                (&mut a.key_exchange_key_path, "KEK.auth"),
-                (&mut a.signature_key_path, "db.auth"),
-            ] {
-                let p = format!("{sb}/{file}");
-                if field.is_empty() && std::path::Path::new(&p).exists() {
-                    *field = p;
-                }
-            }
-        }
-        match self.output.kind {
-            OutputKind::Image => {
-                let explicit = self
-                    .output
-                    .image_options
-                    .as_ref()
-                    .map(|o| o.bootloader.clone())
-                    .unwrap_or_default();
-                let bl = self.select_bootloader(&explicit);
-                if let Some(o) = self.output.image_options.as_mut() {
-                    if o.disk_format.is_empty() {
-                        o.disk_format = "raw".into();
-                    }
-                    let boot = q.boot_size_mib() * MIB;
-                    if o.disk_size != 0 {
-                        o.disk_size = (o.disk_size + boot).saturating_sub(1000 * MIB);
-                        if bl == "dual-boot" {
-                            o.disk_size += MIB + boot;
-                        }
-                    }
-                    o.bootloader = bl;
-                }
-            }
-            OutputKind::Iso if q.has(Quirk::IsoBootloader) => {
-                let explicit = self
-                    .output
-                    .iso_options
-                    .as_ref()
-                    .map(|o| o.bootloader.clone())
-                    .unwrap_or_default();
-                let bl = self.select_bootloader(&explicit);
-                self.output
-                    .iso_options
-                    .get_or_insert_with(Default::default)
-                    .bootloader = bl;
-            }
-            _ => {}
-        }
-    }
-
-    /// `Profile.Validate` (spec §1.1): the rules every profile must meet.
-    pub fn validate(&self) -> Result<()> {
-        if self.arch != "amd64" && self.arch != "arm64" {
-            return Err(invalid(
-                "arch",
-                format!("{:?} is not amd64 or arm64", self.arch),
-            ));
-        }
-        if self.platform.is_empty() {
-            return Err(invalid("platform", "must be set"));
-        }
-        if !PLATFORMS.contains(&self.platform.as_str()) {
-            return Err(invalid(
-                "platform",
-                format!(
-                    "unknown platform {:?} (known: {})",
-                    self.platform,
-                    PLATFORMS.join(", ")
-                ),
-            ));
-        }
-        if self.is_secureboot() && !self.quirks().has(Quirk::Uki) {
-            return Err(invalid(
-                "secureboot",
-                format!("needs version >= 1.5 (profile version {})", self.version),
-            ));
-        }
-        let c = &self.customization;
-        let kind = self.output.kind.as_str();
-        match self.output.kind {
-            OutputKind::Unknown => return Err(invalid("output.kind", "must be set")),
-            OutputKind::Iso => {
-                if let Some(o) = &self.output.iso_options {
-                    if o.bootloader == "none" {
-                        return Err(invalid("output.isoOptions.bootloader", "must not be none"));
-                    }
-                    check_bootloader("output.isoOptions.bootloader", &o.bootloader, true)?;
-                }
-            }
-            OutputKind::Installer => {
-                if !c.meta_contents.is_empty() {
-                    return Err(invalid(
-                        "customization.metaContents",
-                        "not allowed for output kind installer",
-                    ));
-                }
-            }
-            OutputKind::Kernel | OutputKind::Initramfs => {
-                if self.is_secureboot() {
-                    return Err(invalid(
-                        "secureboot",
-                        format!("not allowed for output kind {kind}"),
-                    ));
-                }
-                if !c.extra_kernel_args.is_empty() {
-                    return Err(invalid(
-                        "customization.extraKernelArgs",
-                        format!("not allowed for output kind {kind}"),
-                    ));
-                }
-                if !c.meta_contents.is_empty() {
-                    return Err(invalid(
-                        "customization.metaContents",
-                        format!("not allowed for output kind {kind}"),
-                    ));
-                }
-            }
-            OutputKind::Image => {
-                let o = self.output.image_options.as_ref().ok_or_else(|| {
-                    invalid("output.imageOptions", "required for output kind image")
-                })?;
-                if o.disk_size == 0 {
-                    return Err(invalid(
-                        "output.imageOptions.diskSize",
-                        "required for output kind image",
-                    ));
-                }
-                check_bootloader("output.imageOptions.bootloader", &o.bootloader, false)?;
-                if o.bootloader == "dual-boot" && self.arch != "amd64" {
-                    return Err(invalid(
-                        "output.imageOptions.bootloader",
-                        "dual-boot exists for amd64 only",
-                    ));
-                }
-                if !matches!(o.disk_format.as_str(), "raw" | "qcow2" | "vhd" | "ova") {
-                    return Err(invalid(
-                        "output.imageOptions.diskFormat",
-                        format!("{:?} is not one of raw, qcow2, vhd, ova", o.disk_format),
-                    ));
-                }
-                let opts_field = "output.imageOptions.diskFormatOptions";
-                match o.disk_format.as_str() {
-                    "qcow2" => {
-                        diskfmt::parse_qcow2_options(&o.disk_format_options)
-                            .map_err(|e| invalid(opts_field, e))?;
-                    }
-                    "vhd" => {
-                        diskfmt::parse_vhd_options(&o.disk_format_options)
-                            .map_err(|e| invalid(opts_field, e))?;
-                    }
-                    // raw and ova run no qemu-img in Talos either: options are ignored there
-                    _ => {}
-                }
-                if !matches!(o.disk_sector_size, 0 | 512 | 4096) {
-                    return Err(invalid(
-                        "output.imageOptions.diskSectorSize",
-                        format!("{} (512 or 4096)", o.disk_sector_size),
-                    ));
-                }
-            }
-            OutputKind::Uki | OutputKind::Cmdline | OutputKind::Pxe => {}
-        }
-        Ok(())
-    }
-
-    /// What this imager cannot build yet: exit code 3 with the field at fault.
-    pub fn check_supported(&self) -> Result<()> {
-        if self.is_secureboot() {
-            return Err(unsupported(
-                "secureboot",
-                "SecureBoot is not implemented yet",
-            ));
-        }
-        let kind = self.output.kind;
-        if matches!(kind, OutputKind::Uki) {
-            return Err(unsupported(
-                "output.kind",
-                format!("{} output is not implemented yet", kind.as_str()),
-            ));
-        }
-        if !self.input.image_cache.is_empty() {
-            return Err(unsupported(
-                "input.imageCache",
-                "image caches are not implemented yet",
-            ));
-        }
-        if self.overlay.is_some() {
-            return Err(unsupported("overlay", "overlays are not implemented yet"));
-        }
-        if !self.customization.embedded_machine_configuration.is_empty()
-            && !self.quirks().has(crate::quirks::Quirk::EmbeddedConfig)
-        {
-            return Err(unsupported(
-                "customization.embeddedMachineConfiguration",
-                format!(
-                    "embedded machine configuration needs Talos >= 1.12 (version {})",
-                    self.version
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     /// `<platform>-<arch>[-secureboot]`.
     pub fn base_name(&self) -> String {
         let sb = if self.is_secureboot() {
@@ -467,27 +284,15 @@ impl Profile {
     }
 }
 
-fn check_bootloader(field: &str, v: &str, allow_empty: bool) -> Result<()> {
-    match v {
-        "sd-boot" | "grub" | "dual-boot" => Ok(()),
-        "" if allow_empty => Ok(()),
-        other => Err(invalid(
-            field,
-            format!("{other:?} is not one of sd-boot, grub, dual-boot"),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn resolved(v: Value) -> Profile {
-        let mut p = from_value(resolve_base(v).unwrap(), "test").unwrap();
-        p.fill_defaults("/usr/install");
-        p.validate().unwrap();
-        p
+        resolve(v, "test", Path::new("/usr/install"))
+            .unwrap()
+            .profile
     }
 
     #[test]

@@ -1,0 +1,133 @@
+//! Disk images (docs/formats/disk-layout.md): the layout is written by the installer library
+//! into a sparse raw file; qcow2, vhd and ova are converted from it (docs/formats/outputs.md
+//! "Disk format conversion"), honouring `diskFormatOptions` as `qemu-img -o` would.
+
+use super::{Artifact, Writer, temp_in};
+use crate::assemble::Assembly;
+use crate::error::{Error, ExitCode, Result};
+use crate::inputs::Inputs;
+use crate::profile::quirks::Quirk;
+use crate::profile::{ImageOptions, Profile};
+use std::fs::File;
+
+/// The installer library's description of the image `p` asks for.
+pub fn image_spec(p: &Profile, inputs: &Inputs, a: &Assembly) -> Result<installer::ImageSpec> {
+    let io = p.output.image_options.clone().unwrap_or_default();
+    let need = |what: &str, v: &Option<std::path::PathBuf>| {
+        v.clone().ok_or_else(|| {
+            Error::new(
+                ExitCode::Unknown,
+                anyhow::anyhow!("{what} was not resolved for a disk image"),
+            )
+        })
+    };
+    Ok(installer::ImageSpec {
+        arch: p.arch.clone(),
+        disk_size: io.disk_size,
+        sector_size: if io.disk_sector_size == 0 {
+            512
+        } else {
+            u64::from(io.disk_sector_size)
+        },
+        bootloader: installer::Bootloader::parse(&io.bootloader).ok_or_else(|| {
+            Error::invalid(format!(
+                "field output.imageOptions.bootloader: {:?}",
+                io.bootloader
+            ))
+        })?,
+        boot_size_mib: p.quirks().boot_size_mib(),
+        os_name: if p.name.is_empty() {
+            "Talos".into()
+        } else {
+            p.name.clone()
+        },
+        version: p.version.clone(),
+        cmdline: a.cmdline.clone(),
+        files: installer::BootFiles {
+            kernel: need("input.kernel", &inputs.kernel)?,
+            initramfs: need("input.initramfs", &a.initramfs)?,
+            sd_boot: need("input.sdBoot", &inputs.sd_boot)?,
+            grub: match io.bootloader.as_str() {
+                "grub" | "dual-boot" => Some(inputs.grub.disk()?),
+                _ => None,
+            },
+        },
+        meta: a.meta.clone(),
+        epoch: 0,
+        grub_reset_entry: p.quirks().has(Quirk::ResetOption),
+    })
+}
+
+/// Writes the disk image of `spec` (with the writer's epoch) in the profile's disk format.
+pub fn write(p: &Profile, spec: &installer::ImageSpec, w: &Writer) -> Result<Artifact> {
+    let io = p.output.image_options.clone().unwrap_or_default();
+    let name = p.output_name();
+    let kind = p.output.kind.as_str();
+    let fmt = p.output.out_format;
+    let mut spec = spec.clone();
+    spec.epoch = w.epoch;
+    let write_raw = |f: &mut File| {
+        installer::write_image(f, &spec).map_err(|e| {
+            let code = match e {
+                installer::InstallError::Unsupported(_) => ExitCode::Unsupported,
+                installer::InstallError::Io { .. } => ExitCode::Io,
+                _ => ExitCode::Assembly,
+            };
+            Error::new(code, e).context(format!("writing disk image {name}"))
+        })?;
+        Ok(())
+    };
+    if io.disk_format == "raw" {
+        return w.file(kind, &name, fmt, write_raw);
+    }
+    // other formats are converted from a sparse raw image written first
+    let mut raw = temp_in(&w.dir, &format!("{}.raw", p.base_name()))?;
+    write_raw(raw.as_file_mut())?;
+    w.file(kind, &name, fmt, |f| {
+        convert(raw.as_file(), f, &io, &p.base_name(), &p.arch, w.epoch)
+    })
+}
+
+/// Converts a sparse raw disk image into `io.disk_format`.
+fn convert(
+    raw: &File,
+    out: &mut File,
+    io: &ImageOptions,
+    label: &str,
+    arch: &str,
+    epoch: i64,
+) -> Result<()> {
+    let opts = diskfmt::Options {
+        timestamp: epoch,
+        label: label.to_string(),
+    };
+    let field = "output.imageOptions.diskFormatOptions";
+    let bad = |e: diskfmt::DiskFmtError| Error::invalid(format!("field {field}: {e}"));
+    let failed = |e: diskfmt::DiskFmtError| {
+        Error::new(ExitCode::Assembly, e).context(format!("converting to {}", io.disk_format))
+    };
+    match io.disk_format.as_str() {
+        "qcow2" => {
+            let cluster = diskfmt::parse_qcow2_options(&io.disk_format_options).map_err(bad)?;
+            diskfmt::write_qcow2(raw, out, cluster, &opts).map_err(failed)?;
+        }
+        "vhd" => {
+            diskfmt::parse_vhd_options(&io.disk_format_options).map_err(bad)?;
+            diskfmt::write_vhd_fixed(raw, out, &opts).map_err(failed)?;
+        }
+        "ova" => {
+            // Talos runs vmdk-convert without options: diskFormatOptions do not apply
+            let ovf = diskfmt::OvfOptions {
+                arch: arch.to_string(),
+                ..Default::default()
+            };
+            diskfmt::write_ova(raw, out, &ovf, &opts).map_err(failed)?;
+        }
+        other => {
+            return Err(Error::invalid(format!(
+                "field output.imageOptions.diskFormat: {other:?} is not one of raw, qcow2, vhd, ova"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! The PXE set (this imager's output kind `pxe`): kernel, initramfs and cmdline under Image
+//! Factory's names, and an iPXE script that boots them. Always uncompressed, for iPXE to
+//! fetch.
+
+use super::{Artifact, Writer, copy_from};
+use crate::error::Result;
+use crate::profile::{OutFormat, Profile};
+use std::path::Path;
+
+/// The iPXE script of a PXE set: kernel and initramfs next to the script (iPXE resolves the
+/// names against the script's own URL), as Image Factory's `standard.ipxe` does with URLs.
+pub fn ipxe_script(kernel: &str, initramfs: &str, cmdline: &str) -> String {
+    format!("#!ipxe\n\nimgfree\nkernel {kernel} {cmdline}\ninitrd {initramfs}\nboot\n")
+}
+
+/// Writes the four files.
+pub fn write(
+    p: &Profile,
+    kernel: &Path,
+    initramfs: &Path,
+    cmdline: &str,
+    w: &Writer,
+) -> Result<Vec<Artifact>> {
+    let kname = format!("kernel-{}", p.arch);
+    let iname = format!("initramfs-{}.xz", p.arch);
+    let cname = format!("cmdline-{}", p.base_name());
+    let script = ipxe_script(&kname, &iname, cmdline);
+    let raw = OutFormat::Raw;
+    Ok(vec![
+        w.file("kernel", &kname, raw, copy_from(kernel))?,
+        w.file("initramfs", &iname, raw, copy_from(initramfs))?,
+        w.bytes("cmdline", &cname, cmdline.as_bytes())?,
+        w.bytes("ipxe", &p.output_name(), script.as_bytes())?,
+    ])
+}
