@@ -1,8 +1,8 @@
-//! The imager's error type: every failure carries the exit code of spec §3.
+//! The imager's error type: every failure carries the exit code of docs/ARCHITECTURE.md (invariants).
 
 use std::fmt;
 
-/// Exit codes (spec §3).
+/// Exit codes (docs/ARCHITECTURE.md, invariants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ExitCode {

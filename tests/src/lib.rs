@@ -4,6 +4,8 @@
 //! The binaries and assets come from `hack/build.sh` (the README's test command runs it before
 //! `cargo test`); a missing one is a failure that says so, never a skip.
 #![allow(clippy::unwrap_used)]
+// test plumbing (child processes, servers, builders): nothing here reaches a user's message
+#![allow(missing_debug_implementations)]
 
 pub mod faultproxy;
 pub mod fixture;

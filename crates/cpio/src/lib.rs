@@ -62,6 +62,14 @@ pub enum CpioError {
     Io(#[from] io::Error),
 }
 
+impl<W: Write> std::fmt::Debug for Writer<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A cpio newc writer.
 pub struct Writer<W: Write> {
     out: W,

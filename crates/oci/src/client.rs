@@ -101,6 +101,14 @@ pub struct SignatureBlob {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("cache", &self.cache.root())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The client.
 pub struct Client {
     opts: ClientOptions,

@@ -65,6 +65,14 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
+impl<W> std::fmt::Debug for HashingWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashingWriter")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Hashes and counts the bytes written through it into `inner`.
 pub struct HashingWriter<W> {
     inner: W,

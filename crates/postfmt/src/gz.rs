@@ -91,6 +91,14 @@ fn deflate_chunk(level: u32, dict: &Dict, data: &[u8], last: bool) -> Result<Vec
     }
 }
 
+impl<W: Write> std::fmt::Debug for ParallelGzEncoder<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParallelGzEncoder")
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Streaming parallel gzip encoder: feed it with [`write_all`](Self::write_all) /
 /// [`write_zeros`](Self::write_zeros) (or [`io::Write`]), then call [`finish`](Self::finish).
 ///

@@ -116,6 +116,15 @@ const OVMF_CODE: &[&str] = &[
     "/usr/share/OVMF/OVMF_CODE.fd",
 ];
 
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("pid", &self.child.id())
+            .field("lines", &self.lines.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A running machine.
 pub struct Run {
     child: Child,

@@ -161,6 +161,14 @@ pub(crate) struct Node {
     pub path: String,
 }
 
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Collects a tree, then writes it as a SquashFS image.
 pub struct Builder {
     opts: Options,

@@ -1,4 +1,4 @@
-//! Kernel command line generation (spec §10).
+//! Kernel command line generation (docs/formats/cmdline.md).
 //!
 //! In: a resolved profile. Out: the cmdline string. The model is go-procfs's `Cmdline`: an
 //! ordered list of keys, each with one or more values. `set` replaces a key's values in place
@@ -113,7 +113,7 @@ impl std::fmt::Display for Cmdline {
     }
 }
 
-/// Platform kernel arguments (spec §10 table).
+/// Platform kernel arguments (docs/formats/cmdline.md table).
 pub fn platform_args(
     platform: &str,
     arch: &str,
@@ -181,7 +181,7 @@ pub fn platform_args(
     }
 }
 
-/// `DefaultArgs` for a version (spec §10).
+/// `DefaultArgs` for a version (docs/formats/cmdline.md).
 pub fn default_args(q: &crate::profile::quirks::Quirks) -> Vec<&'static str> {
     let mut a = Vec::new();
     if !q.has(Quirk::Drop114Defaults) {

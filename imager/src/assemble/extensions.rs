@@ -37,7 +37,7 @@ fn walk_key(p: &str) -> Vec<&str> {
     p.split('/').collect()
 }
 
-/// The firmware and modules paths of the target version (spec §13 usrmerge).
+/// The firmware and modules paths of the target version (docs/formats/quirks.md usrmerge).
 fn firmware_dir(p: &Profile) -> &'static str {
     if p.quirks().has(Quirk::Usrmerge) {
         "usr/lib/firmware"
@@ -47,7 +47,7 @@ fn firmware_dir(p: &Profile) -> &'static str {
 }
 
 fn glob_match(pat: &str, name: &str) -> bool {
-    // the two globs of spec §7: "*" and "microcode_amd*.bin"
+    // the two globs of docs/formats/extensions.md: "*" and "microcode_amd*.bin"
     match pat.split_once('*') {
         None => pat == name,
         Some((pre, suf)) => {
@@ -259,7 +259,7 @@ fn write_cpio<W: Write>(
 }
 
 /// `mksquashfs rootfs <dir>.sqsh -all-root -noappend` with the SELinux labels recorded at
-/// extraction (spec §7 step 4).
+/// extraction (docs/formats/extensions.md step 4).
 fn write_squashfs(
     e: &Extension,
     out: &Path,

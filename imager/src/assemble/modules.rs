@@ -1,4 +1,4 @@
-//! Kernel modules shipped by extensions (spec §7 step 3): the base rootfs's module tree and
+//! Kernel modules shipped by extensions (docs/formats/extensions.md step 3): the base rootfs's module tree and
 //! every extension's modules are merged (extensions over the base, the first extension on
 //! top, as the overlay mounts them), module metadata is regenerated with our own depmod, and
 //! the `modules.*` files become the synthetic `modules.dep` extension.

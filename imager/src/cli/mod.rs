@@ -1,7 +1,7 @@
 //! Stage 1: the `imager` command line — one clap parser with a typed subcommand enum.
 //!
 //! `imager <profile>|- [flags]` builds (the default command): a built-in profile name with
-//! flags merged onto it (docs/formats/profile.md, "CLI"), or `-` to read a whole profile from
+//! flags merged onto it (docs/formats/profile.md, "CLI flags → profile"), or `-` to read a whole profile from
 //! stdin (then only `--output`/`--tar-to-stdout` apply, as in Talos). The subcommands: `boot`,
 //! `cache`, `pull`, `verify`, `verify-blob`. Errors become exit codes here, in one place.
 

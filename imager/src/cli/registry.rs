@@ -1,7 +1,7 @@
 //! `imager cache ls|prune`, `imager pull REF DIR`, `imager verify REF` and
 //! `imager verify-blob FILE`.
 //!
-//! In: argv after `imager`. Out: an exit code (spec §3) and lines on stdout.
+//! In: argv after `imager`. Out: an exit code (docs/ARCHITECTURE.md) and lines on stdout.
 
 use crate::error::{Error, ExitCode, Result, WithCode};
 use clap::{Args, Subcommand};

@@ -1,4 +1,4 @@
-//! The `installer` output kind (spec §2 "Installer OCI image").
+//! The `installer` output kind (docs/formats/outputs.md "Installer OCI image").
 //!
 //! In: the base installer image (registry or OCI layout), the boot assets of this build
 //! (kernel, the possibly rebuilt initramfs, systemd-boot) and SOURCE_DATE_EPOCH. Out:
@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// The assembled image (files in the output dir's staging and the cache).
+#[derive(Debug)]
 pub struct Assembled {
     /// Manifest descriptor, bytes and blobs.
     pub files: oci::layout::ImageFiles,

@@ -1,13 +1,13 @@
-//! The ISO output (spec §6): a hybrid image that boots from CD and USB disk, BIOS and UEFI.
+//! The ISO output (docs/formats/iso.md): a hybrid image that boots from CD and USB disk, BIOS and UEFI.
 //!
 //! In: a resolved profile, the kernel cmdline (META already on it as INSTALLER_META_BASE64),
 //! the boot files and GRUB's `eltorito.img` / `boot_hybrid.img`. Out: `<base>.iso` written by
 //! the `iso9660` crate: an ISO 9660 + Rock Ridge tree (`boot/` for GRUB, `EFI/`, `loader/` and
 //! the boot entry's files), El Torito entries for BIOS (GRUB, boot info table) and UEFI (an
 //! `efiboot.img` FAT ESP written with the `fat` crate and appended as partition 2), GRUB's
-//! hybrid MBR code and a GPT (`-appended_part_as_gpt`). Volume id and set id per §6.
+//! hybrid MBR code and a GPT (`-appended_part_as_gpt`). Volume id and set id per docs/formats/iso.md.
 //!
-//! Generator choice (§6): amd64 → hybrid (GRUB BIOS + systemd-boot UEFI), arm64 → UEFI only.
+//! Generator choice (docs/formats/iso.md): amd64 → hybrid (GRUB BIOS + systemd-boot UEFI), arm64 → UEFI only.
 //! As on disk images, systemd-boot starts a Boot Loader Specification type #1 entry whose
 //! kernel and initramfs sit on the ESP, where Talos uses a UKI.
 
@@ -28,7 +28,7 @@ enum Src {
     Bytes(Vec<u8>),
 }
 
-/// The ISO's `boot/grub/grub.cfg` (spec §6, exact).
+/// The ISO's `boot/grub/grub.cfg` (docs/formats/iso.md, exact).
 pub fn grub_cfg(cmdline: &str, reset: bool) -> String {
     let cmdline = installer::grub_quote(cmdline);
     let entry = |title: &str, extra: &str| {
@@ -164,7 +164,7 @@ pub fn write_iso(
     }
     let files = uefi_files(p, inp.kernel, inp.initramfs, inp.sd_boot, cmdline);
 
-    // efiboot.img: 10 MiB + the rounded-up sizes of what it holds (spec §6), but at least
+    // efiboot.img: 10 MiB + the rounded-up sizes of what it holds (docs/formats/iso.md), but at least
     // 40 MiB: EDK2 takes the FAT type from the cluster count, so the image must have 65525+
     // clusters to be read as FAT32 (Talos's UKIs always make it that large; our kernel and
     // initramfs are smaller). spc: the largest of 8, 4, 2, 1 keeping 65525 + 2048 clusters.

@@ -5,7 +5,7 @@
 use super::*;
 
 impl Profile {
-    /// Fills the defaults of spec §1.1 / §4.4 (`Profile.FillDefaults`). `install_dir`
+    /// Fills the defaults of docs/formats/profile.md and docs/formats/disk-layout.md (`Profile.FillDefaults`). `install_dir`
     /// replaces `/usr/install` in the default asset paths.
     pub fn fill_defaults(&mut self, install_dir: &str) {
         if self.version.is_empty() {

@@ -1,7 +1,7 @@
 //! Profiles: built-in YAML, parsing, Talos merge semantics, defaults and validation.
 //!
 //! In: a built-in profile name or a YAML document, plus an override built from CLI flags.
-//! Out: a [`Profile`] with every default filled in and validated (spec §1.1, §1.3, §4.4).
+//! Out: a [`Profile`] with every default filled in and validated (docs/formats/profile.md, docs/formats/disk-layout.md).
 //!
 //! Merging happens on YAML values before typing (`pkg/machinery/config/merge`): maps merge per
 //! key, sequences are concatenated, a right-hand scalar overrides unless it is the zero value
@@ -93,7 +93,7 @@ const MIB: u64 = 1024 * 1024;
 
 include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 
-/// Platforms known to `talos.platform=` (spec §10).
+/// Platforms known to `talos.platform=` (docs/formats/cmdline.md).
 pub const PLATFORMS: &[&str] = &[
     "akamai",
     "alibabacloud",
@@ -227,7 +227,7 @@ impl Profile {
         self.secureboot == Some(true)
     }
 
-    /// `Output.selectBootloader` (spec §1.1): SecureBoot forces sd-boot, an explicit choice is
+    /// `Output.selectBootloader` (docs/formats/profile.md): SecureBoot forces sd-boot, an explicit choice is
     /// kept, else arm64 (≥1.10) → sd-boot, <1.10 → grub, amd64 → dual-boot.
     pub fn select_bootloader(&self, explicit: &str) -> String {
         if self.is_secureboot() {
@@ -255,7 +255,7 @@ impl Profile {
         format!("{}-{}{sb}", self.platform, self.arch)
     }
 
-    /// File name of the primary artifact (spec §2), before post-processing.
+    /// File name of the primary artifact (docs/formats/outputs.md), before post-processing.
     pub fn output_name(&self) -> String {
         let base = self.base_name();
         let sb = if self.is_secureboot() {
@@ -322,7 +322,7 @@ mod tests {
             "ghcr.io/siderolabs/installer-base:v1.14.0"
         );
         let o = p.output.image_options.as_ref().unwrap();
-        // spec §4.4: metal amd64 dual-boot 4 453 302 272
+        // docs/formats/disk-layout.md: metal amd64 dual-boot 4 453 302 272
         assert_eq!(o.disk_size, 4_453_302_272);
         assert_eq!(o.bootloader, "dual-boot");
         assert_eq!(p.output_name(), "metal-amd64.raw");

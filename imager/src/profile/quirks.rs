@@ -1,4 +1,4 @@
-//! Version quirks (spec §13) as one data table: cmdline, layout and defaults all ask
+//! Version quirks (docs/formats/quirks.md) as one data table: cmdline, layout and defaults all ask
 //! [`Quirks::has`] about a [`Quirk`], and the table says from which version it holds.
 //!
 //! A version is `[v]MAJOR.MINOR[.PATCH][-pre][+build]`; the pre-release is ignored and a

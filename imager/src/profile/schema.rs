@@ -1,4 +1,4 @@
-//! The profile schema of spec §1.1. Go struct tags become camelCase keys, field order follows
+//! The profile schema of docs/formats/profile.md. Go struct tags become camelCase keys, field order follows
 //! the Go structs (so dumps read like Talos's), `omitempty` fields are skipped when empty, and
 //! unknown keys are rejected.
 
@@ -301,7 +301,7 @@ pub struct Output {
     pub out_format: OutFormat,
 }
 
-/// Output kinds of spec §2, plus `pxe` (this imager's PXE set).
+/// Output kinds of docs/formats/outputs.md, plus `pxe` (this imager's PXE set).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
@@ -439,7 +439,7 @@ impl SdBootEnrollKeys {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ImageOptions {
-    /// Disk size in bytes (adjusted by the defaults, spec §4.4).
+    /// Disk size in bytes (adjusted by the defaults, docs/formats/disk-layout.md).
     #[serde(default)]
     pub disk_size: u64,
     /// `raw`, `qcow2`, `vhd` or `ova`.

@@ -4,7 +4,7 @@
 use super::*;
 
 impl Profile {
-    /// `Profile.Validate` (spec §1.1): the rules every profile must meet.
+    /// `Profile.Validate` (docs/formats/profile.md): the rules every profile must meet.
     pub fn validate(&self) -> Result<()> {
         if self.arch != "amd64" && self.arch != "arm64" {
             return Err(invalid(
