@@ -64,6 +64,30 @@ impl Error {
     }
 }
 
+/// The exit codes of the library errors the imager surfaces: one mapping per library, here.
+impl Error {
+    /// A registry, cache or layout failure: bad references and configs are invalid input,
+    /// local I/O is I/O, everything else (network, registry, digests) a dependency failure.
+    pub fn from_oci(what: &str, e: oci::Error) -> Self {
+        let code = match &e {
+            oci::Error::Reference { .. } | oci::Error::Config(_) => ExitCode::InvalidInput,
+            oci::Error::Io { .. } => ExitCode::Io,
+            _ => ExitCode::Dependency,
+        };
+        Self::new(code, anyhow::anyhow!("{what}: {e}"))
+    }
+
+    /// A disk-layout failure of the installer library.
+    pub fn from_install(e: installer::InstallError) -> Self {
+        let code = match e {
+            installer::InstallError::Unsupported(_) => ExitCode::Unsupported,
+            installer::InstallError::Io { .. } => ExitCode::Io,
+            _ => ExitCode::Assembly,
+        };
+        Self::new(code, e)
+    }
+}
+
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
 

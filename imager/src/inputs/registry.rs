@@ -59,12 +59,7 @@ fn dep(e: impl Into<anyhow::Error>) -> Error {
 }
 
 pub(crate) fn oci_err(what: &str, e: oci::Error) -> Error {
-    let code = match &e {
-        oci::Error::Reference { .. } | oci::Error::Config(_) => ExitCode::InvalidInput,
-        oci::Error::Io { .. } => ExitCode::Io,
-        _ => ExitCode::Dependency,
-    };
-    Error::new(code, anyhow::anyhow!("{what}: {e}"))
+    Error::from_oci(what, e)
 }
 
 /// Reads a `--registries-config` file.

@@ -67,14 +67,8 @@ pub fn write(p: &Profile, spec: &installer::ImageSpec, w: &Writer) -> Result<Art
     let mut spec = spec.clone();
     spec.epoch = w.epoch;
     let write_raw = |f: &mut File| {
-        installer::write_image(f, &spec).map_err(|e| {
-            let code = match e {
-                installer::InstallError::Unsupported(_) => ExitCode::Unsupported,
-                installer::InstallError::Io { .. } => ExitCode::Io,
-                _ => ExitCode::Assembly,
-            };
-            Error::new(code, e).context(format!("writing disk image {name}"))
-        })?;
+        installer::write_image(f, &spec)
+            .map_err(|e| Error::from_install(e).context(format!("writing disk image {name}")))?;
         Ok(())
     };
     if io.disk_format == "raw" {
