@@ -212,8 +212,8 @@ pub fn default_args(q: &crate::profile::quirks::Quirks) -> Vec<&'static str> {
 pub fn build(p: &Profile, meta_env: Option<&str>) -> Cmdline {
     let q = p.quirks();
     let mut c = Cmdline::default();
-    c.set("talos.platform", &p.platform);
-    c.set_all(&platform_args(&p.platform, &p.arch, &q));
+    c.set("talos.platform", p.platform.as_str());
+    c.set_all(&platform_args(p.platform.as_str(), p.arch.as_str(), &q));
     if p.output.kind == OutputKind::Iso && q.has(Quirk::HaltIfInstalled) {
         c.set("talos.halt_if_installed", "1");
     }
@@ -238,8 +238,8 @@ mod tests {
 
     fn prof(platform: &str, version: &str, extra: &[&str]) -> Profile {
         let mut p = Profile {
-            platform: platform.into(),
-            arch: "amd64".into(),
+            platform: crate::profile::Platform::parse(platform).unwrap(),
+            arch: crate::profile::Arch::Amd64,
             version: version.into(),
             ..Default::default()
         };

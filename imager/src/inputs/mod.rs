@@ -141,7 +141,7 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
         Some(base::base_image(
             fetcher.as_ref(),
             &p.input.base_installer,
-            &p.arch,
+            p.arch.as_str(),
         )?)
     } else {
         None
@@ -157,7 +157,7 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
     };
     let path_of = |defaulted: bool, profile_path: &str, file: &str| -> PathBuf {
         match &asset_dir {
-            Some(d) if defaulted => d.join(&p.arch).join(file),
+            Some(d) if defaulted => d.join(p.arch).join(file),
             _ => PathBuf::from(profile_path),
         }
     };
@@ -174,10 +174,10 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
     );
     let grub = GrubImages {
         dir: match (&asset_dir, &r.assets) {
-            (Some(d), _) => d.join(&p.arch).join("grub"),
-            (None, AssetRoot::InstallDir(d)) => d.join(&p.arch).join("grub"),
+            (Some(d), _) => d.join(p.arch).join("grub"),
+            (None, AssetRoot::InstallDir(d)) => d.join(p.arch).join("grub"),
             (None, AssetRoot::BaseInstaller) => PathBuf::from(crate::profile::BASE_INSTALL_DIR)
-                .join(&p.arch)
+                .join(p.arch)
                 .join("grub"),
         },
     };
@@ -202,7 +202,7 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
                     Error::new(ExitCode::Unknown, anyhow::anyhow!("no registry client"))
                 })?;
                 let dir = staging_dir()?.join(format!("pulled-{i}"));
-                f.pull_layout(&field, a, &p.arch, &dir)?;
+                f.pull_layout(&field, a, p.arch.as_str(), &dir)?;
                 extensions::Source {
                     label: format!("{field} (imageRef {})", a.image_ref),
                     archive: extensions::Archive::Layout(dir),
@@ -215,7 +215,7 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
         exts = extensions::load(
             &sources,
             &p.customization.embedded_machine_configuration,
-            &p.arch,
+            p.arch.as_str(),
             &p.version,
             &staging_dir()?.join("ext"),
             &o.extensions,

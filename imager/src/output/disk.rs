@@ -22,14 +22,14 @@ pub fn image_spec(p: &Profile, inputs: &Inputs, a: &Assembly) -> Result<installe
         })
     };
     Ok(installer::ImageSpec {
-        arch: p.arch.clone(),
+        arch: p.arch.to_string(),
         disk_size: io.disk_size,
         sector_size: if io.disk_sector_size == 0 {
             512
         } else {
             u64::from(io.disk_sector_size)
         },
-        bootloader: installer::Bootloader::parse(&io.bootloader).ok_or_else(|| {
+        bootloader: installer::Bootloader::parse(io.bootloader.as_str()).ok_or_else(|| {
             Error::invalid(format!(
                 "field output.imageOptions.bootloader: {:?}",
                 io.bootloader
@@ -78,7 +78,14 @@ pub fn write(p: &Profile, spec: &installer::ImageSpec, w: &Writer) -> Result<Art
     let mut raw = temp_in(&w.dir, &format!("{}.raw", p.base_name()))?;
     write_raw(raw.as_file_mut())?;
     w.file(kind, &name, fmt, |f| {
-        convert(raw.as_file(), f, &io, &p.base_name(), &p.arch, w.epoch)
+        convert(
+            raw.as_file(),
+            f,
+            &io,
+            &p.base_name(),
+            p.arch.as_str(),
+            w.epoch,
+        )
     })
 }
 

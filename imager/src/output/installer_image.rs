@@ -93,7 +93,7 @@ pub fn assemble(
     diff_ids.push(layer.diff_id.to_string());
     layers.push(layer.descriptor.clone());
     let config = ImageConfig {
-        architecture: arch.clone(),
+        architecture: arch.to_string(),
         os: "linux".into(),
         created: Some(civil::rfc3339(w.epoch)),
         config: base.config.config.clone(),
@@ -147,7 +147,7 @@ pub fn assemble(
                 digest: oci::Digest::of(&manifest_bytes),
                 size: manifest_bytes.len() as u64,
                 platform: Some(oci::types::Platform {
-                    architecture: arch.clone(),
+                    architecture: arch.to_string(),
                     os: "linux".into(),
                     variant: None,
                 }),

@@ -13,7 +13,7 @@ impl Profile {
         }
         let q = self.quirks();
         let dir = install_dir.trim_end_matches('/');
-        let arch = self.arch.clone();
+        let arch = self.arch;
         let fill = |a: &mut FileAsset, file: &str| {
             if a.path.is_empty() {
                 a.path = format!("{dir}/{arch}/{file}");
@@ -70,12 +70,12 @@ impl Profile {
                     .output
                     .image_options
                     .as_ref()
-                    .map(|o| o.bootloader.clone())
+                    .map(|o| o.bootloader)
                     .unwrap_or_default();
-                let bl = self.select_bootloader(&explicit);
+                let bl = self.select_bootloader(explicit);
                 if let Some(o) = self.output.image_options.as_mut() {
-                    if o.disk_format.is_empty() {
-                        o.disk_format = "raw".into();
+                    if o.disk_format.is_unset() {
+                        o.disk_format = DiskFormat::Raw;
                     }
                     let boot = q.boot_size_mib() * MIB;
                     if o.disk_size != 0 {
@@ -92,9 +92,9 @@ impl Profile {
                     .output
                     .iso_options
                     .as_ref()
-                    .map(|o| o.bootloader.clone())
+                    .map(|o| o.bootloader)
                     .unwrap_or_default();
-                let bl = self.select_bootloader(&explicit);
+                let bl = self.select_bootloader(explicit);
                 self.output
                     .iso_options
                     .get_or_insert_with(Default::default)

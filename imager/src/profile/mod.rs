@@ -8,6 +8,7 @@
 //! (`""`, `0`, null), and booleans always override. Typing is strict: an unknown key is an
 //! error that names its full path (e.g. `output.imageOptions.diskSise`).
 
+mod closed;
 mod defaults;
 pub mod quirks;
 pub mod schema;
@@ -92,30 +93,6 @@ pub const DEFAULT_RAW_DISK_SIZE: u64 = 8192 * MIB;
 const MIB: u64 = 1024 * 1024;
 
 include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
-
-/// Platforms known to `talos.platform=` (docs/formats/cmdline.md).
-pub const PLATFORMS: &[&str] = &[
-    "akamai",
-    "alibabacloud",
-    "aws",
-    "azure",
-    "cloudstack",
-    "container",
-    "digital-ocean",
-    "equinixMetal",
-    "exoscale",
-    "gcp",
-    "hcloud",
-    "metal",
-    "nocloud",
-    "opennebula",
-    "openstack",
-    "oracle",
-    "scaleway",
-    "upcloud",
-    "vmware",
-    "vultr",
-];
 
 /// Parses YAML text into an untyped value (`what` names the source in errors).
 pub fn parse_yaml(text: &str, what: &str) -> Result<Value> {
@@ -229,19 +206,19 @@ impl Profile {
 
     /// `Output.selectBootloader` (docs/formats/profile.md): SecureBoot forces sd-boot, an explicit choice is
     /// kept, else arm64 (≥1.10) → sd-boot, <1.10 → grub, amd64 → dual-boot.
-    pub fn select_bootloader(&self, explicit: &str) -> String {
+    pub fn select_bootloader(&self, explicit: Bootloader) -> Bootloader {
         if self.is_secureboot() {
-            return "sd-boot".into();
+            return Bootloader::SdBoot;
         }
-        if !explicit.is_empty() && explicit != "none" {
-            return explicit.into();
+        if !matches!(explicit, Bootloader::Unset | Bootloader::None) {
+            return explicit;
         }
         if !self.quirks().has(Quirk::SdBootForUefi) {
-            "grub".into()
-        } else if self.arch == "arm64" {
-            "sd-boot".into()
+            Bootloader::Grub
+        } else if self.arch == Arch::Arm64 {
+            Bootloader::SdBoot
         } else {
-            "dual-boot".into()
+            Bootloader::DualBoot
         }
     }
 
@@ -371,6 +348,53 @@ mod tests {
                 resolved(json!({"baseProfileName": name, "arch": arch}));
             }
         }
+    }
+
+    #[test]
+    fn closed_sets_list_their_values_and_dump_as_strings() {
+        for (yaml, field, allowed) in [
+            ("arch: riscv64\n", "field arch", "amd64, arm64"),
+            ("platform: moon\n", "field platform", "aws, azure"),
+            (
+                "output:\n  imageOptions:\n    bootloader: lilo\n",
+                "field output.imageOptions.bootloader",
+                "none, sd-boot, grub, dual-boot",
+            ),
+            (
+                "output:\n  imageOptions:\n    diskFormat: vdi\n",
+                "field output.imageOptions.diskFormat",
+                "raw, qcow2, vhd, ova",
+            ),
+        ] {
+            let e = from_value(parse_yaml(yaml, "x").unwrap(), "stdin")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field) && e.contains(allowed), "{e}");
+        }
+        // a long hostile value is cut in the message
+        let long = format!("arch: {}\n", "x".repeat(500));
+        let e = from_value(parse_yaml(&long, "x").unwrap(), "stdin")
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 200, "{e}");
+        let p = resolve(
+            json!({"baseProfileName": "metal", "arch": "arm64"}),
+            "t",
+            Path::new("/usr/install"),
+        )
+        .unwrap()
+        .profile;
+        let y = serde_saphyr::to_string(&p).unwrap();
+        assert!(
+            y.contains("arch: arm64\n") && y.contains("platform: metal\n"),
+            "{y}"
+        );
+        assert!(
+            y.contains("bootloader: sd-boot\n") && y.contains("diskFormat: raw\n"),
+            "{y}"
+        );
+        assert_eq!(Arch::parse("amd64"), Some(Arch::Amd64));
+        assert_eq!(Platform::DigitalOcean.as_str(), "digital-ocean");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use super::closed::{Arch, Bootloader, DiskFormat, Platform};
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -21,10 +23,10 @@ pub struct Profile {
     pub base_profile_name: String,
     /// `amd64` or `arm64`.
     #[serde(default)]
-    pub arch: String,
+    pub arch: Arch,
     /// Platform name, becomes `talos.platform=`.
     #[serde(default)]
-    pub platform: String,
+    pub platform: Platform,
     /// SecureBoot (no omitempty: dumps as `null` when unset).
     #[serde(default)]
     pub secureboot: Option<bool>,
@@ -444,7 +446,7 @@ pub struct ImageOptions {
     pub disk_size: u64,
     /// `raw`, `qcow2`, `vhd` or `ova`.
     #[serde(default)]
-    pub disk_format: String,
+    pub disk_format: DiskFormat,
     /// `qemu-img -o` style options.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub disk_format_options: String,
@@ -453,7 +455,7 @@ pub struct ImageOptions {
     pub disk_sector_size: u32,
     /// `sd-boot`, `grub`, `dual-boot` (`none`/empty = default).
     #[serde(default)]
-    pub bootloader: String,
+    pub bootloader: Bootloader,
     /// SecureBoot key enrolment.
     #[serde(default, skip_serializing_if = "SdBootEnrollKeys::is_default")]
     pub sd_boot_enroll_keys: SdBootEnrollKeys,
@@ -467,6 +469,6 @@ pub struct IsoOptions {
     #[serde(default)]
     pub sd_boot_enroll_keys: SdBootEnrollKeys,
     /// Bootloader (Talos ≥ 1.12).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub bootloader: String,
+    #[serde(default, skip_serializing_if = "Bootloader::is_unset")]
+    pub bootloader: Bootloader,
 }

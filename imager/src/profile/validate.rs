@@ -6,24 +6,15 @@ use super::*;
 impl Profile {
     /// `Profile.Validate` (docs/formats/profile.md): the rules every profile must meet.
     pub fn validate(&self) -> Result<()> {
-        if self.arch != "amd64" && self.arch != "arm64" {
+        // unknown values of the closed sets were refused while typing; unset ones are not
+        if self.arch.is_unset() {
             return Err(invalid(
                 "arch",
-                format!("{:?} is not amd64 or arm64", self.arch),
+                format!("must be set (one of {})", Arch::allowed()),
             ));
         }
-        if self.platform.is_empty() {
+        if self.platform.is_unset() {
             return Err(invalid("platform", "must be set"));
-        }
-        if !PLATFORMS.contains(&self.platform.as_str()) {
-            return Err(invalid(
-                "platform",
-                format!(
-                    "unknown platform {:?} (known: {})",
-                    self.platform,
-                    PLATFORMS.join(", ")
-                ),
-            ));
         }
         if self.is_secureboot() && !self.quirks().has(Quirk::Uki) {
             return Err(invalid(
@@ -36,11 +27,10 @@ impl Profile {
         match self.output.kind {
             OutputKind::Unknown => return Err(invalid("output.kind", "must be set")),
             OutputKind::Iso => {
-                if let Some(o) = &self.output.iso_options {
-                    if o.bootloader == "none" {
-                        return Err(invalid("output.isoOptions.bootloader", "must not be none"));
-                    }
-                    check_bootloader("output.isoOptions.bootloader", &o.bootloader, true)?;
+                if let Some(o) = &self.output.iso_options
+                    && o.bootloader == Bootloader::None
+                {
+                    return Err(invalid("output.isoOptions.bootloader", "must not be none"));
                 }
             }
             OutputKind::Installer => {
@@ -81,26 +71,34 @@ impl Profile {
                         "required for output kind image",
                     ));
                 }
-                check_bootloader("output.imageOptions.bootloader", &o.bootloader, false)?;
-                if o.bootloader == "dual-boot" && self.arch != "amd64" {
+                if o.bootloader.is_unset() || o.bootloader == Bootloader::None {
+                    return Err(invalid(
+                        "output.imageOptions.bootloader",
+                        format!(
+                            "must be one of sd-boot, grub, dual-boot, not {:?}",
+                            o.bootloader.as_str()
+                        ),
+                    ));
+                }
+                if o.bootloader == Bootloader::DualBoot && self.arch != Arch::Amd64 {
                     return Err(invalid(
                         "output.imageOptions.bootloader",
                         "dual-boot exists for amd64 only",
                     ));
                 }
-                if !matches!(o.disk_format.as_str(), "raw" | "qcow2" | "vhd" | "ova") {
+                if o.disk_format.is_unset() {
                     return Err(invalid(
                         "output.imageOptions.diskFormat",
-                        format!("{:?} is not one of raw, qcow2, vhd, ova", o.disk_format),
+                        format!("must be one of {}", DiskFormat::allowed()),
                     ));
                 }
                 let opts_field = "output.imageOptions.diskFormatOptions";
-                match o.disk_format.as_str() {
-                    "qcow2" => {
+                match o.disk_format {
+                    DiskFormat::Qcow2 => {
                         diskfmt::parse_qcow2_options(&o.disk_format_options)
                             .map_err(|e| invalid(opts_field, e))?;
                     }
-                    "vhd" => {
+                    DiskFormat::Vhd => {
                         diskfmt::parse_vhd_options(&o.disk_format_options)
                             .map_err(|e| invalid(opts_field, e))?;
                     }
@@ -157,16 +155,5 @@ impl Profile {
             ));
         }
         Ok(())
-    }
-}
-
-fn check_bootloader(field: &str, v: &str, allow_empty: bool) -> Result<()> {
-    match v {
-        "sd-boot" | "grub" | "dual-boot" => Ok(()),
-        "" if allow_empty => Ok(()),
-        other => Err(invalid(
-            field,
-            format!("{other:?} is not one of sd-boot, grub, dual-boot"),
-        )),
     }
 }
