@@ -272,6 +272,7 @@ pub fn write_layer(
 /// followed), with every blob's size and digest checked.
 pub fn read_layout(dir: &Path, arch: &str) -> Result<ImageFiles, Error> {
     let what = dir.display().to_string();
+    check_layout_marker(dir, &what)?;
     let blob = |d: &Descriptor| -> Result<PathBuf, Error> {
         let p = dir.join("blobs/sha256").join(d.digest.hex());
         let f = File::open(&p).map_err(io_err(format!("{what}: blob {}", d.digest)))?;
@@ -353,6 +354,34 @@ pub fn read_layout(dir: &Path, arch: &str) -> Result<ImageFiles, Error> {
         what,
         why: "indexes nested too deeply".into(),
     })
+}
+
+/// Checks `oci-layout` (`{"imageLayoutVersion":"1.0.0"}`), read with a bound.
+fn check_layout_marker(dir: &Path, what: &str) -> Result<(), Error> {
+    #[derive(serde::Deserialize)]
+    struct Marker {
+        #[serde(rename = "imageLayoutVersion")]
+        version: String,
+    }
+    let not_layout = |why: String| Error::Manifest {
+        what: what.to_string(),
+        why: format!("not an OCI image layout ({why})"),
+    };
+    let f =
+        File::open(dir.join("oci-layout")).map_err(|e| not_layout(format!("oci-layout: {e}")))?;
+    let mut bytes = Vec::new();
+    f.take(4096)
+        .read_to_end(&mut bytes)
+        .map_err(|e| not_layout(format!("oci-layout: {e}")))?;
+    let m: Marker =
+        serde_json::from_slice(&bytes).map_err(|e| not_layout(format!("oci-layout: {e}")))?;
+    if m.version != "1.0.0" {
+        return Err(not_layout(format!(
+            "unsupported imageLayoutVersion {:?}",
+            m.version
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

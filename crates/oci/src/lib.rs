@@ -33,7 +33,7 @@ pub enum Error {
         why: String,
     },
     /// A malformed digest.
-    #[error("digest {0:?} is not sha256:<64 lowercase hex>")]
+    #[error("malformed digest {0:?}: not sha256:<64 lowercase hex>")]
     Digest(String),
     /// A malformed manifest.
     #[error("{what}: {why}")]
@@ -44,7 +44,7 @@ pub enum Error {
         why: String,
     },
     /// No manifest for the platform.
-    #[error("{what}: no {wanted} image (the index has: {have})")]
+    #[error("{what}: no image for {wanted} (the index has: {have})")]
     Platform {
         /// Which image.
         what: String,
@@ -62,7 +62,10 @@ pub enum Error {
         got: Digest,
     },
     /// Content does not have its size.
-    #[error("blob {digest}: expected {expected} bytes, got {got}")]
+    #[error(
+        "blob {digest}: size mismatch: expected {expected} bytes, got {got}{}",
+        if got < expected { " (truncated)" } else { "" }
+    )]
     Size {
         /// Digest.
         digest: Digest,

@@ -114,15 +114,53 @@ fn extract(src: &Source, arch: &str, staging: &Path, opts: &Options) -> Result<T
             t.apply_tar(r, 0, false).map_err(|e| tree_err(source, e))?;
         }
         Archive::Layout(root) => {
-            let layers = super::oci_layout::layers(root, arch).map_err(|e| invalid(source, e))?;
-            for (i, l) in layers.iter().enumerate() {
-                let what = format!("{source}: layer {}", l.digest);
-                let r = open_decompressed(&l.path, cap).code(ExitCode::Io, || what.clone())?;
+            // the layout is user input: whatever is wrong with it is invalid input
+            let files = oci::layout::read_layout(root, arch).map_err(|e| invalid(source, e))?;
+            for (i, (digest, path)) in layers(&files)
+                .map_err(|e| invalid(source, e))?
+                .iter()
+                .enumerate()
+            {
+                let what = format!("{source}: layer {digest}");
+                let r = open_decompressed(path, cap).code(ExitCode::Io, || what.clone())?;
                 t.apply_tar(r, i, true).map_err(|e| tree_err(&what, e))?;
             }
         }
     }
     Ok(t)
+}
+
+/// The layer blobs of an image read from a layout (every blob already checked against its
+/// descriptor), in order; anything but a layer media type is refused.
+fn layers(
+    files: &oci::layout::ImageFiles,
+) -> std::result::Result<Vec<(oci::Digest, PathBuf)>, String> {
+    let m =
+        match oci::types::parse_document(&files.manifest, &files.descriptor.media_type, "manifest")
+            .map_err(|e| e.to_string())?
+        {
+            oci::types::Document::Manifest(m) => m,
+            oci::types::Document::Index(_) => return Err("expected an image manifest".into()),
+        };
+    m.layers
+        .iter()
+        .map(|d| {
+            if !d.media_type.is_empty()
+                && !d.media_type.contains("layer")
+                && !d.media_type.contains("rootfs.diff")
+            {
+                return Err(format!(
+                    "layer {}: unexpected media type {:?}",
+                    d.digest, d.media_type
+                ));
+            }
+            let path = files
+                .blobs
+                .get(&d.digest)
+                .ok_or_else(|| format!("layer {}: blob missing", d.digest))?;
+            Ok((d.digest.clone(), path.clone()))
+        })
+        .collect()
 }
 
 /// Checks the top-level layout and reads the manifest (Talos `Load`).

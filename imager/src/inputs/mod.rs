@@ -8,7 +8,6 @@
 
 pub mod base;
 pub mod extensions;
-pub mod oci_layout;
 pub mod registry;
 pub mod tree;
 
