@@ -77,6 +77,16 @@ impl Error {
         Self::new(code, anyhow::anyhow!("{what}: {e}"))
     }
 
+    /// A hostile or unreadable archive (extensions, base installer layers): local I/O is
+    /// I/O, everything else is invalid input.
+    pub fn from_tree(what: &str, e: crate::inputs::tree::TreeError) -> Self {
+        let code = match e {
+            crate::inputs::tree::TreeError::Io { .. } => ExitCode::Io,
+            _ => ExitCode::InvalidInput,
+        };
+        Self::new(code, anyhow::anyhow!("{what}: {e}"))
+    }
+
     /// A disk-layout failure of the installer library.
     pub fn from_install(e: installer::InstallError) -> Self {
         let code = match e {

@@ -71,8 +71,8 @@ pub fn extract_install_dir(base: &BaseImage, staging: &Path, max_bytes: u64) -> 
     let blobs = staging.join("blobs");
     std::fs::create_dir_all(&blobs)
         .code(ExitCode::Io, || format!("creating {}", blobs.display()))?;
-    let mut t = super::tree::Tree::new(&blobs, max_bytes)
-        .map_err(|e| Error::invalid(format!("{field}: {e}")))?;
+    let mut t =
+        super::tree::Tree::new(&blobs, max_bytes).map_err(|e| Error::from_tree(&field, e))?;
     let cap = max_bytes.saturating_add(256 << 20);
     for (i, l) in base.manifest.layers.iter().enumerate() {
         let p = base
@@ -83,7 +83,7 @@ pub fn extract_install_dir(base: &BaseImage, staging: &Path, max_bytes: u64) -> 
         let r = crate::io::open_decompressed(p, cap)
             .code(ExitCode::Io, || format!("{field}: layer {}", l.digest))?;
         t.apply_tar(r, i, true)
-            .map_err(|e| Error::invalid(format!("{field}: layer {}: {e}", l.digest)))?;
+            .map_err(|e| Error::from_tree(&format!("{field}: layer {}", l.digest), e))?;
     }
     let root = staging.join("root");
     let install = root.join("usr/install");

@@ -97,10 +97,7 @@ fn invalid(source: &str, msg: impl std::fmt::Display) -> Error {
 }
 
 fn tree_err(source: &str, e: tree::TreeError) -> Error {
-    match e {
-        tree::TreeError::Io { .. } => Error::new(ExitCode::Io, anyhow::anyhow!("{source}: {e}")),
-        _ => invalid(source, e),
-    }
+    Error::from_tree(source, e)
 }
 
 /// Flattens one input into a tree under `staging`.
@@ -116,11 +113,7 @@ fn extract(src: &Source, arch: &str, staging: &Path, opts: &Options) -> Result<T
         Archive::Layout(root) => {
             // the layout is user input: whatever is wrong with it is invalid input
             let files = oci::layout::read_layout(root, arch).map_err(|e| invalid(source, e))?;
-            for (i, (digest, path)) in layers(&files)
-                .map_err(|e| invalid(source, e))?
-                .iter()
-                .enumerate()
-            {
+            for (i, (digest, path)) in layers(&files, source)?.iter().enumerate() {
                 let what = format!("{source}: layer {digest}");
                 let r = open_decompressed(path, cap).code(ExitCode::Io, || what.clone())?;
                 t.apply_tar(r, i, true).map_err(|e| tree_err(&what, e))?;
@@ -132,15 +125,15 @@ fn extract(src: &Source, arch: &str, staging: &Path, opts: &Options) -> Result<T
 
 /// The layer blobs of an image read from a layout (every blob already checked against its
 /// descriptor), in order; anything but a layer media type is refused.
-fn layers(
-    files: &oci::layout::ImageFiles,
-) -> std::result::Result<Vec<(oci::Digest, PathBuf)>, String> {
+fn layers(files: &oci::layout::ImageFiles, source: &str) -> Result<Vec<(oci::Digest, PathBuf)>> {
     let m =
         match oci::types::parse_document(&files.manifest, &files.descriptor.media_type, "manifest")
-            .map_err(|e| e.to_string())?
+            .map_err(|e| invalid(source, e))?
         {
             oci::types::Document::Manifest(m) => m,
-            oci::types::Document::Index(_) => return Err("expected an image manifest".into()),
+            oci::types::Document::Index(_) => {
+                return Err(invalid(source, "expected an image manifest"));
+            }
         };
     m.layers
         .iter()
@@ -149,15 +142,18 @@ fn layers(
                 && !d.media_type.contains("layer")
                 && !d.media_type.contains("rootfs.diff")
             {
-                return Err(format!(
-                    "layer {}: unexpected media type {:?}",
-                    d.digest, d.media_type
+                return Err(invalid(
+                    source,
+                    format!(
+                        "layer {}: unexpected media type {:?}",
+                        d.digest, d.media_type
+                    ),
                 ));
             }
             let path = files
                 .blobs
                 .get(&d.digest)
-                .ok_or_else(|| format!("layer {}: blob missing", d.digest))?;
+                .ok_or_else(|| invalid(source, format!("layer {}: blob missing", d.digest)))?;
             Ok((d.digest.clone(), path.clone()))
         })
         .collect()
