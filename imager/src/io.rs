@@ -3,11 +3,76 @@
 //! In: files and streams the build did not write (inputs, layers, artifacts to sign). Out:
 //! digests, and readers that fail once they produce more than their bound.
 
-use crate::error::{ExitCode, Result, WithCode};
+use crate::error::{Error, ExitCode, Result, WithCode};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
+
+/// Bounds on whole reads of user-supplied data, each fitting its use.
+pub mod limits {
+    /// A profile (stdin or file).
+    pub const PROFILE: u64 = 4 << 20;
+    /// A META value from a file: larger than one META copy (256 KiB), so that the META
+    /// check names the key that does not fit, but bounded.
+    pub const META_VALUE: u64 = 1 << 20;
+    /// A machine configuration to embed.
+    pub const MACHINE_CONFIG: u64 = 16 << 20;
+    /// Small YAML/PEM/JSON side files: overlay options, registries config, policies, keys,
+    /// CA bundles, Sigstore bundles.
+    pub const SIDE_FILE: u64 = 4 << 20;
+}
+
+/// Opens `path` for reading if, and only if, it is a regular file. The open itself cannot
+/// block (`O_NONBLOCK`: a FIFO with no writer, a device), and the type is checked on the open
+/// descriptor, so a swapped path cannot slip a special file in. A missing file is exit code
+/// `missing`; anything but a regular file is invalid input.
+pub fn open_regular(path: &Path, what: &str, missing: ExitCode) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .code(missing, || format!("{what}: {}", path.display()))?;
+    let meta = f
+        .metadata()
+        .code(ExitCode::Io, || format!("{what}: {}", path.display()))?;
+    if !meta.is_file() {
+        return Err(Error::invalid(format!(
+            "{what}: {}: not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Reads at most `max` bytes of `r`; more is an error naming `what` and the bound.
+pub fn read_capped(r: impl Read, max: u64, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    r.take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .code(ExitCode::Io, || format!("{what}: reading"))?;
+    if buf.len() as u64 > max {
+        return Err(Error::invalid(format!(
+            "{what}: larger than the limit of {max} bytes"
+        )));
+    }
+    Ok(buf)
+}
+
+/// Reads a whole user-supplied regular file of at most `max` bytes as UTF-8 text.
+pub fn read_text(path: &Path, max: u64, what: &str, missing: ExitCode) -> Result<String> {
+    let f = open_regular(path, what, missing)?;
+    let what = format!("{what}: {}", path.display());
+    String::from_utf8(read_capped(f, max, &what)?)
+        .map_err(|_| Error::invalid(format!("{what}: not UTF-8 text")))
+}
+
+/// Reads a whole user-supplied regular file of at most `max` bytes.
+pub fn read_bytes(path: &Path, max: u64, what: &str, missing: ExitCode) -> Result<Vec<u8>> {
+    let f = open_regular(path, what, missing)?;
+    read_capped(f, max, &format!("{what}: {}", path.display()))
+}
 
 /// A reader that (optionally) hashes what passes through it and fails once more than `cap`
 /// bytes have.
@@ -78,7 +143,7 @@ pub fn drain(r: &mut impl Read) -> std::io::Result<()> {
 
 /// sha256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<[u8; 32]> {
-    let f = File::open(path).code(ExitCode::Io, || format!("reading {}", path.display()))?;
+    let f = open_regular(path, "reading", ExitCode::Io)?;
     let mut r = HashReader::new(f, u64::MAX, "file");
     drain(&mut r).code(ExitCode::Io, || format!("reading {}", path.display()))?;
     Ok(r.finish().0)
@@ -89,9 +154,15 @@ pub fn sha256_hex(path: &Path) -> Result<String> {
     Ok(hex::encode(sha256_file(path)?))
 }
 
-/// Opens a possibly compressed tar stream: gzip, zstd or xz by magic, plain tar otherwise.
-pub fn open_decompressed(path: &Path, cap: u64) -> std::io::Result<Box<dyn Read>> {
-    let mut f = BufReader::with_capacity(1 << 20, File::open(path)?);
+/// Opens a possibly compressed tar stream (a regular file only): gzip, zstd or xz by magic,
+/// plain tar otherwise; decompression fails beyond `cap` bytes.
+pub fn open_decompressed(path: &Path, cap: u64, what: &str) -> Result<Box<dyn Read>> {
+    let f = open_regular(path, what, ExitCode::Io)?;
+    open_stream(f, cap).code(ExitCode::Io, || what.to_string())
+}
+
+fn open_stream(f: File, cap: u64) -> std::io::Result<Box<dyn Read>> {
+    let mut f = BufReader::with_capacity(1 << 20, f);
     let mut magic = [0u8; 6];
     let n = {
         use std::io::BufRead;

@@ -275,7 +275,7 @@ pub fn read_layout(dir: &Path, arch: &str) -> Result<ImageFiles, Error> {
     check_layout_marker(dir, &what)?;
     let blob = |d: &Descriptor| -> Result<PathBuf, Error> {
         let p = dir.join("blobs/sha256").join(d.digest.hex());
-        let f = File::open(&p).map_err(io_err(format!("{what}: blob {}", d.digest)))?;
+        let f = open_regular(&p, &format!("{what}: blob {}", d.digest))?;
         let mut w = HashingWriter::new(io::sink());
         io::copy(&mut f.take(d.size + 1), &mut w)
             .map_err(io_err(format!("{what}: reading {}", d.digest)))?;
@@ -306,7 +306,7 @@ pub fn read_layout(dir: &Path, arch: &str) -> Result<ImageFiles, Error> {
         fs::read(&p).map_err(io_err(format!("{what}: reading {}", d.digest)))
     };
     let ip = dir.join("index.json");
-    let mut f = File::open(&ip).map_err(io_err(format!("{what}: index.json")))?;
+    let mut f = open_regular(&ip, &format!("{what}: index.json"))?;
     let mut bytes = Vec::new();
     (&mut f)
         .take(crate::types::MAX_MANIFEST + 1)
@@ -354,6 +354,19 @@ pub fn read_layout(dir: &Path, arch: &str) -> Result<ImageFiles, Error> {
         what,
         why: "indexes nested too deeply".into(),
     })
+}
+
+/// Opens a file of a layout, refusing anything but a regular file before opening it (a FIFO
+/// would block the open, a device never end).
+fn open_regular(p: &Path, what: &str) -> Result<File, Error> {
+    let meta = fs::metadata(p).map_err(io_err(what.to_string()))?;
+    if !meta.is_file() {
+        return Err(Error::Manifest {
+            what: what.to_string(),
+            why: "not a regular file".into(),
+        });
+    }
+    File::open(p).map_err(io_err(what.to_string()))
 }
 
 /// Checks `oci-layout` (`{"imageLayoutVersion":"1.0.0"}`), read with a bound.

@@ -3,14 +3,18 @@
 
 use super::BuildArgs;
 use crate::error::{Error, ExitCode, Result};
+use crate::io::limits;
 use crate::profile::{self, OutputKind, SdBootEnrollKeys};
-use anyhow::Context;
 use serde_json::{Map, Value, json};
 
-fn read_arg_file(flag: &str, path: &str) -> Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("{flag}: reading {path}"))
-        .map_err(|e| Error::new(ExitCode::InvalidInput, e))
+/// Reads a file named by a flag: a regular file of at most `max` bytes of UTF-8 text.
+fn read_arg_file(flag: &str, path: &str, max: u64) -> Result<String> {
+    crate::io::read_text(
+        std::path::Path::new(path),
+        max,
+        flag,
+        ExitCode::InvalidInput,
+    )
 }
 
 fn meta_flag(s: &str) -> Result<Value> {
@@ -19,7 +23,7 @@ fn meta_flag(s: &str) -> Result<Value> {
         .ok_or_else(|| Error::invalid(format!("--meta {s:?}: expected KEY=VALUE")))?;
     let key = adv::env::parse_key(k).map_err(|e| Error::invalid(format!("--meta {s:?}: {e}")))?;
     let value = match v.strip_prefix('@') {
-        Some(path) => read_arg_file(&format!("--meta {k}=@{path}"), path)?,
+        Some(path) => read_arg_file(&format!("--meta {k}=@"), path, limits::META_VALUE)?,
         None => v.to_string(),
     };
     Ok(json!({"key": key, "value": value}))
@@ -29,7 +33,7 @@ fn overlay_options(opts: &[String]) -> Result<Map<String, Value>> {
     let mut m = Map::new();
     for o in opts {
         if let Some(path) = o.strip_prefix('@') {
-            let text = read_arg_file("--overlay-option", path)?;
+            let text = read_arg_file("--overlay-option", path, limits::SIDE_FILE)?;
             let v = profile::parse_yaml(&text, &format!("--overlay-option @{path}"))?;
             if let Value::Object(map) = v {
                 m.extend(map);
@@ -41,7 +45,9 @@ fn overlay_options(opts: &[String]) -> Result<Map<String, Value>> {
                 ))
             })?;
             let v = match v.strip_prefix('@') {
-                Some(path) => read_arg_file(&format!("--overlay-option {k}"), path)?,
+                Some(path) => {
+                    read_arg_file(&format!("--overlay-option {k}"), path, limits::SIDE_FILE)?
+                }
                 None => v.to_string(),
             };
             m.insert(k.to_string(), Value::String(v));
@@ -131,7 +137,11 @@ pub fn flags_profile(cli: &BuildArgs) -> Result<Value> {
         .map(|m| meta_flag(m))
         .collect::<Result<Vec<_>>>()?;
     let embedded = match &cli.embedded_config_path {
-        Some(p) => read_arg_file("--embedded-config-path", &p.to_string_lossy())?,
+        Some(p) => read_arg_file(
+            "--embedded-config-path",
+            &p.to_string_lossy(),
+            limits::MACHINE_CONFIG,
+        )?,
         None => String::new(),
     };
     over["customization"] = json!({

@@ -11,11 +11,10 @@ pub mod registry;
 
 use crate::build::{BuildOptions, build};
 use crate::error::{Error, ExitCode, Result};
+use crate::io::limits;
 use crate::profile::{self, BUILTIN, OutputKind};
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use std::io::Read;
 use std::path::PathBuf;
 
 fn after_help() -> String {
@@ -268,11 +267,10 @@ impl BuildArgs {
 /// Profile stage: the profile the arguments describe, merged, defaulted and validated.
 fn resolve(cli: &BuildArgs) -> Result<profile::Resolved> {
     let (value, what) = if cli.profile() == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading the profile from stdin")
-            .map_err(|e| Error::new(ExitCode::Io, e))?;
+        let what = "profile (stdin)";
+        let bytes = crate::io::read_capped(std::io::stdin().lock(), limits::PROFILE, what)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::invalid(format!("{what}: not UTF-8 text")))?;
         (
             profile::parse_yaml(&text, "profile (stdin)")?,
             "profile (stdin)".to_string(),
@@ -333,9 +331,7 @@ fn sign_key(cli: &BuildArgs) -> Result<Option<crate::build::SignKey>> {
     let Some(f) = &cli.sign_key else {
         return Ok(None);
     };
-    let pem = std::fs::read(f)
-        .with_context(|| format!("--sign-key {}", f.display()))
-        .map_err(|e| Error::new(ExitCode::Io, e))?;
+    let pem = crate::io::read_bytes(f, limits::SIDE_FILE, "--sign-key", ExitCode::Io)?;
     let pw = std::env::var("COSIGN_PASSWORD").ok();
     let k = cosign::SigningKey::from_pem(&pem, pw.as_deref().map(str::as_bytes))
         .map_err(|e| Error::invalid(format!("--sign-key {}: {e}", f.display())))?;

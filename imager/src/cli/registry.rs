@@ -3,7 +3,7 @@
 //!
 //! In: argv after `imager`. Out: an exit code (docs/ARCHITECTURE.md) and lines on stdout.
 
-use crate::error::{Error, ExitCode, Result, WithCode};
+use crate::error::{Error, ExitCode, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -242,10 +242,11 @@ pub fn verify_blob(a: VerifyBlobArgs) -> Result<()> {
         n.push(".sigstore.json");
         file.with_file_name(n)
     });
-    let pem = std::fs::read(&key).code(ExitCode::Io, || format!("--key {}", key.display()))?;
+    let side = crate::io::limits::SIDE_FILE;
+    let pem = crate::io::read_bytes(&key, side, "--key", ExitCode::Io)?;
     let pk = cosign::PublicKey::from_pem(&pem)
         .map_err(|e| Error::invalid(format!("--key {}: {e}", key.display())))?;
-    let b = std::fs::read(&bundle).code(ExitCode::Io, || format!("bundle {}", bundle.display()))?;
+    let b = crate::io::read_bytes(&bundle, side, "bundle", ExitCode::Io)?;
     let digest = crate::io::sha256_file(&file)?;
     let verifier = cosign::Verifier::Key {
         path: key.display().to_string(),

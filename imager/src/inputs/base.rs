@@ -80,8 +80,7 @@ pub fn extract_install_dir(base: &BaseImage, staging: &Path, max_bytes: u64) -> 
             .blobs
             .get(&l.digest)
             .ok_or_else(|| Error::invalid(format!("{field}: layer {} missing", l.digest)))?;
-        let r = crate::io::open_decompressed(p, cap)
-            .code(ExitCode::Io, || format!("{field}: layer {}", l.digest))?;
+        let r = crate::io::open_decompressed(p, cap, &format!("{field}: layer {}", l.digest))?;
         t.apply_tar(r, i, true)
             .map_err(|e| Error::from_tree(&format!("{field}: layer {}", l.digest), e))?;
     }

@@ -107,7 +107,7 @@ fn extract(src: &Source, arch: &str, staging: &Path, opts: &Options) -> Result<T
     let mut t = Tree::new(staging, opts.max_bytes).map_err(|e| tree_err(source, e))?;
     match &src.archive {
         Archive::Tarball(p) => {
-            let r = open_decompressed(p, cap).code(ExitCode::Io, || source.to_string())?;
+            let r = open_decompressed(p, cap, source)?;
             t.apply_tar(r, 0, false).map_err(|e| tree_err(source, e))?;
         }
         Archive::Layout(root) => {
@@ -115,7 +115,7 @@ fn extract(src: &Source, arch: &str, staging: &Path, opts: &Options) -> Result<T
             let files = oci::layout::read_layout(root, arch).map_err(|e| invalid(source, e))?;
             for (i, (digest, path)) in layers(&files, source)?.iter().enumerate() {
                 let what = format!("{source}: layer {digest}");
-                let r = open_decompressed(path, cap).code(ExitCode::Io, || what.clone())?;
+                let r = open_decompressed(path, cap, &what)?;
                 t.apply_tar(r, i, true).map_err(|e| tree_err(&what, e))?;
             }
         }

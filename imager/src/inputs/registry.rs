@@ -10,7 +10,7 @@
 //! reference resolves to must carry a cosign signature that verifies under the rule, or the
 //! build stops; the image is then pulled by that digest, so what is verified is what is used.
 
-use crate::error::{Error, ExitCode, Result, WithCode};
+use crate::error::{Error, ExitCode, Result};
 use crate::profile::ContainerAsset;
 use oci::{Client, Reference};
 use std::path::{Path, PathBuf};
@@ -65,7 +65,12 @@ pub(crate) fn oci_err(what: &str, e: oci::Error) -> Error {
 /// Reads a `--registries-config` file.
 pub fn registries_file(f: &Path) -> Result<oci::RegistriesConfig> {
     let what = format!("--registries-config {}", f.display());
-    let text = std::fs::read_to_string(f).code(ExitCode::Io, || what.clone())?;
+    let text = crate::io::read_text(
+        f,
+        crate::io::limits::SIDE_FILE,
+        "--registries-config",
+        ExitCode::Io,
+    )?;
     oci::RegistriesConfig::parse(&text, &what).map_err(Error::invalid)
 }
 
@@ -93,9 +98,12 @@ impl Fetcher {
         let lock = cache.lock(false).map_err(|e| oci_err("blob cache", e))?;
         let mut extra_ca = Vec::new();
         for f in &o.ca_files {
-            extra_ca.push(
-                std::fs::read(f).code(ExitCode::Io, || format!("--registry-ca {}", f.display()))?,
-            );
+            extra_ca.push(crate::io::read_bytes(
+                f,
+                crate::io::limits::SIDE_FILE,
+                "--registry-ca",
+                ExitCode::Io,
+            )?);
         }
         let mut keychain = oci::auth::Keychain {
             use_env: true,
@@ -120,9 +128,12 @@ impl Fetcher {
         let policy = match &o.policy {
             None => None,
             Some(p) => {
-                let text = std::fs::read_to_string(p).code(ExitCode::Io, || {
-                    format!("--signature-policy {}", p.display())
-                })?;
+                let text = crate::io::read_text(
+                    p,
+                    crate::io::limits::SIDE_FILE,
+                    "--signature-policy",
+                    ExitCode::Io,
+                )?;
                 let base = p.parent().unwrap_or(Path::new("."));
                 let pol = cosign::Policy::from_yaml(&text, base).map_err(|e| {
                     Error::invalid(format!("--signature-policy {}: {e}", p.display()))

@@ -61,6 +61,12 @@ pub enum TreeError {
         #[source]
         source: std::io::Error,
     },
+    /// The archives hold more entries than any extension has.
+    #[error("archive holds more than {limit} entries (the limit for one image)")]
+    TooMany {
+        /// The limit.
+        limit: u64,
+    },
     /// The archive expands beyond the size limit.
     #[error("archive expands beyond the limit of {limit} bytes (IMAGER_MAX_EXTENSION_BYTES)")]
     TooLarge {
@@ -84,7 +90,12 @@ pub struct Tree {
     next_blob: u64,
     bytes: u64,
     limit: u64,
+    headers: u64,
 }
+
+/// Bound on the tar headers of one image, all layers together: metadata memory grows with
+/// the entry count (a few hundred bytes each), and real extensions hold a few thousand.
+pub const MAX_ENTRIES: u64 = 256 * 1024;
 
 /// Name of the OCI opaque-directory whiteout.
 const OPAQUE: &str = ".wh..wh..opq";
@@ -130,6 +141,7 @@ impl Tree {
             next_blob: 0,
             bytes: 0,
             limit,
+            headers: 0,
         })
     }
 
@@ -268,6 +280,10 @@ impl Tree {
         };
         let entries = ar.entries().map_err(io("reading the tar stream"))?;
         for e in entries {
+            self.headers += 1;
+            if self.headers > MAX_ENTRIES {
+                return Err(TreeError::TooMany { limit: MAX_ENTRIES });
+            }
             let mut e = e.map_err(io("reading a tar header"))?;
             let raw = e.path_bytes().into_owned();
             let shown = String::from_utf8_lossy(&raw).into_owned();
