@@ -33,8 +33,55 @@ pub struct Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#}", self.source)
+        // the chain, outermost first, each cause said once: a wrapper that already quotes its
+        // cause (thiserror's "{context}: {source}") does not get it repeated
+        let mut out = String::new();
+        for c in self.source.chain() {
+            let s = c.to_string();
+            if s.is_empty() || out.contains(&s) {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
+        f.write_str(&out)
     }
+}
+
+/// OS errors that mean the output's storage failed, whatever was being done.
+const STORAGE_ERRNOS: &[i32] = &[
+    libc::ENOSPC,
+    libc::EDQUOT,
+    libc::EFBIG,
+    libc::EIO,
+    libc::EROFS,
+];
+
+/// At most this many characters of an error message reach the terminal.
+pub const MAX_MESSAGE: usize = 2048;
+
+/// A message as it may reach a terminal: control characters (ESC, BEL, NUL, CR, LF, …)
+/// escaped as `\u{..}`, and cut at [`MAX_MESSAGE`] characters, so an attacker-chosen name can
+/// neither drive the terminal nor flood it.
+pub fn printable(s: &str) -> String {
+    let mut out = String::new();
+    for (n, (i, c)) in s.char_indices().enumerate() {
+        if n >= MAX_MESSAGE {
+            out.push_str(&format!("… ({} more bytes)", s.len() - i));
+            break;
+        }
+        if c == '\n' {
+            // continuation lines are indented: nothing echoed can start a line of its own
+            out.push_str("\n  ");
+        } else if c.is_control() {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl std::error::Error for Error {}
@@ -47,6 +94,21 @@ impl Error {
             source: e.into(),
         }
     }
+    /// The process exit code: the category given where the error arose, except that a storage
+    /// failure of the machine (full disk, quota, read-only, EIO) anywhere in the chain is I/O.
+    pub fn exit_code(&self) -> i32 {
+        let storage = self.source.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+                .is_some_and(|n| STORAGE_ERRNOS.contains(&n))
+        });
+        if storage {
+            ExitCode::Io as i32
+        } else {
+            self.code as i32
+        }
+    }
+
     /// Invalid input.
     pub fn invalid(msg: impl fmt::Display) -> Self {
         Self::new(ExitCode::InvalidInput, anyhow::anyhow!("{msg}"))

@@ -60,7 +60,11 @@ pub fn assemble(
         let exts = std::mem::take(&mut inputs.extensions);
         let summary = extensions::build(p, exts, base, &ext_dir, &out, epoch, ext_opts)?;
         for (name, version) in &summary.layers {
-            eprintln!("imager: extension {name} {version}");
+            eprintln!(
+                "imager: extension {} {}",
+                crate::error::printable(name),
+                crate::error::printable(version)
+            );
         }
         initramfs = Some(summary.initramfs);
         layers = summary.layers;

@@ -95,9 +95,40 @@ pub fn decompress_sparse(src: &Path, dst: &mut File) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `disk` is something QEMU can boot here: a raw disk image (an MBR or
+/// protective-MBR boot signature) or an ISO 9660 image. Anything else would only reach QEMU
+/// and end in a timeout.
+fn check_bootable(disk: &Path, name: &str) -> Result<()> {
+    let f = crate::io::open_regular(disk, "imager boot", ExitCode::Io)?;
+    let mut head = Vec::new();
+    f.take(0x8006)
+        .read_to_end(&mut head)
+        .code(ExitCode::Io, || format!("reading {name}"))?;
+    let mbr = head.get(510..512) == Some(&[0x55, 0xAA][..]);
+    let iso = head.get(0x8001..0x8006) == Some(&b"CD001"[..]);
+    let what = if head.starts_with(b"QFI\xfb") {
+        "a qcow2 image"
+    } else if head.starts_with(b"conectix") {
+        "a VHD image"
+    } else if head.starts_with(b"KDMV") {
+        "a VMDK image"
+    } else {
+        "neither a raw disk image nor an ISO"
+    };
+    if !(mbr || iso) {
+        return Err(Error::invalid(format!(
+            "imager boot: {name}: {what}; boot takes raw disk images (optionally .zst, .xz, \
+             .gz) and ISOs"
+        )));
+    }
+    Ok(())
+}
+
 /// Runs the boot command.
 pub fn run(cli: &BootArgs) -> Result<()> {
     let name = cli.artifact.to_string_lossy().to_string();
+    // a directory, FIFO or device is refused before anything reads it
+    crate::io::open_regular(&cli.artifact, "imager boot", ExitCode::Io)?;
     let mut _tmp = None;
     let disk = if [".zst", ".xz", ".gz"].iter().any(|s| name.ends_with(s)) {
         let mut t = tempfile::Builder::new()
@@ -112,12 +143,7 @@ pub fn run(cli: &BootArgs) -> Result<()> {
     } else {
         cli.artifact.clone()
     };
-    if !disk.exists() {
-        return Err(Error::new(
-            ExitCode::Io,
-            anyhow::anyhow!("{}: no such file", disk.display()),
-        ));
-    }
+    check_bootable(&disk, &name)?;
     let m = Machine {
         firmware: match cli.firmware {
             FirmwareArg::Uefi => Firmware::Uefi,
@@ -149,7 +175,20 @@ pub fn run(cli: &BootArgs) -> Result<()> {
                 timeout,
                 true,
             )
-            .code(ExitCode::Unknown, || format!("booting {name}"))?;
+            .map_err(|e| {
+                // QEMU failing by itself is the environment; a guest that ran and did not
+                // reach ready (error line, timeout, poweroff) is a failed boot
+                let code = match &e {
+                    qemu_harness::HarnessError::Setup(_) => ExitCode::Environment,
+                    qemu_harness::HarnessError::Exited { status, .. }
+                        if !status.ends_with(": 0") =>
+                    {
+                        ExitCode::Environment
+                    }
+                    _ => ExitCode::Unknown,
+                };
+                Error::new(code, e).context(format!("booting {name}"))
+            })?;
         eprintln!(
             "imager boot: ready after {:.1} s: {line}",
             run.elapsed().as_secs_f64()

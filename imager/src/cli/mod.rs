@@ -453,8 +453,8 @@ pub fn main() -> i32 {
     match r {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
-            e.code as i32
+            eprintln!("error: {}", crate::error::printable(&e.to_string()));
+            e.exit_code()
         }
     }
 }

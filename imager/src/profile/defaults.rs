@@ -79,9 +79,10 @@ impl Profile {
                     }
                     let boot = q.boot_size_mib() * MIB;
                     if o.disk_size != 0 {
-                        o.disk_size = (o.disk_size + boot).saturating_sub(1000 * MIB);
+                        // saturating: an absurd size is refused by validate, naming the field
+                        o.disk_size = o.disk_size.saturating_add(boot).saturating_sub(1000 * MIB);
                         if bl == "dual-boot" {
-                            o.disk_size += MIB + boot;
+                            o.disk_size = o.disk_size.saturating_add(MIB + boot);
                         }
                     }
                     o.bootloader = bl;

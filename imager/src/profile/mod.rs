@@ -86,6 +86,9 @@ pub fn resolve(value: Value, what: &str, install_dir: &Path) -> Result<Resolved>
 /// `/usr/install`: where boot assets live in installer images.
 pub const BASE_INSTALL_DIR: &str = "/usr/install";
 
+/// The largest `diskSize` accepted (16 TiB, the largest sparse file ext4 holds): the size
+/// adjustment and the layout's arithmetic stay far from overflow.
+pub const MAX_DISK_SIZE: u64 = 16 << 40;
 /// `MinRAWDiskSize`.
 pub const MIN_RAW_DISK_SIZE: u64 = 1246 * MIB;
 /// `DefaultRAWDiskSize`.
@@ -167,10 +170,16 @@ pub fn builtin(name: &str) -> Result<Value> {
 
 /// Resolves `baseProfileName` (if any) and merges `v` onto it.
 pub fn resolve_base(v: Value) -> Result<Value> {
-    let base = v
-        .get("baseProfileName")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let base = match v.get("baseProfileName") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "field baseProfileName: expected a profile name, got {}",
+                closed::shown(&other.to_string())
+            )));
+        }
+    };
     let mut out = match base {
         Some(name) if !name.is_empty() => builtin(&name)?,
         _ => Value::Object(Default::default()),

@@ -22,6 +22,24 @@ impl Profile {
                 format!("needs version >= 1.5 (profile version {})", self.version),
             ));
         }
+        // image references parse here, before anything (the blob cache included) is touched
+        let refs = std::iter::once((
+            "input.baseInstaller".to_string(),
+            &self.input.base_installer,
+        ))
+        .chain(
+            self.input
+                .system_extensions
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (format!("input.systemExtensions[{i}]"), a)),
+        );
+        for (field, a) in refs {
+            if !a.image_ref.is_empty() {
+                oci::Reference::parse(&a.image_ref)
+                    .map_err(|e| invalid(&format!("{field}.imageRef"), e))?;
+            }
+        }
         let c = &self.customization;
         let kind = self.output.kind.as_str();
         match self.output.kind {
@@ -69,6 +87,15 @@ impl Profile {
                     return Err(invalid(
                         "output.imageOptions.diskSize",
                         "required for output kind image",
+                    ));
+                }
+                if o.disk_size > MAX_DISK_SIZE {
+                    return Err(invalid(
+                        "output.imageOptions.diskSize",
+                        format!(
+                            "{} bytes is larger than {MAX_DISK_SIZE} (16 TiB)",
+                            o.disk_size
+                        ),
                     ));
                 }
                 if o.bootloader.is_unset() || o.bootloader == Bootloader::None {
