@@ -153,6 +153,7 @@ impl Error {
     pub fn from_install(e: installer::InstallError) -> Self {
         let code = match e {
             installer::InstallError::Unsupported(_) => ExitCode::Unsupported,
+            installer::InstallError::Value(_) => ExitCode::InvalidInput,
             installer::InstallError::Io { .. } => ExitCode::Io,
             _ => ExitCode::Assembly,
         };

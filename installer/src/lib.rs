@@ -34,6 +34,9 @@ pub enum InstallError {
     /// Unsupported request.
     #[error("{0}")]
     Unsupported(String),
+    /// A value that cannot be written into a boot configuration as it is.
+    #[error("{0}")]
+    Value(String),
     /// I/O on the image.
     #[error("writing {what}: {source}")]
     Io {
@@ -191,9 +194,9 @@ pub fn sdboot_tree(spec: &ImageSpec) -> Result<fat::Tree, InstallError> {
     )?;
     let conf = format!(
         "title {name} ({ver})\nversion {ver}\nlinux /{entry}/vmlinuz\ninitrd /{entry}/initramfs.xz\noptions {cmdline}\n",
-        name = spec.os_name,
-        ver = spec.version,
-        cmdline = spec.cmdline,
+        name = entry_value("the OS name", &spec.os_name)?,
+        ver = entry_value("the version", &spec.version)?,
+        cmdline = entry_value("the kernel command line", &spec.cmdline)?,
     );
     t.add_file(
         &format!("loader/entries/{entry}.conf"),
@@ -213,6 +216,18 @@ pub fn sdboot_tree(spec: &ImageSpec) -> Result<fat::Tree, InstallError> {
     Ok(t)
 }
 
+/// A value for a Boot Loader Specification entry line (`key value` to the end of the line):
+/// a control character (a newline above all) would end the line or start another, so it is
+/// refused.
+pub fn entry_value<'a>(what: &str, v: &'a str) -> Result<&'a str, InstallError> {
+    if v.chars().any(char::is_control) {
+        return Err(InstallError::Value(format!(
+            "{what} holds a control character, which a loader entry cannot carry: {v:?}"
+        )));
+    }
+    Ok(v)
+}
+
 /// GRUB quoting: each of `\{}&$|;<>"` gets a backslash (Talos `grub/encode.go`).
 pub fn grub_quote(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -227,7 +242,8 @@ pub fn grub_quote(s: &str) -> String {
 
 /// The BOOT partition's `grub/grub.cfg` (docs/formats/disk-layout.md).
 pub fn grub_cfg(spec: &ImageSpec) -> String {
-    let name = format!("A - {} {}", spec.os_name, spec.version);
+    // every value goes through GRUB's quoting, the title inside its double quotes too
+    let name = grub_quote(&format!("A - {} {}", spec.os_name, spec.version));
     let cmdline = grub_quote(&spec.cmdline);
     let entry = |title: &str, extra: &str| {
         format!(
@@ -240,10 +256,10 @@ pub fn grub_cfg(spec: &ImageSpec) -> String {
     cfg.push_str(&entry(&name, ""));
     if spec.grub_reset_entry {
         cfg.push_str(&entry(
-            &format!(
+            &grub_quote(&format!(
                 "Reset {} installation and return to maintenance mode",
                 spec.os_name
-            ),
+            )),
             " talos.experimental.wipe=system:EPHEMERAL,STATE",
         ));
     }

@@ -5,8 +5,80 @@
 //! (or appends the key), `append` adds a value to an existing key (or appends the key), and a
 //! value of `""` renders as a bare `key`.
 
+use crate::error::{Error, Result};
 use crate::profile::quirks::Quirk;
-use crate::profile::{OutputKind, Profile};
+use crate::profile::{Arch, OutputKind, Profile, closed::shown};
+
+/// At most this many extra kernel arguments (the merge is linear per argument).
+pub const MAX_EXTRA_ARGS: usize = 512;
+
+/// The longest kernel command line the target's boot protocol takes, without the NUL:
+/// `COMMAND_LINE_SIZE` is 2048 on x86-64 (the bzImage `cmdline_size` Debian's and Talos's
+/// kernels advertise is 2047) and on arm64.
+pub fn max_len(arch: Arch) -> usize {
+    match arch {
+        Arch::Amd64 | Arch::Arm64 | Arch::Unset => 2047,
+    }
+}
+
+/// Checks the user's kernel arguments where they enter (`customization.extraKernelArgs`, from
+/// flags or a profile): no control characters (a newline would start a new line in a loader
+/// entry or grub.cfg), balanced double quotes, no empty argument, bounded count and length.
+pub fn check_extra_args(args: &[String], arch: Arch) -> Result<()> {
+    let field = "customization.extraKernelArgs";
+    if args.len() > MAX_EXTRA_ARGS {
+        return Err(Error::invalid(format!(
+            "field {field}: {} arguments, more than {MAX_EXTRA_ARGS}",
+            args.len()
+        )));
+    }
+    let total: usize = args.iter().map(|a| a.len() + 1).sum();
+    if total > max_len(arch) {
+        return Err(Error::invalid(format!(
+            "field {field}: {total} bytes, more than the {} the {arch} kernel command line holds",
+            max_len(arch)
+        )));
+    }
+    for (i, a) in args.iter().enumerate() {
+        let bad = |why: &str| Error::invalid(format!("field {field}[{i}]: {:?}: {why}", shown(a)));
+        if a.is_empty() || a.trim().is_empty() {
+            return Err(bad("empty argument"));
+        }
+        if a.chars().any(|c| c.is_control()) {
+            return Err(bad("control characters are not allowed"));
+        }
+        if a.chars().any(char::is_whitespace) && !a.contains('"') {
+            return Err(bad("white space outside double quotes splits the argument"));
+        }
+        if a.matches('"').count() % 2 != 0 {
+            return Err(bad("unbalanced double quote"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the finished command line against the boot protocol's limit; when META rides on it
+/// (`INSTALLER_META_BASE64`), the message names META as the cause.
+pub fn check_len(cmdline: &str, arch: Arch, meta_env: Option<&str>) -> Result<()> {
+    let max = max_len(arch);
+    if cmdline.len() <= max {
+        return Ok(());
+    }
+    let why = match meta_env {
+        Some(m) => format!(
+            "; {} of them are META (customization.metaContents, carried as \
+             talos.environment=INSTALLER_META_BASE64): a disk image keeps META in its \
+             partition instead",
+            m.len()
+        ),
+        None => String::new(),
+    };
+    Err(Error::invalid(format!(
+        "the kernel command line is {} bytes, more than the {max} the {arch} boot protocol \
+         takes{why}",
+        cmdline.len()
+    )))
+}
 
 /// An ordered kernel command line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -30,8 +30,11 @@ pub struct Assembly {
 
 /// The kernel command line of `p`, with META as `INSTALLER_META_BASE64` for outputs that have
 /// no META partition (docs/formats/cmdline.md, docs/formats/meta.md).
-pub fn cmdline_of(p: &Profile) -> String {
-    cmdline::build(p, meta::cmdline_env(p).as_deref()).to_string()
+pub fn cmdline_of(p: &Profile) -> Result<String> {
+    let env = meta::cmdline_env(p);
+    let c = cmdline::build(p, env.as_deref()).to_string();
+    cmdline::check_len(&c, p.arch, env.as_deref())?;
+    Ok(c)
 }
 
 /// Assembles `p` from `inputs` (whose extension trees it consumes).
@@ -43,7 +46,7 @@ pub fn assemble(
     epoch: i64,
 ) -> Result<Assembly> {
     let meta = meta::values(p)?;
-    let cmdline = cmdline_of(p);
+    let cmdline = cmdline_of(p)?;
     let mut initramfs = inputs.initramfs.clone();
     let mut layers = Vec::new();
     if inputs::needs_extensions(p) {

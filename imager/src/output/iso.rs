@@ -69,7 +69,12 @@ fn uefi_files(
     initramfs: &Path,
     sd_boot: &Path,
     cmdline: &str,
-) -> Vec<(String, Src, bool)> {
+) -> Result<Vec<(String, Src, bool)>> {
+    let value = |what: &str, v: &str| {
+        installer::entry_value(what, v)
+            .map(str::to_string)
+            .map_err(crate::error::Error::from_install)
+    };
     let os = if p.name.is_empty() {
         "Talos"
     } else {
@@ -83,9 +88,11 @@ fn uefi_files(
     };
     let conf = format!(
         "title {os} ({ver})\nversion {ver}\nlinux /{entry}/vmlinuz\ninitrd /{entry}/initramfs.xz\noptions {cmdline}\n",
-        ver = p.version,
+        os = value("the OS name", os)?,
+        ver = value("the version", &p.version)?,
+        cmdline = value("the kernel command line", cmdline)?,
     );
-    vec![
+    Ok(vec![
         (
             format!("EFI/BOOT/{efi_name}"),
             Src::Path(sd_boot.to_path_buf()),
@@ -113,7 +120,7 @@ fn uefi_files(
             Src::Path(initramfs.to_path_buf()),
             false,
         ),
-    ]
+    ])
 }
 
 /// Inputs of an ISO build.
@@ -162,7 +169,7 @@ pub fn write_iso(
             "field output.isoOptions.bootloader: dual-boot ISOs are amd64 only",
         ));
     }
-    let files = uefi_files(p, inp.kernel, inp.initramfs, inp.sd_boot, cmdline);
+    let files = uefi_files(p, inp.kernel, inp.initramfs, inp.sd_boot, cmdline)?;
 
     // efiboot.img: 10 MiB + the rounded-up sizes of what it holds (docs/formats/iso.md), but at least
     // 40 MiB: EDK2 takes the FAT type from the cluster count, so the image must have 65525+

@@ -3,14 +3,29 @@
 //! fetch.
 
 use super::{Artifact, Writer, copy_from};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::profile::{OutFormat, Profile};
 use std::path::Path;
 
 /// The iPXE script of a PXE set: kernel and initramfs next to the script (iPXE resolves the
 /// names against the script's own URL), as Image Factory's `standard.ipxe` does with URLs.
-pub fn ipxe_script(kernel: &str, initramfs: &str, cmdline: &str) -> String {
-    format!("#!ipxe\n\nimgfree\nkernel {kernel} {cmdline}\ninitrd {initramfs}\nboot\n")
+///
+/// iPXE expands `${…}` settings anywhere on a line and chains commands with `||` and `&&`,
+/// and has no quoting for them: a command line holding `$`, `|` or `&` (or any control
+/// character) is refused rather than written.
+pub fn ipxe_script(kernel: &str, initramfs: &str, cmdline: &str) -> Result<String> {
+    if let Some(c) = cmdline
+        .chars()
+        .find(|c| matches!(c, '$' | '|' | '&') || c.is_control())
+    {
+        return Err(Error::invalid(format!(
+            "the kernel command line holds {c:?}, which an iPXE script would interpret; \
+             remove it from customization.extraKernelArgs for PXE output"
+        )));
+    }
+    Ok(format!(
+        "#!ipxe\n\nimgfree\nkernel {kernel} {cmdline}\ninitrd {initramfs}\nboot\n"
+    ))
 }
 
 /// Writes the four files.
@@ -24,7 +39,8 @@ pub fn write(
     let kname = format!("kernel-{}", p.arch);
     let iname = format!("initramfs-{}.xz", p.arch);
     let cname = format!("cmdline-{}", p.base_name());
-    let script = ipxe_script(&kname, &iname, cmdline);
+    // the script is checked before anything is written
+    let script = ipxe_script(&kname, &iname, cmdline)?;
     let raw = OutFormat::Raw;
     Ok(vec![
         w.file("kernel", &kname, raw, copy_from(kernel))?,

@@ -8,7 +8,7 @@
 //! (`""`, `0`, null), and booleans always override. Typing is strict: an unknown key is an
 //! error that names its full path (e.g. `output.imageOptions.diskSise`).
 
-mod closed;
+pub mod closed;
 mod defaults;
 pub mod quirks;
 pub mod schema;

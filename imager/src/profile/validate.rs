@@ -22,6 +22,12 @@ impl Profile {
                 format!("needs version >= 1.5 (profile version {})", self.version),
             ));
         }
+        check_name("name", &self.name, true)?;
+        check_name("version", &self.version, false)?;
+        crate::assemble::cmdline::check_extra_args(
+            &self.customization.extra_kernel_args,
+            self.arch,
+        )?;
         // image references parse here, before anything (the blob cache included) is touched
         let refs = std::iter::once((
             "input.baseInstaller".to_string(),
@@ -40,6 +46,12 @@ impl Profile {
                     .map_err(|e| invalid(&format!("{field}.imageRef"), e))?;
             }
         }
+        check_name("name", &self.name, true)?;
+        check_name("version", &self.version, false)?;
+        crate::assemble::cmdline::check_extra_args(
+            &self.customization.extra_kernel_args,
+            self.arch,
+        )?;
         let c = &self.customization;
         let kind = self.output.kind.as_str();
         match self.output.kind {
@@ -182,5 +194,26 @@ impl Profile {
             ));
         }
         Ok(())
+    }
+}
+
+/// Names that reach file names, loader entries, grub.cfg titles and volume labels: letters,
+/// digits and `._+-` (and spaces in the OS name), at most 64 characters.
+fn check_name(field: &str, v: &str, spaces: bool) -> Result<()> {
+    let ok = v.len() <= 64
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c) || (spaces && c == ' '))
+        && !v.starts_with([' ', '.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "{:?}: up to 64 letters, digits and ._+-{}, not starting with one of them",
+                closed::shown(v),
+                if spaces { " or spaces" } else { "" }
+            ),
+        ))
     }
 }
