@@ -38,6 +38,10 @@ impl std::fmt::Debug for SignKey {
 /// Builds every artifact of `r`, then signs the written files when a key is given.
 pub fn build(r: &Resolved, o: &BuildOptions) -> Result<Vec<Artifact>> {
     let p = &r.profile;
+    // what the profile alone decides (META fits, the cmdline fits) is checked before any
+    // input is read or fetched
+    assemble::meta::values(p)?;
+    assemble::cmdline_of(p)?;
     // staging lives next to the outputs (same filesystem: blobs are renamed, not copied) and
     // disappears with this value, on success or error
     let staging = if inputs::needs_staging(r) {

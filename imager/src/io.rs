@@ -83,6 +83,7 @@ pub struct HashReader<R> {
     count: u64,
     cap: u64,
     what: &'static str,
+    limit: Option<&'static str>,
 }
 
 impl<R: Read> HashReader<R> {
@@ -94,13 +95,16 @@ impl<R: Read> HashReader<R> {
             count: 0,
             cap,
             what,
+            limit: None,
         }
     }
 
-    /// Only the bound, no hashing (decompression of layers).
-    pub fn capped(inner: R, cap: u64, what: &'static str) -> Self {
+    /// Only the bound, no hashing (decompression of layers); `limit` names the setting that
+    /// sets the bound in the message.
+    pub fn capped(inner: R, cap: u64, what: &'static str, limit: &'static str) -> Self {
         Self {
             hash: None,
+            limit: Some(limit),
             ..Self::new(inner, cap, what)
         }
     }
@@ -121,10 +125,10 @@ impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n as u64 > self.cap - self.count {
-            return Err(std::io::Error::other(format!(
-                "{} exceeds the size limit ({} bytes)",
-                self.what, self.cap
-            )));
+            return Err(std::io::Error::other(match self.limit {
+                Some(l) => format!("{} exceeds the size limit ({l})", self.what),
+                None => format!("{} exceeds the size limit ({} bytes)", self.what, self.cap),
+            }));
         }
         self.count += n as u64;
         if let Some(h) = &mut self.hash {
@@ -183,6 +187,7 @@ fn open_stream(f: File, cap: u64) -> std::io::Result<Box<dyn Read>> {
     Ok(Box::new(HashReader::capped(
         r,
         cap,
-        "decompressed stream (IMAGER_MAX_EXTENSION_BYTES)",
+        "decompressed stream",
+        "IMAGER_MAX_EXTENSION_BYTES",
     )))
 }

@@ -101,6 +101,10 @@ fn profile_fields_are_checked_at_validation() {
             "baseProfileName: metal\narch: amd64\noutput:\n  imageOptions:\n    bootloader: lilo\n",
             "sd-boot, grub, dual-boot",
         ),
+        (
+            "baseProfileName: metal\narch: amd64\ninput:\n  systemExtensions:\n    - {}\n",
+            "input.systemExtensions[0]: one of tarballPath, ociPath or imageRef is required",
+        ),
     ] {
         let err = failing(
             imager().arg("-").arg("--output").arg(out.path()),

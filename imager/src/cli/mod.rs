@@ -43,7 +43,8 @@ byte-identical outputs.",
     version,
     after_help = after_help(),
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    disable_help_subcommand = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -380,6 +381,11 @@ fn run_build(cli: &BuildArgs) -> Result<()> {
     for n in crate::output::limitations(p) {
         eprintln!("imager: note: {n}");
     }
+    // options are read in the order they always were: epoch, bounds, registry settings,
+    // then --push and --sign-key
+    let epoch = epoch()?;
+    let max_bytes = max_extension_bytes()?;
+    let fetch = fetch_options(cli, Some(p))?;
     let push = match &cli.push {
         None => None,
         Some(r) => {
@@ -396,14 +402,14 @@ fn run_build(cli: &BuildArgs) -> Result<()> {
     };
     let opts = BuildOptions {
         output_dir: cli.output.clone(),
-        epoch: epoch()?,
+        epoch,
         digests: cli.json,
         inputs: crate::inputs::Options {
-            fetch: fetch_options(cli, Some(p))?,
+            fetch,
             extensions: crate::inputs::extensions::Options {
                 validate_contents: cli.extension_validate_contents,
                 allow_setuid: cli.extension_allow_setuid.clone(),
-                max_bytes: max_extension_bytes()?,
+                max_bytes,
             },
             push: push.is_some(),
         },

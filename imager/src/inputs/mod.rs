@@ -232,22 +232,35 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
     )
     .then(|| check_file("input.kernel.path", &kernel_path))
     .transpose()?;
-    let initramfs = matches!(
-        kind,
-        OutputKind::Image
-            | OutputKind::Initramfs
-            | OutputKind::Pxe
-            | OutputKind::Iso
-            | OutputKind::Installer
-    )
-    .then(|| check_file("input.initramfs.path", &initramfs_path))
-    .transpose()?;
-    let sd_boot = matches!(
-        kind,
-        OutputKind::Image | OutputKind::Iso | OutputKind::Installer
-    )
-    .then(|| check_file("input.sdBoot.path", &sd_boot_path))
-    .transpose()?;
+    // in the order the error messages have always named them: a disk image checks the
+    // initramfs before systemd-boot, the ISO and the installer systemd-boot first
+    let check_initramfs = || {
+        matches!(
+            kind,
+            OutputKind::Image
+                | OutputKind::Initramfs
+                | OutputKind::Pxe
+                | OutputKind::Iso
+                | OutputKind::Installer
+        )
+        .then(|| check_file("input.initramfs.path", &initramfs_path))
+        .transpose()
+    };
+    let check_sd_boot = || {
+        matches!(
+            kind,
+            OutputKind::Image | OutputKind::Iso | OutputKind::Installer
+        )
+        .then(|| check_file("input.sdBoot.path", &sd_boot_path))
+        .transpose()
+    };
+    let (initramfs, sd_boot) = if kind == OutputKind::Image {
+        let i = check_initramfs()?;
+        (i, check_sd_boot()?)
+    } else {
+        let s = check_sd_boot()?;
+        (check_initramfs()?, s)
+    };
     Ok(Inputs {
         kernel,
         initramfs,

@@ -40,6 +40,14 @@ impl Profile {
                 .enumerate()
                 .map(|(i, a)| (format!("input.systemExtensions[{i}]"), a)),
         );
+        for (i, a) in self.input.system_extensions.iter().enumerate() {
+            if a.is_empty() {
+                return Err(invalid(
+                    &format!("input.systemExtensions[{i}]"),
+                    "one of tarballPath, ociPath or imageRef is required",
+                ));
+            }
+        }
         for (field, a) in refs {
             if !a.image_ref.is_empty() {
                 oci::Reference::parse(&a.image_ref)
