@@ -42,28 +42,22 @@ pub fn build(r: &Resolved, o: &BuildOptions) -> Result<Vec<Artifact>> {
     // input is read or fetched
     assemble::meta::values(p)?;
     assemble::cmdline_of(p)?;
-    // staging lives next to the outputs (same filesystem: blobs are renamed, not copied) and
-    // disappears with this value, on success or error
+    // every temporary file lives in the build's private directory inside the output
+    // directory (same filesystem: blobs and artifacts are renamed, not copied)
+    let work = output::workdir::WorkDir::create(&o.output_dir)?;
     let staging = if inputs::needs_staging(r) {
-        std::fs::create_dir_all(&o.output_dir).code(ExitCode::Io, || {
-            format!("creating output directory {}", o.output_dir.display())
-        })?;
-        Some(
-            tempfile::Builder::new()
-                .prefix(".staging.")
-                .tempdir_in(&o.output_dir)
-                .code(ExitCode::Io, || {
-                    format!("creating a staging directory in {}", o.output_dir.display())
-                })?,
-        )
+        let s = work.path().join("staging");
+        std::fs::create_dir(&s).code(ExitCode::Io, || format!("creating {}", s.display()))?;
+        Some(s)
     } else {
         None
     };
-    let staging_path = staging.as_ref().map(|s| s.path());
+    let staging_path = staging.as_deref();
     let mut inputs = inputs::resolve(r, &o.inputs, staging_path)?;
     let assembly = assemble::assemble(p, &mut inputs, &o.inputs.extensions, staging_path, o.epoch)?;
     let w = Writer {
         dir: o.output_dir.clone(),
+        tmp: work.path().to_path_buf(),
         epoch: o.epoch,
         digests: o.digests,
     };

@@ -416,6 +416,7 @@ fn run_build(cli: &BuildArgs) -> Result<()> {
         push,
         sign: sign_key(cli)?,
     };
+    crate::output::workdir::handle_signals();
     let start = std::time::Instant::now();
     let artifacts = build(&r, &opts)?;
     let secs = start.elapsed().as_secs_f64();

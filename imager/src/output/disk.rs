@@ -75,7 +75,7 @@ pub fn write(p: &Profile, spec: &installer::ImageSpec, w: &Writer) -> Result<Art
         return w.file(kind, &name, fmt, write_raw);
     }
     // other formats are converted from a sparse raw image written first
-    let mut raw = temp_in(&w.dir, &format!("{}.raw", p.base_name()))?;
+    let mut raw = temp_in(&w.tmp, &format!("{}.raw", p.base_name()))?;
     write_raw(raw.as_file_mut())?;
     w.file(kind, &name, fmt, |f| {
         convert(

@@ -78,7 +78,7 @@ pub fn assemble(
     });
     let work = tempfile::Builder::new()
         .prefix(".installer.")
-        .tempdir_in(&w.dir)
+        .tempdir_in(&w.tmp)
         .code(ExitCode::Io, || "creating the artifacts layer".to_string())?;
     let tmp_path = work.path().join("layer");
     let mut f = std::fs::File::create(&tmp_path)

@@ -3,8 +3,9 @@
 //!
 //! In: the validated profile, the resolved [`Inputs`] and the [`Assembly`]. Out: files (and
 //! the installer's OCI layout directory) in the output directory. Every artifact is written
-//! under a hidden temporary name (`.<name>.*.partial`), synced, given mode 0644, and renamed
-//! into place only when complete, so a failed build leaves nothing behind. Post-processing
+//! under a temporary name in the build's private directory (see [`workdir`]), synced, given
+//! mode 0644, and renamed into place only when complete, so a failed or killed build leaves
+//! no artifact behind, and the next build removes what a killed one left. Post-processing
 //! (`outFormat`) streams the primary artifact through the compressor into a second temp file.
 
 pub mod disk;
@@ -13,6 +14,7 @@ pub mod iso;
 pub mod pxe;
 pub mod sign;
 pub mod tar;
+pub mod workdir;
 
 use crate::assemble::Assembly;
 use crate::error::{Error, ExitCode, Result, WithCode};
@@ -41,13 +43,15 @@ pub struct Artifact {
 pub struct Writer {
     /// Output directory.
     pub dir: PathBuf,
+    /// The build's private directory (inside `dir`) for temporary files.
+    pub tmp: PathBuf,
     /// SOURCE_DATE_EPOCH (compressor and archive timestamps).
     pub epoch: i64,
     /// Compute the sha256 of each artifact.
     pub digests: bool,
 }
 
-/// A temporary file in `dir`, hidden, mode 0644 whatever the umask.
+/// A temporary file in `dir` (the build's private directory), mode 0644 whatever the umask.
 pub(crate) fn temp_in(dir: &Path, name: &str) -> Result<tempfile::NamedTempFile> {
     use std::os::unix::fs::PermissionsExt;
     let t = tempfile::Builder::new()
@@ -108,14 +112,14 @@ impl Writer {
         fmt: OutFormat,
         fill: impl FnOnce(&mut File) -> Result<()>,
     ) -> Result<Artifact> {
-        let mut tmp = temp_in(&self.dir, name)?;
+        let mut tmp = temp_in(&self.tmp, name)?;
         fill(tmp.as_file_mut())?;
         let final_name = format!("{name}{}", fmt.suffix());
         let path = self.dir.join(&final_name);
         if fmt == OutFormat::Raw {
             commit(tmp, &path)?;
         } else {
-            let mut z = temp_in(&self.dir, &final_name)?;
+            let mut z = temp_in(&self.tmp, &final_name)?;
             compress(fmt, tmp.path(), z.as_file_mut(), self.epoch)
                 .map_err(|e| e.context(format!("post-processing {name}")))?;
             commit(z, &path)?;
@@ -141,7 +145,7 @@ impl Writer {
         let final_dir = self.dir.join(name);
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
-            .tempdir_in(&self.dir)
+            .tempdir_in(&self.tmp)
             .code(ExitCode::Io, || format!("creating {}", final_dir.display()))?;
         fill(tmp.path())?;
         if final_dir.exists() {
