@@ -195,3 +195,79 @@ fn archive_entry_count_is_bounded() {
         &["input.systemExtensions[0]", "more than 262144 entries"],
     );
 }
+
+/// A layout whose index.json → I_n → … → I_1 → the `arch` image, each index listing its
+/// child 40 times: a DAG of 40^n paths.
+fn dag_layout(layout: &Path, arch: &str, depth: usize) {
+    use sha2::Digest;
+    let l = Tar::new()
+        .file(
+            "manifest.yaml",
+            0o644,
+            manifest("dag", "1", ">= v1.0.0").as_bytes(),
+        )
+        .dir("rootfs", 0o755)
+        .dir("rootfs/usr", 0o755)
+        .dir("rootfs/usr/local", 0o755)
+        .file("rootfs/usr/local/x", 0o644, b"x")
+        .finish();
+    oci_layout(layout, &[(arch, vec![l])]);
+    let index = std::fs::read_to_string(layout.join("index.json")).unwrap();
+    let mut child = index.split("\"manifests\":[").nth(1).unwrap();
+    child = child.strip_suffix("]}").unwrap();
+    let mut entry = child.to_string();
+    for _ in 0..depth {
+        let doc = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+            vec![entry.as_str(); 40].join(",")
+        );
+        let hex = hex::encode(sha2::Sha256::digest(doc.as_bytes()));
+        std::fs::write(layout.join("blobs/sha256").join(&hex), &doc).unwrap();
+        entry = format!(
+            r#"{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:{hex}","size":{}}}"#,
+            doc.len()
+        );
+    }
+    std::fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+            vec![entry.as_str(); 40].join(",")
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_crafted_index_graph_costs_nothing() {
+    // the walk follows one path, once per digest: 40^6 paths to the image cost six reads
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("dag");
+    dag_layout(&layout, "amd64", 6);
+    let out = work.path().join("out");
+    let start = Instant::now();
+    let (code, err) = run_bounded(
+        &["-"],
+        Some(stdin_profile(&format!("ociPath: {}", layout.display()))),
+        &out,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("imager: extension dag 1"), "{err}");
+    assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
+}
+
+#[test]
+fn a_crafted_index_graph_without_a_match_fails_fast() {
+    // 40^4 paths all ending in an arm64 image: refused at once, not after visiting them all
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("dag");
+    dag_layout(&layout, "arm64", 4);
+    let start = Instant::now();
+    refused(
+        "DAG without a linux/amd64 image",
+        &["-"],
+        Some(stdin_profile(&format!("ociPath: {}", layout.display()))),
+        &["input.systemExtensions[0]", "no image for linux/amd64"],
+    );
+    assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
+}

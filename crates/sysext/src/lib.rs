@@ -94,21 +94,25 @@ impl Manifest {
     /// Parses and checks a `manifest.yaml`: version `v1alpha1`, non-empty name and version
     /// (Talos `Load`: a zero manifest is "missing").
     pub fn parse(text: &str) -> Result<Self, SysextError> {
-        let m: Manifest = serde_saphyr::from_str(text).map_err(|e| SysextError::Yaml {
-            what: "manifest.yaml",
-            msg: e.to_string(),
-        })?;
-        if m == Manifest::default() {
-            return Err(SysextError::Field {
-                field: "manifest.yaml",
-                msg: "extension manifest is empty".into(),
-            });
-        }
+        // an empty document (nothing, comments, a lone `---`) is the zero manifest, as Go's
+        // YAML decoder makes it: refused below for its empty version, as Talos does
+        let empty = text.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+        });
+        let m: Manifest = if empty {
+            Manifest::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| SysextError::Yaml {
+                what: "manifest.yaml",
+                msg: e.to_string(),
+            })?
+        };
         if m.version != MANIFEST_VERSION {
             return Err(SysextError::Field {
                 field: "version",
                 msg: format!(
-                    "unsupported manifest version {:?} (want {MANIFEST_VERSION:?})",
+                    "unsupported manifest version: {:?} (want {MANIFEST_VERSION:?})",
                     m.version
                 ),
             });
@@ -298,6 +302,22 @@ fn looks_numeric(s: &str) -> bool {
             || t.starts_with("0x")
             || t.starts_with("0o")
             || matches!(t, ".inf" | ".Inf" | ".nan" | ".NaN"))
+}
+
+#[cfg(test)]
+mod empty_manifest_tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_manifest_is_an_unsupported_version_as_in_talos() {
+        for text in ["", "---\n", "# nothing\n---\n...\n"] {
+            let e = Manifest::parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains("unsupported manifest version: \"\""),
+                "{text:?}: {e}"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -94,13 +94,18 @@ pub fn extract_install_dir(base: &BaseImage, staging: &Path, max_bytes: u64) -> 
                 std::fs::create_dir_all(&dst)
                     .code(ExitCode::Io, || format!("creating {}", dst.display()))?;
             }
-            super::tree::Kind::File { blob, .. } => {
+            super::tree::Kind::File { blob, size } => {
                 if let Some(parent) = dst.parent() {
                     std::fs::create_dir_all(parent)
                         .code(ExitCode::Io, || format!("creating {}", parent.display()))?;
                 }
-                std::fs::rename(blob, &dst)
-                    .code(ExitCode::Io, || format!("placing {}", dst.display()))?;
+                // empty files share one blob: each gets a file of its own
+                let placed = if *size == 0 {
+                    std::fs::File::create(&dst).map(drop)
+                } else {
+                    std::fs::rename(blob, &dst)
+                };
+                placed.code(ExitCode::Io, || format!("placing {}", dst.display()))?;
                 n += 1;
             }
             // asset paths are plain files in Talos images; links are not followed

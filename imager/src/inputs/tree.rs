@@ -91,6 +91,8 @@ pub struct Tree {
     bytes: u64,
     limit: u64,
     headers: u64,
+    buf: Vec<u8>,
+    has_empty: bool,
 }
 
 /// Bound on the tar headers of one image, all layers together: metadata memory grows with
@@ -142,6 +144,8 @@ impl Tree {
             bytes: 0,
             limit,
             headers: 0,
+            buf: Vec::new(),
+            has_empty: false,
         })
     }
 
@@ -202,10 +206,40 @@ impl Tree {
             context: format!("creating {}", path.display()),
             source,
         })?;
-        let mut buf = vec![0u8; 256 * 1024];
+        // one buffer for every blob: a fresh 256 KiB allocation per entry is an mmap/munmap
+        // pair per file, which made trees of many small files cost seconds of system time
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(256 * 1024, 0);
+        let r = self.copy_blob(&mut data, &mut f, &mut buf, &path, name);
+        self.buf = buf;
+        let size = r?;
+        Ok((path, size))
+    }
+
+    /// The blob every empty file shares (read-only for its users).
+    fn empty_blob(&mut self) -> Result<PathBuf, TreeError> {
+        let path = self.staging.join("empty");
+        if !self.has_empty {
+            std::fs::File::create(&path).map_err(|source| TreeError::Io {
+                context: format!("creating {}", path.display()),
+                source,
+            })?;
+            self.has_empty = true;
+        }
+        Ok(path)
+    }
+
+    fn copy_blob(
+        &mut self,
+        data: &mut impl Read,
+        f: &mut std::fs::File,
+        buf: &mut [u8],
+        path: &Path,
+        name: &str,
+    ) -> Result<u64, TreeError> {
         let mut size = 0u64;
         loop {
-            let n = data.read(&mut buf).map_err(|source| TreeError::Io {
+            let n = data.read(buf).map_err(|source| TreeError::Io {
                 context: format!("reading {name}"),
                 source,
             })?;
@@ -222,7 +256,7 @@ impl Tree {
                 source,
             })?;
         }
-        Ok((path, size))
+        Ok(size)
     }
 
     /// Checks that every ancestor of `path` is a directory (creating missing ones, 0755, as
@@ -358,7 +392,14 @@ impl Tree {
                 tar::EntryType::Regular
                 | tar::EntryType::Continuous
                 | tar::EntryType::GNUSparse => {
-                    let (blob, size) = self.blob(&mut e, &shown)?;
+                    // empty files share one empty blob: no file is created per entry
+                    let empty = ty != tar::EntryType::GNUSparse
+                        && e.header().entry_size().is_ok_and(|n| n == 0);
+                    let (blob, size) = if empty {
+                        (self.empty_blob()?, 0)
+                    } else {
+                        self.blob(&mut e, &shown)?
+                    };
                     self.remove_tree(&path);
                     self.entries.insert(path, node(Kind::File { blob, size }));
                 }
