@@ -24,6 +24,13 @@ fn all_entries(dir: &Path) -> Vec<String> {
     dir_entries(dir)
 }
 
+fn build_dirs(dir: &Path) -> Vec<String> {
+    all_entries(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(".imager-build."))
+        .collect()
+}
+
 fn wait_bounded(c: &mut Child, secs: u64) -> std::process::ExitStatus {
     let t = Instant::now();
     loop {
@@ -69,23 +76,19 @@ fn killed_builds_leave_nothing_the_next_build_keeps() {
         let _ = c.kill();
         let _ = c.wait();
     }
-    // SIGINT and SIGTERM: the build cleans up itself before it exits
-    for sig in ["INT", "TERM"] {
+    // SIGINT and SIGTERM, once the build has its private directory: it cleans up itself
+    // before it exits with 128 + the signal
+    for (sig, code) in [("INT", 130), ("TERM", 143)] {
+        let before = build_dirs(out);
         let mut c = start(out, &args);
-        std::thread::sleep(full / 3);
+        let t = Instant::now();
+        while build_dirs(out).iter().all(|d| before.contains(d)) {
+            assert!(t.elapsed().as_secs() < 60, "no build directory appeared");
+            std::thread::sleep(Duration::from_millis(2));
+        }
         signal(&c, sig);
         let st = wait_bounded(&mut c, 60);
-        assert!(
-            !st.success(),
-            "SIG{sig}: the build finished first ({full:?})"
-        );
-        let left: Vec<String> = all_entries(out)
-            .into_iter()
-            .filter(|n| n.starts_with(".imager-build."))
-            .collect();
-        // only SIGKILLed builds' directories may remain, none of this one's: they all go
-        // with the next build below
-        let _ = left;
+        assert_eq!(st.code(), Some(code), "SIG{sig}");
     }
     let st = wait_bounded(&mut start(out, &args), 600);
     assert!(st.success());
@@ -103,10 +106,7 @@ fn an_interrupted_build_removes_its_own_files() {
     let mut c = start(out.path(), &["iso", "--arch", "amd64"]);
     // wait until the build has its private directory, then interrupt it
     let t = Instant::now();
-    while !all_entries(out.path())
-        .iter()
-        .any(|n| n.starts_with(".imager-build."))
-    {
+    while build_dirs(out.path()).is_empty() {
         assert!(t.elapsed().as_secs() < 60, "no build directory appeared");
         if c.try_wait().unwrap().is_some() {
             panic!("the build ended before it could be interrupted");

@@ -54,12 +54,6 @@ impl Profile {
                     .map_err(|e| invalid(&format!("{field}.imageRef"), e))?;
             }
         }
-        check_name("name", &self.name, true)?;
-        check_name("version", &self.version, false)?;
-        crate::assemble::cmdline::check_extra_args(
-            &self.customization.extra_kernel_args,
-            self.arch,
-        )?;
         let c = &self.customization;
         let kind = self.output.kind.as_str();
         match self.output.kind {
