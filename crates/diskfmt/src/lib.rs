@@ -29,7 +29,9 @@ mod vmdk;
 
 pub use ova::{OvaStats, OvfOptions, render_ovf, write_ova};
 pub use qcow2::{DEFAULT_CLUSTER_SIZE, parse_qcow2_options, write_qcow2};
-pub use vhd::{VHD_MAX_SIZE, chs_geometry, parse_vhd_options, write_vhd_fixed};
+pub use vhd::{
+    VHD_MAX_SIZE, VhdSubformat, chs_geometry, parse_vhd_options, write_vhd_dynamic, write_vhd_fixed,
+};
 pub use vmdk::write_vmdk_stream;
 
 use sha2::{Digest, Sha256};

@@ -29,12 +29,23 @@ const BLOCK: usize = 4096;
 /// 2000-01-01T00:00:00Z in Unix time, the VHD epoch.
 const VHD_EPOCH: i64 = 946_684_800;
 
-/// Checks a `qemu-img -o` style vpc option string: Talos' Azure profile passes
-/// `subformat=fixed,force_size`. Only fixed VHDs are written, and the size always comes from the
-/// footer, so `subformat=fixed` is required and `force_size` may be given (as `force_size`,
-/// `force_size=on`/`true`/`yes`). Unknown keys are an [`DiskFmtError::UnknownOption`].
-pub fn parse_vhd_options(s: &str) -> Result<(), DiskFmtError> {
-    let mut fixed = false;
+/// The VHD subformats (`qemu-img -o subformat=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VhdSubformat {
+    /// The raw bytes then the footer (Azure's).
+    Fixed,
+    /// Footer copy, dynamic header, block allocation table, allocated 2 MiB blocks, footer:
+    /// qemu's default.
+    Dynamic,
+}
+
+/// Checks a `qemu-img -o` style vpc option string and returns the subformat: Talos' Azure
+/// profile passes `subformat=fixed,force_size`; without `subformat` the VHD is dynamic, as
+/// qemu's default. The size always comes from the footer, so `force_size` may be given (as
+/// `force_size`, `force_size=on`/`true`/`yes`). Unknown keys are an
+/// [`DiskFmtError::UnknownOption`].
+pub fn parse_vhd_options(s: &str) -> Result<VhdSubformat, DiskFmtError> {
+    let mut sub = VhdSubformat::Dynamic;
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (key, value) = match item.split_once('=') {
             Some((k, v)) => (k.trim(), Some(v.trim())),
@@ -48,8 +59,9 @@ pub fn parse_vhd_options(s: &str) -> Result<(), DiskFmtError> {
         };
         match key {
             "subformat" => match value {
-                Some("fixed") => fixed = true,
-                _ => return Err(bad("only subformat=fixed is supported")),
+                Some("fixed") => sub = VhdSubformat::Fixed,
+                Some("dynamic") => sub = VhdSubformat::Dynamic,
+                _ => return Err(bad("subformat is fixed or dynamic")),
             },
             "force_size" => match value {
                 None | Some("on" | "true" | "yes") => {}
@@ -68,16 +80,7 @@ pub fn parse_vhd_options(s: &str) -> Result<(), DiskFmtError> {
             }
         }
     }
-    if fixed {
-        Ok(())
-    } else {
-        Err(DiskFmtError::BadOption {
-            format: "vhd",
-            key: "subformat".into(),
-            value: String::new(),
-            reason: "qemu's default is dynamic; only subformat=fixed is supported".into(),
-        })
-    }
+    Ok(sub)
 }
 
 /// CHS geometry `(cylinders, heads, sectors per track)` of a disk of `total_sectors` 512-byte
@@ -118,11 +121,16 @@ pub fn chs_geometry(total_sectors: u64) -> (u16, u8, u8) {
 
 /// The 512-byte footer of a fixed disk of `size` bytes.
 fn footer(size: u64, o: &Options) -> [u8; 512] {
+    footer_of(size, o, None)
+}
+
+/// The footer; `dynamic` is the dynamic header's offset (disk type 3) or `None` (fixed, 2).
+fn footer_of(size: u64, o: &Options, dynamic: Option<u64>) -> [u8; 512] {
     let mut f = [0u8; 512];
     f[0..8].copy_from_slice(b"conectix");
     f[8..12].copy_from_slice(&2u32.to_be_bytes());
     f[12..16].copy_from_slice(&0x0001_0000u32.to_be_bytes());
-    f[16..24].copy_from_slice(&u64::MAX.to_be_bytes());
+    f[16..24].copy_from_slice(&dynamic.unwrap_or(u64::MAX).to_be_bytes());
     let ts = o
         .timestamp
         .saturating_sub(VHD_EPOCH)
@@ -137,7 +145,8 @@ fn footer(size: u64, o: &Options) -> [u8; 512] {
     f[56..58].copy_from_slice(&c.to_be_bytes());
     f[58] = h;
     f[59] = s;
-    f[60..64].copy_from_slice(&2u32.to_be_bytes());
+    let disk_type: u32 = if dynamic.is_some() { 3 } else { 2 };
+    f[60..64].copy_from_slice(&disk_type.to_be_bytes());
     f[68..84].copy_from_slice(&derive_uuid(&o.label, "vhd unique id"));
     let sum = f.iter().fold(0u32, |a, &b| a.wrapping_add(u32::from(b)));
     f[64..68].copy_from_slice(&(!sum).to_be_bytes());
@@ -200,6 +209,95 @@ pub fn write_vhd_fixed(raw: &File, out: &mut File, o: &Options) -> Result<Stats,
         virtual_size: size,
         data_bytes,
         output_size: size + 512,
+    })
+}
+
+/// Block size of dynamic VHDs (the specification's default, and qemu's).
+const DYN_BLOCK: u64 = 2 << 20;
+
+/// Writes `raw` as a dynamic VHD to `out` (truncated first): a copy of the footer, the
+/// dynamic header ("Dynamic Disk Header Format") at 512, the block allocation table at 1536,
+/// then every 2 MiB block of the raw image that holds a non-zero byte (a 512-byte sector
+/// bitmap of ones, then the block; its zero 4 KiB pieces stay holes), in ascending order, and
+/// the footer. All-zero blocks are not allocated. The virtual size is the raw size rounded up
+/// to a whole MiB, taken from the footer (`qem2`).
+pub fn write_vhd_dynamic(raw: &File, out: &mut File, o: &Options) -> Result<Stats, DiskFmtError> {
+    let raw_size = raw
+        .metadata()
+        .map_err(io_err("reading the raw image's size"))?
+        .len();
+    let size = crate::round_up(raw_size, SIZE_ALIGN)
+        .filter(|s| *s <= VHD_MAX_SIZE)
+        .ok_or_else(|| DiskFmtError::TooLarge {
+            format: "vhd",
+            size: raw_size,
+            limit: format!("VHD disks are at most {VHD_MAX_SIZE} bytes (2040 GiB)"),
+        })?;
+    let entries = size.div_ceil(DYN_BLOCK);
+    let table_off: u64 = 1536;
+    let data_start = crate::round_up(table_off + entries * 4, 512).unwrap_or(u64::MAX);
+    out.set_len(0)
+        .map_err(io_err("truncating the VHD output"))?;
+    // the blocks with data, found through the raw image's data extents
+    let mut bat = vec![u32::MAX; usize::try_from(entries).unwrap_or(0)];
+    let mut next = data_start;
+    let mut data_bytes = 0u64;
+    let mut buf = vec![0u8; DYN_BLOCK as usize];
+    let mut last_block = None;
+    for chunk in crate::scan::data_chunks(raw, raw_size, DYN_BLOCK)? {
+        let (off, len) = chunk?;
+        let mut b = off / DYN_BLOCK;
+        while b * DYN_BLOCK < off + len as u64 {
+            if last_block == Some(b) {
+                b += 1;
+                continue;
+            }
+            last_block = Some(b);
+            let at = b * DYN_BLOCK;
+            crate::scan::read_at_padded(raw, &mut buf, at, raw_size)?;
+            if !is_zero(&buf) {
+                let sector = u32::try_from(next / 512).map_err(|_| DiskFmtError::TooLarge {
+                    format: "vhd",
+                    size: raw_size,
+                    limit: "the block table addresses 2 TiB".into(),
+                })?;
+                bat[b as usize] = sector;
+                out.write_all_at(&[0xff; 512], next)
+                    .map_err(io_err(format!("writing the VHD output at byte {next}")))?;
+                data_bytes += copy_chunk(out, next + 512, &buf)?;
+                next += 512 + DYN_BLOCK;
+            }
+            b += 1;
+        }
+    }
+    // footer copy, dynamic header, table, and the footer at the end
+    let foot = footer_of(size, o, Some(512));
+    out.write_all_at(&foot, 0)
+        .map_err(io_err("writing the VHD footer copy"))?;
+    let mut h = [0u8; 1024];
+    h[0..8].copy_from_slice(b"cxsparse");
+    h[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
+    h[16..24].copy_from_slice(&table_off.to_be_bytes());
+    h[24..28].copy_from_slice(&0x0001_0000u32.to_be_bytes());
+    h[28..32].copy_from_slice(&(entries as u32).to_be_bytes());
+    h[32..36].copy_from_slice(&(DYN_BLOCK as u32).to_be_bytes());
+    let sum = h.iter().fold(0u32, |a, &b| a.wrapping_add(u32::from(b)));
+    h[36..40].copy_from_slice(&(!sum).to_be_bytes());
+    out.write_all_at(&h, 512)
+        .map_err(io_err("writing the VHD dynamic header"))?;
+    let mut table = vec![0xffu8; (data_start - table_off) as usize];
+    for (i, e) in bat.iter().enumerate() {
+        table[i * 4..i * 4 + 4].copy_from_slice(&e.to_be_bytes());
+    }
+    out.write_all_at(&table, table_off)
+        .map_err(io_err("writing the VHD block table"))?;
+    out.set_len(next).map_err(io_err("sizing the VHD output"))?;
+    out.write_all_at(&foot, next)
+        .map_err(io_err("writing the VHD footer"))?;
+    Ok(Stats {
+        virtual_size: size,
+        data_bytes,
+        output_size: next + 512,
     })
 }
 
@@ -272,14 +370,22 @@ mod tests {
 
     #[test]
     fn options() {
-        parse_vhd_options("subformat=fixed,force_size").unwrap();
+        assert_eq!(
+            parse_vhd_options("subformat=fixed,force_size").unwrap(),
+            VhdSubformat::Fixed
+        );
         parse_vhd_options("subformat=fixed").unwrap();
         parse_vhd_options("force_size=on,subformat=fixed").unwrap();
+        // qemu's default, and what Talos accepts without options
+        assert_eq!(parse_vhd_options("").unwrap(), VhdSubformat::Dynamic);
+        assert_eq!(
+            parse_vhd_options("subformat=dynamic").unwrap(),
+            VhdSubformat::Dynamic
+        );
         assert!(matches!(
-            parse_vhd_options("subformat=dynamic"),
+            parse_vhd_options("subformat=sparse"),
             Err(DiskFmtError::BadOption { .. })
         ));
-        assert!(parse_vhd_options("").is_err());
         assert!(parse_vhd_options("subformat=fixed,force_size=off").is_err());
         let e = parse_vhd_options("subformat=fixed,block_size=2M").unwrap_err();
         assert!(e.to_string().contains("\"block_size\""), "{e}");

@@ -113,8 +113,11 @@ fn convert(
             diskfmt::write_qcow2(raw, out, cluster, &opts).map_err(failed)?;
         }
         "vhd" => {
-            diskfmt::parse_vhd_options(&io.disk_format_options).map_err(bad)?;
-            diskfmt::write_vhd_fixed(raw, out, &opts).map_err(failed)?;
+            match diskfmt::parse_vhd_options(&io.disk_format_options).map_err(bad)? {
+                diskfmt::VhdSubformat::Fixed => diskfmt::write_vhd_fixed(raw, out, &opts),
+                diskfmt::VhdSubformat::Dynamic => diskfmt::write_vhd_dynamic(raw, out, &opts),
+            }
+            .map_err(failed)?;
         }
         "ova" => {
             // Talos runs vmdk-convert without options: diskFormatOptions do not apply
