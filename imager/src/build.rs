@@ -40,8 +40,7 @@ pub fn build(r: &Resolved, o: &BuildOptions) -> Result<Vec<Artifact>> {
     let p = &r.profile;
     // what the profile alone decides (META fits, the cmdline fits) is checked before any
     // input is read or fetched
-    assemble::meta::values(p)?;
-    assemble::cmdline_of(p)?;
+    let decided = assemble::from_profile(p)?;
     // every temporary file lives in the build's private directory inside the output
     // directory (same filesystem: blobs and artifacts are renamed, not copied)
     let work = output::workdir::WorkDir::create(&o.output_dir)?;
@@ -54,7 +53,14 @@ pub fn build(r: &Resolved, o: &BuildOptions) -> Result<Vec<Artifact>> {
     };
     let staging_path = staging.as_deref();
     let mut inputs = inputs::resolve(r, &o.inputs, staging_path)?;
-    let assembly = assemble::assemble(p, &mut inputs, &o.inputs.extensions, staging_path, o.epoch)?;
+    let assembly = assemble::assemble(
+        p,
+        decided,
+        &mut inputs,
+        &o.inputs.extensions,
+        staging_path,
+        o.epoch,
+    )?;
     let w = Writer {
         dir: o.output_dir.clone(),
         tmp: work.path().to_path_buf(),

@@ -8,7 +8,7 @@
 //! (`IMAGER_UPDATE_GOLDENS=1 cargo test --release -p e2e --test identity`).
 #![allow(clippy::unwrap_used)]
 
-use e2e::fixture::{Tar, manifest, oci_layout};
+use e2e::fixture::{Tar, gzip, manifest, oci_layout};
 use e2e::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -121,10 +121,6 @@ fn rewrite_config(dir: &Path, diff_ids: &str) {
         &format!("\"size\":{},", m2.len()),
     );
     std::fs::write(dir.join("index.json"), index2).unwrap();
-}
-
-fn gzip(d: &[u8]) -> Vec<u8> {
-    e2e::fixture::gzip(d)
 }
 
 /// A tarball extension with one file and a manifest.

@@ -20,12 +20,8 @@ fn start(out: &Path, args: &[&str]) -> Child {
     c.spawn().unwrap()
 }
 
-fn all_entries(dir: &Path) -> Vec<String> {
-    dir_entries(dir)
-}
-
 fn build_dirs(dir: &Path) -> Vec<String> {
-    all_entries(dir)
+    dir_entries(dir)
         .into_iter()
         .filter(|n| n.starts_with(".imager-build."))
         .collect()
@@ -58,7 +54,7 @@ fn killed_builds_leave_nothing_the_next_build_keeps() {
     let st = wait_bounded(&mut start(reference.path(), &args), 600);
     assert!(st.success());
     let full = t.elapsed();
-    let want = all_entries(reference.path());
+    let want = dir_entries(reference.path());
     assert_eq!(want, vec!["metal-amd64.raw.zst"]);
     let digest = sha256_file(&reference.path().join("metal-amd64.raw.zst"));
 
@@ -93,7 +89,7 @@ fn killed_builds_leave_nothing_the_next_build_keeps() {
     let st = wait_bounded(&mut start(out, &args), 600);
     assert!(st.success());
     assert_eq!(
-        all_entries(out),
+        dir_entries(out),
         want,
         "the output directory after the last build"
     );
@@ -116,5 +112,5 @@ fn an_interrupted_build_removes_its_own_files() {
     signal(&c, "INT");
     let st = wait_bounded(&mut c, 60);
     assert_eq!(st.code(), Some(130), "exit code after SIGINT");
-    assert_eq!(all_entries(out.path()), Vec::<String>::new(), "left behind");
+    assert_eq!(dir_entries(out.path()), Vec::<String>::new(), "left behind");
 }

@@ -153,11 +153,9 @@ fn footer_of(size: u64, o: &Options, dynamic: Option<u64>) -> [u8; 512] {
     f
 }
 
-/// Writes `raw` as a fixed VHD to `out` (truncated first), sparsely.
-///
-/// The virtual size is the raw size rounded up to a whole MiB; the output is that many bytes
-/// followed by the footer. Fails with [`DiskFmtError::TooLarge`] above [`VHD_MAX_SIZE`].
-pub fn write_vhd_fixed(raw: &File, out: &mut File, o: &Options) -> Result<Stats, DiskFmtError> {
+/// The raw image's size and the VHD's virtual size: rounded up to a whole MiB (Azure's rule,
+/// kept for both subformats), at most [`VHD_MAX_SIZE`].
+fn sizes(raw: &File) -> Result<(u64, u64), DiskFmtError> {
     let raw_size = raw
         .metadata()
         .map_err(io_err("reading the raw image's size"))?
@@ -169,6 +167,15 @@ pub fn write_vhd_fixed(raw: &File, out: &mut File, o: &Options) -> Result<Stats,
             size: raw_size,
             limit: format!("VHD disks are at most {VHD_MAX_SIZE} bytes (2040 GiB)"),
         })?;
+    Ok((raw_size, size))
+}
+
+/// Writes `raw` as a fixed VHD to `out` (truncated first), sparsely.
+///
+/// The virtual size is the raw size rounded up to a whole MiB; the output is that many bytes
+/// followed by the footer. Fails with [`DiskFmtError::TooLarge`] above [`VHD_MAX_SIZE`].
+pub fn write_vhd_fixed(raw: &File, out: &mut File, o: &Options) -> Result<Stats, DiskFmtError> {
+    let (raw_size, size) = sizes(raw)?;
     out.set_len(0)
         .map_err(io_err("truncating the VHD output"))?;
     // Chunks are independent (each is read, zero-checked and written at its own offset), so
@@ -222,17 +229,7 @@ const DYN_BLOCK: u64 = 2 << 20;
 /// the footer. All-zero blocks are not allocated. The virtual size is the raw size rounded up
 /// to a whole MiB, taken from the footer (`qem2`).
 pub fn write_vhd_dynamic(raw: &File, out: &mut File, o: &Options) -> Result<Stats, DiskFmtError> {
-    let raw_size = raw
-        .metadata()
-        .map_err(io_err("reading the raw image's size"))?
-        .len();
-    let size = crate::round_up(raw_size, SIZE_ALIGN)
-        .filter(|s| *s <= VHD_MAX_SIZE)
-        .ok_or_else(|| DiskFmtError::TooLarge {
-            format: "vhd",
-            size: raw_size,
-            limit: format!("VHD disks are at most {VHD_MAX_SIZE} bytes (2040 GiB)"),
-        })?;
+    let (raw_size, size) = sizes(raw)?;
     let entries = size.div_ceil(DYN_BLOCK);
     let table_off: u64 = 1536;
     let data_start = crate::round_up(table_off + entries * 4, 512).unwrap_or(u64::MAX);

@@ -37,16 +37,36 @@ pub fn cmdline_of(p: &Profile) -> Result<String> {
     Ok(c)
 }
 
-/// Assembles `p` from `inputs` (whose extension trees it consumes).
+/// What the profile alone decides: its META values and its kernel command line (in that order
+/// of checks). The build computes them before any input is read, so that a value that does
+/// not fit fails first.
+#[derive(Debug)]
+pub struct FromProfile {
+    /// META values.
+    pub meta: adv::Adv,
+    /// The kernel command line.
+    pub cmdline: String,
+}
+
+/// Computes [`FromProfile`].
+pub fn from_profile(p: &Profile) -> Result<FromProfile> {
+    Ok(FromProfile {
+        meta: meta::values(p)?,
+        cmdline: cmdline_of(p)?,
+    })
+}
+
+/// Assembles `p` from what the profile decides and `inputs` (whose extension trees it
+/// consumes).
 pub fn assemble(
     p: &Profile,
+    decided: FromProfile,
     inputs: &mut Inputs,
     ext_opts: &inputs::extensions::Options,
     staging: Option<&Path>,
     epoch: i64,
 ) -> Result<Assembly> {
-    let meta = meta::values(p)?;
-    let cmdline = cmdline_of(p)?;
+    let FromProfile { meta, cmdline } = decided;
     let mut initramfs = inputs.initramfs.clone();
     let mut layers = Vec::new();
     if inputs::needs_extensions(p) {

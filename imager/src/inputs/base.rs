@@ -33,8 +33,7 @@ pub fn base_image(f: Option<&Fetcher>, a: &ContainerAsset, arch: &str) -> Result
             "{field}.tarballPath: a plain tarball cannot serve as the base installer; give imageRef or ociPath"
         )));
     } else {
-        let f =
-            f.ok_or_else(|| Error::new(ExitCode::Unknown, anyhow::anyhow!("no registry client")))?;
+        let f = super::registry::required(f)?;
         let img = f.pull(field, &a.image_ref, a.force_insecure, arch)?;
         (image_files(&img), a.image_ref.clone())
     };

@@ -197,9 +197,7 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
                     archive: extensions::Archive::Layout(PathBuf::from(&a.oci_path)),
                 }
             } else {
-                let f = fetcher.as_ref().ok_or_else(|| {
-                    Error::new(ExitCode::Unknown, anyhow::anyhow!("no registry client"))
-                })?;
+                let f = registry::required(fetcher.as_ref())?;
                 let dir = staging_dir()?.join(format!("pulled-{i}"));
                 f.pull_layout(&field, a, p.arch.as_str(), &dir)?;
                 extensions::Source {

@@ -62,6 +62,12 @@ pub(crate) fn oci_err(what: &str, e: oci::Error) -> Error {
     Error::from_oci(what, e)
 }
 
+/// The build's registry client, which `inputs::resolve` creates whenever something is pulled
+/// or pushed.
+pub fn required(f: Option<&Fetcher>) -> Result<&Fetcher> {
+    f.ok_or_else(|| Error::new(ExitCode::Unknown, anyhow::anyhow!("no registry client")))
+}
+
 /// Reads a `--registries-config` file.
 pub fn registries_file(f: &Path) -> Result<oci::RegistriesConfig> {
     let what = format!("--registries-config {}", f.display());

@@ -181,7 +181,7 @@ pub fn write(p: &Profile, w: &Writer, base: &BaseImage, a: &Assembled) -> Result
         p.arch,
         if p.is_secureboot() { "-secureboot" } else { "" }
     );
-    let final_dir = w.dir("oci-layout", &dir_name, |tmp| {
+    let final_dir = w.dir(&dir_name, |tmp| {
         oci::layout::write_layout(tmp, std::slice::from_ref(&a.files))
             .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("writing {dir_name}: {e}")))
     })?;

@@ -136,12 +136,7 @@ impl Writer {
 
     /// Writes a directory artifact: `fill` populates a hidden temporary directory, which is
     /// renamed to `name` (replacing an older one) when complete.
-    pub fn dir(
-        &self,
-        kind: &'static str,
-        name: &str,
-        fill: impl FnOnce(&Path) -> Result<()>,
-    ) -> Result<PathBuf> {
+    pub fn dir(&self, name: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
         let final_dir = self.dir.join(name);
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
@@ -153,7 +148,6 @@ impl Writer {
                 format!("replacing {}", final_dir.display())
             })?;
         }
-        let _ = kind;
         let tmp_path = tmp.keep();
         std::fs::rename(&tmp_path, &final_dir).code(ExitCode::Io, || {
             format!("renaming into {}", final_dir.display())
@@ -284,9 +278,7 @@ pub fn write(
             )?;
             let mut arts = installer_image::write(p, w, base, &img)?;
             if let Some((target, insecure)) = push {
-                let f = inputs.fetcher.as_ref().ok_or_else(|| {
-                    Error::new(ExitCode::Unknown, anyhow::anyhow!("no registry client"))
-                })?;
+                let f = crate::inputs::registry::required(inputs.fetcher.as_ref())?;
                 let d = f.push(target, *insecure, &img.files)?;
                 if let Some(k) = sign {
                     f.push_signature(target, *insecure, &d, k)?;

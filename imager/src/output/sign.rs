@@ -10,6 +10,11 @@ pub fn sign_files(
     artifacts: &[Artifact],
     w: &Writer,
 ) -> Result<Vec<Artifact>> {
+    // the --json report lists no digest for signatures: none is computed
+    let w = Writer {
+        digests: false,
+        ..w.clone()
+    };
     let mut out = Vec::new();
     for a in artifacts {
         if !a.path.is_file() {
@@ -19,9 +24,7 @@ pub fn sign_files(
         let bundle = cosign::sign_blob_bundle(key, &digest);
         let mut name = a.path.file_name().unwrap_or_default().to_os_string();
         name.push(".sigstore.json");
-        let mut s = w.bytes("signature", &name.to_string_lossy(), bundle.as_bytes())?;
-        s.sha256 = None;
-        out.push(s);
+        out.push(w.bytes("signature", &name.to_string_lossy(), bundle.as_bytes())?);
     }
     Ok(out)
 }
