@@ -1,10 +1,27 @@
-//! A DHCPv4 client (RFC 2131): DISCOVER → OFFER → REQUEST → ACK on one link, broadcast
-//! replies requested, over a UDP socket bound to port 68 on that device (no address needed).
+//! A DHCPv4 client (RFC 2131) for one link, over a UDP socket bound to port 68 on that
+//! device (no address needed). The whole lease life is here (`docs/formats/dhcp.md`):
+//!
+//! - INIT/SELECTING/REQUESTING: DISCOVER → OFFER → REQUEST → ACK, broadcast replies asked
+//!   for, retransmitted with a doubling wait;
+//! - BOUND until T1 (option 58, default half the lease), RENEWING until T2 (option 59,
+//!   default 7/8 of it: REQUEST unicast to the server with `ciaddr`), REBINDING until expiry
+//!   (the same REQUEST broadcast), then the lease is dropped and discovery starts again; a
+//!   NAK at any point drops the lease at once.
+//!
+//! Replies count only when `op`, `xid`, `chaddr` and the magic cookie all match, so another
+//! client's exchange on the same segment is never taken for ours. Options split across
+//! several instances are concatenated (RFC 3396). Option 121 (classless static routes,
+//! RFC 3442) replaces the router option when present. Server-supplied names reach the
+//! hostname and `/etc/hosts` only when they are valid DNS names.
+//!
+//! The protocol runs against the [`Wire`] trait (send, receive with a deadline, a clock), so
+//! the whole state machine is tested with a scripted server and a virtual clock.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt,
 };
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -15,51 +32,174 @@ const REQUEST: u8 = 3;
 const ACK: u8 = 5;
 const NAK: u8 = 6;
 
+/// Lease time assumed when an ACK carries none (RFC 2131 makes it mandatory in an ACK).
+pub const DEFAULT_LEASE_SECS: u32 = 3600;
+/// The shortest lease honoured: a server offering less is treated as offering this much,
+/// so that a hostile or broken server cannot make the client spin.
+pub const MIN_LEASE_SECS: u32 = 10;
+/// How long one discovery round tries before it reports and starts over.
+pub const DISCOVER_ROUND: Duration = Duration::from_secs(60);
+
+/// A classless static route (option 121): `dst/prefix` via `gateway` (0.0.0.0: on-link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticRoute {
+    /// Destination network.
+    pub dst: Ipv4Addr,
+    /// Its prefix length (0..=32).
+    pub prefix: u8,
+    /// Next hop; unspecified means the destination is on the link.
+    pub gateway: Ipv4Addr,
+}
+
 /// What the server gave.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Lease {
     /// Our address.
     pub address: Option<Ipv4Addr>,
     /// Prefix length from the subnet mask.
     pub prefix: u8,
-    /// Default gateway.
+    /// Default gateway (option 3; cleared when option 121 is present).
     pub router: Option<Ipv4Addr>,
+    /// Classless static routes (option 121), in the server's order.
+    pub routes: Vec<StaticRoute>,
     /// DNS servers.
     pub dns: Vec<Ipv4Addr>,
     /// NTP servers.
     pub ntp: Vec<Ipv4Addr>,
-    /// Host name.
+    /// Host name (empty unless a valid DNS name was sent).
     pub hostname: String,
-    /// Domain name.
+    /// Domain name (empty unless a valid DNS name was sent).
     pub domain: String,
-    /// Lease seconds.
+    /// Lease seconds (option 51; 0 when absent).
     pub lease_secs: u32,
+    /// Renewal time T1 (option 58).
+    pub renew_secs: Option<u32>,
+    /// Rebinding time T2 (option 59).
+    pub rebind_secs: Option<u32>,
     /// Server identifier.
     pub server: Option<Ipv4Addr>,
 }
 
-fn packet(kind: u8, xid: u32, mac: &[u8], req: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8> {
+/// When a lease's timers fire, measured from the moment it was bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// T1: start renewing.
+    pub renew: Duration,
+    /// T2: start rebinding.
+    pub rebind: Duration,
+    /// The lease ends.
+    pub expire: Duration,
+}
+
+impl Lease {
+    /// Whether the lease never expires (lease time 0xffffffff).
+    pub fn infinite(&self) -> bool {
+        self.lease_secs == u32::MAX
+    }
+
+    /// T1, T2 and expiry, sanitised: a missing lease time is [`DEFAULT_LEASE_SECS`], a short
+    /// one [`MIN_LEASE_SECS`]; T1 and T2 default to 1/2 and 7/8 of it (RFC 2131 §4.4.5), and
+    /// out-of-order values sent by the server are replaced by those defaults.
+    pub fn timers(&self) -> Timers {
+        let lease = match self.lease_secs {
+            0 => DEFAULT_LEASE_SECS,
+            s => s.max(MIN_LEASE_SECS),
+        } as u64;
+        let mut t2 = self.rebind_secs.map_or(lease * 7 / 8, u64::from);
+        if t2 == 0 || t2 >= lease {
+            t2 = lease * 7 / 8;
+        }
+        let mut t1 = self.renew_secs.map_or(lease / 2, u64::from);
+        if t1 == 0 || t1 >= t2 {
+            t1 = (lease / 2).min(t2);
+        }
+        Timers {
+            renew: Duration::from_secs(t1),
+            rebind: Duration::from_secs(t2),
+            expire: Duration::from_secs(lease),
+        }
+    }
+}
+
+/// Where a packet goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// 255.255.255.255:67.
+    Broadcast,
+    /// The server's address, port 67.
+    Server(Ipv4Addr),
+}
+
+/// What the client needs from the network and the clock.
+pub trait Wire {
+    /// Sends one datagram.
+    fn send(&mut self, packet: &[u8], dest: Dest) -> Result<()>;
+    /// Waits for one datagram until `until`; `None` when the time is up.
+    fn recv(&mut self, buf: &mut [u8], until: Instant) -> Result<Option<usize>>;
+    /// The current time.
+    fn now(&self) -> Instant;
+    /// Waits until `t`.
+    fn sleep_until(&mut self, t: Instant) -> Result<()>;
+}
+
+/// What happened, in order, for the caller to apply and report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Discovery started (again).
+    Discover,
+    /// A discovery round ended without a lease; another one follows.
+    NoLease,
+    /// A new lease: configure it.
+    Bound(Lease),
+    /// T1 reached: asking our server to extend the lease.
+    Renewing,
+    /// T2 reached: asking any server to extend the lease.
+    Rebinding,
+    /// The lease was extended (possibly with new parameters): apply it.
+    Extended(Lease),
+    /// The lease ended without extension: remove its address and routes.
+    Expired(Lease),
+    /// The server refused the lease while we held it: remove it.
+    Refused(Lease),
+}
+
+/// The request being built.
+enum Req {
+    Discover,
+    Select { ip: Ipv4Addr, server: Ipv4Addr },
+    Extend { ciaddr: Ipv4Addr },
+}
+
+fn packet(xid: u32, mac: &[u8], req: &Req) -> Vec<u8> {
     let mut p = vec![0u8; 236];
     p[0] = 1; // BOOTREQUEST
     p[1] = 1; // ethernet
     p[2] = 6;
     p[4..8].copy_from_slice(&xid.to_be_bytes());
-    p[10] = 0x80; // broadcast flag: we have no address yet
     let n = mac.len().min(16);
     p[28..28 + n].copy_from_slice(&mac[..n]);
+    let kind = match req {
+        Req::Discover => DISCOVER,
+        _ => REQUEST,
+    };
+    match req {
+        // no address yet: replies must be broadcast
+        Req::Discover | Req::Select { .. } => p[10] = 0x80,
+        Req::Extend { ciaddr } => p[12..16].copy_from_slice(&ciaddr.octets()),
+    }
     p.extend_from_slice(&MAGIC);
     p.extend_from_slice(&[53, 1, kind]);
     let mut cid = vec![61, 7, 1];
     cid.extend_from_slice(&mac[..mac.len().min(6)]);
     cid.resize(9, 0);
     p.extend_from_slice(&cid);
-    if let Some((ip, server)) = req {
+    if let Req::Select { ip, server } = req {
         p.extend_from_slice(&[50, 4]);
         p.extend_from_slice(&ip.octets());
         p.extend_from_slice(&[54, 4]);
         p.extend_from_slice(&server.octets());
     }
-    p.extend_from_slice(&[55, 7, 1, 3, 6, 12, 15, 42, 51]);
+    p.extend_from_slice(&[55, 10, 1, 3, 6, 12, 15, 42, 51, 58, 59, 121]);
     p.push(255);
     p.resize(p.len().max(300), 0);
     p
@@ -71,16 +211,68 @@ fn ipv4s(d: &[u8]) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// Parses a reply for `xid`: (message type, lease).
-fn parse(p: &[u8], xid: u32) -> Option<(u8, Lease)> {
-    if p.len() < 240 || p[0] != 2 || p[4..8] != xid.to_be_bytes() || p[236..240] != MAGIC {
+fn u32_of(d: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(d.try_into().ok()?))
+}
+
+/// A DNS name as RFC 1123 allows it, or `None`.
+fn dns_name(d: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(d).ok()?.trim_end_matches('\0');
+    let s = s.strip_suffix('.').unwrap_or(s);
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    ok.then(|| s.to_string())
+}
+
+/// Option 121 (RFC 3442): `width, significant octets of the destination, router` repeated.
+/// `None` when malformed (the option is then ignored as a whole).
+pub fn classless_routes(mut d: &[u8]) -> Option<Vec<StaticRoute>> {
+    let mut out = Vec::new();
+    while let [width, rest @ ..] = d {
+        if *width > 32 {
+            return None;
+        }
+        let sig = (*width as usize).div_ceil(8);
+        if rest.len() < sig + 4 {
+            return None;
+        }
+        let mut dst = [0u8; 4];
+        dst[..sig].copy_from_slice(&rest[..sig]);
+        let mask = if *width == 0 {
+            0
+        } else {
+            u32::MAX << (32 - *width)
+        };
+        out.push(StaticRoute {
+            dst: Ipv4Addr::from(u32::from_be_bytes(dst) & mask),
+            prefix: *width,
+            gateway: Ipv4Addr::new(rest[sig], rest[sig + 1], rest[sig + 2], rest[sig + 3]),
+        });
+        d = &rest[sig + 4..];
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Parses a reply to our `xid` from our `mac`: (message type, lease).
+fn parse(p: &[u8], xid: u32, mac: &[u8]) -> Option<(u8, Lease)> {
+    let n = mac.len().min(16);
+    if p.len() < 240
+        || p[0] != 2
+        || p[4..8] != xid.to_be_bytes()
+        || p[28..28 + n] != mac[..n]
+        || p[236..240] != MAGIC
+    {
         return None;
     }
-    let mut l = Lease {
-        address: Some(Ipv4Addr::new(p[16], p[17], p[18], p[19])),
-        ..Default::default()
-    };
-    let mut kind = 0;
+    // every option, instances of one code concatenated (RFC 3396)
+    let mut opts: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
     let mut o = &p[240..];
     while let [code, rest @ ..] = o {
         match *code {
@@ -96,162 +288,271 @@ fn parse(p: &[u8], xid: u32) -> Option<(u8, Lease)> {
         if rest.len() < len {
             break;
         }
-        let d = &rest[..len];
-        match code {
-            53 if len == 1 => kind = d[0],
-            1 if len == 4 => {
-                l.prefix = u32::from_be_bytes([d[0], d[1], d[2], d[3]]).count_ones() as u8
-            }
-            3 => l.router = ipv4s(d).first().copied(),
-            6 => l.dns = ipv4s(d),
-            42 => l.ntp = ipv4s(d),
-            12 => {
-                l.hostname = String::from_utf8_lossy(d)
-                    .trim_end_matches('\0')
-                    .to_string()
-            }
-            15 => {
-                l.domain = String::from_utf8_lossy(d)
-                    .trim_end_matches('\0')
-                    .to_string()
-            }
-            51 if len == 4 => l.lease_secs = u32::from_be_bytes([d[0], d[1], d[2], d[3]]),
-            54 => l.server = ipv4s(d).first().copied(),
-            _ => {}
-        }
+        opts.entry(*code)
+            .or_default()
+            .extend_from_slice(&rest[..len]);
         o = &rest[len..];
     }
+    let get = |c: u8| opts.get(&c).map(Vec::as_slice);
+    let kind = match get(53) {
+        Some([k]) => *k,
+        _ => return None,
+    };
+    let yiaddr = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+    let routes = get(121).and_then(classless_routes).unwrap_or_default();
+    let l = Lease {
+        address: (!yiaddr.is_unspecified()).then_some(yiaddr),
+        prefix: get(1).and_then(u32_of).map_or(0, |m| m.count_ones() as u8),
+        // RFC 3442: with classless routes the router option is ignored
+        router: if routes.is_empty() {
+            get(3).and_then(|d| ipv4s(d).first().copied())
+        } else {
+            None
+        },
+        routes,
+        dns: get(6).map(ipv4s).unwrap_or_default(),
+        ntp: get(42).map(ipv4s).unwrap_or_default(),
+        hostname: get(12).and_then(dns_name).unwrap_or_default(),
+        domain: get(15).and_then(dns_name).unwrap_or_default(),
+        lease_secs: get(51).and_then(u32_of).unwrap_or(0),
+        renew_secs: get(58).and_then(u32_of),
+        rebind_secs: get(59).and_then(u32_of),
+        server: get(54).and_then(|d| ipv4s(d).first().copied()),
+    };
     Some((kind, l))
 }
 
-fn open(link: &str) -> Result<UdpSocket> {
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .context("dhcp socket")?;
-    setsockopt(&fd, sockopt::ReuseAddr, &true).context("SO_REUSEADDR")?;
-    setsockopt(&fd, sockopt::Broadcast, &true).context("SO_BROADCAST")?;
-    setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(link))
-        .with_context(|| format!("SO_BINDTODEVICE {link}"))?;
-    use std::os::fd::AsRawFd;
-    bind(
-        fd.as_raw_fd(),
-        &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)),
-    )
-    .context("binding port 68")?;
-    Ok(UdpSocket::from(fd))
+/// The DHCP client of one link.
+#[derive(Debug)]
+pub struct Client<W: Wire> {
+    wire: W,
+    mac: Vec<u8>,
+    xid: u32,
 }
 
-/// Runs one DHCP exchange on `link` (up, with hardware address `mac`), retrying for `total`.
-pub fn acquire(link: &str, mac: &[u8], xid: u32, total: Duration) -> Result<Lease> {
-    let sock = open(link)?;
-    let dst = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
-    let deadline = Instant::now() + total;
-    let mut wait = Duration::from_millis(500);
-    let mut buf = [0u8; 1500];
-    while Instant::now() < deadline {
-        sock.send_to(&packet(DISCOVER, xid, mac, None), dst)
-            .context("sending DHCPDISCOVER")?;
-        let offer = recv_kind(&sock, &mut buf, xid, &[OFFER], wait)?;
-        let Some(offer) = offer else {
+impl<W: Wire> Client<W> {
+    /// A client sending with hardware address `mac`; transaction IDs start at `xid`.
+    pub fn new(wire: W, mac: &[u8], xid: u32) -> Self {
+        Self {
+            wire,
+            mac: mac.to_vec(),
+            xid,
+        }
+    }
+
+    fn next_xid(&mut self) -> u32 {
+        self.xid = self.xid.wrapping_add(1);
+        self.xid
+    }
+
+    /// Waits until `until` for a reply of one of `kinds` (or a NAK) to `xid`.
+    fn reply(&mut self, xid: u32, kinds: &[u8], until: Instant) -> Result<Option<(u8, Lease)>> {
+        let mut buf = [0u8; 1500];
+        while let Some(n) = self.wire.recv(&mut buf, until)? {
+            if let Some((k, l)) = parse(&buf[..n.min(buf.len())], xid, &self.mac)
+                && (k == NAK || kinds.contains(&k))
+            {
+                return Ok(Some((k, l)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// One discovery round of at most `total`: the lease and the moment it was bound.
+    pub fn discover(&mut self, total: Duration) -> Result<Option<(Lease, Instant)>> {
+        let deadline = self.wire.now() + total;
+        let mut wait = Duration::from_millis(500);
+        while self.wire.now() < deadline {
+            let xid = self.next_xid();
+            self.wire
+                .send(&packet(xid, &self.mac, &Req::Discover), Dest::Broadcast)
+                .context("sending DHCPDISCOVER")?;
+            let until = (self.wire.now() + wait).min(deadline);
             wait = (wait * 2).min(Duration::from_secs(4));
-            continue;
-        };
-        let (Some(ip), Some(server)) = (offer.address, offer.server) else {
-            continue;
-        };
-        sock.send_to(&packet(REQUEST, xid, mac, Some((ip, server))), dst)
-            .context("sending DHCPREQUEST")?;
-        match recv_kind(&sock, &mut buf, xid, &[ACK, NAK], Duration::from_secs(2))? {
-            Some(l) if l.address.is_some_and(|a| !a.is_unspecified()) => {
-                let mut l = l;
+            let Some((OFFER, offer)) = self.reply(xid, &[OFFER], until)? else {
+                continue;
+            };
+            let (Some(ip), Some(server)) = (offer.address, offer.server) else {
+                continue;
+            };
+            self.wire
+                .send(
+                    &packet(xid, &self.mac, &Req::Select { ip, server }),
+                    Dest::Broadcast,
+                )
+                .context("sending DHCPREQUEST")?;
+            let until = (self.wire.now() + Duration::from_secs(2)).min(deadline);
+            if let Some((ACK, mut l)) = self.reply(xid, &[ACK], until)?
+                && l.address.is_some()
+            {
                 if l.prefix == 0 {
                     l.prefix = offer.prefix;
                 }
-                return Ok(l);
+                if l.server.is_none() {
+                    l.server = Some(server);
+                }
+                return Ok(Some((l, self.wire.now())));
             }
-            _ => continue,
+        }
+        Ok(None)
+    }
+
+    /// Keeps `lease` (bound at `bound_at`) alive: renews at T1, rebinds at T2. Returns when
+    /// it is lost ([`Event::Expired`] or [`Event::Refused`] already reported); never returns
+    /// for an infinite lease unless the wire fails.
+    pub fn keep(
+        &mut self,
+        mut lease: Lease,
+        mut bound_at: Instant,
+        on: &mut dyn FnMut(Event),
+    ) -> Result<()> {
+        loop {
+            let Some(addr) = lease.address else {
+                return Ok(());
+            };
+            let t = lease.timers();
+            if lease.infinite() {
+                self.wire
+                    .sleep_until(bound_at + Duration::from_secs(u32::MAX as u64))?;
+                continue;
+            }
+            let (t1, t2, end) = (bound_at + t.renew, bound_at + t.rebind, bound_at + t.expire);
+            self.wire.sleep_until(t1)?;
+            on(Event::Renewing);
+            let mut rebinding = false;
+            let reply = loop {
+                let now = self.wire.now();
+                if now >= end {
+                    break None;
+                }
+                if !rebinding && now >= t2 {
+                    rebinding = true;
+                    on(Event::Rebinding);
+                }
+                let (dest, limit) = match (rebinding, lease.server) {
+                    (false, Some(s)) => (Dest::Server(s), t2),
+                    _ => (Dest::Broadcast, end),
+                };
+                // RFC 2131 §4.4.5: wait half the time left, but not less than a floor
+                let left = limit.saturating_duration_since(now);
+                let until = now + (left / 2).max(Duration::from_secs(10)).min(left);
+                let xid = self.next_xid();
+                self.wire
+                    .send(&packet(xid, &self.mac, &Req::Extend { ciaddr: addr }), dest)
+                    .context("sending DHCPREQUEST (renewal)")?;
+                if let Some(r) = self.reply(xid, &[ACK], until)? {
+                    break Some(r);
+                }
+            };
+            match reply {
+                Some((ACK, mut l)) if l.address.is_some() => {
+                    if l.prefix == 0 && l.address == lease.address {
+                        l.prefix = lease.prefix;
+                    }
+                    if l.server.is_none() {
+                        l.server = lease.server;
+                    }
+                    bound_at = self.wire.now();
+                    lease = l;
+                    on(Event::Extended(lease.clone()));
+                }
+                Some(_) => {
+                    on(Event::Refused(lease));
+                    return Ok(());
+                }
+                None => {
+                    on(Event::Expired(lease));
+                    return Ok(());
+                }
+            }
         }
     }
-    bail!("no DHCP lease on {link} within {} s", total.as_secs())
+
+    /// The client's life: discover, bind, keep the lease, and start over when it is lost.
+    /// Returns only when the wire fails.
+    pub fn run(&mut self, on: &mut dyn FnMut(Event)) -> Result<()> {
+        loop {
+            on(Event::Discover);
+            match self.discover(DISCOVER_ROUND)? {
+                Some((lease, at)) => {
+                    on(Event::Bound(lease.clone()));
+                    self.keep(lease, at, on)?;
+                }
+                None => on(Event::NoLease),
+            }
+        }
+    }
 }
 
-fn recv_kind(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-    xid: u32,
-    kinds: &[u8],
-    wait: Duration,
-) -> Result<Option<Lease>> {
-    let until = Instant::now() + wait;
-    loop {
+/// The real wire: a UDP socket on port 68 bound to one device.
+#[derive(Debug)]
+pub struct Socket(UdpSocket);
+
+impl Socket {
+    /// Opens the socket on `link`.
+    pub fn open(link: &str) -> Result<Self> {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .context("dhcp socket")?;
+        setsockopt(&fd, sockopt::ReuseAddr, &true).context("SO_REUSEADDR")?;
+        setsockopt(&fd, sockopt::Broadcast, &true).context("SO_BROADCAST")?;
+        setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(link))
+            .with_context(|| format!("SO_BINDTODEVICE {link}"))?;
+        use std::os::fd::AsRawFd;
+        bind(
+            fd.as_raw_fd(),
+            &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)),
+        )
+        .context("binding port 68")?;
+        Ok(Self(UdpSocket::from(fd)))
+    }
+}
+
+impl Wire for Socket {
+    fn send(&mut self, packet: &[u8], dest: Dest) -> Result<()> {
+        let ip = match dest {
+            Dest::Broadcast => Ipv4Addr::BROADCAST,
+            Dest::Server(s) => s,
+        };
+        self.0.send_to(packet, SocketAddrV4::new(ip, 67))?;
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8], until: Instant) -> Result<Option<usize>> {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Ok(None);
         }
-        sock.set_read_timeout(Some(left)).context("dhcp timeout")?;
-        match sock.recv_from(buf) {
-            Ok((n, _)) => {
-                if let Some((k, l)) = parse(&buf[..n], xid) {
-                    if k == NAK {
-                        return Ok(None);
-                    }
-                    if kinds.contains(&k) {
-                        return Ok(Some(l));
-                    }
-                }
-            }
+        self.0
+            .set_read_timeout(Some(left))
+            .context("dhcp timeout")?;
+        match self.0.recv_from(buf) {
+            Ok((n, _)) => Ok(Some(n)),
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                return Ok(None);
+                Ok(None)
             }
-            Err(e) => return Err(e).context("receiving DHCP"),
+            Err(e) => Err(e).context("receiving DHCP"),
         }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&mut self, t: Instant) -> Result<()> {
+        std::thread::sleep(t.saturating_duration_since(Instant::now()));
+        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn request_and_reply_round_trip() {
-        let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
-        let p = packet(
-            REQUEST,
-            7,
-            &mac,
-            Some((Ipv4Addr::new(10, 0, 2, 15), Ipv4Addr::new(10, 0, 2, 2))),
-        );
-        assert_eq!(p[0], 1);
-        assert_eq!(&p[28..34], &mac);
-        assert!(p.len() >= 300);
-        // a server reply built from the request
-        let mut r = p.clone();
-        r[0] = 2;
-        r[16..20].copy_from_slice(&[10, 0, 2, 15]);
-        let opts: &[u8] = &[
-            53, 1, ACK, 1, 4, 255, 255, 255, 0, 3, 4, 10, 0, 2, 2, 6, 4, 10, 0, 2, 3, 51, 4, 0, 0,
-            0x0e, 0x10, 54, 4, 10, 0, 2, 2, 255,
-        ];
-        r.truncate(240);
-        r.extend_from_slice(opts);
-        let (k, l) = parse(&r, 7).unwrap();
-        assert_eq!(k, ACK);
-        assert_eq!(l.address, Some(Ipv4Addr::new(10, 0, 2, 15)));
-        assert_eq!(l.prefix, 24);
-        assert_eq!(l.router, Some(Ipv4Addr::new(10, 0, 2, 2)));
-        assert_eq!(l.dns, [Ipv4Addr::new(10, 0, 2, 3)]);
-        assert_eq!(l.lease_secs, 3600);
-        assert!(parse(&r, 8).is_none());
-        assert!(parse(&r[..100], 7).is_none());
-    }
-}
+mod tests;

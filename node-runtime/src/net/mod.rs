@@ -26,7 +26,6 @@ use config::{Layer, Merged, PlatformConfig};
 use netlink::{Link, Netlink, Route};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// TCP port of the status endpoint (Talos's apid port).
 pub const STATUS_PORT: u16 = 50000;
@@ -449,56 +448,141 @@ fn run_dhcp(
         l.mac.get(3).copied().unwrap_or(0),
         l.mac.get(4).copied().unwrap_or(0),
         l.mac.get(5).copied().unwrap_or(0),
-    ]) ^ n;
-    say(&format!("network dhcp link={} state=discover", l.name));
-    let lease = match dhcp::acquire(&l.name, &l.mac, xid, Duration::from_secs(60)) {
-        Ok(x) => x,
+    ]) ^ (n << 24);
+    let wire = match dhcp::Socket::open(&l.name) {
+        Ok(w) => w,
         Err(e) => return err_line(&format!("dhcp on {}", l.name), &e),
     };
+    let mut client = dhcp::Client::new(wire, &l.mac, xid);
+    let name = l.name.clone();
+    let mut held: Option<dhcp::Lease> = None;
+    let r = client.run(&mut |e| match e {
+        dhcp::Event::Discover => say(&format!("network dhcp link={name} state=discover")),
+        dhcp::Event::NoLease => say(&format!(
+            "network dhcp link={name} state=no-lease within_s={} retry=yes",
+            dhcp::DISCOVER_ROUND.as_secs()
+        )),
+        dhcp::Event::Renewing => say(&format!("network dhcp link={name} state=renewing")),
+        dhcp::Event::Rebinding => say(&format!("network dhcp link={name} state=rebinding")),
+        dhcp::Event::Bound(lease) | dhcp::Event::Extended(lease) => {
+            let renewal = held.is_some();
+            if let Some(old) = held.take()
+                && (old.address, old.prefix) != (lease.address, lease.prefix)
+            {
+                drop_lease(&mut nl, l, &old, state, "replaced");
+            }
+            apply_lease(&mut nl, l, &lease, state, ready, renewal);
+            if !have_resolvers
+                && let Ok(mut s) = state.lock()
+                && s.resolvers.is_empty()
+            {
+                s.resolvers = lease.dns.iter().map(|d| d.to_string()).collect();
+            }
+            if !have_hostname && !lease.hostname.is_empty() && !renewal {
+                set_hostname(state, &lease.hostname, "dhcp", ready);
+            }
+            write_etc(state, ready);
+            held = Some(lease);
+        }
+        dhcp::Event::Expired(lease) => {
+            drop_lease(&mut nl, l, &lease, state, "expired");
+            held = None;
+        }
+        dhcp::Event::Refused(lease) => {
+            drop_lease(&mut nl, l, &lease, state, "refused");
+            held = None;
+        }
+    });
+    if let Err(e) = r {
+        err_line(&format!("dhcp on {}", l.name), &e);
+    }
+}
+
+/// Configures a (new or extended) lease: its address, then its routes (option 121's when
+/// the server sent them, on-link ones first; else a default route via the router).
+fn apply_lease(
+    nl: &mut Netlink,
+    l: &Link,
+    lease: &dhcp::Lease,
+    state: &Mutex<State>,
+    ready: &Readiness,
+    renewal: bool,
+) {
     let Some(addr) = lease.address else { return };
     if let Err(e) = nl.add_address(l.index, IpAddr::V4(addr), lease.prefix, 0) {
         return err_line(&format!("dhcp address on {}", l.name), &e);
     }
-    let cidr = format!("{addr}/{}", lease.prefix);
-    if let Some(gw) = lease.router {
-        let r = Route {
-            dst: None,
-            gateway: Some(IpAddr::V4(gw)),
-            src: Some(IpAddr::V4(addr)),
-            oif: Some(l.index),
-            table: 254,
-            priority: 1024,
-            scope: 0,
-            protocol: 16,
-            kind: 1,
-        };
-        if let Err(e) = nl.add_route(&r) {
-            err_line(&format!("dhcp route on {}", l.name), &e);
-        } else {
-            ready.set(readiness::NET_CONNECTIVITY);
+    let route = |dst: Option<(IpAddr, u8)>, gw: Option<std::net::Ipv4Addr>| Route {
+        dst,
+        gateway: gw.map(IpAddr::V4),
+        src: Some(IpAddr::V4(addr)),
+        oif: Some(l.index),
+        table: 254,
+        priority: 1024,
+        scope: if gw.is_some() { 0 } else { 253 },
+        protocol: 16,
+        kind: 1,
+    };
+    let mut routes = Vec::new();
+    if lease.routes.is_empty() {
+        if let Some(gw) = lease.router {
+            routes.push(route(None, Some(gw)));
         }
+    } else {
+        let mut sorted: Vec<&dhcp::StaticRoute> = lease.routes.iter().collect();
+        sorted.sort_by_key(|r| !r.gateway.is_unspecified());
+        for r in sorted {
+            let dst = (r.prefix > 0).then_some((IpAddr::V4(r.dst), r.prefix));
+            let gw = (!r.gateway.is_unspecified()).then_some(r.gateway);
+            routes.push(route(dst, gw));
+        }
+    }
+    let mut default_via = None;
+    for r in &routes {
+        match nl.add_route(r) {
+            Err(e) => err_line(&format!("dhcp route on {}", l.name), &e),
+            Ok(()) if r.dst.is_none() => {
+                default_via = r.gateway;
+                ready.set(readiness::NET_CONNECTIVITY);
+            }
+            Ok(()) => {}
+        }
+    }
+    let cidr = format!("{addr}/{}", lease.prefix);
+    if let Ok(mut s) = state.lock()
+        && !s.addresses.contains(&cidr)
+    {
+        s.addresses.push(cidr.clone());
     }
     let dns: Vec<String> = lease.dns.iter().map(|d| d.to_string()).collect();
-    if let Ok(mut s) = state.lock() {
-        s.addresses.push(cidr.clone());
-        if !have_resolvers && s.resolvers.is_empty() {
-            s.resolvers = dns.clone();
-        }
-    }
     say(&format!(
-        "network dhcp link={} state=bound address={cidr} router={} dns={} lease_s={}",
+        "network dhcp link={} state={} address={cidr} router={} dns={} lease_s={} routes={}",
         l.name,
-        lease.router.map_or("-".to_string(), |g| g.to_string()),
+        if renewal { "renewed" } else { "bound" },
+        default_via.map_or("-".to_string(), |g| g.to_string()),
         if dns.is_empty() {
             "-".to_string()
         } else {
             dns.join(",")
         },
-        lease.lease_secs
+        lease.lease_secs,
+        routes.len(),
     ));
     ready.set(readiness::NET_ADDRESSES);
-    if !have_hostname && !lease.hostname.is_empty() {
-        set_hostname(state, &lease.hostname, "dhcp", ready);
+}
+
+/// Removes a lost lease's address (its routes go with it) from the link and the state.
+fn drop_lease(nl: &mut Netlink, l: &Link, lease: &dhcp::Lease, state: &Mutex<State>, why: &str) {
+    let Some(addr) = lease.address else { return };
+    if let Err(e) = nl.del_address(l.index, IpAddr::V4(addr), lease.prefix) {
+        err_line(&format!("dhcp address removal on {}", l.name), &e);
     }
-    write_etc(state, ready);
+    let cidr = format!("{addr}/{}", lease.prefix);
+    if let Ok(mut s) = state.lock() {
+        s.addresses.retain(|a| a != &cidr);
+    }
+    say(&format!(
+        "network dhcp link={} state={why} address={cidr}",
+        l.name
+    ));
 }

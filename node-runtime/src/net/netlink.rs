@@ -23,6 +23,7 @@ const NLMSG_DONE: u16 = 3;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 
 const IFLA_ADDRESS: u16 = 1;
@@ -397,6 +398,18 @@ impl Netlink {
             let bcast = u32::from(v) | !mask;
             m.attr(IFA_BROADCAST, &bcast.to_be_bytes());
         }
+        self.request(m).map(|_| ())
+    }
+
+    /// Removes an address from a link; the kernel flushes the routes whose preferred source
+    /// it was.
+    pub fn del_address(&mut self, index: i32, addr: IpAddr, prefix: u8) -> Result<()> {
+        let mut h = [0u8; 8];
+        h[0] = family(&addr);
+        h[1] = prefix;
+        h[4..8].copy_from_slice(&(index as u32).to_ne_bytes());
+        let mut m = Msg::new(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, &h);
+        m.attr(IFA_LOCAL, &ip_bytes(&addr));
         self.request(m).map(|_| ())
     }
 
