@@ -129,6 +129,9 @@ pub struct ImageSpec {
     pub epoch: i64,
     /// GRUB's "Reset" menu entry (Talos ≥ 1.4).
     pub grub_reset_entry: bool,
+    /// STATE (100 MiB) and EPHEMERAL (the rest) after META, both left empty: Talos images
+    /// before 1.8 carry them; from 1.8 the node creates them on first boot.
+    pub data_partitions: bool,
 }
 
 /// The partitions of a layout, in order (docs/formats/disk-layout.md), with label-derived GUIDs.
@@ -144,7 +147,7 @@ pub fn partitions(spec: &ImageSpec) -> Vec<gpt::PartitionSpec> {
     let bios = || part("BIOS", gpt::types::BIOS_BOOT, 1, 1 << 2);
     let boot = || part("BOOT", gpt::types::LINUX_DATA, spec.boot_size_mib, 0);
     let meta = || part("META", gpt::types::LINUX_DATA, 1, 0);
-    match spec.bootloader {
+    let mut parts = match spec.bootloader {
         Bootloader::SdBoot => vec![part("EFI", gpt::types::ESP, big_esp, 0), meta()],
         Bootloader::Grub => vec![part("EFI", gpt::types::ESP, 100, 0), bios(), boot(), meta()],
         Bootloader::DualBoot => {
@@ -155,7 +158,14 @@ pub fn partitions(spec: &ImageSpec) -> Vec<gpt::PartitionSpec> {
                 meta(),
             ]
         }
+    };
+    if spec.data_partitions {
+        parts.push(part("STATE", gpt::types::LINUX_DATA, 100, 0));
+        let mut ephemeral = part("EPHEMERAL", gpt::types::LINUX_DATA, 1, 0);
+        ephemeral.size = gpt::REST;
+        parts.push(ephemeral);
     }
+    parts
 }
 
 /// Plans the partition table for a spec.
@@ -423,6 +433,7 @@ mod tests {
             meta: adv::Adv::new(),
             epoch: 0,
             grub_reset_entry: true,
+            data_partitions: false,
         }
     }
 

@@ -81,11 +81,15 @@ pub struct PartitionSpec {
     pub type_guid: Guid,
     /// Unique partition GUID.
     pub guid: Guid,
-    /// Size in bytes; must be a multiple of the sector size.
+    /// Size in bytes; must be a multiple of the sector size, or [`REST`].
     pub size: u64,
     /// Attribute bits (bit 2 = legacy BIOS bootable).
     pub attributes: u64,
 }
+
+/// The size of a last partition that takes everything up to the last usable LBA (Talos's
+/// EPHEMERAL in pre-1.8 images).
+pub const REST: u64 = u64::MAX;
 
 /// A placed partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,14 +183,26 @@ pub fn plan(
                 reason: "name longer than 36 UTF-16 code units",
             });
         }
-        if s.size == 0 || !s.size.is_multiple_of(sector_size) {
+        let rest = s.size == REST;
+        if rest && i + 1 != specs.len() {
+            return Err(GptError::BadPartition {
+                name: s.name.clone(),
+                reason: "only the last partition can take the rest of the disk",
+            });
+        }
+        if !rest && (s.size == 0 || !s.size.is_multiple_of(sector_size)) {
             return Err(GptError::BadPartition {
                 name: s.name.clone(),
                 reason: "size must be a non-zero multiple of the sector size",
             });
         }
         let first = next.div_ceil(align) * align;
-        let last = first + s.size / sector_size - 1;
+        let last = if rest {
+            // at least one alignment unit must be left for it
+            (last_usable + 1).max(first + align) - 1
+        } else {
+            first.saturating_add(s.size / sector_size - 1)
+        };
         if last > last_usable {
             return Err(GptError::DoesNotFit {
                 name: s.name.clone(),
@@ -475,6 +491,34 @@ mod tests {
         let l = plan(3000 * MIB, 512, 20480, Guid::NIL, &specs()[..1]).unwrap();
         assert_eq!(l.entries_lba, 20482);
         assert_eq!(l.partitions[0].first_lba, 22528);
+    }
+
+    #[test]
+    fn rest_takes_everything_up_to_the_last_usable_lba() {
+        let mut s = specs();
+        let data = |name: &str, size| PartitionSpec {
+            name: name.into(),
+            type_guid: types::LINUX_DATA,
+            guid: guid_from_label(name),
+            size,
+            attributes: 0,
+        };
+        s.push(data("STATE", 100 * MIB));
+        s.push(data("EPHEMERAL", REST));
+        for sector in [512, 4096] {
+            let l = plan(8 << 30, sector, 0, Guid::NIL, &s).unwrap();
+            let e = &l.partitions[5];
+            assert_eq!(e.last_lba, l.last_usable);
+            assert_eq!(e.first_lba, l.partitions[4].last_lba + 1);
+            assert_eq!(l.partitions[4].size(sector), 100 * MIB);
+        }
+        // no room left for it: named
+        let e = plan(4205 * MIB, 512, 0, Guid::NIL, &s).unwrap_err();
+        assert!(e.to_string().contains("\"EPHEMERAL\""), "{e}");
+        // only last
+        s.swap(4, 5);
+        let e = plan(8 << 30, 512, 0, Guid::NIL, &s).unwrap_err();
+        assert!(e.to_string().contains("rest of the disk"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub fn image_spec(p: &Profile, inputs: &Inputs, a: &Assembly) -> Result<installe
             )
         })
     };
-    Ok(installer::ImageSpec {
+    let spec = installer::ImageSpec {
         arch: p.arch.to_string(),
         disk_size: io.disk_size,
         sector_size: if io.disk_sector_size == 0 {
@@ -55,7 +55,18 @@ pub fn image_spec(p: &Profile, inputs: &Inputs, a: &Assembly) -> Result<installe
         meta: a.meta.clone(),
         epoch: 0,
         grub_reset_entry: p.quirks().has(Quirk::ResetOption),
-    })
+        data_partitions: !p.quirks().has(Quirk::SkipDataPartitions),
+    };
+    // a layout that cannot be placed is the profile's fault: say so before writing anything
+    if let Err(e) = installer::plan(&spec) {
+        return Err(Error::invalid(format!(
+            "field output.imageOptions.diskSize: {} bytes (after the version's adjustment) \
+             cannot hold the {} layout: {e}",
+            spec.disk_size,
+            io.bootloader.as_str()
+        )));
+    }
+    Ok(spec)
 }
 
 /// Writes the disk image of `spec` (with the writer's epoch) in the profile's disk format.
