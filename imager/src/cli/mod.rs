@@ -372,9 +372,7 @@ fn run_build(cli: &BuildArgs) -> Result<()> {
     let r = resolve(cli)?;
     let p = &r.profile;
     if cli.dump_profile {
-        let y = serde_saphyr::to_string(p)
-            .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("dumping profile: {e}")))?;
-        print!("{y}");
+        print!("{}", p.to_yaml()?);
         return Ok(());
     }
     p.check_supported()?;

@@ -16,7 +16,7 @@ mod validate;
 
 pub use schema::*;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitCode, Result};
 use quirks::{DEFAULT_VERSION, Quirk, Quirks};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -99,7 +99,11 @@ include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 
 /// Parses YAML text into an untyped value (`what` names the source in errors).
 pub fn parse_yaml(text: &str, what: &str) -> Result<Value> {
-    let v: Value = serde_saphyr::from_str(text)
+    // YAML 1.2 booleans, as go-yaml v3 reads untyped scalars: `yes` is a string (the three
+    // boolean fields of the schema still take the YAML 1.1 words, as go-yaml does)
+    let mut opts = serde_saphyr::Options::default();
+    opts.strict_booleans = true;
+    let v: Value = serde_saphyr::from_str_with_options(text, opts)
         .map_err(|e| Error::invalid(format!("{what}: invalid YAML: {e}")))?;
     match v {
         Value::Object(_) => Ok(v),
@@ -203,6 +207,18 @@ fn unsupported(field: &str, msg: impl std::fmt::Display) -> Error {
 }
 
 impl Profile {
+    /// The profile as YAML, as `--dump-profile` prints it (docs/formats/profile.md): YAML 1.2
+    /// without a directive, so strings are quoted only where a YAML 1.2 reader (Talos's
+    /// go-yaml v3, or ours) would take them for another type: `version: 1.14.0` stays plain,
+    /// `"1.5"`, `"true"`, `"null"` and `"0x0a"` are quoted.
+    pub fn to_yaml(&self) -> Result<String> {
+        let mut opts = serde_saphyr::SerializerOptions::default();
+        opts.yaml_12 = true;
+        opts.no_lang_directive = true;
+        serde_saphyr::to_string_with_options(self, opts)
+            .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("dumping profile: {e}")))
+    }
+
     /// Quirks for the target version.
     pub fn quirks(&self) -> Quirks {
         Quirks::new(&self.version)
@@ -393,7 +409,7 @@ mod tests {
         )
         .unwrap()
         .profile;
-        let y = serde_saphyr::to_string(&p).unwrap();
+        let y = p.to_yaml().unwrap();
         assert!(
             y.contains("arch: arm64\n") && y.contains("platform: metal\n"),
             "{y}"
@@ -404,6 +420,56 @@ mod tests {
         );
         assert_eq!(Arch::parse("amd64"), Some(Arch::Amd64));
         assert_eq!(Platform::DigitalOcean.as_str(), "digital-ocean");
+    }
+
+    #[test]
+    fn the_dump_quotes_only_what_yaml_1_2_would_misread_and_reads_back_identical() {
+        let tricky = [
+            "yes", "on", "1.5", "true", "null", "~", "0x0a", "1e3", "-x", "*b", "[x]", "#c",
+            "1.2.3", "",
+        ];
+        let p = resolve(
+            json!({"arch": "amd64", "platform": "metal", "version": "1.14.0",
+                   "customization": {"extraKernelArgs": tricky},
+                   "output": {"kind": "iso", "outFormat": "raw"}}),
+            "t",
+            Path::new("/usr/install"),
+        );
+        // "" is refused as a kernel argument; the rest is what a user may write
+        assert!(p.is_err());
+        let p = resolve(
+            json!({"arch": "amd64", "platform": "metal", "version": "1.14.0",
+                   "customization": {"extraKernelArgs": &tricky[..tricky.len() - 1]},
+                   "output": {"kind": "iso", "outFormat": "raw"}}),
+            "t",
+            Path::new("/usr/install"),
+        )
+        .unwrap()
+        .profile;
+        let y = p.to_yaml().unwrap();
+        assert!(
+            y.starts_with("arch: amd64\n"),
+            "no directive, no document marker:\n{y}"
+        );
+        assert!(y.contains("\nversion: 1.14.0\n"), "{y}");
+        for quoted in [
+            "\"1.5\"", "\"true\"", "\"null\"", "\"~\"", "\"0x0a\"", "\"1e3\"",
+        ] {
+            assert!(y.contains(&format!("- {quoted}\n")), "{quoted} in\n{y}");
+        }
+        assert!(y.contains("- 1.2.3\n") && y.contains("- yes\n"), "{y}");
+        let back = from_value(parse_yaml(&y, "dump").unwrap(), "dump").unwrap();
+        assert_eq!(back, p, "the dump reads back as the same profile");
+        // booleans: YAML 1.1 words only where a boolean is expected
+        for (word, want) in [("yes", true), ("On", true), ("true", true), ("NO", false)] {
+            let v = parse_yaml(&format!("secureboot: {word}\n"), "t").unwrap();
+            assert_eq!(from_value(v, "t").unwrap().secureboot, Some(want), "{word}");
+        }
+        let v = parse_yaml("secureboot: maybe\n", "t").unwrap();
+        let e = from_value(v, "t").unwrap_err().to_string();
+        assert!(e.contains("field secureboot") && e.contains("maybe"), "{e}");
+        let v = parse_yaml("secureboot: null\n", "t").unwrap();
+        assert_eq!(from_value(v, "t").unwrap().secureboot, None);
     }
 
     #[test]

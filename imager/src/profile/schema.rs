@@ -10,6 +10,45 @@ pub use super::closed::{Arch, Bootloader, DiskFormat, Platform};
 fn is_false(b: &bool) -> bool {
     !*b
 }
+
+/// The YAML 1.1 spellings go-yaml v3 still accepts for a typed boolean (profiles are read
+/// with YAML 1.2 booleans, so `yes` elsewhere stays a string, as in Talos).
+fn yaml11_bool_str(s: &str) -> Option<bool> {
+    match s {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => {
+            Some(true)
+        }
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" => {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BoolOrWord {
+    Bool(bool),
+    Word(String),
+}
+
+fn bool_of<E: serde::de::Error>(v: BoolOrWord) -> Result<bool, E> {
+    match v {
+        BoolOrWord::Bool(b) => Ok(b),
+        BoolOrWord::Word(w) => yaml11_bool_str(&w)
+            .ok_or_else(|| E::custom(format!("invalid value {w:?}, expected a boolean"))),
+    }
+}
+
+fn yaml11_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    bool_of(BoolOrWord::deserialize(d)?)
+}
+
+fn yaml11_opt_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Option::<BoolOrWord>::deserialize(d)?
+        .map(bool_of)
+        .transpose()
+}
 fn is_zero_u32(v: &u32) -> bool {
     *v == 0
 }
@@ -28,7 +67,7 @@ pub struct Profile {
     #[serde(default)]
     pub platform: Platform,
     /// SecureBoot (no omitempty: dumps as `null` when unset).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "yaml11_opt_bool")]
     pub secureboot: Option<bool>,
     /// OS name (default "Talos" where it is used).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -100,7 +139,11 @@ pub struct ContainerAsset {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image_ref: String,
     /// Plain HTTP / no TLS verification for this reference.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "yaml11_bool"
+    )]
     pub force_insecure: bool,
     /// A plain filesystem tar (not a `docker save` archive).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -225,7 +268,11 @@ pub struct SecureBootAssets {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub signature_key_path: String,
     /// Add Microsoft's certificates to KEK and db.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "yaml11_bool"
+    )]
     pub include_well_known_certs: bool,
 }
 
