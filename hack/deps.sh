@@ -17,6 +17,7 @@ PKGS=(
   xz-utils zstd kmod cpio                    # validators (xz -t, zstd -d, depmod, cpio -t)
   python3                                    # validators (OVF XML, tarfile sparse reads)
   bc                                         # bench/ scripts
+  g++                                        # libFuzzer, built by libfuzzer-sys (hack/fuzz.sh)
   docker-registry skopeo                     # a real OCI registry + its reference client (tests)
   openssl                                    # validators (signatures, test CAs)
   ca-certificates

@@ -370,8 +370,13 @@ fn read_with_header<R: Read + Seek>(
     if !(128..=4096).contains(&esize) || count > 4096 || !esize.is_multiple_of(8) {
         return Err(format!("entry geometry {count}×{esize}"));
     }
-    let array =
-        read_at(r, entries_lba * sector, (count * esize) as usize).map_err(|e| e.to_string())?;
+    // the array must lie on the disk (a crafted LBA must not wrap the offset around)
+    let array_bytes = u64::from(count) * u64::from(esize);
+    let array_off = entries_lba
+        .checked_mul(sector)
+        .filter(|off| entries_lba >= 2 && off.saturating_add(array_bytes) <= total_lbas * sector)
+        .ok_or_else(|| format!("entry array at LBA {entries_lba} is outside the disk"))?;
+    let array = read_at(r, array_off, array_bytes as usize).map_err(|e| e.to_string())?;
     if crc32fast::hash(&array) != le32(&h, 88) {
         return Err(format!("entry array CRC mismatch (header at LBA {lba})"));
     }
@@ -387,13 +392,22 @@ fn read_with_header<R: Read + Seek>(
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .take_while(|u| *u != 0)
             .collect();
+        let (first_lba, last_lba) = (le64(e, 32), le64(e, 40));
+        // every placed partition must be a non-empty range on the disk, so that its offset
+        // and size can be computed
+        if first_lba > last_lba || last_lba >= total_lbas {
+            return Err(format!(
+                "partition {}: LBAs {first_lba}..{last_lba} are not on the disk",
+                i + 1
+            ));
+        }
         partitions.push(Partition {
             number: i as u32 + 1,
             name: String::from_utf16_lossy(&units),
             type_guid,
             guid: Guid::from_mixed_endian(&e[16..32]),
-            first_lba: le64(e, 32),
-            last_lba: le64(e, 40),
+            first_lba,
+            last_lba,
             attributes: le64(e, 48),
         });
     }
@@ -519,6 +533,58 @@ mod tests {
         s.swap(4, 5);
         let e = plan(8 << 30, 512, 0, Guid::NIL, &s).unwrap_err();
         assert!(e.to_string().contains("rest of the disk"), "{e}");
+    }
+
+    /// Rewrites the CRCs of the header at `lba` (and of its array).
+    fn fix_crcs(disk: &mut [u8], lba: usize) {
+        let h = lba * 512;
+        let arr = u64::from_le_bytes(disk[h + 72..h + 80].try_into().unwrap());
+        if let Some(arr) = arr.checked_mul(512).map(|a| a as usize)
+            && arr.saturating_add(16384) <= disk.len()
+        {
+            let crc = crc32fast::hash(&disk[arr..arr + 16384]);
+            disk[h + 88..h + 92].copy_from_slice(&crc.to_le_bytes());
+        }
+        disk[h + 16..h + 20].fill(0);
+        let crc = crc32fast::hash(&disk[h..h + 92]);
+        disk[h + 16..h + 20].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn crafted_tables_are_refused_not_wrapped() {
+        // found by the gpt fuzz target: an entry array LBA whose byte offset overflows
+        let size = 8 * MIB;
+        let l = plan(size, 512, 0, Guid::NIL, &specs()[1..2]).unwrap();
+        let mut c = io::Cursor::new(vec![0u8; size as usize]);
+        l.write(&mut c).unwrap();
+        let good = c.into_inner();
+        let last = (size / 512 - 1) as usize;
+        let mut d = good.clone();
+        d[512 + 72..512 + 80].copy_from_slice(&(u64::MAX / 256).to_le_bytes());
+        fix_crcs(&mut d, 1);
+        // the primary is refused, the backup used
+        let r = read(&mut io::Cursor::new(&d), 512, size).unwrap();
+        assert_eq!(r.partitions, l.partitions);
+        d[last * 512 + 72..last * 512 + 80].copy_from_slice(&(u64::MAX / 256).to_le_bytes());
+        fix_crcs(&mut d, last);
+        let e = read(&mut io::Cursor::new(&d), 512, size)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside the disk"), "{e}");
+        // an entry ending before it starts, or past the disk, in both copies
+        for (first, end) in [(4096u64, 4095u64), (2048, size / 512)] {
+            let mut d = good.clone();
+            for (lba, arr) in [(1, 2), (last, last - 32)] {
+                let e = arr * 512;
+                d[e + 32..e + 40].copy_from_slice(&first.to_le_bytes());
+                d[e + 40..e + 48].copy_from_slice(&end.to_le_bytes());
+                fix_crcs(&mut d, lba);
+            }
+            let e = read(&mut io::Cursor::new(&d), 512, size)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("are not on the disk"), "{e}");
+        }
     }
 
     #[test]

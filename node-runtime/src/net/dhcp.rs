@@ -261,7 +261,7 @@ pub fn classless_routes(mut d: &[u8]) -> Option<Vec<StaticRoute>> {
 }
 
 /// Parses a reply to our `xid` from our `mac`: (message type, lease).
-fn parse(p: &[u8], xid: u32, mac: &[u8]) -> Option<(u8, Lease)> {
+pub fn parse(p: &[u8], xid: u32, mac: &[u8]) -> Option<(u8, Lease)> {
     let n = mac.len().min(16);
     if p.len() < 240
         || p[0] != 2
@@ -555,4 +555,5 @@ impl Wire for Socket {
 }
 
 #[cfg(test)]
+#[path = "dhcp/tests.rs"]
 mod tests;

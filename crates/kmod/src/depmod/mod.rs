@@ -380,12 +380,23 @@ fn read_module(path: &Path) -> Result<Vec<u8>, DepmodError> {
 
 /// Parses one module file.
 fn load(path: &Path) -> Result<ModData, DepmodError> {
-    let data = read_module(path)?;
+    parse_module(path, &read_module(path)?)
+}
+
+/// Parses one (decompressed) module image as depmod does: its ELF sections, the aliases and
+/// soft dependencies of `.modinfo`, the exported and the needed symbols. Returns how many of
+/// each it found. The fuzz target `modules_dep` drives it.
+pub fn inspect_module(data: &[u8]) -> Result<(usize, usize, usize), DepmodError> {
+    let m = parse_module(Path::new("<module>"), data)?;
+    Ok((m.info.len(), m.exports.len(), m.deps.len()))
+}
+
+fn parse_module(path: &Path, data: &[u8]) -> Result<ModData, DepmodError> {
     let elf_err = |source| DepmodError::Elf {
         path: path.to_path_buf(),
         source,
     };
-    let e = elf::Elf::parse(&data).map_err(elf_err)?;
+    let e = elf::Elf::parse(data).map_err(elf_err)?;
     let utf8 = |b: &[u8], what: &str| {
         String::from_utf8(b.to_vec()).map_err(|_| DepmodError::Modinfo {
             path: path.to_path_buf(),
