@@ -7,9 +7,15 @@
 #   hack/build.sh && docker build -t imager .
 #   docker run --rm -v "$PWD/_out:/out" -e SOURCE_DATE_EPOCH imager metal --meta 0xa=...
 #
-# Nothing else is needed at run time: no shell, no libc, no mkfs/xorriso/qemu-img, no /tmp
-# (temporary files live in the output directory), no privileges and no /dev. The test
-# tests/tests/container.rs runs the binary in an empty root holding only these files.
+# Nothing else is needed at run time: no shell, no libc, no mkfs/xorriso/qemu-img, no
+# privileges and no /dev; temporary files live in the output directory (with --tar-to-stdout
+# and no --output, under $TMPDIR or /tmp). The test tests/tests/container.rs runs the binary
+# in an empty root holding only these files.
+#
+# The reproducible, signed image is not built from this file: `imager self-image` writes the
+# same file system (plus world-writable /out and /tmp, which FROM scratch cannot create
+# without a shell) with the project's own OCI writer, byte-identical on every build
+# (docs/formats/imager-image.md, hack/imager-image.sh).
 FROM scratch
 COPY target/x86_64-unknown-linux-gnu/release/imager /usr/bin/imager
 COPY _out/assets/amd64/ /usr/install/amd64/

@@ -18,10 +18,14 @@ PKGS=(
   python3                                    # validators (OVF XML, tarfile sparse reads)
   bc                                         # bench/ scripts
   g++                                        # libFuzzer, built by libfuzzer-sys (hack/fuzz.sh)
+  podman runc                                # the imager container image, run as users do
   docker-registry skopeo                     # a real OCI registry + its reference client (tests)
   openssl                                    # validators (signatures, test CAs)
   ca-certificates
 )
+
+# an independent Sigstore client (sigstore-js) runs on Node.js; Debian's when none is there
+if ! command -v npm >/dev/null; then PKGS+=(nodejs npm); fi
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

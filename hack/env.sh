@@ -11,3 +11,8 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/x86_64-unknown-linux-gnu/release"
 ASSETS="$ROOT/_out/assets"
 export IMAGER_INSTALL_DIR="$ASSETS"
+# The commit `imager --version` names (read at compile time).
+if [ -z "${IMAGER_GIT_COMMIT:-}" ]; then
+  IMAGER_GIT_COMMIT=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+fi
+export IMAGER_GIT_COMMIT

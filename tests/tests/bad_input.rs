@@ -227,7 +227,8 @@ fn failure_during_assembly_leaves_no_partial_file() {
     for f in ["vmlinuz", "initramfs.xz", "systemd-boot.efi"] {
         std::fs::copy(e2e::assets().join("amd64").join(f), assets.join(f)).unwrap();
     }
-    // disk too small for the layout: fails inside the installer, after the temp file exists
+    // disk too small for the layout: refused before anything is written (a failure in the
+    // middle of a write is tests/tests/exit_codes.rs's full disk)
     let out = tmp.path().join("out");
     let mut cmd = imager();
     cmd.env("IMAGER_INSTALL_DIR", tmp.path().join("assets"))
@@ -239,9 +240,12 @@ fn failure_during_assembly_leaves_no_partial_file() {
         Some(b"baseProfileName: metal\narch: amd64\noutput:\n  imageOptions:\n    bootloader: sd-boot\n    diskSize: 1048576\n  outFormat: raw\n"),
     );
     let err = String::from_utf8_lossy(&r.stderr);
-    // diskSize + 1000 MiB is still too small for a 2101 MiB ESP
-    assert_eq!(r.status.code(), Some(7), "{err}");
-    assert!(err.contains("EFI"), "{err}");
+    // diskSize + 1000 MiB is still too small for a 2101 MiB ESP: the profile's fault
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: field output.imageOptions.diskSize: ") && err.contains("\"EFI\""),
+        "{err}"
+    );
     assert!(
         dir_entries(&out).is_empty(),
         "left behind: {:?}",

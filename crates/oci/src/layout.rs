@@ -55,7 +55,9 @@ impl ImageFiles {
     }
 }
 
-fn index_json(descs: &[Descriptor]) -> Result<Vec<u8>, Error> {
+/// An OCI image index listing `descs` (the bytes of `index.json`; also what is pushed for a
+/// multi-platform image).
+pub fn index_json(descs: &[Descriptor]) -> Result<Vec<u8>, Error> {
     let v = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
@@ -225,15 +227,44 @@ pub fn write_layer(
     mtime: u64,
     level: u32,
 ) -> Result<Layer, Error> {
-    let mut files: Vec<&LayerFile> = files.iter().collect();
-    files.sort_by(|a, b| a.path.cmp(&b.path));
+    write_layer_with_dirs(out, &[], files, mtime, level)
+}
+
+/// [`write_layer`] with directory entries `(path, mode)` too; directories and files are
+/// written in one path order, so a directory precedes what it holds.
+pub fn write_layer_with_dirs(
+    out: &mut File,
+    dirs: &[(String, u32)],
+    files: &[LayerFile],
+    mtime: u64,
+    level: u32,
+) -> Result<Layer, Error> {
+    enum Entry<'a> {
+        Dir(&'a str, u32),
+        File(&'a LayerFile),
+    }
+    let mut entries: Vec<(&str, Entry)> = files
+        .iter()
+        .map(|f| (f.path.as_str(), Entry::File(f)))
+        .chain(dirs.iter().map(|(p, m)| (p.as_str(), Entry::Dir(p, *m))))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
     let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 16, &mut *out));
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .operating_system(255)
         .write(compressed, flate2::Compression::new(level));
     let mut t = tar::Builder::new(HashingWriter::new(gz));
-    for f in files {
+    for (_, e) in entries {
+        let f = match e {
+            Entry::Dir(path, mode) => {
+                let mut h = header(0, mode, mtime, tar::EntryType::Directory);
+                t.append_data(&mut h, format!("{path}/"), io::empty())
+                    .map_err(io_err(format!("adding {path}/ to a layer")))?;
+                continue;
+            }
+            Entry::File(f) => f,
+        };
         let file =
             File::open(&f.source).map_err(io_err(format!("opening {}", f.source.display())))?;
         let len = file

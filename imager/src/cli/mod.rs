@@ -3,11 +3,14 @@
 //! `imager <profile>|- [flags]` builds (the default command): a built-in profile name with
 //! flags merged onto it (docs/formats/profile.md, "CLI flags → profile"), or `-` to read a whole profile from
 //! stdin (then only `--output`/`--tar-to-stdout` apply, as in Talos). The subcommands: `boot`,
-//! `cache`, `pull`, `verify`, `verify-blob`. Errors become exit codes here, in one place.
+//! `cache`, `pull`, `verify`, `verify-blob`, `self-image`, `completion`, `man`. Errors become
+//! exit codes here, in one place.
 
 pub mod boot;
+pub mod docs;
 mod flags;
 pub mod registry;
+pub mod self_image;
 
 use crate::build::{BuildOptions, build};
 use crate::error::{Error, ExitCode, Result};
@@ -35,12 +38,23 @@ byte-identical outputs.",
     )
 }
 
+/// `imager --version`: the crate version, the commit it was built from (`IMAGER_GIT_COMMIT`
+/// at build time, set by hack/env.sh) and the Talos version profiles default to.
+pub static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (commit {}; default Talos version {})",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("IMAGER_GIT_COMMIT").unwrap_or("unknown"),
+        profile::quirks::DEFAULT_VERSION
+    )
+});
+
 /// Build bootable OS media (disk images, ISO, kernel, initramfs, cmdline, PXE set) from a
 /// Talos-style profile.
 #[derive(Parser, Debug)]
 #[command(
     name = "imager",
-    version,
+    version = VERSION.as_str(),
     after_help = after_help(),
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
@@ -67,6 +81,13 @@ enum Command {
     Verify(registry::VerifyArgs),
     /// Check a detached Sigstore bundle (`<file>.sigstore.json`) of a file against a key.
     VerifyBlob(registry::VerifyBlobArgs),
+    /// Package this imager and its install directory as the imager container image (OCI,
+    /// FROM scratch, reproducible), optionally pushed and signed.
+    SelfImage(self_image::SelfImageArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(docs::CompletionArgs),
+    /// Write the man pages (imager.1 and one per subcommand) into a directory.
+    Man(docs::ManArgs),
 }
 
 /// What a build takes: the profile and the flags merged onto it.
@@ -127,16 +148,18 @@ pub struct BuildArgs {
     #[arg(long = "extension-allow-setuid", value_name = "NAME")]
     extension_allow_setuid: Vec<String>,
 
-    /// Output directory (created if missing).
-    #[arg(long, default_value = "/out")]
-    output: PathBuf,
+    /// Output directory (created if missing) [default: /out; with --tar-to-stdout and no
+    /// --output, a private directory under $TMPDIR (or /tmp), removed afterwards].
+    #[arg(long)]
+    output: Option<PathBuf>,
 
     /// Output kind, overriding the profile's: image, iso, installer, kernel, initramfs, cmdline,
     /// pxe (uki is not implemented yet).
     #[arg(long = "output-kind", value_name = "KIND")]
     output_kind: Option<String>,
 
-    /// After a successful build, write the output directory as a .tar.gz to stdout.
+    /// After a successful build, write the output directory as a .tar.gz to stdout. Without
+    /// --output the build runs in a private temporary directory (nothing is kept).
     #[arg(long = "tar-to-stdout")]
     tar_to_stdout: bool,
 
@@ -240,7 +263,7 @@ pub struct BuildArgs {
     json: bool,
 }
 
-const fn host_arch() -> &'static str {
+pub(crate) const fn host_arch() -> &'static str {
     if cfg!(target_arch = "aarch64") {
         "arm64"
     } else {
@@ -329,7 +352,12 @@ fn fetch_options(
 
 /// Loads `--sign-key`.
 fn sign_key(cli: &BuildArgs) -> Result<Option<crate::build::SignKey>> {
-    let Some(f) = &cli.sign_key else {
+    load_sign_key(cli.sign_key.as_deref())
+}
+
+/// Loads a `--sign-key` file.
+fn load_sign_key(f: Option<&std::path::Path>) -> Result<Option<crate::build::SignKey>> {
+    let Some(f) = f else {
         return Ok(None);
     };
     let pem = crate::io::read_bytes(f, limits::SIDE_FILE, "--sign-key", ExitCode::Io)?;
@@ -362,6 +390,48 @@ fn max_extension_bytes() -> Result<u64> {
     }
 }
 
+/// Where a build writes: `--output`, else `/out`, else (with `--tar-to-stdout`) a private
+/// directory under the temporary directory, so that `docker run -i IMAGE - --tar-to-stdout`
+/// needs no volume and no writable `/out` (a read-only root with a tmpfs on /tmp is enough).
+#[derive(Debug)]
+enum OutputDir {
+    Given(PathBuf),
+    Scratch(tempfile::TempDir),
+}
+
+impl OutputDir {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Given(p) => p,
+            Self::Scratch(t) => t.path(),
+        }
+    }
+}
+
+fn output_dir(cli: &BuildArgs) -> Result<OutputDir> {
+    match (&cli.output, cli.tar_to_stdout) {
+        (Some(p), _) => Ok(OutputDir::Given(p.clone())),
+        (None, false) => Ok(OutputDir::Given(PathBuf::from("/out"))),
+        (None, true) => {
+            let tmp = std::env::temp_dir();
+            tempfile::Builder::new()
+                .prefix("imager-out.")
+                .tempdir_in(&tmp)
+                .map(OutputDir::Scratch)
+                .map_err(|e| {
+                    Error::new(
+                        ExitCode::Io,
+                        anyhow::anyhow!(
+                            "--tar-to-stdout without --output needs a writable temporary \
+                             directory ({}; set TMPDIR or give --output): {e}",
+                            crate::error::printable(&tmp.display().to_string())
+                        ),
+                    )
+                })
+        }
+    }
+}
+
 /// `imager PROFILE …`: the pipeline, and what it prints.
 fn run_build(cli: &BuildArgs) -> Result<()> {
     if stdin_ignores(cli) {
@@ -383,6 +453,7 @@ fn run_build(cli: &BuildArgs) -> Result<()> {
     // then --push and --sign-key
     let epoch = epoch()?;
     let max_bytes = max_extension_bytes()?;
+    let out = output_dir(cli)?;
     let fetch = fetch_options(cli, Some(p))?;
     let push = match &cli.push {
         None => None,
@@ -399,7 +470,7 @@ fn run_build(cli: &BuildArgs) -> Result<()> {
         }
     };
     let opts = BuildOptions {
-        output_dir: cli.output.clone(),
+        output_dir: out.path().to_path_buf(),
         epoch,
         digests: cli.json,
         inputs: crate::inputs::Options {
@@ -432,7 +503,7 @@ fn run_build(cli: &BuildArgs) -> Result<()> {
     eprintln!("imager: done in {secs:.1} s");
     if cli.tar_to_stdout {
         let stdout = std::io::stdout().lock();
-        crate::output::tar::tar_gz_dir(&cli.output, opts.epoch, stdout)?;
+        crate::output::tar::tar_gz_dir(out.path(), opts.epoch, stdout)?;
     }
     Ok(())
 }
@@ -454,6 +525,9 @@ pub fn main() -> i32 {
         Some(Command::Pull(a)) => registry::pull(a),
         Some(Command::Verify(a)) => registry::verify(a),
         Some(Command::VerifyBlob(a)) => registry::verify_blob(a),
+        Some(Command::SelfImage(a)) => self_image::run(&a),
+        Some(Command::Completion(a)) => docs::completion(&a),
+        Some(Command::Man(a)) => docs::man(&a),
     };
     match r {
         Ok(()) => 0,

@@ -302,6 +302,31 @@ impl Fetcher {
         Ok(d)
     }
 
+    /// Pushes a multi-platform image: each platform's manifest (and blobs) by digest, then
+    /// the index under `target`'s tag; returns the index digest.
+    pub fn push_index(
+        &self,
+        target: &Reference,
+        insecure: bool,
+        images: &[oci::layout::ImageFiles],
+        index: &[u8],
+    ) -> Result<oci::Digest> {
+        for img in images {
+            let by_digest = Reference {
+                tag: None,
+                digest: Some(img.descriptor.digest.clone()),
+                ..target.clone()
+            };
+            self.push(&by_digest, insecure, img)?;
+        }
+        let d = self
+            .client
+            .push(target, insecure, index, oci::types::OCI_INDEX, &[])
+            .map_err(|e| oci_err(&format!("--push {target}"), e))?;
+        eprintln!("imager: pushed {}@{d} (index)", target.name());
+        Ok(d)
+    }
+
     /// Signs `digest` in `target`'s repository with `key` and pushes the cosign signature
     /// image (`sha256-<hex>.sig`: one simple-signing layer carrying the signature annotation).
     pub fn push_signature(

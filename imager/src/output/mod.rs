@@ -9,6 +9,7 @@
 //! (`outFormat`) streams the primary artifact through the compressor into a second temp file.
 
 pub mod disk;
+pub mod imager_image;
 pub mod installer_image;
 pub mod iso;
 pub mod pxe;
