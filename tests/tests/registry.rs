@@ -574,3 +574,73 @@ fn air_gapped_metal_through_mirror_boots() {
     assert!(o.status.success(), "{t}");
     assert!(t.contains("extensions=airgap@1.0"), "{t}");
 }
+
+/// The imager container image (`imager self-image --push`): the index goes to the tag, each
+/// platform manifest by digest, the cosign signature of the index verifies under a policy,
+/// and skopeo reads back exactly the index the layout holds.
+#[test]
+fn imager_image_pushed_as_an_index_and_signed() {
+    let reg = Registry::start();
+    let host = reg.host();
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let (_, private, public) = write_key(work.path(), b"release");
+    let out = work.path().join("out");
+    let target = format!("{host}/tools/imager:v1");
+    let o = ok(run(
+        imager(&cache)
+            .args([
+                "self-image",
+                "--json",
+                "--insecure",
+                "--push",
+                &target,
+                "--sign-key",
+            ])
+            .arg(&private)
+            .arg("--output")
+            .arg(&out),
+        None,
+    ));
+    let index = std::fs::read(out.join("imager-image/index.json")).unwrap();
+    let digest = format!("sha256:{}", e2e::sha256(&index));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kinds: Vec<&str> = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["imager-image", "oci-layout", "pushed", "signature"]);
+    assert!(out.join("imager-image.tar.sigstore.json").is_file());
+    // the tag names the index, byte for byte
+    let raw = skopeo_inspect_raw(&format!("docker://{target}"), false);
+    assert_eq!(raw, index);
+    assert_eq!(skopeo_digest(&format!("docker://{target}"), false), digest);
+    // the amd64 manifest resolves through it
+    let idx: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    let m = idx["manifests"][0]["digest"].as_str().unwrap();
+    let raw = skopeo_inspect_raw(&format!("docker://{host}/tools/imager@{m}"), false);
+    assert_eq!(format!("sha256:{}", e2e::sha256(&raw)), m);
+    // the signature verifies under a key policy
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "images:\n  - glob: \"127.0.0.1:*/tools/**\"\n    key: {}\n",
+            public.display()
+        ),
+    )
+    .unwrap();
+    let o = ok(run(
+        imager(&cache)
+            .args(["verify", &target, "--insecure", "--signature-policy"])
+            .arg(&policy),
+        None,
+    ));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&digest),
+        "{}",
+        text(&o)
+    );
+}
