@@ -25,3 +25,4 @@ pub mod inputs;
 pub mod io;
 pub mod output;
 pub mod profile;
+pub mod progress;

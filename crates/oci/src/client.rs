@@ -41,6 +41,22 @@ pub struct ClientOptions {
     pub user_agent: String,
     /// Log each retry and fallback on stderr.
     pub verbose: bool,
+    /// Told about every blob download (the imager draws progress from it).
+    pub progress: Option<std::sync::Arc<dyn Progress>>,
+}
+
+/// Progress reports for blob downloads.
+pub trait Progress: Send + Sync + std::fmt::Debug {
+    /// A download of `total` bytes of `what` starts; the meter is told every chunk.
+    fn download(&self, what: &str, total: u64) -> Box<dyn Meter>;
+}
+
+/// One download's progress.
+pub trait Meter: Send {
+    /// `n` more bytes arrived.
+    fn add(&mut self, n: u64);
+    /// The download completed (a meter dropped without this call failed or was retried).
+    fn finish(self: Box<Self>);
 }
 
 impl Default for ClientOptions {
@@ -54,6 +70,7 @@ impl Default for ClientOptions {
             backoff: Duration::from_millis(250),
             user_agent: "talos-rs-imager".into(),
             verbose: true,
+            progress: None,
         }
     }
 }
@@ -602,6 +619,13 @@ impl Client {
         }
         // never read more than the descriptor's size (+1 to notice an overlong body)
         let mut rd = resp.into_reader().take(d.size + 1);
+        let mut meter = self.opts.progress.as_ref().map(|p| {
+            let hex = d.digest.hex();
+            p.download(
+                &format!("pull {}@sha256:{}", r.name(), &hex[..hex.len().min(12)]),
+                d.size,
+            )
+        });
         let mut buf = vec![0u8; BUF];
         let mut n_total = 0u64;
         loop {
@@ -617,6 +641,9 @@ impl Client {
                 }
             };
             n_total += n as u64;
+            if let Some(m) = meter.as_mut() {
+                m.add(n as u64);
+            }
             w.write_all(&buf[..n]).map_err(|e| {
                 Failure::Fatal(Error::Io {
                     what: "writing into the cache".into(),
@@ -629,6 +656,9 @@ impl Client {
                 "{url}: truncated: {n_total} of {} bytes",
                 d.size
             )));
+        }
+        if let Some(m) = meter {
+            m.finish();
         }
         Ok(())
     }

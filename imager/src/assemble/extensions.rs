@@ -301,9 +301,18 @@ fn write_squashfs(
         r.map_err(|x| err(x.to_string()))?;
     }
     let f = File::create(out).code(ExitCode::Io, || format!("creating {}", out.display()))?;
+    let step = crate::progress::Step::file(
+        &format!(
+            "squashfs {}",
+            crate::error::printable(&e.manifest.metadata.name)
+        ),
+        out.to_path_buf(),
+        None,
+    );
     let mut w = BufWriter::with_capacity(1 << 20, f);
     b.write(&mut w).map_err(|x| err(x.to_string()))?;
     w.flush()
         .code(ExitCode::Io, || format!("writing {}", out.display()))?;
+    step.finish();
     Ok(())
 }

@@ -439,6 +439,7 @@ fn run_build(cli: &BuildArgs) -> Result<()> {
             "imager: the profile comes from stdin: flags other than --output and --tar-to-stdout are ignored"
         );
     }
+    crate::progress::init(cli.json);
     let r = resolve(cli)?;
     let p = &r.profile;
     if cli.dump_profile {

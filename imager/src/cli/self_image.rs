@@ -74,6 +74,7 @@ pub fn run(a: &SelfImageArgs) -> Result<()> {
             crate::error::printable(&a.arch)
         )));
     }
+    crate::progress::init(a.json);
     let epoch = super::epoch()?;
     let push = a
         .push

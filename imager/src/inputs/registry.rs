@@ -122,6 +122,7 @@ impl Fetcher {
             registries: o.registries.clone(),
             keychain,
             extra_ca,
+            progress: Some(std::sync::Arc::new(crate::progress::Downloads)),
             ..Default::default()
         };
         if let Some(t) = o.timeout {
