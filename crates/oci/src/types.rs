@@ -47,6 +47,31 @@ pub struct Descriptor {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl Descriptor {
+    /// The descriptor of `bytes` with `media_type` (no platform, no annotations).
+    pub fn of(media_type: &str, bytes: &[u8]) -> Self {
+        Self {
+            media_type: media_type.into(),
+            digest: Digest::of(bytes),
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// The index entry of an OCI image manifest for `linux/<arch>[/variant]`.
+    pub fn linux_manifest(bytes: &[u8], arch: &str, variant: Option<&str>) -> Self {
+        Self {
+            platform: Some(Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+                variant: variant.map(str::to_string),
+            }),
+            ..Self::of(OCI_MANIFEST, bytes)
+        }
+    }
+}
+
 /// A platform.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Platform {

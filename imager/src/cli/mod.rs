@@ -90,6 +90,47 @@ enum Command {
     Man(docs::ManArgs),
 }
 
+/// How to reach registries: credentials, CAs and the blob cache (builds and `self-image`).
+#[derive(clap::Args, Debug)]
+pub struct RegistryAccess {
+    /// Registry credentials `HOST=USER:PASSWORD` (repeatable); otherwise the registries config,
+    /// GITHUB_TOKEN (ghcr.io) and ~/.docker/config.json (auths, credHelpers, credsStore) apply.
+    #[arg(long = "registry-auth", value_name = "HOST=USER:PASSWORD")]
+    registry_auth: Vec<String>,
+
+    /// Extra CA certificate file (PEM) trusted for HTTPS registries (repeatable).
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    registry_ca: Vec<PathBuf>,
+
+    /// Blob cache directory (default $XDG_CACHE_HOME/imager or ~/.cache/imager); see
+    /// `imager cache --help`.
+    #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+impl RegistryAccess {
+    /// Fetch options with these credentials, CAs and cache (no mirrors, no policy).
+    fn fetch_options(&self) -> Result<crate::inputs::registry::FetchOptions> {
+        let credentials = self
+            .registry_auth
+            .iter()
+            .map(|a| {
+                oci::auth::parse_host_credentials(a)
+                    .map_err(|e| Error::invalid(format!("--registry-auth {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::inputs::registry::FetchOptions {
+            credentials,
+            ca_files: self.registry_ca.clone(),
+            cache_dir: self.cache_dir.clone(),
+            timeout: env_num::<f64>("IMAGER_REGISTRY_TIMEOUT")?
+                .map(std::time::Duration::from_secs_f64),
+            attempts: env_num("IMAGER_REGISTRY_ATTEMPTS")?,
+            ..Default::default()
+        })
+    }
+}
+
 /// What a build takes: the profile and the flags merged onto it.
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
@@ -215,19 +256,8 @@ pub struct BuildArgs {
     )]
     registries_config: Option<PathBuf>,
 
-    /// Registry credentials `HOST=USER:PASSWORD` (repeatable); otherwise the registries config,
-    /// GITHUB_TOKEN (ghcr.io) and ~/.docker/config.json (auths, credHelpers, credsStore) apply.
-    #[arg(long = "registry-auth", value_name = "HOST=USER:PASSWORD")]
-    registry_auth: Vec<String>,
-
-    /// Extra CA certificate file (PEM) trusted for HTTPS registries (repeatable).
-    #[arg(long = "registry-ca", value_name = "FILE")]
-    registry_ca: Vec<PathBuf>,
-
-    /// Blob cache directory (default $XDG_CACHE_HOME/imager or ~/.cache/imager); see
-    /// `imager cache --help`.
-    #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR", value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    access: RegistryAccess,
 
     /// cosign signature policy (YAML: `images: [{glob, key | keyless: {identity|identityRegexp,
     /// issuer|issuerRegexp, trustedRoot}}]`). Every pulled image whose repository matches a
@@ -330,23 +360,11 @@ fn fetch_options(
     if let Some(f) = &cli.registries_config {
         registries.merge(&crate::inputs::registry::registries_file(f)?);
     }
-    let credentials = cli
-        .registry_auth
-        .iter()
-        .map(|a| {
-            oci::auth::parse_host_credentials(a)
-                .map_err(|e| Error::invalid(format!("--registry-auth {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
     Ok(crate::inputs::registry::FetchOptions {
         registries,
-        credentials,
-        ca_files: cli.registry_ca.clone(),
-        cache_dir: cli.cache_dir.clone(),
         policy: cli.signature_policy.clone(),
         skip_verify: cli.insecure_skip_signature_verify,
-        timeout: env_num::<f64>("IMAGER_REGISTRY_TIMEOUT")?.map(std::time::Duration::from_secs_f64),
-        attempts: env_num("IMAGER_REGISTRY_ATTEMPTS")?,
+        ..cli.access.fetch_options()?
     })
 }
 

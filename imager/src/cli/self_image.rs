@@ -44,17 +44,8 @@ pub struct SelfImageArgs {
     #[arg(long)]
     insecure: bool,
 
-    /// Registry credentials `HOST=USER:PASSWORD` (repeatable).
-    #[arg(long = "registry-auth", value_name = "HOST=USER:PASSWORD")]
-    registry_auth: Vec<String>,
-
-    /// Extra CA certificate file (PEM) trusted for HTTPS registries (repeatable).
-    #[arg(long = "registry-ca", value_name = "FILE")]
-    registry_ca: Vec<PathBuf>,
-
-    /// Blob cache directory (default $XDG_CACHE_HOME/imager or ~/.cache/imager).
-    #[arg(long = "cache-dir", env = "IMAGER_CACHE_DIR", value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    access: super::RegistryAccess,
 
     /// Sign: `<file>.sigstore.json` next to the archive, and a cosign signature for a pushed
     /// image (cosign/PKCS#8 EC P-256 PEM; COSIGN_PASSWORD decrypts it).
@@ -105,20 +96,7 @@ pub fn run(a: &SelfImageArgs) -> Result<()> {
     let img = imager_image::assemble(&w, &platforms)?;
     let mut arts = imager_image::write(&w, &img, &a.tag)?;
     if let Some(target) = &push {
-        let credentials = a
-            .registry_auth
-            .iter()
-            .map(|s| {
-                oci::auth::parse_host_credentials(s)
-                    .map_err(|e| Error::invalid(format!("--registry-auth {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let f = crate::inputs::registry::Fetcher::new(&crate::inputs::registry::FetchOptions {
-            credentials,
-            ca_files: a.registry_ca.clone(),
-            cache_dir: a.cache_dir.clone(),
-            ..Default::default()
-        })?;
+        let f = crate::inputs::registry::Fetcher::new(&a.access.fetch_options()?)?;
         let d = f.push_index(target, a.insecure, &img.images, &img.index)?;
         if let Some(k) = &key {
             f.push_signature(target, a.insecure, &d, &k.0)?;

@@ -219,13 +219,7 @@ fn platform_image(w: &Writer, work: &Path, p: &Platform) -> Result<oci::layout::
         ],
     };
     let (config_bytes, config_path) = json_blob(&work, "config", &config)?;
-    let config_desc = Descriptor {
-        media_type: OCI_CONFIG.into(),
-        digest: oci::Digest::of(&config_bytes),
-        size: config_bytes.len() as u64,
-        platform: None,
-        annotations: BTreeMap::new(),
-    };
+    let config_desc = Descriptor::of(OCI_CONFIG, &config_bytes);
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.into()),
@@ -239,17 +233,11 @@ fn platform_image(w: &Writer, work: &Path, p: &Platform) -> Result<oci::layout::
     blobs.insert(l1.descriptor.digest, l1_path);
     blobs.insert(l2.descriptor.digest, l2_path);
     Ok(oci::layout::ImageFiles {
-        descriptor: Descriptor {
-            media_type: OCI_MANIFEST.into(),
-            digest: oci::Digest::of(&manifest_bytes),
-            size: manifest_bytes.len() as u64,
-            platform: Some(oci::types::Platform {
-                architecture: arch.clone(),
-                os: "linux".into(),
-                variant: (arch == "arm64").then(|| "v8".to_string()),
-            }),
-            annotations: BTreeMap::new(),
-        },
+        descriptor: Descriptor::linux_manifest(
+            &manifest_bytes,
+            arch,
+            (arch == "arm64").then_some("v8"),
+        ),
         manifest: manifest_bytes,
         blobs,
     })

@@ -105,13 +105,7 @@ pub fn assemble(
     };
     let config_bytes = serde_json::to_vec(&config)
         .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("config: {e}")))?;
-    let config_desc = Descriptor {
-        media_type: OCI_CONFIG.into(),
-        digest: oci::Digest::of(&config_bytes),
-        size: config_bytes.len() as u64,
-        platform: None,
-        annotations: BTreeMap::new(),
-    };
+    let config_desc = Descriptor::of(OCI_CONFIG, &config_bytes);
     let config_path = work.path().join("config");
     std::fs::write(&config_path, &config_bytes).code(ExitCode::Io, || {
         format!("writing {}", config_path.display())
@@ -143,15 +137,8 @@ pub fn assemble(
     Ok(Assembled {
         files: oci::layout::ImageFiles {
             descriptor: Descriptor {
-                media_type: OCI_MANIFEST.into(),
-                digest: oci::Digest::of(&manifest_bytes),
-                size: manifest_bytes.len() as u64,
-                platform: Some(oci::types::Platform {
-                    architecture: arch.to_string(),
-                    os: "linux".into(),
-                    variant: None,
-                }),
                 annotations,
+                ..Descriptor::linux_manifest(&manifest_bytes, arch.as_str(), None)
             },
             manifest: manifest_bytes,
             blobs,

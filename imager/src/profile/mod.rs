@@ -402,13 +402,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.len() < 200, "{e}");
-        let p = resolve(
-            json!({"baseProfileName": "metal", "arch": "arm64"}),
-            "t",
-            Path::new("/usr/install"),
-        )
-        .unwrap()
-        .profile;
+        let p = resolved(json!({"baseProfileName": "metal", "arch": "arm64"}));
         let y = p.to_yaml().unwrap();
         assert!(
             y.contains("arch: arm64\n") && y.contains("platform: metal\n"),
@@ -437,15 +431,11 @@ mod tests {
         );
         // "" is refused as a kernel argument; the rest is what a user may write
         assert!(p.is_err());
-        let p = resolve(
+        let p = resolved(
             json!({"arch": "amd64", "platform": "metal", "version": "1.14.0",
-                   "customization": {"extraKernelArgs": &tricky[..tricky.len() - 1]},
-                   "output": {"kind": "iso", "outFormat": "raw"}}),
-            "t",
-            Path::new("/usr/install"),
-        )
-        .unwrap()
-        .profile;
+               "customization": {"extraKernelArgs": &tricky[..tricky.len() - 1]},
+               "output": {"kind": "iso", "outFormat": "raw"}}),
+        );
         let y = p.to_yaml().unwrap();
         assert!(
             y.starts_with("arch: amd64\n"),
