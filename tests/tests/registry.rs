@@ -644,3 +644,160 @@ fn imager_image_pushed_as_an_index_and_signed() {
         text(&o)
     );
 }
+
+/// Signs `digest` of `repo` the cosign v3 way on a registry without the referrers API: a
+/// Sigstore bundle v0.3 (DSSE over an in-toto statement, predicate
+/// `https://sigstore.dev/cosign/sign/v1`) in an OCI 1.1 artifact manifest (empty config,
+/// one bundle layer, `subject` = the image), pushed by digest, and the `sha256-<hex>` tag
+/// holding the referrers index, as cosign lays them out.
+fn push_v3_signature(host: &str, repo: &str, digest: &str, key: &cosign::SigningKey, dir: &Path) {
+    let b64 = |d: &[u8]| base64_std(d);
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"digest": {"sha256": &digest[7..]}, "annotations": {}}],
+        "predicateType": "https://sigstore.dev/cosign/sign/v1",
+        "predicate": {},
+    });
+    let payload = serde_json::to_vec(&statement).unwrap();
+    let mut pae = format!(
+        "DSSEv1 {} application/vnd.in-toto+json {} ",
+        "application/vnd.in-toto+json".len(),
+        payload.len()
+    )
+    .into_bytes();
+    pae.extend_from_slice(&payload);
+    let bundle = serde_json::to_vec(&serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {
+            "publicKey": {"hint": b64(&key.public_key().key_id())},
+            "tlogEntries": [],
+            "timestampVerificationData": {},
+        },
+        "dsseEnvelope": {
+            "payload": b64(&payload),
+            "payloadType": "application/vnd.in-toto+json",
+            "signatures": [{"sig": b64(&key.sign(&pae)), "keyid": ""}],
+        },
+    }))
+    .unwrap();
+    const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    std::fs::create_dir_all(dir).unwrap();
+    let (empty, bundle_path) = (dir.join("empty"), dir.join("bundle"));
+    std::fs::write(&empty, b"{}").unwrap();
+    std::fs::write(&bundle_path, &bundle).unwrap();
+    let desc = |mt: &str, bytes: &[u8]| oci::types::Descriptor::of(mt, bytes);
+    let config = desc("application/vnd.oci.empty.v1+json", b"{}");
+    let layer = desc(BUNDLE, &bundle);
+    let subject_size = skopeo_inspect_raw(&format!("docker://{host}/{repo}@{digest}"), false).len();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": BUNDLE,
+        "config": config,
+        "layers": [layer],
+        "subject": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": subject_size,
+        },
+        "annotations": {
+            "dev.sigstore.bundle.content": "dsse-envelope",
+            "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1",
+            "org.opencontainers.image.created": "2026-12-04T00:00:00Z",
+        },
+    }))
+    .unwrap();
+    let mdigest = format!("sha256:{}", e2e::sha256(&manifest));
+    let client = oci::Client::new(
+        oci::ClientOptions::default(),
+        oci::Cache::open(&dir.join("cache")).unwrap(),
+    )
+    .unwrap();
+    let target = oci::Reference::parse(&format!("{host}/{repo}@{mdigest}")).unwrap();
+    client
+        .push(
+            &target,
+            true,
+            &manifest,
+            "application/vnd.oci.image.manifest.v1+json",
+            &[(config, empty), (layer, bundle_path)],
+        )
+        .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": mdigest,
+            "size": manifest.len(),
+            "artifactType": BUNDLE,
+        }],
+    }))
+    .unwrap();
+    let tag = oci::Reference::parse(&format!("{host}/{repo}:sha256-{}", &digest[7..])).unwrap();
+    client
+        .push(
+            &tag,
+            true,
+            &index,
+            "application/vnd.oci.image.index.v1+json",
+            &[],
+        )
+        .unwrap();
+}
+
+fn base64_std(d: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(d)
+}
+
+/// cosign v3's signature format (an OCI 1.1 referrer holding a Sigstore bundle, found
+/// through the tag fallback on a registry without the referrers API) verifies under a key
+/// policy; another key, and an unsigned image, are refused.
+#[test]
+fn cosign_v3_referrer_signatures_verify_under_a_policy() {
+    let reg = Registry::start();
+    let host = reg.host();
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let (key, _, public) = write_key(work.path(), b"release");
+    let (_, _, other_pub) = write_key(work.path(), b"other");
+    let signed = publish_base(&host, "v3/signed:v1");
+    let unsigned = publish_base(&host, "v3/unsigned:v1");
+    assert_eq!(signed, unsigned, "the same image in two repositories");
+    push_v3_signature(&host, "v3/signed", &signed, &key, &work.path().join("sig"));
+    let policy = |key: &Path| {
+        let p = work.path().join("policy.yaml");
+        std::fs::write(
+            &p,
+            format!(
+                "images:\n  - glob: \"127.0.0.1:*/v3/**\"\n    key: {}\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let verify = |r: &str, key: &Path| {
+        run(
+            imager(&cache)
+                .args(["verify", r, "--insecure", "--signature-policy"])
+                .arg(policy(key)),
+            None,
+        )
+    };
+    let o = ok(verify(&format!("{host}/v3/signed:v1"), &public));
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &text(&o);
+    assert!(out.contains("cosign v3 bundle"), "{out}");
+    assert!(out.contains(&signed), "{out}");
+    fails(
+        verify(&format!("{host}/v3/signed:v1"), &other_pub),
+        5,
+        "referrer bundle 0",
+    );
+    fails(
+        verify(&format!("{host}/v3/unsigned:v1"), &public),
+        5,
+        "signature verification",
+    );
+}

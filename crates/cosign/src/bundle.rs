@@ -1,5 +1,7 @@
-//! Detached Sigstore bundles (v0.3) for files, as
-//! `cosign sign-blob --key k --bundle f.sigstore.json --tlog-upload=false` writes them.
+//! Sigstore bundles: detached bundles (v0.3) for files, as
+//! `cosign sign-blob --key k --bundle f.sigstore.json --tlog-upload=false` writes them, and
+//! the image-signature bundles cosign v3 attaches as OCI 1.1 referrers
+//! ([`verify_image_bundle`], docs/formats/signatures.md).
 //!
 //! In: a signing key or a verifier, and the file's SHA-256 (files are hashed by the caller,
 //! streamed, never loaded here). Out: the bundle JSON, or [`Verified`] / an [`Error`].
@@ -150,5 +152,122 @@ pub fn verify_blob_bundle(
     })?;
     Ok(Verified {
         description: format!("signed by key {path}"),
+    })
+}
+
+/// The DSSE payload type of an in-toto statement.
+pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+/// The predicate type cosign v3 gives an image signature's statement.
+pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+
+/// DSSE's pre-authentication encoding, the bytes a DSSE signature covers.
+pub fn dsse_pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Verifies an image signature stored the cosign v3 way (an OCI 1.1 referrer holding a
+/// Sigstore bundle v0.3; docs/formats/signatures.md): a DSSE envelope over an in-toto
+/// Statement v1 whose predicate type is cosign's signature predicate and whose subjects
+/// include `manifest_digest`, signed with the policy's key. Keyless bundles are
+/// [`Error::Unsupported`] for now; transparency-log entries, if any, are not checked.
+pub fn verify_image_bundle(
+    verifier: &Verifier,
+    manifest_digest: &str,
+    bundle_json: &[u8],
+) -> Result<Verified, Error> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bundle_json).map_err(|e| Error::Bundle(format!("not JSON: {e}")))?;
+    let s = |ptr: &str| v.pointer(ptr).and_then(|x| x.as_str());
+    let media_type = s("/mediaType").unwrap_or("");
+    if !ACCEPTED_MEDIA_TYPES[..2].contains(&media_type) {
+        return Err(Error::Bundle(format!(
+            "image signature bundles must be v0.3, not {media_type:?}"
+        )));
+    }
+    let (path, key) = match verifier {
+        Verifier::Key { path, key } => (path, key),
+        Verifier::Keyless { .. } => {
+            return Err(Error::Unsupported(
+                "keyless verification of referrer (bundle) signatures is not supported yet".into(),
+            ));
+        }
+    };
+    if v.pointer("/verificationMaterial/publicKey").is_none() {
+        return Err(Error::Unsupported(
+            "a certificate-signed (keyless) bundle under a key rule".into(),
+        ));
+    }
+    if v.get("messageSignature").is_some() {
+        return Err(Error::Unsupported(
+            "message-signature image bundles (cosign v3 signs a DSSE statement)".into(),
+        ));
+    }
+    let env = v
+        .get("dsseEnvelope")
+        .ok_or_else(|| Error::Bundle("missing dsseEnvelope".into()))?;
+    let payload_type = env["payloadType"].as_str().unwrap_or_default();
+    if payload_type != IN_TOTO_PAYLOAD_TYPE {
+        return Err(Error::Bundle(format!(
+            "DSSE payloadType {payload_type:?}, expected {IN_TOTO_PAYLOAD_TYPE}"
+        )));
+    }
+    let payload = env["payload"]
+        .as_str()
+        .ok_or_else(|| Error::Bundle("missing dsseEnvelope.payload".into()))
+        .and_then(|p| crate::unb64(p).map_err(|e| Error::Bundle(format!("payload: {e}"))))?;
+    let sigs = env["signatures"].as_array().cloned().unwrap_or_default();
+    let [sig] = sigs.as_slice() else {
+        return Err(Error::Bundle(format!(
+            "a bundle's DSSE envelope carries exactly one signature, not {}",
+            sigs.len()
+        )));
+    };
+    let sig = sig["sig"]
+        .as_str()
+        .ok_or_else(|| Error::Bundle("missing signatures[0].sig".into()))
+        .and_then(|p| crate::unb64(p).map_err(|e| Error::Bundle(format!("sig: {e}"))))?;
+    // the signature first: nothing of an unsigned payload is interpreted
+    key.verify(&dsse_pae(payload_type, &payload), &sig)
+        .map_err(|e| match e {
+            Error::BadSignature => Error::SignatureMismatch {
+                signer: format!("key {path}"),
+            },
+            e => e,
+        })?;
+    let st: serde_json::Value = serde_json::from_slice(&payload)
+        .map_err(|e| Error::Bundle(format!("statement: not JSON: {e}")))?;
+    if st["_type"] != "https://in-toto.io/Statement/v1" {
+        return Err(Error::Bundle(format!(
+            "statement _type {}, expected https://in-toto.io/Statement/v1",
+            st["_type"]
+        )));
+    }
+    if st["predicateType"] != COSIGN_SIGN_PREDICATE {
+        return Err(Error::Bundle(format!(
+            "predicateType {} is not a signature ({COSIGN_SIGN_PREDICATE})",
+            st["predicateType"]
+        )));
+    }
+    let hex = manifest_digest
+        .strip_prefix("sha256:")
+        .unwrap_or(manifest_digest);
+    let subjects = st["subject"].as_array().cloned().unwrap_or_default();
+    if !subjects
+        .iter()
+        .any(|sub| sub["digest"]["sha256"].as_str() == Some(hex))
+    {
+        return Err(Error::Bundle(format!(
+            "the statement's subjects do not include {manifest_digest}"
+        )));
+    }
+    Ok(Verified {
+        description: format!("signed by key {path} (cosign v3 bundle)"),
     })
 }

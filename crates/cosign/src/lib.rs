@@ -26,7 +26,7 @@ mod x509;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use bundle::{sign_blob_bundle, verify_blob_bundle};
+pub use bundle::{sign_blob_bundle, verify_blob_bundle, verify_image_bundle};
 pub use keys::{PublicKey, SigningKey};
 pub use payload::{
     BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, Payload, SIGNATURE_ANNOTATION,
@@ -34,7 +34,7 @@ pub use payload::{
 };
 pub use policy::{Identity, Issuer, Policy, Rule, Verifier, glob_match};
 pub use trust::TrustRoot;
-pub use verify::{Verified, verify_image};
+pub use verify::{Verified, verify_image, verify_image_with_bundles};
 
 /// Errors of this crate; every message names what failed.
 #[derive(Debug, thiserror::Error)]

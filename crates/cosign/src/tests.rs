@@ -1175,3 +1175,84 @@ fn real_cosign_keyless_signature_verifies() {
         "certificate chain does not lead to the trusted root",
     );
 }
+
+/// A cosign v3 image-signature bundle as cosign lays it out: DSSE over an in-toto statement.
+fn v3_bundle(k: &SigningKey, statement: &serde_json::Value, sigs: usize) -> Vec<u8> {
+    let payload = serde_json::to_vec(statement).unwrap();
+    let pae = crate::bundle::dsse_pae("application/vnd.in-toto+json", &payload);
+    let sig = b64(&k.sign(&pae));
+    serde_json::to_vec(&serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {"publicKey": {"hint": b64(&k.public_key().key_id())}},
+        "dsseEnvelope": {
+            "payload": b64(&payload),
+            "payloadType": "application/vnd.in-toto+json",
+            "signatures": vec![serde_json::json!({"sig": sig, "keyid": ""}); sigs],
+        },
+    }))
+    .unwrap()
+}
+
+fn statement(digest: &str, predicate_type: &str) -> serde_json::Value {
+    serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"digest": {"sha256": digest.trim_start_matches("sha256:")}}],
+        "predicateType": predicate_type,
+        "predicate": {},
+    })
+}
+
+#[test]
+fn cosign_v3_bundles_verify_under_a_key() {
+    let k = SigningKey::from_seed(b"k");
+    let v = key_verifier(&k);
+    let good = v3_bundle(&k, &statement(DIGEST, bundle::COSIGN_SIGN_PREDICATE), 1);
+    let ok = verify_image_bundle(&v, DIGEST, &good).expect("verifies");
+    assert_eq!(
+        ok.description,
+        "signed by key cosign.pub (cosign v3 bundle)"
+    );
+    // through the combined check, with no legacy layers
+    verify_image_with_bundles(&v, REPO, DIGEST, &[], std::slice::from_ref(&good))
+        .expect("combined");
+    assert!(matches!(
+        verify_image_with_bundles(&v, REPO, DIGEST, &[], &[]),
+        Err(Error::NoSignatures)
+    ));
+    // another image, another predicate, another key, a changed payload, two signatures
+    let other = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    let e = err_text(verify_image_bundle(&v, other, &good));
+    assert!(e.contains("subjects do not include"), "{e}");
+    let att = v3_bundle(&k, &statement(DIGEST, "https://slsa.dev/provenance/v1"), 1);
+    let e = err_text(verify_image_bundle(&v, DIGEST, &att));
+    assert!(e.contains("is not a signature"), "{e}");
+    let mallory = SigningKey::from_seed(b"mallory");
+    let forged = v3_bundle(
+        &mallory,
+        &statement(DIGEST, bundle::COSIGN_SIGN_PREDICATE),
+        1,
+    );
+    let e = err_text(verify_image_bundle(&v, DIGEST, &forged));
+    assert!(e.contains("key cosign.pub"), "{e}");
+    let mut tampered: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let swapped = serde_json::to_vec(&statement(other, bundle::COSIGN_SIGN_PREDICATE)).unwrap();
+    tampered["dsseEnvelope"]["payload"] = b64(&swapped).into();
+    let e = err_text(verify_image_bundle(
+        &v,
+        other,
+        &serde_json::to_vec(&tampered).unwrap(),
+    ));
+    assert!(e.contains("key cosign.pub"), "{e}");
+    let two = v3_bundle(&k, &statement(DIGEST, bundle::COSIGN_SIGN_PREDICATE), 2);
+    let e = err_text(verify_image_bundle(&v, DIGEST, &two));
+    assert!(e.contains("exactly one signature"), "{e}");
+    // older bundle versions are not image signatures
+    let mut old: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    old["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.1".into();
+    let e = err_text(verify_image_bundle(
+        &v,
+        DIGEST,
+        &serde_json::to_vec(&old).unwrap(),
+    ));
+    assert!(e.contains("must be v0.3"), "{e}");
+}

@@ -39,7 +39,20 @@ pub fn verify_image(
     manifest_digest: &str,
     layers: &[SignatureLayer],
 ) -> Result<Verified, Error> {
-    if layers.is_empty() {
+    verify_image_with_bundles(verifier, repository, manifest_digest, layers, &[])
+}
+
+/// Like [`verify_image`], with the cosign v3 referrer bundles of the image too
+/// ([`crate::bundle::verify_image_bundle`]): the first signature that verifies, from either
+/// format, is enough.
+pub fn verify_image_with_bundles(
+    verifier: &Verifier,
+    repository: &str,
+    manifest_digest: &str,
+    layers: &[SignatureLayer],
+    bundles: &[Vec<u8>],
+) -> Result<Verified, Error> {
+    if layers.is_empty() && bundles.is_empty() {
         return Err(Error::NoSignatures);
     }
     let mut reasons = Vec::new();
@@ -47,6 +60,12 @@ pub fn verify_image(
         match verify_layer(verifier, repository, manifest_digest, layer) {
             Ok(v) => return Ok(v),
             Err(e) => reasons.push(format!("layer {i}: {e}")),
+        }
+    }
+    for (i, b) in bundles.iter().enumerate() {
+        match crate::bundle::verify_image_bundle(verifier, manifest_digest, b) {
+            Ok(v) => return Ok(v),
+            Err(e) => reasons.push(format!("referrer bundle {i}: {e}")),
         }
     }
     Err(Error::NoneVerified(reasons))

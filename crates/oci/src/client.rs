@@ -136,6 +136,22 @@ pub struct Client {
     stats: Mutex<Stats>,
 }
 
+/// Reads a manifest, index or referrers response, at most [`MAX_MANIFEST`] bytes.
+fn read_document(resp: ureq::Response, url: &str, what: &str) -> Result<Vec<u8>, Failure> {
+    let mut bytes = Vec::new();
+    resp.into_reader()
+        .take(MAX_MANIFEST + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::Transient(format!("{url}: reading: {e}")))?;
+    if bytes.len() as u64 > MAX_MANIFEST {
+        return Err(Failure::Fatal(Error::TooLarge {
+            what: what.to_string(),
+            max: MAX_MANIFEST,
+        }));
+    }
+    Ok(bytes)
+}
+
 /// What the client did (for reports and tests).
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
@@ -495,17 +511,7 @@ impl Client {
             )?;
             let mt = resp.content_type().to_string();
             let header_digest = resp.header("docker-content-digest").map(str::to_string);
-            let mut bytes = Vec::new();
-            resp.into_reader()
-                .take(MAX_MANIFEST + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| Failure::Transient(format!("{url}: reading: {e}")))?;
-            if bytes.len() as u64 > MAX_MANIFEST {
-                return Err(Failure::Fatal(Error::TooLarge {
-                    what: what.clone(),
-                    max: MAX_MANIFEST,
-                }));
-            }
+            let bytes = read_document(resp, &url, &what)?;
             let digest = Digest::of(&bytes);
             if let Ok(pinned) = Digest::parse(selector)
                 && pinned != digest
@@ -781,6 +787,93 @@ impl Client {
                 payload: self.cache.read(&l.digest, 1 << 20)?,
                 annotations: l.annotations.clone(),
             });
+        }
+        Ok(out)
+    }
+
+    /// The Sigstore bundles attached to `digest` as OCI 1.1 referrers (cosign v3's format):
+    /// the referrers API (`/v2/<name>/referrers/<digest>`), else the `sha256-<hex>` tag that
+    /// registries without the API hold instead. Only manifests whose `subject` is `digest` and
+    /// whose single layer is a Sigstore bundle count; at most 64 referrers, 1 MiB per bundle.
+    /// None found is an empty list.
+    pub fn referrer_bundles(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        insecure: bool,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let eps = self.endpoints(r, insecure)?;
+        let api = self.on_endpoints(r, &eps, |ep| {
+            let url = ep.url(&r.repository, "referrers", digest.as_str());
+            let what = format!("referrers of {}@{digest} from {ep}", r.name());
+            self.retry(&what, || {
+                let resp = self.send_once(
+                    ep,
+                    &r.repository,
+                    false,
+                    &|a| a.get(&url).set("Accept", crate::types::OCI_INDEX),
+                    None,
+                )?;
+                read_document(resp, &url, &what)
+            })
+        });
+        let index = match api {
+            Ok((bytes, _)) => bytes,
+            // no referrers API: the tag schema
+            Err(e) if e.is_not_found() => {
+                let tag = r.with_tag(&format!("sha256-{}", digest.hex()));
+                match self.resolve(&tag, insecure) {
+                    Ok(res) => res.bytes,
+                    Err(e) if e.is_not_found() => return Ok(Vec::new()),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let what = format!("referrers of {}@{digest}", r.name());
+        let v: serde_json::Value = serde_json::from_slice(&index).map_err(|e| Error::Manifest {
+            what: what.clone(),
+            why: format!("not JSON: {e}"),
+        })?;
+        let mut out = Vec::new();
+        let entries = v["manifests"].as_array().cloned().unwrap_or_default();
+        for m in entries.iter().take(64) {
+            let artifact = m["artifactType"].as_str().unwrap_or_default();
+            if !artifact.starts_with(crate::types::SIGSTORE_BUNDLE_PREFIX) {
+                continue;
+            }
+            let Some(d) = m["digest"].as_str().and_then(|d| Digest::parse(d).ok()) else {
+                continue;
+            };
+            let res = self.resolve(&r.with_digest(d.clone()), insecure)?;
+            let doc: serde_json::Value =
+                serde_json::from_slice(&res.bytes).map_err(|e| Error::Manifest {
+                    what: format!("{what}: {d}"),
+                    why: format!("not JSON: {e}"),
+                })?;
+            if doc["subject"]["digest"].as_str() != Some(digest.as_str()) {
+                continue;
+            }
+            let layers: Vec<Descriptor> =
+                serde_json::from_value(doc["layers"].clone()).unwrap_or_default();
+            let [layer] = layers.as_slice() else {
+                continue;
+            };
+            if !layer
+                .media_type
+                .starts_with(crate::types::SIGSTORE_BUNDLE_PREFIX)
+            {
+                continue;
+            }
+            if layer.size > 1 << 20 {
+                return Err(Error::TooLarge {
+                    what: format!("Sigstore bundle {} in {what}", layer.digest),
+                    max: 1 << 20,
+                });
+            }
+            let eps = self.endpoints_from(r, &res.endpoint, insecure)?;
+            self.fetch_blob(r, &eps, layer, &format!("Sigstore bundle of {}", r.name()))?;
+            out.push(self.cache.read(&layer.digest, 1 << 20)?);
         }
         Ok(out)
     }

@@ -26,6 +26,8 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, appl
 
 /// Largest manifest or index accepted (bytes); registries commonly cap at 4 MiB.
 pub const MAX_MANIFEST: u64 = 4 << 20;
+/// Media types of Sigstore bundles (`application/vnd.dev.sigstore.bundle.v0.3+json`, …).
+pub const SIGSTORE_BUNDLE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
 /// Largest image config accepted (bytes).
 pub const MAX_CONFIG: u64 = 8 << 20;
 

@@ -195,7 +195,17 @@ impl Fetcher {
                 annotations: s.annotations,
             })
             .collect();
-        match cosign::verify_image(&rule.verifier, &r.name(), top.digest.as_str(), &layers) {
+        let bundles = self
+            .client
+            .referrer_bundles(r, &top.digest, insecure)
+            .map_err(|e| oci_err(&format!("{field}: fetching referrers of {r}"), e))?;
+        match cosign::verify_image_with_bundles(
+            &rule.verifier,
+            &r.name(),
+            top.digest.as_str(),
+            &layers,
+            &bundles,
+        ) {
             Ok(v) => {
                 eprintln!(
                     "imager: verified {r}@{}: {} (policy rule {:?})",
