@@ -1,4 +1,5 @@
-//! ECDSA P-256 keys as cosign uses them.
+//! Keys as cosign uses them: ECDSA P-256 (what `cosign generate-key-pair` makes; signing),
+//! and, for verification, ECDSA P-384 and Ed25519 public keys too.
 //!
 //! In: PEM text — `PUBLIC KEY` (SPKI, what `cosign generate-key-pair` writes as `cosign.pub`),
 //! `PRIVATE KEY` (PKCS#8), `EC PRIVATE KEY` (SEC1), or cosign's `ENCRYPTED SIGSTORE PRIVATE
@@ -18,14 +19,26 @@ pub const ENCRYPTED_SIGSTORE_LABEL: &str = "ENCRYPTED SIGSTORE PRIVATE KEY";
 /// Label of cosign's encrypted private keys (older cosign).
 pub const ENCRYPTED_COSIGN_LABEL: &str = "ENCRYPTED COSIGN PRIVATE KEY";
 
-/// An ECDSA P-256 public key.
+/// A public key: ECDSA P-256 (cosign's default), ECDSA P-384 or Ed25519.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {
-    key: p256::ecdsa::VerifyingKey,
+    key: Key,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Key {
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), followed by the 32-byte key.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
 impl PublicKey {
-    /// Parses a `PUBLIC KEY` (SPKI) PEM holding an ECDSA P-256 key.
+    /// Parses a `PUBLIC KEY` (SPKI) PEM holding an ECDSA P-256, P-384 or Ed25519 key.
     pub fn from_pem(pem: &[u8]) -> Result<Self, Error> {
         let block = pem::parse_one(pem)?;
         if block.label != "PUBLIC KEY" {
@@ -37,11 +50,34 @@ impl PublicKey {
         Self::from_spki_der(&block.der)
     }
 
-    /// Parses a DER SubjectPublicKeyInfo holding an ECDSA P-256 key.
+    /// Parses a DER SubjectPublicKeyInfo holding an ECDSA P-256, P-384 or Ed25519 key.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, Error> {
-        p256::ecdsa::VerifyingKey::from_public_key_der(der)
-            .map(|key| Self { key })
-            .map_err(|e| Error::Key(format!("not an ECDSA P-256 public key: {e}")))
+        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(der) {
+            return Ok(Self { key: Key::P256(k) });
+        }
+        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(der) {
+            return Ok(Self { key: Key::P384(k) });
+        }
+        if let Some(raw) = der.strip_prefix(&ED25519_SPKI_PREFIX[..])
+            && let Ok(raw) = <[u8; 32]>::try_from(raw)
+            && let Ok(k) = ed25519_dalek::VerifyingKey::from_bytes(&raw)
+        {
+            return Ok(Self {
+                key: Key::Ed25519(k),
+            });
+        }
+        Err(Error::Key(
+            "not an ECDSA P-256, ECDSA P-384 or Ed25519 public key".into(),
+        ))
+    }
+
+    /// The algorithm, for messages: `ECDSA P-256`, `ECDSA P-384` or `Ed25519`.
+    pub fn algorithm(&self) -> &'static str {
+        match self.key {
+            Key::P256(_) => "ECDSA P-256",
+            Key::P384(_) => "ECDSA P-384",
+            Key::Ed25519(_) => "Ed25519",
+        }
     }
 
     /// SPKI PEM (`-----BEGIN PUBLIC KEY-----`), 64 columns, LF.
@@ -51,15 +87,35 @@ impl PublicKey {
 
     /// DER SubjectPublicKeyInfo.
     pub fn to_spki_der(&self) -> Vec<u8> {
-        // SPKI of an uncompressed P-256 point: a fixed 26-byte header + 65-byte point.
-        const HEADER: [u8; 26] = [
-            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
-            0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-        ];
-        let point = self.key.to_encoded_point(false);
-        let mut out = HEADER.to_vec();
-        out.extend_from_slice(point.as_bytes());
-        out
+        match &self.key {
+            Key::P256(k) => {
+                // SPKI of an uncompressed P-256 point: a fixed 26-byte header + 65-byte point.
+                const HEADER: [u8; 26] = [
+                    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+                    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+                ];
+                let point = k.to_encoded_point(false);
+                let mut out = HEADER.to_vec();
+                out.extend_from_slice(point.as_bytes());
+                out
+            }
+            Key::P384(k) => {
+                // SPKI of an uncompressed P-384 point: a fixed 23-byte header + 97-byte point.
+                const HEADER: [u8; 23] = [
+                    0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+                    0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+                ];
+                let point = k.to_encoded_point(false);
+                let mut out = HEADER.to_vec();
+                out.extend_from_slice(point.as_bytes());
+                out
+            }
+            Key::Ed25519(k) => {
+                let mut out = ED25519_SPKI_PREFIX.to_vec();
+                out.extend_from_slice(k.as_bytes());
+                out
+            }
+        }
     }
 
     /// sha256 of the SPKI DER: Rekor's log ID and the Sigstore bundle key hint.
@@ -67,25 +123,59 @@ impl PublicKey {
         crate::sha256(&self.to_spki_der())
     }
 
-    /// Verifies an ECDSA-P256-SHA256 signature of `msg`: `sig` is ASN.1 DER (cosign's format)
-    /// or 64 bytes of raw r||s.
+    /// Verifies a signature of `msg` as cosign makes it with this kind of key: ECDSA P-256
+    /// with SHA-256 or P-384 with SHA-384 (`sig` ASN.1 DER, or raw r||s), or Ed25519 (pure,
+    /// 64 bytes).
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), Error> {
-        let sig = parse_signature(sig)?;
-        self.key.verify(msg, &sig).map_err(|_| Error::BadSignature)
+        match &self.key {
+            Key::P256(k) => k
+                .verify(msg, &parse_signature(sig)?)
+                .map_err(|_| Error::BadSignature),
+            Key::P384(k) => k
+                .verify(msg, &parse_p384_signature(sig)?)
+                .map_err(|_| Error::BadSignature),
+            Key::Ed25519(k) => {
+                let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|e| {
+                    Error::MalformedSignature(format!("not an Ed25519 signature: {e}"))
+                })?;
+                k.verify_strict(msg, &sig).map_err(|_| Error::BadSignature)
+            }
+        }
     }
 
     /// Verifies a signature over a message of which `prehash` is the digest (SHA-256 for
-    /// files; any length ≥ 16 bytes is accepted and truncated as ECDSA specifies).
+    /// files; any length ≥ 16 bytes is accepted and truncated as ECDSA specifies). ECDSA keys
+    /// only: Ed25519 signs messages, not digests.
     pub fn verify_prehash(&self, prehash: &[u8], sig: &[u8]) -> Result<(), Error> {
-        let sig = parse_signature(sig)?;
-        self.key
-            .verify_prehash(prehash, &sig)
-            .map_err(|_| Error::BadSignature)
+        match &self.key {
+            Key::P256(k) => k
+                .verify_prehash(prehash, &parse_signature(sig)?)
+                .map_err(|_| Error::BadSignature),
+            Key::P384(k) => k
+                .verify_prehash(prehash, &parse_p384_signature(sig)?)
+                .map_err(|_| Error::BadSignature),
+            Key::Ed25519(_) => Err(Error::Unsupported(
+                "an Ed25519 key cannot verify a signature over a digest".into(),
+            )),
+        }
     }
 
     pub(crate) fn from_verifying_key(key: p256::ecdsa::VerifyingKey) -> Self {
-        Self { key }
+        Self {
+            key: Key::P256(key),
+        }
     }
+}
+
+/// Parses an ECDSA P-384 signature: DER, or 96 raw bytes.
+fn parse_p384_signature(sig: &[u8]) -> Result<p384::ecdsa::Signature, Error> {
+    if sig.len() == 96
+        && let Ok(s) = p384::ecdsa::Signature::from_slice(sig)
+    {
+        return Ok(s);
+    }
+    p384::ecdsa::Signature::from_der(sig)
+        .map_err(|e| Error::MalformedSignature(format!("not an ASN.1 DER ECDSA signature: {e}")))
 }
 
 /// Parses an ECDSA P-256 signature: DER, or 64 raw bytes.

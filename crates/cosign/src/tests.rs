@@ -105,7 +105,7 @@ fn pem_round_trips() {
     assert_err_contains(PublicKey::from_pem(b"hello"), "no PEM block");
     assert_err_contains(
         PublicKey::from_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
-        "not an ECDSA P-256 public key",
+        "not an ECDSA P-256, ECDSA P-384 or Ed25519 public key",
     );
 }
 
@@ -1066,8 +1066,8 @@ fn production_trust_root() -> TrustRoot {
 fn production_trust_root_parses_and_chains() {
     let tr = production_trust_root();
     assert_eq!(tr.ca_count(), 2);
-    // The Ed25519 (Rekor v2) key is skipped.
-    assert_eq!(tr.tlog_count(), 1);
+    // The Rekor v1 ECDSA key and the Rekor v2 Ed25519 key.
+    assert_eq!(tr.tlog_count(), 2);
     assert_eq!(
         tr.tlogs[0].log_id,
         "c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d"
@@ -1255,4 +1255,81 @@ fn cosign_v3_bundles_verify_under_a_key() {
         &serde_json::to_vec(&old).unwrap(),
     ));
     assert!(e.contains("must be v0.3"), "{e}");
+}
+
+/// ECDSA P-384 (SHA-384) and Ed25519 public keys from openssl verify openssl's signatures,
+/// directly and inside a cosign v3 image bundle; their SPKI DER round-trips byte for byte.
+#[test]
+fn p384_and_ed25519_keys_verify_openssl_signatures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let o = openssl(args, d);
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let statement = serde_json::to_vec(&statement(DIGEST, bundle::COSIGN_SIGN_PREDICATE)).unwrap();
+    let pae = crate::bundle::dsse_pae("application/vnd.in-toto+json", &statement);
+    std::fs::write(d.join("msg"), &pae).expect("write");
+    for (name, generate, sign) in [
+        (
+            "ECDSA P-384",
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-384",
+                "-out",
+                "k.pem",
+            ][..],
+            &["dgst", "-sha384", "-sign", "k.pem", "-out", "sig", "msg"][..],
+        ),
+        (
+            "Ed25519",
+            &["genpkey", "-algorithm", "ed25519", "-out", "k.pem"][..],
+            &[
+                "pkeyutl", "-sign", "-rawin", "-inkey", "k.pem", "-in", "msg", "-out", "sig",
+            ][..],
+        ),
+    ] {
+        run(generate);
+        run(&["pkey", "-in", "k.pem", "-pubout", "-out", "pub.pem"]);
+        run(&[
+            "pkey", "-in", "k.pem", "-pubout", "-outform", "DER", "-out", "pub.der",
+        ]);
+        run(sign);
+        let public = PublicKey::from_pem(&std::fs::read(d.join("pub.pem")).unwrap()).unwrap();
+        assert_eq!(public.algorithm(), name);
+        assert_eq!(
+            public.to_spki_der(),
+            std::fs::read(d.join("pub.der")).unwrap()
+        );
+        let sig = std::fs::read(d.join("sig")).unwrap();
+        public.verify(&pae, &sig).expect(name);
+        assert!(matches!(
+            public.verify(b"other", &sig),
+            Err(Error::BadSignature)
+        ));
+        let bundle = serde_json::to_vec(&serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {"publicKey": {"hint": b64(&public.key_id())}},
+            "dsseEnvelope": {
+                "payload": b64(&statement),
+                "payloadType": "application/vnd.in-toto+json",
+                "signatures": [{"sig": b64(&sig)}],
+            },
+        }))
+        .unwrap();
+        let v = Verifier::Key {
+            path: "k.pub".into(),
+            key: public.clone(),
+        };
+        verify_image_bundle(&v, DIGEST, &bundle).expect(name);
+        let other = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        assert!(verify_image_bundle(&v, other, &bundle).is_err());
+    }
 }

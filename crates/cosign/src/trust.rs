@@ -134,7 +134,7 @@ impl TrustRoot {
         for (i, t) in j.tlogs.iter().enumerate() {
             let der = crate::unb64(&t.public_key.raw_bytes)
                 .map_err(|e| Error::TrustRoot(format!("tlogs[{i}].publicKey.rawBytes: {e}")))?;
-            // Ed25519 / RSA log keys are not used by cosign's hashedrekord SETs here: skip.
+            // RSA log keys are not used by cosign's hashedrekord SETs here: skip them.
             let Ok(key) = PublicKey::from_spki_der(&der) else {
                 continue;
             };
