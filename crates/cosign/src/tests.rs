@@ -1333,3 +1333,44 @@ fn p384_and_ed25519_keys_verify_openssl_signatures() {
         assert!(verify_image_bundle(&v, other, &bundle).is_err());
     }
 }
+
+/// A CA the trust root has retired (its `validFor` ended before the signature was logged),
+/// or not yet admitted, vouches for nothing; inside its window it does.
+#[test]
+fn keyless_ca_outside_its_trust_root_window_refused() {
+    let s = Sigstore::new(b"sigstore");
+    let layer = keyless_layer(&s, DIGEST);
+    // T0 = 2025-06-15T15:06:40Z
+    for (window, ok) in [
+        (
+            serde_json::json!({"start": "2000-01-01T00:00:00Z", "end": "2025-06-15T14:00:00Z"}),
+            false,
+        ),
+        (serde_json::json!({"start": "2025-06-16T00:00:00Z"}), false),
+        (
+            serde_json::json!({"start": "2025-06-15T15:00:00Z", "end": "2025-06-15T16:00:00Z"}),
+            true,
+        ),
+    ] {
+        let mut root: serde_json::Value = serde_json::from_str(&s.trusted_root_json()).unwrap();
+        root["certificateAuthorities"][0]["validFor"] = window.clone();
+        let v = Verifier::Keyless {
+            identity: Identity::Exact(EMAIL.into()),
+            issuer: Issuer::Exact(OIDC.into()),
+            trust_root: TrustRoot::from_json(root.to_string().as_bytes()).unwrap(),
+        };
+        let r = verify_image(&v, REPO, DIGEST, std::slice::from_ref(&layer));
+        if ok {
+            r.expect("inside the window");
+        } else {
+            assert_err_contains(r, "outside its trust-root validity window");
+        }
+    }
+    // a malformed window is a trust-root error naming it
+    let mut root: serde_json::Value = serde_json::from_str(&s.trusted_root_json()).unwrap();
+    root["certificateAuthorities"][0]["validFor"] = serde_json::json!({"end": "yesterday"});
+    assert_err_contains(
+        TrustRoot::from_json(root.to_string().as_bytes()),
+        "certificateAuthorities[0].validFor.end",
+    );
+}

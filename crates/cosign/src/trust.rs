@@ -3,9 +3,9 @@
 //!
 //! In: the JSON bytes. Out: a [`TrustRoot`] holding the Fulcio CA certificates
 //! (`certificateAuthorities[].certChain.certificates[].rawBytes`) and the Rekor log keys
-//! (`tlogs[].publicKey.rawBytes`, identified by `logId.keyId`). Other members (`ctlogs`,
-//! `timestampAuthorities`, …) are accepted and ignored; log keys that are not ECDSA P-256 are
-//! skipped.
+//! (`tlogs[].publicKey.rawBytes`, identified by `logId.keyId`), each with its `validFor`
+//! window. Other members (`ctlogs`, `timestampAuthorities`, …) are accepted and ignored; log
+//! keys that are not ECDSA P-256, P-384 or Ed25519 are skipped.
 
 use serde::Deserialize;
 
@@ -19,10 +19,15 @@ pub struct TrustRoot {
     pub(crate) tlogs: Vec<TlogKey>,
 }
 
-/// One CA of the trust root: its chain, leaf-most first, root last.
+/// One CA of the trust root: its chain, leaf-most first, root last, and the window in which
+/// the trust root says it issued certificates (`validFor`; a retired CA has an end).
 #[derive(Debug, Clone)]
 pub(crate) struct CertificateAuthority {
     pub chain: Vec<Cert>,
+    /// Unix seconds.
+    pub valid_from: Option<i64>,
+    /// Unix seconds.
+    pub valid_to: Option<i64>,
 }
 
 /// One transparency log key.
@@ -85,6 +90,8 @@ struct JsonValidFor {
 #[serde(rename_all = "camelCase")]
 struct JsonCa {
     cert_chain: JsonCertChain,
+    #[serde(default)]
+    valid_for: Option<JsonValidFor>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +103,22 @@ struct JsonCertChain {
 #[serde(rename_all = "camelCase")]
 struct JsonRawBytes {
     raw_bytes: String,
+}
+
+/// A `validFor` window as Unix seconds; `what` names it in errors.
+fn window(v: Option<&JsonValidFor>, what: &str) -> Result<(Option<i64>, Option<i64>), Error> {
+    let Some(v) = v else {
+        return Ok((None, None));
+    };
+    let at = |t: &Option<String>, end: &str| {
+        t.as_deref()
+            .map(|t| {
+                parse_rfc3339(t)
+                    .map_err(|e| Error::TrustRoot(format!("{what}.validFor.{end}: {e}")))
+            })
+            .transpose()
+    };
+    Ok((at(&v.start, "start")?, at(&v.end, "end")?))
 }
 
 impl TrustRoot {
@@ -128,7 +151,15 @@ impl TrustRoot {
                 })?;
                 chain.push(cert);
             }
-            cas.push(CertificateAuthority { chain });
+            let (valid_from, valid_to) = window(
+                ca.valid_for.as_ref(),
+                &format!("certificateAuthorities[{i}]"),
+            )?;
+            cas.push(CertificateAuthority {
+                chain,
+                valid_from,
+                valid_to,
+            });
         }
         let mut tlogs = Vec::new();
         for (i, t) in j.tlogs.iter().enumerate() {
@@ -145,19 +176,10 @@ impl TrustRoot {
                 ),
                 None => hex::encode(crate::sha256(&der)),
             };
-            let (mut valid_from, mut valid_to) = (None, None);
-            if let Some(v) = &t.public_key.valid_for {
-                if let Some(s) = &v.start {
-                    valid_from = Some(parse_rfc3339(s).map_err(|e| {
-                        Error::TrustRoot(format!("tlogs[{i}].publicKey.validFor.start: {e}"))
-                    })?);
-                }
-                if let Some(s) = &v.end {
-                    valid_to = Some(parse_rfc3339(s).map_err(|e| {
-                        Error::TrustRoot(format!("tlogs[{i}].publicKey.validFor.end: {e}"))
-                    })?);
-                }
-            }
+            let (valid_from, valid_to) = window(
+                t.public_key.valid_for.as_ref(),
+                &format!("tlogs[{i}].publicKey"),
+            )?;
             tlogs.push(TlogKey {
                 log_id,
                 base_url: t.base_url.clone(),
@@ -173,8 +195,13 @@ impl TrustRoot {
     }
 
     /// All CA certificates of all authorities (trust anchors).
-    pub(crate) fn anchors(&self) -> impl Iterator<Item = &Cert> {
-        self.cas.iter().flat_map(|c| c.chain.iter())
+    /// Every CA certificate with the window of its CA.
+    pub(crate) fn anchors(&self) -> impl Iterator<Item = (&Cert, Option<i64>, Option<i64>)> {
+        self.cas.iter().flat_map(|c| {
+            c.chain
+                .iter()
+                .map(move |cert| (cert, c.valid_from, c.valid_to))
+        })
     }
 
     /// Number of usable (ECDSA P-256) transparency log keys.

@@ -324,11 +324,27 @@ fn verify_chain(
     let mut cur = leaf;
     for _ in 0..8 {
         let mut anchor_errors = Vec::new();
-        for anchor in trust_root.anchors() {
+        for (anchor, from, to) in trust_root.anchors() {
             if anchor.cert.tbs_certificate.subject != cur.cert.tbs_certificate.issuer {
                 continue;
             }
-            match cur.verify_issued_by(anchor).and_then(|()| valid_at(anchor)) {
+            // the trust root's window for the CA: a retired CA vouches for nothing after
+            let in_window = || -> Result<(), String> {
+                if from.is_some_and(|f| at < f) || to.is_some_and(|t| at > t) {
+                    return Err(format!(
+                        "CA {} is outside its trust-root validity window [{}, {}] at {at}",
+                        anchor.subject(),
+                        from.map_or("-".into(), |f| f.to_string()),
+                        to.map_or("-".into(), |t| t.to_string()),
+                    ));
+                }
+                Ok(())
+            };
+            match cur
+                .verify_issued_by(anchor)
+                .and_then(|()| valid_at(anchor))
+                .and_then(|()| in_window())
+            {
                 Ok(()) => return Ok(()),
                 Err(e) => anchor_errors.push(e),
             }
