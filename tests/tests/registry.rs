@@ -226,6 +226,8 @@ fn installer_image_push_reproducible_signed() {
         idx["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
         format!("{host}/talos/installer-base:v1.14.0")
     );
+    // --json: the report on stdout and no progress lines on stderr
+    assert!(!String::from_utf8_lossy(&oa.stderr).contains("imager: pull "));
     let report: serde_json::Value = serde_json::from_slice(&oa.stdout).unwrap();
     let pushed = report["artifacts"]
         .as_array()
@@ -476,6 +478,15 @@ fn signature_policy_on_inputs() {
         text(&o).contains("verified ") && text(&o).contains("signed by key"),
         "{}",
         text(&o)
+    );
+    // stderr is a pipe here: each blob download ends with one progress summary line
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.lines().any(
+            |l| l.starts_with(&format!("imager: pull {host}/key/signed@sha256:"))
+                && l.ends_with(" s")
+        ),
+        "{err}"
     );
     let o = ok(build("keyless/alice", &[]));
     assert!(text(&o).contains("alice@example.com"), "{}", text(&o));
