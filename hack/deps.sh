@@ -18,7 +18,7 @@ PKGS=(
   python3                                    # validators (OVF XML, tarfile sparse reads)
   bc                                         # bench/ scripts
   g++                                        # libFuzzer, built by libfuzzer-sys (hack/fuzz.sh)
-  podman runc                                # the imager container image, run as users do
+  podman runc buildah                        # the imager container image, run as users do
   docker-registry skopeo                     # a real OCI registry + its reference client (tests)
   openssl                                    # validators (signatures, test CAs)
   ca-certificates

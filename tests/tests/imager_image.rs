@@ -233,3 +233,92 @@ fn podman_runs_it_rootless_and_writes_what_the_host_writes() {
         booted.line
     );
 }
+
+/// Unpacks every layer of the (first) image of an OCI layout into `dest`.
+fn unpack(layout: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    let blob = |d: &str| layout.join("blobs/sha256").join(&d[7..]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(m)).unwrap()).unwrap();
+    for l in manifest["layers"].as_array().unwrap() {
+        ok(Command::new("tar")
+            .arg("-xf")
+            .arg(blob(l["digest"].as_str().unwrap()))
+            .arg("-C")
+            .arg(dest));
+    }
+}
+
+/// `(path, permission bits, sha256)` of every regular file under `root/usr`.
+fn files(root: &Path) -> Vec<(String, u32, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.join("usr")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, m.permissions().mode() & 0o7777, sha256_file(&p)));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_dockerfile_builds_the_same_files_with_buildah() {
+    let img = image();
+    let t = tempfile::tempdir().unwrap();
+    // the build context the Dockerfile expects: the binary and the assets at their paths
+    let ctx = t.path().join("ctx");
+    let bin_dir = ctx.join("target/x86_64-unknown-linux-gnu/release");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::fs::copy(bin("imager"), bin_dir.join("imager")).unwrap();
+    std::fs::create_dir_all(ctx.join("_out/assets")).unwrap();
+    ok(Command::new("cp")
+        .arg("-a")
+        .arg(assets().join("amd64"))
+        .arg(ctx.join("_out/assets/")));
+    std::fs::copy(root().join("Dockerfile"), ctx.join("Dockerfile")).unwrap();
+    let store = t.path().join("store");
+    let buildah = || {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(store.join("root"))
+            .arg("--runroot")
+            .arg(store.join("run"))
+            .args(["--storage-driver", "vfs"]);
+        c
+    };
+    ok(buildah()
+        .args([
+            "bud",
+            "--isolation",
+            "chroot",
+            "-t",
+            "localhost/imager-df:test",
+        ])
+        .arg(&ctx));
+    let df = t.path().join("df");
+    ok(buildah()
+        .args(["push", "localhost/imager-df:test"])
+        .arg(format!("oci:{}", df.display())));
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    unpack(&img.dir.path().join("imager-image"), &a);
+    unpack(&df, &b);
+    let ours = files(&a);
+    assert!(ours.iter().any(|f| f.0 == "usr/bin/imager" && f.1 == 0o755));
+    assert!(ours.iter().any(|f| f.0 == "usr/install/amd64/vmlinuz"));
+    assert_eq!(
+        ours,
+        files(&b),
+        "self-image and the Dockerfile differ under /usr"
+    );
+}
