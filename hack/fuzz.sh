@@ -13,6 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 shift || true
+case "$secs" in
+  0) echo "fuzz: 0 seconds per target: skipped"; exit 0 ;;
+  *[!0-9]*|'') echo "fuzz: SECONDS_PER_TARGET must be a whole number, not '$secs'" >&2; exit 2 ;;
+esac
 triple=x86_64-unknown-linux-gnu
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$PWD/target/fuzz}
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \

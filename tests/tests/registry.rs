@@ -731,13 +731,43 @@ fn push_v3_signature(host: &str, repo: &str, digest: &str, key: &cosign::Signing
             true,
             &manifest,
             "application/vnd.oci.image.manifest.v1+json",
-            &[(config, empty), (layer, bundle_path)],
+            &[(config, empty.clone()), (layer, bundle_path)],
+        )
+        .unwrap();
+    // a second referrer whose bundle is 1.5 MiB
+    let big = dir.join("big");
+    std::fs::write(&big, vec![b' '; 3 << 19]).unwrap();
+    let big_layer = desc(BUNDLE, &std::fs::read(&big).unwrap());
+    let mut big_doc: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    big_doc["layers"] = serde_json::json!([big_layer]);
+    let big_manifest = serde_json::to_vec(&big_doc).unwrap();
+    let big_digest = format!("sha256:{}", e2e::sha256(&big_manifest));
+    client
+        .push(
+            &oci::Reference::parse(&format!("{host}/{repo}@{big_digest}")).unwrap(),
+            true,
+            &big_manifest,
+            "application/vnd.oci.image.manifest.v1+json",
+            &[
+                (
+                    desc("application/vnd.oci.empty.v1+json", b"{}"),
+                    empty.clone(),
+                ),
+                (big_layer, big.clone()),
+            ],
         )
         .unwrap();
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
+        // an unreadable referrer first (its bundle is over the bound): it must not hide the
+        // real one
         "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": big_digest,
+            "size": big_manifest.len(),
+            "artifactType": BUNDLE,
+        }, {
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": mdigest,
             "size": manifest.len(),
@@ -800,11 +830,15 @@ fn cosign_v3_referrer_signatures_verify_under_a_policy() {
     let o = ok(verify(&format!("{host}/v3/signed:v1"), &public));
     let out = String::from_utf8_lossy(&o.stdout).to_string() + &text(&o);
     assert!(out.contains("cosign v3 bundle"), "{out}");
+    assert!(
+        out.contains("skipped referrer sha256:") && out.contains("(at most 1 MiB)"),
+        "{out}"
+    );
     assert!(out.contains(&signed), "{out}");
     fails(
         verify(&format!("{host}/v3/signed:v1"), &other_pub),
         5,
-        "referrer bundle 0",
+        "referrer bundle 0: signature by key",
     );
     fails(
         verify(&format!("{host}/v3/unsigned:v1"), &public),

@@ -194,16 +194,6 @@ impl TrustRoot {
         Ok(Self { cas, tlogs })
     }
 
-    /// All CA certificates of all authorities (trust anchors).
-    /// Every CA certificate with the window of its CA.
-    pub(crate) fn anchors(&self) -> impl Iterator<Item = (&Cert, Option<i64>, Option<i64>)> {
-        self.cas.iter().flat_map(|c| {
-            c.chain
-                .iter()
-                .map(move |cert| (cert, c.valid_from, c.valid_to))
-        })
-    }
-
     /// Number of usable (ECDSA P-256) transparency log keys.
     pub fn tlog_count(&self) -> usize {
         self.tlogs.len()

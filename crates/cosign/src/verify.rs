@@ -304,72 +304,59 @@ fn verify_keyless(
     })
 }
 
-/// Walks from `leaf` up through `chain` until a certificate is issued by a trust-root CA.
+/// The leaf must be issued by a certificate of one trust-root CA that was inside its
+/// `validFor` window at `at` and is itself valid then. Intermediates come only from the trust
+/// root (as sigstore-go does): a certificate from the signature's chain annotation is
+/// supplied by the signer, so it could carry a retired CA's intermediate under a current
+/// root; the annotation is therefore not used to build the path.
 fn verify_chain(
     leaf: &Cert,
-    chain: &[Cert],
+    _chain_annotation: &[Cert],
     trust_root: &TrustRoot,
     at: i64,
 ) -> Result<(), String> {
-    let valid_at = |c: &Cert| -> Result<(), String> {
-        let (nb, na) = c.validity();
-        if at < nb || at > na {
-            return Err(format!(
-                "CA {} is not valid at {at} (valid [{nb}, {na}])",
-                c.subject()
-            ));
-        }
-        Ok(())
-    };
-    let mut cur = leaf;
-    for _ in 0..8 {
-        let mut anchor_errors = Vec::new();
-        for (anchor, from, to) in trust_root.anchors() {
-            if anchor.cert.tbs_certificate.subject != cur.cert.tbs_certificate.issuer {
-                continue;
-            }
-            // the trust root's window for the CA: a retired CA vouches for nothing after
-            let in_window = || -> Result<(), String> {
-                if from.is_some_and(|f| at < f) || to.is_some_and(|t| at > t) {
-                    return Err(format!(
-                        "CA {} is outside its trust-root validity window [{}, {}] at {at}",
-                        anchor.subject(),
-                        from.map_or("-".into(), |f| f.to_string()),
-                        to.map_or("-".into(), |t| t.to_string()),
-                    ));
-                }
-                Ok(())
-            };
-            match cur
-                .verify_issued_by(anchor)
-                .and_then(|()| valid_at(anchor))
-                .and_then(|()| in_window())
-            {
-                Ok(()) => return Ok(()),
-                Err(e) => anchor_errors.push(e),
-            }
-        }
-        let next = chain
-            .iter()
-            .find(|c| c.der != cur.der && cur.verify_issued_by(c).is_ok());
-        let Some(next) = next else {
-            let mut msg = format!(
-                "issuer {} of {} is neither a trust-root CA nor in the chain",
-                cur.cert.tbs_certificate.issuer,
-                cur.subject()
-            );
-            if !anchor_errors.is_empty() {
-                msg.push_str(&format!(" ({})", anchor_errors.join("; ")));
-            }
-            return Err(msg);
+    let mut errors = Vec::new();
+    for ca in &trust_root.cas {
+        let Some(issuer) = ca.chain.iter().find(|c| {
+            c.der != leaf.der
+                && c.cert.tbs_certificate.subject == leaf.cert.tbs_certificate.issuer
+                && leaf.verify_issued_by(c).is_ok()
+        }) else {
+            continue;
         };
-        if !next.is_ca() {
-            return Err(format!("{} is not a CA certificate", next.subject()));
+        // the trust root's window for the CA: a retired CA vouches for nothing after it
+        if ca.valid_from.is_some_and(|f| at < f) || ca.valid_to.is_some_and(|t| at > t) {
+            errors.push(format!(
+                "CA {} is outside its trust-root validity window [{}, {}] at {at}",
+                issuer.subject(),
+                ca.valid_from.map_or("-".into(), |f| f.to_string()),
+                ca.valid_to.map_or("-".into(), |t| t.to_string()),
+            ));
+            continue;
         }
-        valid_at(next)?;
-        cur = next;
+        let (nb, na) = issuer.validity();
+        if at < nb || at > na {
+            errors.push(format!(
+                "CA {} is not valid at {at} (valid [{nb}, {na}])",
+                issuer.subject()
+            ));
+            continue;
+        }
+        if !issuer.is_ca() {
+            errors.push(format!("{} is not a CA certificate", issuer.subject()));
+            continue;
+        }
+        return Ok(());
     }
-    Err("chain is too long".into())
+    let mut msg = format!(
+        "issuer {} of {} is not a certificate of the trust root",
+        leaf.cert.tbs_certificate.issuer,
+        leaf.subject()
+    );
+    if !errors.is_empty() {
+        msg.push_str(&format!(" ({})", errors.join("; ")));
+    }
+    Err(msg)
 }
 
 /// The SET is a signature by a trust-root log key over the canonical entry.

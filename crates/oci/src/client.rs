@@ -795,13 +795,15 @@ impl Client {
     /// the referrers API (`/v2/<name>/referrers/<digest>`), else the `sha256-<hex>` tag that
     /// registries without the API hold instead. Only manifests whose `subject` is `digest` and
     /// whose single layer is a Sigstore bundle count; at most 64 referrers, 1 MiB per bundle.
-    /// None found is an empty list.
+    /// Returns the bundles and, for each referrer or route that could not be read, why (a
+    /// stale or oversized referrer never hides the others). None found is an empty list.
     pub fn referrer_bundles(
         &self,
         r: &Reference,
         digest: &Digest,
         insecure: bool,
-    ) -> Result<Vec<Vec<u8>>, Error> {
+    ) -> Result<(Vec<Vec<u8>>, Vec<String>), Error> {
+        let mut skipped = Vec::new();
         let eps = self.endpoints(r, insecure)?;
         let api = self.on_endpoints(r, &eps, |ep| {
             let url = ep.url(&r.repository, "referrers", digest.as_str());
@@ -819,16 +821,19 @@ impl Client {
         });
         let index = match api {
             Ok((bytes, _)) => bytes,
-            // no referrers API: the tag schema
-            Err(e) if e.is_not_found() => {
+            // no referrers API (404, or a registry that answers the route otherwise): the
+            // tag schema
+            Err(e) => {
+                if !e.is_not_found() {
+                    skipped.push(format!("referrers API: {e}"));
+                }
                 let tag = r.with_tag(&format!("sha256-{}", digest.hex()));
                 match self.resolve(&tag, insecure) {
                     Ok(res) => res.bytes,
-                    Err(e) if e.is_not_found() => return Ok(Vec::new()),
+                    Err(e) if e.is_not_found() => return Ok((Vec::new(), skipped)),
                     Err(e) => return Err(e),
                 }
             }
-            Err(e) => return Err(e),
         };
         let what = format!("referrers of {}@{digest}", r.name());
         let v: serde_json::Value = serde_json::from_slice(&index).map_err(|e| Error::Manifest {
@@ -845,12 +850,17 @@ impl Client {
             let Some(d) = m["digest"].as_str().and_then(|d| Digest::parse(d).ok()) else {
                 continue;
             };
-            let res = self.resolve(&r.with_digest(d.clone()), insecure)?;
-            let doc: serde_json::Value =
-                serde_json::from_slice(&res.bytes).map_err(|e| Error::Manifest {
-                    what: format!("{what}: {d}"),
-                    why: format!("not JSON: {e}"),
-                })?;
+            let res = match self.resolve(&r.with_digest(d.clone()), insecure) {
+                Ok(res) => res,
+                Err(e) => {
+                    skipped.push(format!("referrer {d}: {e}"));
+                    continue;
+                }
+            };
+            let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&res.bytes) else {
+                skipped.push(format!("referrer {d}: not JSON"));
+                continue;
+            };
             if doc["subject"]["digest"].as_str() != Some(digest.as_str()) {
                 continue;
             }
@@ -866,16 +876,22 @@ impl Client {
                 continue;
             }
             if layer.size > 1 << 20 {
-                return Err(Error::TooLarge {
-                    what: format!("Sigstore bundle {} in {what}", layer.digest),
-                    max: 1 << 20,
-                });
+                skipped.push(format!(
+                    "referrer {d}: its bundle is {} bytes (at most 1 MiB)",
+                    layer.size
+                ));
+                continue;
             }
             let eps = self.endpoints_from(r, &res.endpoint, insecure)?;
-            self.fetch_blob(r, &eps, layer, &format!("Sigstore bundle of {}", r.name()))?;
-            out.push(self.cache.read(&layer.digest, 1 << 20)?);
+            let fetched = self
+                .fetch_blob(r, &eps, layer, &format!("Sigstore bundle of {}", r.name()))
+                .and_then(|_| self.cache.read(&layer.digest, 1 << 20));
+            match fetched {
+                Ok(b) => out.push(b),
+                Err(e) => skipped.push(format!("referrer {d}: {e}")),
+            }
         }
-        Ok(out)
+        Ok((out, skipped))
     }
 
     /// Pushes an image: every blob (skipped when the registry has it), then the manifest under

@@ -414,7 +414,7 @@ fn max_extension_bytes() -> Result<u64> {
 #[derive(Debug)]
 enum OutputDir {
     Given(PathBuf),
-    Scratch(tempfile::TempDir),
+    Scratch(crate::output::workdir::Scratch),
 }
 
 impl OutputDir {
@@ -432,9 +432,7 @@ fn output_dir(cli: &BuildArgs) -> Result<OutputDir> {
         (None, false) => Ok(OutputDir::Given(PathBuf::from("/out"))),
         (None, true) => {
             let tmp = std::env::temp_dir();
-            tempfile::Builder::new()
-                .prefix("imager-out.")
-                .tempdir_in(&tmp)
+            crate::output::workdir::Scratch::create(&tmp, "imager-out.")
                 .map(OutputDir::Scratch)
                 .map_err(|e| {
                     Error::new(

@@ -195,17 +195,35 @@ impl Fetcher {
                 annotations: s.annotations,
             })
             .collect();
-        let bundles = self
-            .client
-            .referrer_bundles(r, &top.digest, insecure)
-            .map_err(|e| oci_err(&format!("{field}: fetching referrers of {r}"), e))?;
-        match cosign::verify_image_with_bundles(
-            &rule.verifier,
-            &r.name(),
-            top.digest.as_str(),
-            &layers,
-            &bundles,
-        ) {
+        // cosign's tag format first; the referrers (cosign v3) only when it does not verify,
+        // so that a stale referrer never stands in the way of a valid signature
+        let legacy = cosign::verify_image(&rule.verifier, &r.name(), top.digest.as_str(), &layers);
+        let result = match legacy {
+            Ok(v) => Ok(v),
+            Err(legacy_err) => {
+                let (bundles, skipped) = self
+                    .client
+                    .referrer_bundles(r, &top.digest, insecure)
+                    .map_err(|e| oci_err(&format!("{field}: fetching referrers of {r}"), e))?;
+                for s in &skipped {
+                    eprintln!("imager: {r}: skipped {s}");
+                }
+                match cosign::verify_image_with_bundles(
+                    &rule.verifier,
+                    &r.name(),
+                    top.digest.as_str(),
+                    &layers,
+                    &bundles,
+                ) {
+                    Err(cosign::Error::NoSignatures) if !skipped.is_empty() => {
+                        Err(cosign::Error::NoneVerified(skipped))
+                    }
+                    Err(cosign::Error::NoSignatures) => Err(legacy_err),
+                    other => other,
+                }
+            }
+        };
+        match result {
             Ok(v) => {
                 eprintln!(
                     "imager: verified {r}@{}: {} (policy rule {:?})",

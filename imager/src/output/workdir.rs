@@ -77,6 +77,39 @@ impl Drop for WorkDir {
     }
 }
 
+/// A private directory outside the output directory (the build directory of
+/// `--tar-to-stdout` without `--output`), removed when dropped and on SIGINT, SIGTERM and
+/// SIGHUP like a build's own directory.
+#[derive(Debug)]
+pub struct Scratch(Option<tempfile::TempDir>);
+
+impl Scratch {
+    /// Creates `<parent>/<prefix>XXXXXX` (mode 0700).
+    pub fn create(parent: &Path, prefix: &str) -> std::io::Result<Self> {
+        let d = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?;
+        if let Ok(mut a) = ACTIVE.lock() {
+            a.push(d.path().to_path_buf());
+        }
+        Ok(Self(Some(d)))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new("."), |d| d.path())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            if let Ok(mut a) = ACTIVE.lock() {
+                a.retain(|p| p != d.path());
+            }
+            drop(d);
+        }
+    }
+}
+
 /// Removes the directories of dead builds in `out` (best effort: a failure leaves them for
 /// the next build).
 fn sweep(out: &Path) {

@@ -134,8 +134,9 @@ pub enum Dest {
 pub trait Wire {
     /// Sends one datagram.
     fn send(&mut self, packet: &[u8], dest: Dest) -> Result<()>;
-    /// Waits for one datagram until `until`; `None` when the time is up.
-    fn recv(&mut self, buf: &mut [u8], until: Instant) -> Result<Option<usize>>;
+    /// Waits for one datagram until `until`: its length and source address; `None` when the
+    /// time is up.
+    fn recv(&mut self, buf: &mut [u8], until: Instant) -> Result<Option<(usize, Ipv4Addr)>>;
     /// The current time.
     fn now(&self) -> Instant;
     /// Waits until `t`.
@@ -161,6 +162,8 @@ pub enum Event {
     Expired(Lease),
     /// The server refused the lease while we held it: remove it.
     Refused(Lease),
+    /// Sending or receiving failed (the link went down, …): counted as a missed attempt.
+    Trouble(String),
 }
 
 /// The request being built.
@@ -229,6 +232,16 @@ fn dns_name(d: &[u8]) -> Option<String> {
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     ok.then(|| s.to_string())
+}
+
+/// The historical classful prefix of `a` (A /8, B /16, C /24), for a lease whose server sent
+/// no subnet mask: never /0, which would make every IPv4 address on-link.
+pub fn classful_prefix(a: Ipv4Addr) -> u8 {
+    match a.octets()[0] {
+        0..=127 => 8,
+        128..=191 => 16,
+        _ => 24,
+    }
 }
 
 /// Option 121 (RFC 3442): `width, significant octets of the destination, router` repeated.
@@ -322,21 +335,47 @@ pub fn parse(p: &[u8], xid: u32, mac: &[u8]) -> Option<(u8, Lease)> {
     Some((kind, l))
 }
 
+/// How long to wait after a NAK before discovering again (RFC 2131 §3.1 suggests at least
+/// 10 s between restarts).
+const AFTER_NAK: Duration = Duration::from_secs(10);
+
 /// The DHCP client of one link.
 #[derive(Debug)]
 pub struct Client<W: Wire> {
     wire: W,
     mac: Vec<u8>,
     xid: u32,
+    /// The last send/receive failure, reported once as [`Event::Trouble`].
+    trouble: Option<String>,
 }
 
 impl<W: Wire> Client<W> {
-    /// A client sending with hardware address `mac`; transaction IDs start at `xid`.
+    /// A client sending with hardware address `mac`; transaction IDs start at `xid` (take
+    /// it from a random source: a predictable xid lets a remote host forge replies).
     pub fn new(wire: W, mac: &[u8], xid: u32) -> Self {
         Self {
             wire,
             mac: mac.to_vec(),
             xid,
+            trouble: None,
+        }
+    }
+
+    /// Sends; a failure is a missed attempt: noted, and the attempt's time waited out.
+    fn send(&mut self, p: &[u8], dest: Dest, until: Instant, what: &str) -> Result<bool> {
+        match self.wire.send(p, dest) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.trouble = Some(format!("sending {what}: {e:#}"));
+                self.wire.sleep_until(until)?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn report(&mut self, on: &mut dyn FnMut(Event)) {
+        if let Some(t) = self.trouble.take() {
+            on(Event::Trouble(t));
         }
     }
 
@@ -345,55 +384,90 @@ impl<W: Wire> Client<W> {
         self.xid
     }
 
-    /// Waits until `until` for a reply of one of `kinds` (or a NAK) to `xid`.
-    fn reply(&mut self, xid: u32, kinds: &[u8], until: Instant) -> Result<Option<(u8, Lease)>> {
+    /// Waits until `until` for a reply of one of `kinds` to `xid` (from `from` only, when
+    /// given). A receive failure is noted and the rest of the time waited out.
+    fn reply(
+        &mut self,
+        xid: u32,
+        kinds: &[u8],
+        until: Instant,
+        from: Option<Ipv4Addr>,
+    ) -> Result<Option<(u8, Lease)>> {
         let mut buf = [0u8; 1500];
-        while let Some(n) = self.wire.recv(&mut buf, until)? {
+        loop {
+            let (n, src) = match self.wire.recv(&mut buf, until) {
+                Ok(Some(x)) => x,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    self.trouble = Some(format!("receiving: {e:#}"));
+                    self.wire.sleep_until(until)?;
+                    return Ok(None);
+                }
+            };
+            if from.is_some_and(|f| f != src) {
+                continue;
+            }
             if let Some((k, l)) = parse(&buf[..n.min(buf.len())], xid, &self.mac)
-                && (k == NAK || kinds.contains(&k))
+                && kinds.contains(&k)
             {
                 return Ok(Some((k, l)));
             }
         }
-        Ok(None)
     }
 
     /// One discovery round of at most `total`: the lease and the moment it was bound.
-    pub fn discover(&mut self, total: Duration) -> Result<Option<(Lease, Instant)>> {
+    pub fn discover(
+        &mut self,
+        total: Duration,
+        on: &mut dyn FnMut(Event),
+    ) -> Result<Option<(Lease, Instant)>> {
         let deadline = self.wire.now() + total;
         let mut wait = Duration::from_millis(500);
         while self.wire.now() < deadline {
+            self.report(on);
             let xid = self.next_xid();
-            self.wire
-                .send(&packet(xid, &self.mac, &Req::Discover), Dest::Broadcast)
-                .context("sending DHCPDISCOVER")?;
             let until = (self.wire.now() + wait).min(deadline);
             wait = (wait * 2).min(Duration::from_secs(4));
-            let Some((OFFER, offer)) = self.reply(xid, &[OFFER], until)? else {
+            let discover = packet(xid, &self.mac, &Req::Discover);
+            if !self.send(&discover, Dest::Broadcast, until, "DHCPDISCOVER")? {
+                continue;
+            }
+            // a NAK here answers nobody's request of ours: only offers count
+            let Some((_, offer)) = self.reply(xid, &[OFFER], until, None)? else {
                 continue;
             };
             let (Some(ip), Some(server)) = (offer.address, offer.server) else {
+                self.wire.sleep_until(until)?;
                 continue;
             };
-            self.wire
-                .send(
-                    &packet(xid, &self.mac, &Req::Select { ip, server }),
-                    Dest::Broadcast,
-                )
-                .context("sending DHCPREQUEST")?;
             let until = (self.wire.now() + Duration::from_secs(2)).min(deadline);
-            if let Some((ACK, mut l)) = self.reply(xid, &[ACK], until)?
-                && l.address.is_some()
-            {
-                if l.prefix == 0 {
-                    l.prefix = offer.prefix;
+            let request = packet(xid, &self.mac, &Req::Select { ip, server });
+            if !self.send(&request, Dest::Broadcast, until, "DHCPREQUEST")? {
+                continue;
+            }
+            match self.reply(xid, &[ACK, NAK], until, None)? {
+                Some((ACK, mut l)) if l.address.is_some() => {
+                    if l.prefix == 0 {
+                        l.prefix = offer.prefix;
+                    }
+                    if l.prefix == 0
+                        && let Some(a) = l.address
+                    {
+                        l.prefix = classful_prefix(a);
+                    }
+                    if l.server.is_none() {
+                        l.server = Some(server);
+                    }
+                    return Ok(Some((l, self.wire.now())));
                 }
-                if l.server.is_none() {
-                    l.server = Some(server);
+                Some(_) => {
+                    let next = (self.wire.now() + AFTER_NAK).min(deadline);
+                    self.wire.sleep_until(next)?;
                 }
-                return Ok(Some((l, self.wire.now())));
+                None => {}
             }
         }
+        self.report(on);
         Ok(None)
     }
 
@@ -429,18 +503,24 @@ impl<W: Wire> Client<W> {
                     rebinding = true;
                     on(Event::Rebinding);
                 }
-                let (dest, limit) = match (rebinding, lease.server) {
-                    (false, Some(s)) => (Dest::Server(s), t2),
-                    _ => (Dest::Broadcast, end),
+                // renewing: our server only, by unicast; rebinding: any server
+                let (dest, limit, from) = match (rebinding, lease.server) {
+                    (false, Some(s)) => (Dest::Server(s), t2, Some(s)),
+                    _ => (Dest::Broadcast, end, None),
                 };
                 // RFC 2131 §4.4.5: wait half the time left, but not less than a floor
                 let left = limit.saturating_duration_since(now);
                 let until = now + (left / 2).max(Duration::from_secs(10)).min(left);
                 let xid = self.next_xid();
-                self.wire
-                    .send(&packet(xid, &self.mac, &Req::Extend { ciaddr: addr }), dest)
-                    .context("sending DHCPREQUEST (renewal)")?;
-                if let Some(r) = self.reply(xid, &[ACK], until)? {
+                let request = packet(xid, &self.mac, &Req::Extend { ciaddr: addr });
+                let sent = self.send(&request, dest, until, "DHCPREQUEST (renewal)")?;
+                self.report(on);
+                if !sent {
+                    continue;
+                }
+                let r = self.reply(xid, &[ACK, NAK], until, from)?;
+                self.report(on);
+                if let Some(r) = r {
                     break Some(r);
                 }
             };
@@ -473,7 +553,7 @@ impl<W: Wire> Client<W> {
     pub fn run(&mut self, on: &mut dyn FnMut(Event)) -> Result<()> {
         loop {
             on(Event::Discover);
-            match self.discover(DISCOVER_ROUND)? {
+            match self.discover(DISCOVER_ROUND, on)? {
                 Some((lease, at)) => {
                     on(Event::Bound(lease.clone()));
                     self.keep(lease, at, on)?;
@@ -522,7 +602,7 @@ impl Wire for Socket {
         Ok(())
     }
 
-    fn recv(&mut self, buf: &mut [u8], until: Instant) -> Result<Option<usize>> {
+    fn recv(&mut self, buf: &mut [u8], until: Instant) -> Result<Option<(usize, Ipv4Addr)>> {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Ok(None);
@@ -531,7 +611,8 @@ impl Wire for Socket {
             .set_read_timeout(Some(left))
             .context("dhcp timeout")?;
         match self.0.recv_from(buf) {
-            Ok((n, _)) => Ok(Some(n)),
+            Ok((n, std::net::SocketAddr::V4(a))) => Ok(Some((n, *a.ip()))),
+            Ok((n, _)) => Ok(Some((n, Ipv4Addr::UNSPECIFIED))),
             Err(e)
                 if matches!(
                     e.kind(),

@@ -443,12 +443,16 @@ fn run_dhcp(
     if let Err(e) = nl.set_link(l.index, true, 0) {
         return err_line(&format!("setting {} up", l.name), &e);
     }
-    let xid = u32::from_be_bytes([
-        l.mac.get(2).copied().unwrap_or(0),
-        l.mac.get(3).copied().unwrap_or(0),
-        l.mac.get(4).copied().unwrap_or(0),
-        l.mac.get(5).copied().unwrap_or(0),
-    ]) ^ (n << 24);
+    // a random xid (a predictable one lets a remote host forge replies); the MAC and link
+    // number only if the kernel's random source is unreadable
+    let xid = random_u32().unwrap_or_else(|| {
+        u32::from_be_bytes([
+            l.mac.get(2).copied().unwrap_or(0),
+            l.mac.get(3).copied().unwrap_or(0),
+            l.mac.get(4).copied().unwrap_or(0),
+            l.mac.get(5).copied().unwrap_or(0),
+        ]) ^ (n << 24)
+    });
     let wire = match dhcp::Socket::open(&l.name) {
         Ok(w) => w,
         Err(e) => return err_line(&format!("dhcp on {}", l.name), &e),
@@ -464,6 +468,10 @@ fn run_dhcp(
         )),
         dhcp::Event::Renewing => say(&format!("network dhcp link={name} state=renewing")),
         dhcp::Event::Rebinding => say(&format!("network dhcp link={name} state=rebinding")),
+        dhcp::Event::Trouble(t) => say(&format!(
+            "network dhcp link={name} state=retry error={:?}",
+            t
+        )),
         dhcp::Event::Bound(lease) | dhcp::Event::Extended(lease) => {
             let renewal = held.is_some();
             if let Some(old) = held.take()
@@ -496,6 +504,20 @@ fn run_dhcp(
     if let Err(e) = r {
         err_line(&format!("dhcp on {}", l.name), &e);
     }
+    // the client only stops on a failure it cannot wait out: no lease outlives it
+    if let Some(lease) = held {
+        drop_lease(&mut nl, l, &lease, state, "abandoned");
+    }
+}
+
+/// Four bytes from the kernel's random source.
+fn random_u32() -> Option<u32> {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .ok()?;
+    Some(u32::from_ne_bytes(b))
 }
 
 /// Configures a (new or extended) lease: its address, then its routes (option 121's when

@@ -82,13 +82,20 @@ fn lease_opts(secs: u32) -> Vec<(u8, Vec<u8>)> {
 type Server = Box<dyn FnMut(&Seen) -> Vec<Vec<u8>>>;
 
 /// The virtual network: requests go to `server`, whose replies arrive 10 ms later.
+/// Replies from other hosts (an attacker on the path, another server): bytes and source.
+type Forger = Box<dyn FnMut(&Seen) -> Vec<(Vec<u8>, Ipv4Addr)>>;
+
 struct Fake {
     t0: Instant,
     now: Instant,
     end: Instant,
     server: Server,
-    queue: VecDeque<(Instant, Vec<u8>)>,
+    forger: Option<Forger>,
+    /// Sends fail (as on a link that is down) before this many seconds.
+    sends_fail_until: u64,
+    queue: VecDeque<(Instant, Vec<u8>, Ipv4Addr)>,
     log: Vec<Seen>,
+    failed_sends: usize,
 }
 
 impl Fake {
@@ -99,8 +106,11 @@ impl Fake {
             now: t0,
             end: t0 + Duration::from_secs(end_secs),
             server,
+            forger: None,
+            sends_fail_until: 0,
             queue: VecDeque::new(),
             log: Vec::new(),
+            failed_sends: 0,
         }
     }
     fn secs(&self) -> u64 {
@@ -117,22 +127,32 @@ impl Fake {
 impl Wire for &mut Fake {
     fn send(&mut self, packet: &[u8], dest: Dest) -> Result<()> {
         self.check_end()?;
+        if self.secs() < self.sends_fail_until {
+            self.failed_sends += 1;
+            bail!("Network is unreachable (os error 101)");
+        }
         let s = seen(packet, dest, self.secs());
         let at = self.now + Duration::from_millis(10);
+        // forged replies arrive first
+        if let Some(f) = self.forger.as_mut() {
+            for (r, src) in f(&s) {
+                self.queue.push_back((at, r, src));
+            }
+        }
         for r in (self.server)(&s) {
-            self.queue.push_back((at, r));
+            self.queue.push_back((at, r, SERVER));
         }
         self.log.push(s);
         Ok(())
     }
-    fn recv(&mut self, buf: &mut [u8], until: Instant) -> Result<Option<usize>> {
+    fn recv(&mut self, buf: &mut [u8], until: Instant) -> Result<Option<(usize, Ipv4Addr)>> {
         self.check_end()?;
         match self.queue.front() {
-            Some((at, _)) if *at <= until => {
-                let (at, p) = self.queue.pop_front().unwrap();
+            Some((at, _, _)) if *at <= until => {
+                let (at, p, src) = self.queue.pop_front().unwrap();
                 self.now = self.now.max(at);
                 buf[..p.len()].copy_from_slice(&p);
-                Ok(Some(p.len()))
+                Ok(Some((p.len(), src)))
             }
             _ => {
                 self.now = self.now.max(until);
@@ -183,6 +203,7 @@ fn kinds(ev: &[Event]) -> Vec<&'static str> {
             Event::Extended(_) => "extended",
             Event::Expired(_) => "expired",
             Event::Refused(_) => "refused",
+            Event::Trouble(_) => "trouble",
         })
         .collect()
 }
@@ -490,4 +511,111 @@ fn requests_carry_what_the_protocol_needs() {
     r2.truncate(243 - 3);
     r2.push(255);
     assert!(parse(&r2, 7, &MAC).is_none(), "no message type");
+}
+
+#[test]
+fn forged_replies_from_another_host_are_ignored_while_renewing() {
+    // our server ignores unicast renewals; a host on the path answers them with a NAK and an
+    // ACK for another address: both are ignored, and rebinding reaches the server
+    let mut fake = Fake::new(1000, server(1000, |s| s.dest == Dest::Broadcast));
+    let attacker = Ipv4Addr::new(10, 0, 2, 66);
+    fake.forger = Some(Box::new(move |s: &Seen| {
+        if s.kind == REQUEST && s.requested.is_none() && s.dest != Dest::Broadcast {
+            let opts = lease_opts(99_999);
+            let opts: Vec<(u8, &[u8])> = opts.iter().map(|(c, d)| (*c, d.as_slice())).collect();
+            vec![
+                (
+                    reply(NAK, s.xid, &MAC, Ipv4Addr::UNSPECIFIED, &[]),
+                    attacker,
+                ),
+                (
+                    reply(ACK, s.xid, &MAC, Ipv4Addr::new(10, 0, 2, 99), &opts),
+                    attacker,
+                ),
+            ]
+        } else {
+            vec![]
+        }
+    }));
+    let ev = run(&mut fake);
+    assert_eq!(
+        kinds(&ev)[..5],
+        ["discover", "bound", "renewing", "rebinding", "extended"]
+    );
+    let Event::Extended(l) = &ev[4] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(l.address, Some(OURS));
+}
+
+#[test]
+fn send_failures_are_missed_attempts_not_the_end() {
+    // the link cannot send for the first 30 s: each attempt's time is waited out, the trouble
+    // is reported, and the client binds once it can send
+    let mut fake = Fake::new(100, server(3600, |_| true));
+    fake.sends_fail_until = 30;
+    let ev = run(&mut fake);
+    let k = kinds(&ev);
+    assert_eq!(k[..2], ["discover", "trouble"]);
+    assert!(k.contains(&"bound"), "{k:?}");
+    let Some(Event::Trouble(t)) = ev.get(1) else {
+        panic!("{ev:?}")
+    };
+    assert!(t.contains("Network is unreachable"), "{t}");
+    // no spinning: the waits double up to 4 s, so about ten attempts fit in 30 s
+    assert!(
+        fake.failed_sends <= 12,
+        "{} failed sends",
+        fake.failed_sends
+    );
+}
+
+#[test]
+fn a_nak_while_requesting_waits_before_discovering_again() {
+    let mut fake = Fake::new(
+        60,
+        Box::new(|s: &Seen| {
+            let opts = lease_opts(3600);
+            let opts: Vec<(u8, &[u8])> = opts.iter().map(|(c, d)| (*c, d.as_slice())).collect();
+            match s.kind {
+                DISCOVER => vec![reply(OFFER, s.xid, &MAC, OURS, &opts)],
+                _ => vec![reply(NAK, s.xid, &MAC, Ipv4Addr::UNSPECIFIED, &[])],
+            }
+        }),
+    );
+    let ev = run(&mut fake);
+    assert!(!kinds(&ev).contains(&"bound"));
+    let discovers: Vec<u64> = fake
+        .log
+        .iter()
+        .filter(|s| s.kind == DISCOVER)
+        .map(|s| s.at)
+        .collect();
+    assert!(discovers.len() >= 3, "{discovers:?}");
+    assert!(
+        discovers.windows(2).all(|w| w[1] - w[0] >= 10),
+        "restarts after a NAK must wait: {discovers:?}"
+    );
+}
+
+#[test]
+fn a_lease_without_a_subnet_mask_gets_its_classful_prefix() {
+    assert_eq!(classful_prefix(Ipv4Addr::new(10, 1, 2, 3)), 8);
+    assert_eq!(classful_prefix(Ipv4Addr::new(172, 16, 0, 1)), 16);
+    assert_eq!(classful_prefix(Ipv4Addr::new(192, 168, 1, 5)), 24);
+    let mut fake = Fake::new(
+        5,
+        Box::new(|s: &Seen| {
+            let opts: &[(u8, &[u8])] = &[(51, &[0, 0, 14, 16]), (54, &[10, 0, 2, 2])];
+            match s.kind {
+                DISCOVER => vec![reply(OFFER, s.xid, &MAC, OURS, opts)],
+                _ => vec![reply(ACK, s.xid, &MAC, OURS, opts)],
+            }
+        }),
+    );
+    let ev = run(&mut fake);
+    let Event::Bound(l) = &ev[1] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(l.prefix, 8, "never /0");
 }
