@@ -11,7 +11,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use oci::layout::{ImageFiles, LayerFile, write_layer, write_layout};
-use oci::types::{Descriptor, ImageConfig, Manifest, OCI_CONFIG, OCI_MANIFEST, Platform, RootFs};
+use oci::types::{Descriptor, ImageConfig, Manifest, OCI_CONFIG, OCI_MANIFEST, RootFs};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -105,13 +105,7 @@ pub fn main(args: impl Iterator<Item = String>) -> Result<()> {
     let cbytes = serde_json::to_vec(&config)?;
     let cpath = work.path().join("config");
     std::fs::write(&cpath, &cbytes)?;
-    let cdesc = Descriptor {
-        media_type: OCI_CONFIG.into(),
-        digest: oci::Digest::of(&cbytes),
-        size: cbytes.len() as u64,
-        platform: None,
-        annotations: BTreeMap::new(),
-    };
+    let cdesc = Descriptor::of(OCI_CONFIG, &cbytes);
     blobs.insert(cdesc.digest.clone(), cpath);
     let m = Manifest {
         schema_version: 2,
@@ -122,17 +116,7 @@ pub fn main(args: impl Iterator<Item = String>) -> Result<()> {
     };
     let mbytes = serde_json::to_vec(&m)?;
     let img = ImageFiles {
-        descriptor: Descriptor {
-            media_type: OCI_MANIFEST.into(),
-            digest: oci::Digest::of(&mbytes),
-            size: mbytes.len() as u64,
-            platform: Some(Platform {
-                architecture: a.arch.clone(),
-                os: "linux".into(),
-                variant: None,
-            }),
-            annotations: BTreeMap::new(),
-        },
+        descriptor: Descriptor::linux_manifest(&mbytes, &a.arch, None),
         manifest: mbytes.clone(),
         blobs,
     };

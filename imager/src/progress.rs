@@ -105,7 +105,6 @@ fn measure(source: &Source, counter: &AtomicU64) -> u64 {
 #[derive(Debug)]
 pub struct Step {
     label: String,
-    total: Option<u64>,
     counter: Arc<AtomicU64>,
     source: Arc<Source>,
     stop: Arc<AtomicBool>,
@@ -138,7 +137,6 @@ impl Step {
         });
         Self {
             label: label.to_string(),
-            total,
             counter,
             source,
             stop,
@@ -152,9 +150,9 @@ impl Step {
         Self::new(label, total, Source::Counter)
     }
 
-    /// A step measured by the allocated size of `path`.
-    pub fn file(label: &str, path: PathBuf, total: Option<u64>) -> Self {
-        Self::new(label, total, Source::File(path))
+    /// A step measured by the allocated size of `path` (its final size is not known ahead).
+    pub fn file(label: &str, path: PathBuf) -> Self {
+        Self::new(label, None, Source::File(path))
     }
 
     /// `n` more bytes done.
@@ -179,7 +177,6 @@ impl Step {
             return;
         }
         let done = measure(&self.source, &self.counter);
-        let _ = self.total;
         eprintln!(
             "imager: {}: {} in {:.1} s",
             self.label,

@@ -228,13 +228,14 @@ fn verify_keyless(
             name: CERTIFICATE_ANNOTATION,
             msg: "no certificate".into(),
         })?;
-    let chain = match layer.annotations.get(CHAIN_ANNOTATION) {
-        Some(c) => Cert::all_from_pem(c.as_bytes()).map_err(|e| Error::Annotation {
+    // a malformed chain annotation is refused; its certificates are not used to build the
+    // path (see verify_chain)
+    if let Some(c) = layer.annotations.get(CHAIN_ANNOTATION) {
+        Cert::all_from_pem(c.as_bytes()).map_err(|e| Error::Annotation {
             name: CHAIN_ANNOTATION,
             msg: e.to_string(),
-        })?,
-        None => Vec::new(),
-    };
+        })?;
+    }
     let bundle_json = layer
         .annotations
         .get(BUNDLE_ANNOTATION)
@@ -246,7 +247,7 @@ fn verify_keyless(
     let at = bundle.payload.integrated_time;
 
     // 1. The certificate chains to the trust root (CAs valid at the integrated time).
-    verify_chain(&leaf, &chain, trust_root, at).map_err(Error::Chain)?;
+    verify_chain(&leaf, trust_root, at).map_err(Error::Chain)?;
 
     // 2. The leaf is a code-signing certificate whose key made the signature.
     if !leaf.has_code_signing() {
@@ -309,12 +310,7 @@ fn verify_keyless(
 /// root (as sigstore-go does): a certificate from the signature's chain annotation is
 /// supplied by the signer, so it could carry a retired CA's intermediate under a current
 /// root; the annotation is therefore not used to build the path.
-fn verify_chain(
-    leaf: &Cert,
-    _chain_annotation: &[Cert],
-    trust_root: &TrustRoot,
-    at: i64,
-) -> Result<(), String> {
+fn verify_chain(leaf: &Cert, trust_root: &TrustRoot, at: i64) -> Result<(), String> {
     let mut errors = Vec::new();
     for ca in &trust_root.cas {
         let Some(issuer) = ca.chain.iter().find(|c| {

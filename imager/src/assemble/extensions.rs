@@ -307,7 +307,6 @@ fn write_squashfs(
             crate::error::printable(&e.manifest.metadata.name)
         ),
         out.to_path_buf(),
-        None,
     );
     let mut w = BufWriter::with_capacity(1 << 20, f);
     b.write(&mut w).map_err(|x| err(x.to_string()))?;

@@ -368,11 +368,6 @@ fn fetch_options(
     })
 }
 
-/// Loads `--sign-key`.
-fn sign_key(cli: &BuildArgs) -> Result<Option<crate::build::SignKey>> {
-    load_sign_key(cli.sign_key.as_deref())
-}
-
 /// Loads a `--sign-key` file.
 fn load_sign_key(f: Option<&std::path::Path>) -> Result<Option<crate::build::SignKey>> {
     let Some(f) = f else {
@@ -448,6 +443,22 @@ fn output_dir(cli: &BuildArgs) -> Result<OutputDir> {
     }
 }
 
+/// What a command wrote: the `--json` report (on stderr when stdout carries data) and one
+/// `imager: wrote …` line per artifact.
+fn report(artifacts: &[crate::output::Artifact], secs: f64, json: bool, stdout_busy: bool) {
+    if json {
+        let out = json!({"artifacts": artifacts, "seconds": secs});
+        if stdout_busy {
+            eprintln!("{out}")
+        } else {
+            println!("{out}")
+        }
+    }
+    for a in artifacts {
+        eprintln!("imager: wrote {} ({} bytes)", a.path.display(), a.size);
+    }
+}
+
 /// `imager PROFILE …`: the pipeline, and what it prints.
 fn run_build(cli: &BuildArgs) -> Result<()> {
     if stdin_ignores(cli) {
@@ -500,23 +511,13 @@ fn run_build(cli: &BuildArgs) -> Result<()> {
             push: push.is_some(),
         },
         push,
-        sign: sign_key(cli)?,
+        sign: load_sign_key(cli.sign_key.as_deref())?,
     };
     crate::output::workdir::handle_signals();
     let start = std::time::Instant::now();
     let artifacts = build(&r, &opts)?;
     let secs = start.elapsed().as_secs_f64();
-    if cli.json {
-        let out = json!({"artifacts": artifacts, "seconds": secs});
-        if cli.tar_to_stdout {
-            eprintln!("{out}")
-        } else {
-            println!("{out}")
-        }
-    }
-    for a in &artifacts {
-        eprintln!("imager: wrote {} ({} bytes)", a.path.display(), a.size);
-    }
+    report(&artifacts, secs, cli.json, cli.tar_to_stdout);
     eprintln!("imager: done in {secs:.1} s");
     if cli.tar_to_stdout {
         let stdout = std::io::stdout().lock();

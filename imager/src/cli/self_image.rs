@@ -4,7 +4,6 @@
 use crate::error::{Error, ExitCode, Result, WithCode};
 use crate::output::imager_image::{self, Platform};
 use crate::output::{Artifact, Writer};
-use serde_json::json;
 use std::path::PathBuf;
 
 /// Arguments of `imager self-image`.
@@ -114,12 +113,7 @@ pub fn run(a: &SelfImageArgs) -> Result<()> {
     }
     drop(work);
     let secs = start.elapsed().as_secs_f64();
-    if a.json {
-        println!("{}", json!({"artifacts": arts, "seconds": secs}));
-    }
-    for x in &arts {
-        eprintln!("imager: wrote {} ({} bytes)", x.path.display(), x.size);
-    }
+    super::report(&arts, secs, a.json, false);
     eprintln!(
         "imager: image {} in {secs:.1} s",
         oci::Digest::of(&img.index)

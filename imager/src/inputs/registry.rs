@@ -197,32 +197,43 @@ impl Fetcher {
             .collect();
         // cosign's tag format first; the referrers (cosign v3) only when it does not verify,
         // so that a stale referrer never stands in the way of a valid signature
-        let legacy = cosign::verify_image(&rule.verifier, &r.name(), top.digest.as_str(), &layers);
-        let result = match legacy {
-            Ok(v) => Ok(v),
-            Err(legacy_err) => {
-                let (bundles, skipped) = self
-                    .client
-                    .referrer_bundles(r, &top.digest, insecure)
-                    .map_err(|e| oci_err(&format!("{field}: fetching referrers of {r}"), e))?;
-                for s in &skipped {
-                    eprintln!("imager: {r}: skipped {s}");
-                }
-                match cosign::verify_image_with_bundles(
-                    &rule.verifier,
-                    &r.name(),
-                    top.digest.as_str(),
-                    &layers,
-                    &bundles,
-                ) {
-                    Err(cosign::Error::NoSignatures) if !skipped.is_empty() => {
-                        Err(cosign::Error::NoneVerified(skipped))
+        let result =
+            match cosign::verify_image(&rule.verifier, &r.name(), top.digest.as_str(), &layers) {
+                Ok(v) => Ok(v),
+                Err(tag_format) => {
+                    let (bundles, skipped) = self
+                        .client
+                        .referrer_bundles(r, &top.digest, insecure)
+                        .map_err(|e| oci_err(&format!("{field}: fetching referrers of {r}"), e))?;
+                    for s in &skipped {
+                        eprintln!("imager: {r}: skipped {s}");
                     }
-                    Err(cosign::Error::NoSignatures) => Err(legacy_err),
-                    other => other,
+                    // the layers were tried above: only the bundles now, reasons from both
+                    cosign::verify_image_with_bundles(
+                        &rule.verifier,
+                        &r.name(),
+                        top.digest.as_str(),
+                        &[],
+                        &bundles,
+                    )
+                    .map_err(|referrers| {
+                        let reasons: Vec<String> = [tag_format, referrers]
+                            .into_iter()
+                            .flat_map(|e| match e {
+                                cosign::Error::NoSignatures => Vec::new(),
+                                cosign::Error::NoneVerified(r) => r,
+                                e => vec![e.to_string()],
+                            })
+                            .chain(skipped)
+                            .collect();
+                        if reasons.is_empty() {
+                            cosign::Error::NoSignatures
+                        } else {
+                            cosign::Error::NoneVerified(reasons)
+                        }
+                    })
                 }
-            }
-        };
+            };
         match result {
             Ok(v) => {
                 eprintln!(

@@ -114,7 +114,7 @@ impl Writer {
         fill: impl FnOnce(&mut File) -> Result<()>,
     ) -> Result<Artifact> {
         let mut tmp = temp_in(&self.tmp, name)?;
-        let step = crate::progress::Step::file(&format!("write {name}"), tmp.path().into(), None);
+        let step = crate::progress::Step::file(&format!("write {name}"), tmp.path().into());
         fill(tmp.as_file_mut())?;
         step.finish();
         let final_name = format!("{name}{}", fmt.suffix());
@@ -123,11 +123,8 @@ impl Writer {
             commit(tmp, &path)?;
         } else {
             let mut z = temp_in(&self.tmp, &final_name)?;
-            let step = crate::progress::Step::file(
-                &format!("compress {final_name}"),
-                z.path().into(),
-                None,
-            );
+            let step =
+                crate::progress::Step::file(&format!("compress {final_name}"), z.path().into());
             compress(fmt, tmp.path(), z.as_file_mut(), self.epoch)
                 .map_err(|e| e.context(format!("post-processing {name}")))?;
             step.finish();

@@ -27,7 +27,7 @@ static ACTIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// A build's private directory; removed when dropped.
 #[derive(Debug)]
 pub struct WorkDir {
-    dir: Option<tempfile::TempDir>,
+    dir: Scratch,
     _lock: File,
 }
 
@@ -39,47 +39,26 @@ impl WorkDir {
             format!("creating output directory {}", out.display())
         })?;
         sweep(out);
-        let dir = tempfile::Builder::new()
-            .prefix(PREFIX)
-            .tempdir_in(out)
-            .code(ExitCode::Io, || {
-                format!("creating a build directory in {}", out.display())
-            })?;
+        let dir = Scratch::create(out, PREFIX).code(ExitCode::Io, || {
+            format!("creating a build directory in {}", out.display())
+        })?;
         let lock_path = dir.path().join("lock");
         let lock = File::create(&lock_path)
             .code(ExitCode::Io, || format!("creating {}", lock_path.display()))?;
         lock.lock()
             .code(ExitCode::Io, || format!("locking {}", lock_path.display()))?;
-        if let Ok(mut a) = ACTIVE.lock() {
-            a.push(dir.path().to_path_buf());
-        }
-        Ok(Self {
-            dir: Some(dir),
-            _lock: lock,
-        })
+        Ok(Self { dir, _lock: lock })
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        self.dir.as_ref().map_or(Path::new("."), |d| d.path())
+        self.dir.path()
     }
 }
 
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if let Some(d) = self.dir.take() {
-            if let Ok(mut a) = ACTIVE.lock() {
-                a.retain(|p| p != d.path());
-            }
-            // TempDir removes the tree
-            drop(d);
-        }
-    }
-}
-
-/// A private directory outside the output directory (the build directory of
-/// `--tar-to-stdout` without `--output`), removed when dropped and on SIGINT, SIGTERM and
-/// SIGHUP like a build's own directory.
+/// A private directory, removed when dropped and on SIGINT, SIGTERM and SIGHUP: a build's
+/// own directory inside the output directory ([`WorkDir`]), or the output directory of
+/// `--tar-to-stdout` without `--output`.
 #[derive(Debug)]
 pub struct Scratch(Option<tempfile::TempDir>);
 
