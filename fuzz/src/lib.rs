@@ -6,6 +6,33 @@ use std::path::PathBuf;
 
 /// A per-process scratch directory for targets that need files (an OCI layout, a tree's
 /// blobs), emptied before each run; on tmpfs when there is one.
+/// The file the `cosign_keyless` seeds sign.
+pub const KEYLESS_FILE: &[u8] = b"a file signed keyless";
+/// Its SHA-256 (the seeds are verified with it when written).
+pub const KEYLESS_FILE_SHA256: [u8; 32] = [
+    0x12, 0x24, 0xff, 0x10, 0x4a, 0x65, 0xf2, 0x79, 0x9e, 0x1b, 0xd0, 0x36, 0x9d, 0x5f, 0xed, 0x25,
+    0x47, 0x18, 0x1e, 0x0c, 0x63, 0xce, 0xcb, 0xf7, 0x08, 0xd7, 0x3c, 0xea, 0x92, 0x6e, 0xbf, 0x7e,
+];
+/// The image digest the `cosign_keyless` image seeds sign.
+pub const KEYLESS_IMAGE: &str =
+    "sha256:6b2d5b8b2bd41a3d5b9d3c1b5f5a5d8f2f0f6c1e6a8f3b5b4c2d1e0f9a8b7c6d";
+/// The signer's identity and OIDC issuer in those seeds.
+pub const KEYLESS_EMAIL: &str = "fuzz@example.com";
+/// See [`KEYLESS_EMAIL`].
+pub const KEYLESS_ISSUER: &str = "https://issuer.example.com";
+
+/// The keyless verifier of the `cosign_keyless` target: the stand-in's trust root, the seeds'
+/// identity and issuer.
+pub fn keyless_verifier() -> cosign::Verifier {
+    let s = cosign::testing::Sigstore::new(b"fuzz");
+    cosign::Verifier::Keyless {
+        identity: cosign::Identity::Exact(KEYLESS_EMAIL.into()),
+        issuer: cosign::Issuer::Exact(KEYLESS_ISSUER.into()),
+        trust_root: cosign::TrustRoot::from_json(s.trusted_root_json().as_bytes())
+            .unwrap_or_else(|e| panic!("stand-in trust root: {e}")),
+    }
+}
+
 pub fn scratch(name: &str) -> PathBuf {
     let base = if std::path::Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")

@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use cosign::testing::{BundleOptions, Log, Signed};
+
 type Seeds = Vec<(&'static str, &'static str, Vec<u8>)>;
 
 fn put(out: &mut Seeds, target: &'static str, name: &'static str, data: &[u8]) {
@@ -196,6 +198,66 @@ pub fn all() -> Seeds {
             &format!("sha256:{}", "0".repeat(64)),
         ),
     );
+
+    // cosign_keyless: stand-in keyless bundles of every shape the verifier accepts
+    let sigstore = cosign::testing::Sigstore::new(b"fuzz");
+    let verifier = crate::keyless_verifier();
+    for (name, signed, log, timestamp) in [
+        (
+            "blob-v1",
+            Signed::File(crate::KEYLESS_FILE),
+            Log::RekorV1,
+            true,
+        ),
+        (
+            "blob-v1-set-only",
+            Signed::File(crate::KEYLESS_FILE),
+            Log::RekorV1,
+            false,
+        ),
+        (
+            "blob-v2",
+            Signed::File(crate::KEYLESS_FILE),
+            Log::RekorV2,
+            true,
+        ),
+        (
+            "image-v1",
+            Signed::Image(crate::KEYLESS_IMAGE),
+            Log::RekorV1,
+            true,
+        ),
+        (
+            "image-v2",
+            Signed::Image(crate::KEYLESS_IMAGE),
+            Log::RekorV2,
+            true,
+        ),
+    ] {
+        let opts = BundleOptions {
+            log,
+            timestamp,
+            ..Default::default()
+        };
+        let b = sigstore.keyless_bundle(
+            signed,
+            crate::KEYLESS_EMAIL,
+            crate::KEYLESS_ISSUER,
+            1_750_000_000,
+            opts,
+        );
+        // a seed that does not verify would start the fuzzer off the deep paths
+        let verified = match signed {
+            Signed::File(_) => {
+                cosign::verify_blob_bundle(&verifier, b.as_bytes(), &crate::KEYLESS_FILE_SHA256)
+            }
+            Signed::Image(d) => cosign::verify_image_bundle(&verifier, d, b.as_bytes()),
+        };
+        if let Err(e) = verified {
+            panic!("cosign_keyless seed {name} does not verify: {e}");
+        }
+        put(out, "cosign_keyless", name, b.as_bytes());
+    }
 
     // modules_dep
     put(

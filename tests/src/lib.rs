@@ -16,6 +16,33 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// The sigstore-js interop scripts (tests/sigstore-js) with their dependencies installed by
+/// `npm ci` from the committed lock file, in `dir/sigstore-js`.
+pub fn sigstore_js(dir: &Path) -> PathBuf {
+    let d = dir.join("sigstore-js");
+    std::fs::create_dir_all(&d).unwrap();
+    for f in [
+        "package.json",
+        "package-lock.json",
+        "verify.js",
+        "sign.js",
+        "keyless.js",
+    ] {
+        std::fs::copy(root().join("tests/sigstore-js").join(f), d.join(f)).unwrap();
+    }
+    ok(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+        .current_dir(&d));
+    d
+}
+
+/// Runs `node js/script args…` and returns its output (status not checked).
+pub fn node(js: &Path, script: &str, args: &[&Path]) -> Output {
+    let mut c = Command::new("node");
+    c.arg(js.join(script)).args(args).current_dir(js);
+    run(&mut c, None)
+}
+
 /// Workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -662,6 +662,11 @@ fn imager_image_pushed_as_an_index_and_signed() {
 /// one bundle layer, `subject` = the image), pushed by digest, and the `sha256-<hex>` tag
 /// holding the referrers index, as cosign lays them out.
 fn push_v3_signature(host: &str, repo: &str, digest: &str, key: &cosign::SigningKey, dir: &Path) {
+    push_v3_bundle(host, repo, digest, &key_v3_bundle(digest, key), dir);
+}
+
+/// A key-signed v0.3 bundle over `digest` as cosign v3 makes it.
+fn key_v3_bundle(digest: &str, key: &cosign::SigningKey) -> Vec<u8> {
     let b64 = |d: &[u8]| base64_std(d);
     let statement = serde_json::json!({
         "_type": "https://in-toto.io/Statement/v1",
@@ -677,7 +682,7 @@ fn push_v3_signature(host: &str, repo: &str, digest: &str, key: &cosign::Signing
     )
     .into_bytes();
     pae.extend_from_slice(&payload);
-    let bundle = serde_json::to_vec(&serde_json::json!({
+    serde_json::to_vec(&serde_json::json!({
         "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
         "verificationMaterial": {
             "publicKey": {"hint": b64(&key.public_key().key_id())},
@@ -690,15 +695,19 @@ fn push_v3_signature(host: &str, repo: &str, digest: &str, key: &cosign::Signing
             "signatures": [{"sig": b64(&key.sign(&pae)), "keyid": ""}],
         },
     }))
-    .unwrap();
+    .unwrap()
+}
+
+/// Pushes `bundle` as the cosign v3 referrer of `digest` in `repo` (see push_v3_signature).
+fn push_v3_bundle(host: &str, repo: &str, digest: &str, bundle: &[u8], dir: &Path) {
     const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
     std::fs::create_dir_all(dir).unwrap();
     let (empty, bundle_path) = (dir.join("empty"), dir.join("bundle"));
     std::fs::write(&empty, b"{}").unwrap();
-    std::fs::write(&bundle_path, &bundle).unwrap();
+    std::fs::write(&bundle_path, bundle).unwrap();
     let desc = |mt: &str, bytes: &[u8]| oci::types::Descriptor::of(mt, bytes);
     let config = desc("application/vnd.oci.empty.v1+json", b"{}");
-    let layer = desc(BUNDLE, &bundle);
+    let layer = desc(BUNDLE, bundle);
     let subject_size = skopeo_inspect_raw(&format!("docker://{host}/{repo}@{digest}"), false).len();
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
@@ -844,5 +853,141 @@ fn cosign_v3_referrer_signatures_verify_under_a_policy() {
         verify(&format!("{host}/v3/unsigned:v1"), &public),
         5,
         "signature verification",
+    );
+}
+
+/// Keyless cosign v3 signatures: referrer bundles made by sigstore-js (DSSE statement, Fulcio
+/// certificate with SCT, Rekor v1 entry with SET + inclusion proof + checkpoint, RFC 3161
+/// timestamp, all from @sigstore/mock) and by our stand-in logged in Rekor v2 (no SET, a
+/// TSA time) verify under a keyless policy; another identity is refused.
+#[test]
+fn cosign_v3_keyless_referrer_signatures_verify_under_a_policy() {
+    let reg = Registry::start();
+    let host = reg.host();
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let signed = publish_base(&host, "kl/js:v1");
+    publish_base(&host, "kl/v2:v1");
+
+    // sigstore-js, against its mock services
+    let js = e2e::sigstore_js(work.path());
+    let out = work.path().join("js-out");
+    let o = e2e::node(
+        &js,
+        "keyless.js",
+        &[
+            Path::new("/dev/null"),
+            &out,
+            Path::new("--dsse"),
+            Path::new(&signed[7..]),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let field = |k: &str| {
+        stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in {stdout}"))
+            .to_string()
+    };
+    let bundle = std::fs::read(out.join("bundle.sigstore.json")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&bundle).contains("\"kind\": \"dsse\""),
+        "a Rekor v1 dsse entry"
+    );
+    push_v3_bundle(
+        &host,
+        "kl/js",
+        &signed,
+        &bundle,
+        &work.path().join("sig-js"),
+    );
+
+    // our stand-in, Rekor v2
+    let sigstore = cosign::testing::Sigstore::new(b"registry-keyless");
+    let v2 = sigstore.keyless_bundle(
+        cosign::testing::Signed::Image(&signed),
+        "release@example.com",
+        "https://accounts.example.com",
+        1_790_000_000,
+        cosign::testing::BundleOptions {
+            log: cosign::testing::Log::RekorV2,
+            ..Default::default()
+        },
+    );
+    push_v3_bundle(
+        &host,
+        "kl/v2",
+        &signed,
+        v2.as_bytes(),
+        &work.path().join("sig-v2"),
+    );
+    let v2_root = work.path().join("v2_root.json");
+    std::fs::write(&v2_root, sigstore.trusted_root_json()).unwrap();
+
+    let policy = |name: &str, identity: &str, issuer: &str, root: &Path| {
+        let p = work.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "images:\n  - glob: \"127.0.0.1:*/kl/**\"\n    keyless:\n      identity: {identity}\n      issuer: {issuer}\n      trustedRoot: {}\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let verify = |r: &str, p: &Path| {
+        run(
+            imager(&cache)
+                .args(["verify", r, "--insecure", "--signature-policy"])
+                .arg(p),
+            None,
+        )
+    };
+    let js_policy = policy(
+        "js.yaml",
+        &field("identity"),
+        &field("issuer"),
+        &out.join("trusted_root.json"),
+    );
+    let o = ok(verify(&format!("{host}/kl/js:v1"), &js_policy));
+    let said = String::from_utf8_lossy(&o.stdout).to_string() + &text(&o);
+    assert!(
+        said.contains(&format!("signed by {}", field("identity"))),
+        "{said}"
+    );
+    assert!(said.contains("cosign v3 bundle"), "{said}");
+    let v2_policy = policy(
+        "v2.yaml",
+        "release@example.com",
+        "https://accounts.example.com",
+        &v2_root,
+    );
+    let o = ok(verify(&format!("{host}/kl/v2:v1"), &v2_policy));
+    let said = String::from_utf8_lossy(&o.stdout).to_string() + &text(&o);
+    assert!(said.contains("log2.rekor.sigstore.test index 4"), "{said}");
+    let wrong = policy(
+        "wrong.yaml",
+        "mallory@example.com",
+        "https://accounts.example.com",
+        &v2_root,
+    );
+    fails(
+        verify(&format!("{host}/kl/v2:v1"), &wrong),
+        5,
+        "certificate identity release@example.com does not match mallory@example.com",
+    );
+    // the sigstore-js signature does not verify under the stand-in's trust root
+    let cross = policy("cross.yaml", &field("identity"), &field("issuer"), &v2_root);
+    fails(
+        verify(&format!("{host}/kl/js:v1"), &cross),
+        5,
+        "is not a transparency log of the trust root",
     );
 }

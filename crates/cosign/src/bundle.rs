@@ -95,24 +95,13 @@ pub fn verify_blob_bundle(
     let material = v
         .get("verificationMaterial")
         .ok_or_else(|| Error::Bundle("missing verificationMaterial".into()))?;
-    if material.get("certificate").is_some() || material.get("x509CertificateChain").is_some() {
-        return Err(Error::Unsupported(
-            "keyless (certificate) blob bundles are not supported yet".into(),
-        ));
-    }
     if v.get("dsseEnvelope").is_some() {
         return Err(Error::Unsupported(
             "DSSE (attestation) bundles are not supported".into(),
         ));
     }
-    let (path, key) = match verifier {
-        Verifier::Key { path, key } => (path, key),
-        Verifier::Keyless { .. } => {
-            return Err(Error::Unsupported(
-                "keyless verification of blob bundles is not supported yet; use a key".into(),
-            ));
-        }
-    };
+    let keyless =
+        material.get("certificate").is_some() || material.get("x509CertificateChain").is_some();
     let algorithm = s("/messageSignature/messageDigest/algorithm")
         .ok_or_else(|| Error::Bundle("missing messageSignature.messageDigest.algorithm".into()))?;
     if algorithm != "SHA2_256" {
@@ -137,6 +126,33 @@ pub fn verify_blob_bundle(
         .and_then(|d| {
             crate::unb64(d).map_err(|e| Error::Bundle(format!("messageSignature.signature: {e}")))
         })?;
+    let (path, key) = match verifier {
+        Verifier::Key { .. } if keyless => {
+            return Err(Error::Unsupported(
+                "a certificate-signed (keyless) bundle under a key: verify it with an identity, \
+                 issuer and trusted root"
+                    .into(),
+            ));
+        }
+        Verifier::Key { path, key } => (path, key),
+        Verifier::Keyless {
+            identity,
+            issuer,
+            trust_root,
+        } => {
+            if !keyless {
+                return Err(Error::Bundle(
+                    "a key-signed bundle has no certificate to check an identity against".into(),
+                ));
+            }
+            let content = crate::keyless::Content::Message {
+                sha256: file_sha256,
+            };
+            let description =
+                crate::keyless::verify(&v, &content, &sig, identity, issuer, trust_root)?;
+            return Ok(Verified { description });
+        }
+    };
     key.verify_prehash(file_sha256, &sig).map_err(|e| match e {
         Error::BadSignature => {
             let hint = s("/verificationMaterial/publicKey/hint").unwrap_or("");
@@ -191,19 +207,6 @@ pub fn verify_image_bundle(
             "image signature bundles must be v0.3, not {media_type:?}"
         )));
     }
-    let (path, key) = match verifier {
-        Verifier::Key { path, key } => (path, key),
-        Verifier::Keyless { .. } => {
-            return Err(Error::Unsupported(
-                "keyless verification of referrer (bundle) signatures is not supported yet".into(),
-            ));
-        }
-    };
-    if v.pointer("/verificationMaterial/publicKey").is_none() {
-        return Err(Error::Unsupported(
-            "a certificate-signed (keyless) bundle under a key rule".into(),
-        ));
-    }
     if v.get("messageSignature").is_some() {
         return Err(Error::Unsupported(
             "message-signature image bundles (cosign v3 signs a DSSE statement)".into(),
@@ -234,13 +237,41 @@ pub fn verify_image_bundle(
         .ok_or_else(|| Error::Bundle("missing signatures[0].sig".into()))
         .and_then(|p| crate::unb64(p).map_err(|e| Error::Bundle(format!("sig: {e}"))))?;
     // the signature first: nothing of an unsigned payload is interpreted
-    key.verify(&dsse_pae(payload_type, &payload), &sig)
-        .map_err(|e| match e {
-            Error::BadSignature => Error::SignatureMismatch {
-                signer: format!("key {path}"),
-            },
-            e => e,
-        })?;
+    let keyless = v.pointer("/verificationMaterial/publicKey").is_none();
+    let description = match verifier {
+        Verifier::Key { .. } if keyless => {
+            return Err(Error::Unsupported(
+                "a certificate-signed (keyless) bundle under a key rule".into(),
+            ));
+        }
+        Verifier::Key { path, key } => {
+            key.verify(&dsse_pae(payload_type, &payload), &sig)
+                .map_err(|e| match e {
+                    Error::BadSignature => Error::SignatureMismatch {
+                        signer: format!("key {path}"),
+                    },
+                    e => e,
+                })?;
+            format!("signed by key {path} (cosign v3 bundle)")
+        }
+        Verifier::Keyless {
+            identity,
+            issuer,
+            trust_root,
+        } => {
+            if !keyless {
+                return Err(Error::Bundle(
+                    "a key-signed bundle under a keyless rule".into(),
+                ));
+            }
+            let content = crate::keyless::Content::Dsse {
+                payload_type,
+                payload: &payload,
+            };
+            let d = crate::keyless::verify(&v, &content, &sig, identity, issuer, trust_root)?;
+            format!("{d} (cosign v3 bundle)")
+        }
+    };
     let st: serde_json::Value = serde_json::from_slice(&payload)
         .map_err(|e| Error::Bundle(format!("statement: not JSON: {e}")))?;
     if st["_type"] != "https://in-toto.io/Statement/v1" {
@@ -267,7 +298,5 @@ pub fn verify_image_bundle(
             "the statement's subjects do not include {manifest_digest}"
         )));
     }
-    Ok(Verified {
-        description: format!("signed by key {path} (cosign v3 bundle)"),
-    })
+    Ok(Verified { description })
 }

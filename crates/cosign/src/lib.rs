@@ -15,11 +15,15 @@
 //! - `testing` (feature `testing`): a deterministic offline Fulcio + Rekor for tests.
 
 pub mod bundle;
+mod keyless;
 pub mod keys;
+mod merkle;
 pub mod payload;
 mod pem;
 pub mod policy;
+mod sct;
 pub mod trust;
+mod tsa;
 pub mod verify;
 mod x509;
 
@@ -116,6 +120,13 @@ pub enum Error {
         /// The expected issuer, or `regexp '…'`.
         want: String,
     },
+    /// The certificate's signed certificate timestamps (certificate transparency) are
+    /// missing or do not verify.
+    #[error("certificate transparency: {0}")]
+    Sct(String),
+    /// An RFC 3161 signed timestamp does not verify.
+    #[error("signed timestamp: {0}")]
+    Timestamp(String),
     /// The Rekor bundle (SET, body, time) is wrong.
     #[error("transparency log entry: {0}")]
     Tlog(String),

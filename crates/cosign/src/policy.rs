@@ -41,6 +41,13 @@ pub enum Issuer {
 }
 
 impl Identity {
+    /// An identity matched by the regular expression `pattern`.
+    pub fn regexp(pattern: &str) -> Result<Self, Error> {
+        regex::Regex::new(pattern)
+            .map(Identity::Regexp)
+            .map_err(|e| Error::Policy(format!("identity regexp: {e}")))
+    }
+
     pub(crate) fn matches(&self, s: &str) -> bool {
         match self {
             Identity::Exact(e) => e == s,
@@ -50,6 +57,13 @@ impl Identity {
 }
 
 impl Issuer {
+    /// An issuer matched by the regular expression `pattern`.
+    pub fn regexp(pattern: &str) -> Result<Self, Error> {
+        regex::Regex::new(pattern)
+            .map(Issuer::Regexp)
+            .map_err(|e| Error::Policy(format!("issuer regexp: {e}")))
+    }
+
     pub(crate) fn matches(&self, s: &str) -> bool {
         match self {
             Issuer::Exact(e) => e == s,

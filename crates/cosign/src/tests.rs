@@ -946,7 +946,9 @@ fn trust_root_parsing() {
     let s = Sigstore::new(b"sigstore");
     let tr = TrustRoot::from_json(s.trusted_root_json().as_bytes()).expect("parse");
     assert_eq!(tr.ca_count(), 1);
-    assert_eq!(tr.tlog_count(), 1);
+    assert_eq!(tr.tlog_count(), 2, "Rekor v1 (P-256) and v2 (Ed25519)");
+    assert_eq!(tr.ctlog_count(), 1);
+    assert_eq!(tr.tsa_count(), 1);
     assert_err_contains(TrustRoot::from_json(b"{}"), "no certificate authority");
     assert_err_contains(TrustRoot::from_json(b"[]"), "invalid trusted root");
     assert_err_contains(
@@ -1022,17 +1024,17 @@ fn blob_bundle_sign_verify() {
         ),
         "signature by key cosign.pub (the bundle names key hint",
     );
-    // Keyless is not supported yet.
+    // A key-signed bundle under a keyless verifier has no identity to check.
     let s = Sigstore::new(b"sigstore");
     assert_err_contains(
         verify_blob_bundle(&good_verifier(&s), json.as_bytes(), &digest),
-        "unsupported: keyless verification of blob bundles",
+        "a key-signed bundle has no certificate to check an identity against",
     );
     let mut kl = v.clone();
     kl["verificationMaterial"] = serde_json::json!({"certificate": {"rawBytes": "AAAA"}});
     assert_err_contains(
         verify_blob_bundle(&key_verifier(&k), kl.to_string().as_bytes(), &digest),
-        "unsupported: keyless (certificate) blob bundles",
+        "unsupported: a certificate-signed (keyless) bundle under a key",
     );
     let mut mt = v;
     mt["mediaType"] = serde_json::Value::String("application/json".into());
@@ -1373,4 +1375,390 @@ fn keyless_ca_outside_its_trust_root_window_refused() {
         TrustRoot::from_json(root.to_string().as_bytes()),
         "certificateAuthorities[0].validFor.end",
     );
+}
+
+// ---- keyless Sigstore bundles (Rekor v1 / v2, SCTs, RFC 3161, trust-root windows) ----
+
+const FILE: &[u8] = b"the file that was signed";
+
+fn keyless_blob(s: &Sigstore, opts: crate::testing::BundleOptions) -> serde_json::Value {
+    let json = s.keyless_bundle(crate::testing::Signed::File(FILE), EMAIL, OIDC, T0, opts);
+    serde_json::from_str(&json).expect("bundle JSON")
+}
+
+fn verify_keyless_blob(s: &Sigstore, bundle: &serde_json::Value) -> Result<Verified, Error> {
+    verify_blob_bundle(
+        &good_verifier(s),
+        bundle.to_string().as_bytes(),
+        &crate::sha256(FILE),
+    )
+}
+
+fn v1() -> crate::testing::BundleOptions {
+    crate::testing::BundleOptions::default()
+}
+
+fn v2() -> crate::testing::BundleOptions {
+    crate::testing::BundleOptions {
+        log: crate::testing::Log::RekorV2,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn keyless_blob_bundles_verify_with_rekor_v1_and_v2() {
+    let s = Sigstore::new(b"sigstore");
+    let b = keyless_blob(&s, v1());
+    let v = verify_keyless_blob(&s, &b).expect("Rekor v1 bundle verifies");
+    assert!(v.description.contains(EMAIL), "{}", v.description);
+    assert!(
+        v.description.contains("rekor.sigstore.test index 100"),
+        "{}",
+        v.description
+    );
+    // the SET alone, or the TSA alone, is enough of a verified time
+    let mut no_tsa = keyless_blob(
+        &s,
+        crate::testing::BundleOptions {
+            timestamp: false,
+            ..v1()
+        },
+    );
+    verify_keyless_blob(&s, &no_tsa).expect("SET time only");
+    no_tsa["verificationMaterial"]["tlogEntries"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("inclusionPromise");
+    assert_err_contains(
+        verify_keyless_blob(&s, &no_tsa),
+        "no verified signing time: no entry has a signed entry timestamp and the bundle has no RFC 3161 timestamp",
+    );
+    let b2 = keyless_blob(&s, v2());
+    let v = verify_keyless_blob(&s, &b2).expect("Rekor v2 bundle verifies");
+    assert!(
+        v.description.contains("log2.rekor.sigstore.test index 4"),
+        "{}",
+        v.description
+    );
+    // Rekor v2 has no SET: without a timestamp there is no verified time
+    let b2 = keyless_blob(
+        &s,
+        crate::testing::BundleOptions {
+            timestamp: false,
+            ..v2()
+        },
+    );
+    assert_err_contains(verify_keyless_blob(&s, &b2), "no verified signing time");
+    // another file
+    assert_err_contains(
+        verify_blob_bundle(
+            &good_verifier(&s),
+            b.to_string().as_bytes(),
+            &crate::sha256(b"x"),
+        ),
+        "does not match the file's sha256",
+    );
+    // the wrong identity
+    let v = keyless_verifier(
+        &s,
+        Identity::Exact("bob@example.com".into()),
+        Issuer::Exact(OIDC.into()),
+    );
+    assert_err_contains(
+        verify_blob_bundle(&v, b.to_string().as_bytes(), &crate::sha256(FILE)),
+        "certificate identity alice@example.com does not match bob@example.com",
+    );
+}
+
+#[test]
+fn keyless_bundle_sct_missing_or_invalid_refused() {
+    let s = Sigstore::new(b"sigstore");
+    for log in [v1(), v2()] {
+        let b = keyless_blob(
+            &s,
+            crate::testing::BundleOptions {
+                sct: crate::testing::Sct::Missing,
+                ..log
+            },
+        );
+        assert_err_contains(
+            verify_keyless_blob(&s, &b),
+            "certificate transparency: certificate  carries no SCT (extension 1.3.6.1.4.1.11129.2.4.2)",
+        );
+        let b = keyless_blob(
+            &s,
+            crate::testing::BundleOptions {
+                sct: crate::testing::Sct::Forged,
+                ..log
+            },
+        );
+        assert_err_contains(
+            verify_keyless_blob(&s, &b),
+            "certificate transparency: no valid SCT: SCT signature does not verify with the key of CT log https://ctfe.sigstore.test",
+        );
+    }
+    // an SCT from a CT log the trust root does not list
+    let b = keyless_blob(&s, v1());
+    let mut root: serde_json::Value = serde_json::from_str(&s.trusted_root_json()).unwrap();
+    let other = Sigstore::new(b"other");
+    let other_root: serde_json::Value = serde_json::from_str(&other.trusted_root_json()).unwrap();
+    root["ctlogs"] = other_root["ctlogs"].clone();
+    let v = Verifier::Keyless {
+        identity: Identity::Exact(EMAIL.into()),
+        issuer: Issuer::Exact(OIDC.into()),
+        trust_root: TrustRoot::from_json(root.to_string().as_bytes()).unwrap(),
+    };
+    assert_err_contains(
+        verify_blob_bundle(&v, b.to_string().as_bytes(), &crate::sha256(FILE)),
+        "no valid SCT: SCT from unknown log",
+    );
+    // the legacy (annotation) format checks SCTs too
+    let (key, leaf) = s.issue_leaf_with(EMAIL, OIDC, T0, crate::testing::Sct::Missing);
+    let payload = simple_signing_payload(REPO, DIGEST);
+    let sig = key.sign(&payload);
+    let mut layer = keyless_layer(&s, DIGEST);
+    layer.payload = payload.clone();
+    layer
+        .annotations
+        .insert(SIGNATURE_ANNOTATION.into(), crate::b64(&sig));
+    layer
+        .annotations
+        .insert(CERTIFICATE_ANNOTATION.into(), leaf.clone());
+    layer.annotations.insert(
+        BUNDLE_ANNOTATION.into(),
+        rekor_bundle(
+            s.log_key(),
+            &hashedrekord_body(&payload, &sig, &leaf),
+            T0,
+            7,
+        ),
+    );
+    assert_err_contains(
+        verify_image(&good_verifier(&s), REPO, DIGEST, &[layer]),
+        "carries no SCT",
+    );
+}
+
+/// A trust root whose Fulcio CA window is `[start, end]`.
+fn root_with_ca_window(s: &Sigstore, start: &str, end: &str) -> TrustRoot {
+    let mut root: serde_json::Value = serde_json::from_str(&s.trusted_root_json()).unwrap();
+    root["certificateAuthorities"][0]["validFor"] = serde_json::json!({"start": start, "end": end});
+    TrustRoot::from_json(root.to_string().as_bytes()).unwrap()
+}
+
+#[test]
+fn keyless_bundle_ca_outside_its_validity_window_refused() {
+    let s = Sigstore::new(b"sigstore");
+    let b = keyless_blob(&s, v1());
+    // T0 = 2025-06-15T15:06:40Z; the CA was retired at the end of 2024
+    let retired = Verifier::Keyless {
+        identity: Identity::Exact(EMAIL.into()),
+        issuer: Issuer::Exact(OIDC.into()),
+        trust_root: root_with_ca_window(&s, "2000-01-01T00:00:00Z", "2024-12-31T23:59:59Z"),
+    };
+    assert_err_contains(
+        verify_blob_bundle(&retired, b.to_string().as_bytes(), &crate::sha256(FILE)),
+        "is outside its trust-root validity window [946684800, 1735689599] at 1750000000",
+    );
+    // and one that starts after the signature
+    let future = Verifier::Keyless {
+        identity: Identity::Exact(EMAIL.into()),
+        issuer: Issuer::Exact(OIDC.into()),
+        trust_root: root_with_ca_window(&s, "2026-01-01T00:00:00Z", "2030-01-01T00:00:00Z"),
+    };
+    assert_err_contains(
+        verify_blob_bundle(&future, b.to_string().as_bytes(), &crate::sha256(FILE)),
+        "trust-root validity window",
+    );
+    // the TSA time counts too: a window that holds the SET time but not the TSA's (T0 + 1)
+    let tight = Verifier::Keyless {
+        identity: Identity::Exact(EMAIL.into()),
+        issuer: Issuer::Exact(OIDC.into()),
+        trust_root: root_with_ca_window(&s, "2000-01-01T00:00:00Z", "2025-06-15T15:06:40Z"),
+    };
+    assert_err_contains(
+        verify_blob_bundle(&tight, b.to_string().as_bytes(), &crate::sha256(FILE)),
+        "at 1750000001",
+    );
+}
+
+#[test]
+fn keyless_bundle_inclusion_proof_must_match_the_checkpoint() {
+    let s = Sigstore::new(b"sigstore");
+    for (opts, name) in [(v1(), "v1"), (v2(), "v2")] {
+        let b = keyless_blob(&s, opts);
+        verify_keyless_blob(&s, &b).expect(name);
+        let entry = |b: &mut serde_json::Value| -> serde_json::Value {
+            b["verificationMaterial"]["tlogEntries"][0].take()
+        };
+        let put = |b: &mut serde_json::Value, e: serde_json::Value| {
+            b["verificationMaterial"]["tlogEntries"][0] = e;
+        };
+        // a proof hash changed: the path leads elsewhere
+        let mut t = b.clone();
+        let mut e = entry(&mut t);
+        e["inclusionProof"]["hashes"][1] = crate::b64(&[7u8; 32]).into();
+        put(&mut t, e);
+        assert_err_contains(
+            verify_keyless_blob(&s, &t),
+            "the inclusion proof does not lead to the checkpoint's root",
+        );
+        // a checkpoint of another tree, validly signed
+        let other = keyless_blob(&s, opts);
+        let mut t = b.clone();
+        let mut e = entry(&mut t);
+        e["inclusionProof"]["checkpoint"] =
+            other["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]["checkpoint"].clone();
+        put(&mut t, e);
+        let want = if name == "v1" {
+            "does not match the checkpoint"
+        } else {
+            "the inclusion proof does not lead to the checkpoint's root"
+        };
+        assert_err_contains(verify_keyless_blob(&s, &t), want);
+        // a checkpoint whose signature does not verify
+        let mut t = b.clone();
+        let mut e = entry(&mut t);
+        let text = e["inclusionProof"]["checkpoint"]["envelope"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let forged = text.replacen("\n7\n", "\n8\n", 1);
+        assert_ne!(forged, text);
+        e["inclusionProof"]["checkpoint"]["envelope"] = forged.into();
+        put(&mut t, e);
+        assert_err_contains(
+            verify_keyless_blob(&s, &t),
+            "checkpoint signature does not verify",
+        );
+        // no proof in a v0.3 bundle
+        let mut t = b.clone();
+        let mut e = entry(&mut t);
+        e.as_object_mut().unwrap().remove("inclusionProof");
+        put(&mut t, e);
+        assert_err_contains(verify_keyless_blob(&s, &t), "needs an inclusion proof");
+    }
+    // a Rekor v1 proof whose own root is not the checkpoint's
+    let b = keyless_blob(&s, v1());
+    let mut t = b.clone();
+    t["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]["rootHash"] =
+        crate::b64(&[9u8; 32]).into();
+    assert_err_contains(
+        verify_keyless_blob(&s, &t),
+        "does not match the checkpoint (tree size 7",
+    );
+}
+
+#[test]
+fn keyless_bundle_timestamps_and_log_entries_are_checked() {
+    let s = Sigstore::new(b"sigstore");
+    let b = keyless_blob(&s, v2());
+    // a timestamp of another signature
+    let mut t = b.clone();
+    t["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"] =
+        crate::b64(&s.timestamp(b"another signature", T0)).into();
+    assert_err_contains(
+        verify_keyless_blob(&s, &t),
+        "signed timestamp: timestamp 0: the timestamp is of another signature",
+    );
+    // a timestamp by a TSA the trust root does not list
+    let other = Sigstore::new(b"other");
+    let sig = crate::unb64(b["messageSignature"]["signature"].as_str().unwrap()).unwrap();
+    let mut t = b.clone();
+    t["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"] =
+        crate::b64(&other.timestamp(&sig, T0)).into();
+    assert_err_contains(
+        verify_keyless_blob(&s, &t),
+        "signed timestamp: timestamp 0:",
+    );
+    // a TSA retired before the timestamp
+    let mut root: serde_json::Value = serde_json::from_str(&s.trusted_root_json()).unwrap();
+    root["timestampAuthorities"][0]["validFor"]["end"] = "2024-01-01T00:00:00Z".into();
+    let v = Verifier::Keyless {
+        identity: Identity::Exact(EMAIL.into()),
+        issuer: Issuer::Exact(OIDC.into()),
+        trust_root: TrustRoot::from_json(root.to_string().as_bytes()).unwrap(),
+    };
+    assert_err_contains(
+        verify_blob_bundle(&v, b.to_string().as_bytes(), &crate::sha256(FILE)),
+        "outside the trust-root validity window of TSA",
+    );
+    // a corrupted timestamp
+    let mut t = b.clone();
+    t["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"] =
+        "MAA=".into();
+    assert_err_contains(
+        verify_keyless_blob(&s, &t),
+        "signed timestamp: timestamp 0:",
+    );
+    // a log the trust root does not know
+    let mut t = keyless_blob(&s, v1());
+    t["verificationMaterial"]["tlogEntries"][0]["logId"]["keyId"] = crate::b64(&[1u8; 32]).into();
+    assert_err_contains(
+        verify_keyless_blob(&s, &t),
+        "is not a transparency log of the trust root",
+    );
+    // a SET over another index
+    let mut t = keyless_blob(&s, v1());
+    t["verificationMaterial"]["tlogEntries"][0]["logIndex"] = "5".into();
+    assert_err_contains(verify_keyless_blob(&s, &t), "SET does not verify");
+    // an entry logged for another signature (body swapped, proof rebuilt by the log)
+    let first: serde_json::Value = serde_json::from_str(&s.keyless_bundle(
+        crate::testing::Signed::File(b"another file"),
+        EMAIL,
+        OIDC,
+        T0,
+        v1(),
+    ))
+    .unwrap();
+    let mut t = keyless_blob(&s, v1());
+    t["verificationMaterial"]["tlogEntries"][0] =
+        first["verificationMaterial"]["tlogEntries"][0].clone();
+    assert_err_contains(
+        verify_keyless_blob(&s, &t),
+        "logged entry does not match the bundle",
+    );
+    // v0.1 bundles need a SET; v0.3 refuses a certificate chain
+    let mut t = keyless_blob(&s, v2());
+    t["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.1".into();
+    assert_err_contains(
+        verify_keyless_blob(&s, &t),
+        "needs an inclusion promise (SET)",
+    );
+    let mut t = keyless_blob(&s, v1());
+    let cert = t["verificationMaterial"]["certificate"].take();
+    t["verificationMaterial"]
+        .as_object_mut()
+        .unwrap()
+        .remove("certificate");
+    t["verificationMaterial"]["x509CertificateChain"] = serde_json::json!({"certificates": [cert]});
+    assert_err_contains(verify_keyless_blob(&s, &t), "not x509CertificateChain");
+    t["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.2".into();
+    verify_keyless_blob(&s, &t).expect("a v0.2 bundle with a certificate chain");
+}
+
+#[test]
+fn keyless_image_bundles_verify_the_cosign_v3_way() {
+    let s = Sigstore::new(b"sigstore");
+    for opts in [v1(), v2()] {
+        let json = s.keyless_bundle(crate::testing::Signed::Image(DIGEST), EMAIL, OIDC, T0, opts);
+        let v = verify_image_bundle(&good_verifier(&s), DIGEST, json.as_bytes())
+            .expect("keyless image bundle");
+        assert!(v.description.contains(EMAIL), "{}", v.description);
+        assert!(
+            v.description.ends_with("(cosign v3 bundle)"),
+            "{}",
+            v.description
+        );
+        let other = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        assert_err_contains(
+            verify_image_bundle(&good_verifier(&s), other, json.as_bytes()),
+            "the statement's subjects do not include",
+        );
+        let k = SigningKey::from_seed(b"k");
+        assert_err_contains(
+            verify_image_bundle(&key_verifier(&k), DIGEST, json.as_bytes()),
+            "a certificate-signed (keyless) bundle under a key rule",
+        );
+    }
 }

@@ -4,8 +4,9 @@
 //! In: the JSON bytes. Out: a [`TrustRoot`] holding the Fulcio CA certificates
 //! (`certificateAuthorities[].certChain.certificates[].rawBytes`) and the Rekor log keys
 //! (`tlogs[].publicKey.rawBytes`, identified by `logId.keyId`), each with its `validFor`
-//! window. Other members (`ctlogs`, `timestampAuthorities`, …) are accepted and ignored; log
-//! keys that are not ECDSA P-256, P-384 or Ed25519 are skipped.
+//! window, the certificate-transparency log keys (`ctlogs[]`, whose SCTs Fulcio embeds in its
+//! certificates) and the RFC 3161 timestamp authorities (`timestampAuthorities[]`). Log keys
+//! that are not ECDSA P-256, P-384 or Ed25519 are skipped.
 
 use serde::Deserialize;
 
@@ -17,6 +18,8 @@ use crate::{Error, PublicKey};
 pub struct TrustRoot {
     pub(crate) cas: Vec<CertificateAuthority>,
     pub(crate) tlogs: Vec<TlogKey>,
+    pub(crate) ctlogs: Vec<TlogKey>,
+    pub(crate) tsas: Vec<CertificateAuthority>,
 }
 
 /// One CA of the trust root: its chain, leaf-most first, root last, and the window in which
@@ -30,10 +33,11 @@ pub(crate) struct CertificateAuthority {
     pub valid_to: Option<i64>,
 }
 
-/// One transparency log key.
+/// One transparency (Rekor) or certificate-transparency log key.
 #[derive(Debug, Clone)]
 pub(crate) struct TlogKey {
-    /// Lowercase hex of the log ID (sha256 of the SPKI DER).
+    /// Lowercase hex of the log ID (`logId.keyId`: sha256 of the SPKI DER for Rekor v1 and CT
+    /// logs, the checkpoint key ID for Rekor v2; the first 4 bytes are a checkpoint's key hint).
     pub log_id: String,
     pub base_url: String,
     pub key: PublicKey,
@@ -52,6 +56,10 @@ struct Json {
     tlogs: Vec<JsonTlog>,
     #[serde(default)]
     certificate_authorities: Vec<JsonCa>,
+    #[serde(default)]
+    ctlogs: Vec<JsonTlog>,
+    #[serde(default)]
+    timestamp_authorities: Vec<JsonCa>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +129,83 @@ fn window(v: Option<&JsonValidFor>, what: &str) -> Result<(Option<i64>, Option<i
     Ok((at(&v.start, "start")?, at(&v.end, "end")?))
 }
 
+/// Parses `certificateAuthorities` / `timestampAuthorities` (`what`).
+fn parse_cas(list: &[JsonCa], what: &str) -> Result<Vec<CertificateAuthority>, Error> {
+    let mut cas = Vec::new();
+    for (i, ca) in list.iter().enumerate() {
+        let mut chain = Vec::new();
+        for (k, c) in ca.cert_chain.certificates.iter().enumerate() {
+            let at = || format!("{what}[{i}].certChain.certificates[{k}]");
+            let der = crate::unb64(&c.raw_bytes)
+                .map_err(|e| Error::TrustRoot(format!("{}: {e}", at())))?;
+            let cert =
+                Cert::from_der(&der).map_err(|e| Error::TrustRoot(format!("{}: {e}", at())))?;
+            chain.push(cert);
+        }
+        let (valid_from, valid_to) = window(ca.valid_for.as_ref(), &format!("{what}[{i}]"))?;
+        cas.push(CertificateAuthority {
+            chain,
+            valid_from,
+            valid_to,
+        });
+    }
+    Ok(cas)
+}
+
+/// Parses `tlogs` / `ctlogs` (`what`); keys of other types (RSA) are skipped.
+fn parse_logs(list: &[JsonTlog], what: &str) -> Result<Vec<TlogKey>, Error> {
+    let mut logs = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        let der = crate::unb64(&t.public_key.raw_bytes)
+            .map_err(|e| Error::TrustRoot(format!("{what}[{i}].publicKey.rawBytes: {e}")))?;
+        let Ok(key) = PublicKey::from_spki_der(&der) else {
+            continue;
+        };
+        let log_id = match &t.log_id {
+            Some(id) => hex::encode(
+                crate::unb64(&id.key_id)
+                    .map_err(|e| Error::TrustRoot(format!("{what}[{i}].logId.keyId: {e}")))?,
+            ),
+            None => hex::encode(crate::sha256(&der)),
+        };
+        let (valid_from, valid_to) = window(
+            t.public_key.valid_for.as_ref(),
+            &format!("{what}[{i}].publicKey"),
+        )?;
+        logs.push(TlogKey {
+            log_id,
+            base_url: t.base_url.clone(),
+            key,
+            valid_from,
+            valid_to,
+        });
+    }
+    Ok(logs)
+}
+
+impl TlogKey {
+    /// The host of `baseUrl` (a checkpoint's origin / key name).
+    pub fn host(&self) -> &str {
+        let u = self
+            .base_url
+            .split_once("://")
+            .map_or(&*self.base_url, |x| x.1);
+        u.split(['/', '?', '#']).next().unwrap_or(u)
+    }
+
+    /// Whether `t` (Unix seconds) is inside the key's `validFor` window.
+    pub fn valid_at(&self, t: i64) -> bool {
+        !(self.valid_from.is_some_and(|f| t < f) || self.valid_to.is_some_and(|e| t > e))
+    }
+}
+
+impl CertificateAuthority {
+    /// Whether `t` (Unix seconds) is inside the authority's `validFor` window.
+    pub fn valid_at(&self, t: i64) -> bool {
+        !(self.valid_from.is_some_and(|f| t < f) || self.valid_to.is_some_and(|e| t > e))
+    }
+}
+
 impl TrustRoot {
     /// Parses `trusted_root.json`.
     pub fn from_json(bytes: &[u8]) -> Result<Self, Error> {
@@ -135,68 +220,34 @@ impl TrustRoot {
                 j.media_type
             )));
         }
-        let mut cas = Vec::new();
-        for (i, ca) in j.certificate_authorities.iter().enumerate() {
-            let mut chain = Vec::new();
-            for (k, c) in ca.cert_chain.certificates.iter().enumerate() {
-                let der = crate::unb64(&c.raw_bytes).map_err(|e| {
-                    Error::TrustRoot(format!(
-                        "certificateAuthorities[{i}].certChain.certificates[{k}]: {e}"
-                    ))
-                })?;
-                let cert = Cert::from_der(&der).map_err(|e| {
-                    Error::TrustRoot(format!(
-                        "certificateAuthorities[{i}].certChain.certificates[{k}]: {e}"
-                    ))
-                })?;
-                chain.push(cert);
-            }
-            let (valid_from, valid_to) = window(
-                ca.valid_for.as_ref(),
-                &format!("certificateAuthorities[{i}]"),
-            )?;
-            cas.push(CertificateAuthority {
-                chain,
-                valid_from,
-                valid_to,
-            });
-        }
-        let mut tlogs = Vec::new();
-        for (i, t) in j.tlogs.iter().enumerate() {
-            let der = crate::unb64(&t.public_key.raw_bytes)
-                .map_err(|e| Error::TrustRoot(format!("tlogs[{i}].publicKey.rawBytes: {e}")))?;
-            // RSA log keys are not used by cosign's hashedrekord SETs here: skip them.
-            let Ok(key) = PublicKey::from_spki_der(&der) else {
-                continue;
-            };
-            let log_id = match &t.log_id {
-                Some(id) => hex::encode(
-                    crate::unb64(&id.key_id)
-                        .map_err(|e| Error::TrustRoot(format!("tlogs[{i}].logId.keyId: {e}")))?,
-                ),
-                None => hex::encode(crate::sha256(&der)),
-            };
-            let (valid_from, valid_to) = window(
-                t.public_key.valid_for.as_ref(),
-                &format!("tlogs[{i}].publicKey"),
-            )?;
-            tlogs.push(TlogKey {
-                log_id,
-                base_url: t.base_url.clone(),
-                key,
-                valid_from,
-                valid_to,
-            });
-        }
+        let cas = parse_cas(&j.certificate_authorities, "certificateAuthorities")?;
+        let tlogs = parse_logs(&j.tlogs, "tlogs")?;
+        let ctlogs = parse_logs(&j.ctlogs, "ctlogs")?;
+        let tsas = parse_cas(&j.timestamp_authorities, "timestampAuthorities")?;
         if cas.iter().all(|c| c.chain.is_empty()) {
             return Err(Error::TrustRoot("no certificate authority".into()));
         }
-        Ok(Self { cas, tlogs })
+        Ok(Self {
+            cas,
+            tlogs,
+            ctlogs,
+            tsas,
+        })
     }
 
-    /// Number of usable (ECDSA P-256) transparency log keys.
+    /// Number of usable transparency log keys.
     pub fn tlog_count(&self) -> usize {
         self.tlogs.len()
+    }
+
+    /// Number of usable certificate-transparency log keys.
+    pub fn ctlog_count(&self) -> usize {
+        self.ctlogs.len()
+    }
+
+    /// Number of timestamp authorities.
+    pub fn tsa_count(&self) -> usize {
+        self.tsas.len()
     }
 
     /// Number of certificate authorities.

@@ -246,47 +246,16 @@ fn verify_keyless(
     })?;
     let at = bundle.payload.integrated_time;
 
-    // 1. The certificate chains to the trust root (CAs valid at the integrated time).
-    verify_chain(&leaf, trust_root, at).map_err(Error::Chain)?;
+    // 1. The certificate chains to the trust root (CAs valid at the integrated time) and was
+    //    logged in certificate transparency.
+    let ca = verify_chain(&leaf, trust_root, at).map_err(Error::Chain)?;
+    crate::sct::verify_embedded(&leaf, ca, &trust_root.ctlogs).map_err(Error::Sct)?;
 
-    // 2. The leaf is a code-signing certificate whose key made the signature.
-    if !leaf.has_code_signing() {
-        return Err(Error::Certificate(format!(
-            "leaf {} lacks the code-signing extended key usage",
-            leaf.subject()
-        )));
-    }
-    let ids = leaf.identities();
-    let key = leaf.p256_key()?;
-    key.verify(&layer.payload, sig).map_err(|e| match e {
-        Error::BadSignature => Error::SignatureMismatch {
-            signer: format!("certificate {}", ids.join(", ")),
-        },
-        e => e,
+    // 2. The leaf is a code-signing certificate whose key made the signature, for this
+    //    identity and issuer.
+    let (who, cert_issuer) = check_leaf(&leaf, identity, issuer, |key| {
+        key.verify(&layer.payload, sig)
     })?;
-
-    // 3. Identity and issuer.
-    let Some(who) = ids.iter().find(|i| identity.matches(i)) else {
-        return Err(Error::Identity {
-            got: if ids.is_empty() {
-                "(none)".into()
-            } else {
-                ids.join(", ")
-            },
-            want: identity.to_string(),
-        });
-    };
-    let cert_issuer = leaf.fulcio_issuer().ok_or_else(|| {
-        Error::Certificate(
-            "leaf has no Fulcio OIDC issuer extension (1.3.6.1.4.1.57264.1.8 or .1.1)".into(),
-        )
-    })?;
-    if !issuer.matches(&cert_issuer) {
-        return Err(Error::Issuer {
-            got: cert_issuer,
-            want: issuer.to_string(),
-        });
-    }
 
     // 4. The transparency log entry.
     verify_set(&bundle, trust_root)?;
@@ -310,7 +279,11 @@ fn verify_keyless(
 /// root (as sigstore-go does): a certificate from the signature's chain annotation is
 /// supplied by the signer, so it could carry a retired CA's intermediate under a current
 /// root; the annotation is therefore not used to build the path.
-fn verify_chain(leaf: &Cert, trust_root: &TrustRoot, at: i64) -> Result<(), String> {
+pub(crate) fn verify_chain<'t>(
+    leaf: &Cert,
+    trust_root: &'t TrustRoot,
+    at: i64,
+) -> Result<&'t Cert, String> {
     let mut errors = Vec::new();
     for ca in &trust_root.cas {
         let Some(issuer) = ca.chain.iter().find(|c| {
@@ -342,7 +315,7 @@ fn verify_chain(leaf: &Cert, trust_root: &TrustRoot, at: i64) -> Result<(), Stri
             errors.push(format!("{} is not a CA certificate", issuer.subject()));
             continue;
         }
-        return Ok(());
+        return Ok(issuer);
     }
     let mut msg = format!(
         "issuer {} of {} is not a certificate of the trust root",
@@ -353,6 +326,52 @@ fn verify_chain(leaf: &Cert, trust_root: &TrustRoot, at: i64) -> Result<(), Stri
         msg.push_str(&format!(" ({})", errors.join("; ")));
     }
     Err(msg)
+}
+
+/// The leaf must allow code signing, its key must make `verify_sig` succeed, one of its
+/// identities must match `identity` and its Fulcio issuer `issuer`. Returns both.
+pub(crate) fn check_leaf(
+    leaf: &Cert,
+    identity: &Identity,
+    issuer: &Issuer,
+    verify_sig: impl FnOnce(&crate::PublicKey) -> Result<(), Error>,
+) -> Result<(String, String), Error> {
+    if !leaf.has_code_signing() {
+        return Err(Error::Certificate(format!(
+            "leaf {} lacks the code-signing extended key usage",
+            leaf.subject()
+        )));
+    }
+    let ids = leaf.identities();
+    let key = leaf.public_key().map_err(Error::Certificate)?;
+    verify_sig(&key).map_err(|e| match e {
+        Error::BadSignature => Error::SignatureMismatch {
+            signer: format!("certificate {}", ids.join(", ")),
+        },
+        e => e,
+    })?;
+    let Some(who) = ids.iter().find(|i| identity.matches(i)) else {
+        return Err(Error::Identity {
+            got: if ids.is_empty() {
+                "(none)".into()
+            } else {
+                ids.join(", ")
+            },
+            want: identity.to_string(),
+        });
+    };
+    let cert_issuer = leaf.fulcio_issuer().ok_or_else(|| {
+        Error::Certificate(
+            "leaf has no Fulcio OIDC issuer extension (1.3.6.1.4.1.57264.1.8 or .1.1)".into(),
+        )
+    })?;
+    if !issuer.matches(&cert_issuer) {
+        return Err(Error::Issuer {
+            got: cert_issuer,
+            want: issuer.to_string(),
+        });
+    }
+    Ok((who.clone(), cert_issuer))
 }
 
 /// The SET is a signature by a trust-root log key over the canonical entry.

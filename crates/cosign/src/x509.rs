@@ -90,9 +90,26 @@ impl Cert {
 
     /// Whether the extended key usage allows code signing (absent EKU = no).
     pub fn has_code_signing(&self) -> bool {
+        self.has_eku(OID_EKU_CODE_SIGNING)
+    }
+
+    /// Whether the extended key usage lists `oid` (absent EKU = no).
+    pub fn has_eku(&self, oid: &str) -> bool {
         self.extension(OID_EKU)
             .and_then(|v| ExtendedKeyUsage::from_der(v).ok())
-            .is_some_and(|eku| eku.0.iter().any(|o| o.to_string() == OID_EKU_CODE_SIGNING))
+            .is_some_and(|eku| eku.0.iter().any(|o| o.to_string() == oid))
+    }
+
+    /// The certificate's key (ECDSA P-256, P-384 or Ed25519).
+    pub fn public_key(&self) -> Result<PublicKey, String> {
+        let spki = self
+            .cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| format!("public key of {}: {e}", self.subject()))?;
+        PublicKey::from_spki_der(&spki)
+            .map_err(|e| format!("public key of {}: {e}", self.subject()))
     }
 
     /// SAN email addresses and URIs.
@@ -124,22 +141,6 @@ impl Cert {
         self.extension(OID_FULCIO_ISSUER_V1)
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::to_string)
-    }
-
-    /// The certificate's key, which must be ECDSA P-256.
-    pub fn p256_key(&self) -> Result<PublicKey, Error> {
-        let spki = self
-            .cert
-            .tbs_certificate
-            .subject_public_key_info
-            .to_der()
-            .map_err(|e| Error::Certificate(format!("public key: {e}")))?;
-        PublicKey::from_spki_der(&spki).map_err(|_| {
-            Error::Unsupported(format!(
-                "certificate {} key is not ECDSA P-256",
-                self.subject()
-            ))
-        })
     }
 
     /// Checks that `self` was issued by `issuer`: names chain and the ECDSA signature over the

@@ -69,9 +69,46 @@ pub struct VerifyBlobArgs {
     /// The bundle (default `<file>.sigstore.json`).
     #[arg(long)]
     bundle: Option<PathBuf>,
-    /// Public key (PEM).
-    #[arg(long)]
-    key: PathBuf,
+    /// Public key (PEM) of a key-signed bundle.
+    #[arg(long, required_unless_present = "trusted_root")]
+    key: Option<PathBuf>,
+    /// Keyless: the Sigstore trust root (`trusted_root.json`: Fulcio CAs, Rekor and CT log
+    /// keys, timestamp authorities) to verify a certificate-signed bundle against, offline.
+    #[arg(
+        long = "trusted-root",
+        conflicts_with = "key",
+        requires = "identity_group",
+        requires = "issuer_group"
+    )]
+    trusted_root: Option<PathBuf>,
+    /// Keyless: the certificate identity (SAN email or URI) that must have signed.
+    #[arg(
+        long = "certificate-identity",
+        group = "identity_group",
+        requires = "trusted_root"
+    )]
+    certificate_identity: Option<String>,
+    /// Keyless: a regular expression the certificate identity must match.
+    #[arg(
+        long = "certificate-identity-regexp",
+        group = "identity_group",
+        requires = "trusted_root"
+    )]
+    certificate_identity_regexp: Option<String>,
+    /// Keyless: the OIDC issuer the certificate must name.
+    #[arg(
+        long = "certificate-oidc-issuer",
+        group = "issuer_group",
+        requires = "trusted_root"
+    )]
+    certificate_oidc_issuer: Option<String>,
+    /// Keyless: a regular expression the OIDC issuer must match.
+    #[arg(
+        long = "certificate-oidc-issuer-regexp",
+        group = "issuer_group",
+        requires = "trusted_root"
+    )]
+    certificate_oidc_issuer_regexp: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -236,22 +273,61 @@ pub fn pull(a: PullArgs) -> Result<()> {
 
 /// `imager verify-blob FILE`.
 pub fn verify_blob(a: VerifyBlobArgs) -> Result<()> {
-    let VerifyBlobArgs { file, bundle, key } = a;
+    let VerifyBlobArgs {
+        file,
+        bundle,
+        key,
+        trusted_root,
+        certificate_identity,
+        certificate_identity_regexp,
+        certificate_oidc_issuer,
+        certificate_oidc_issuer_regexp,
+    } = a;
     let bundle = bundle.unwrap_or_else(|| {
         let mut n = file.file_name().unwrap_or_default().to_os_string();
         n.push(".sigstore.json");
         file.with_file_name(n)
     });
     let side = crate::io::limits::SIDE_FILE;
-    let pem = crate::io::read_bytes(&key, side, "--key", ExitCode::Io)?;
-    let pk = cosign::PublicKey::from_pem(&pem)
-        .map_err(|e| Error::invalid(format!("--key {}: {e}", key.display())))?;
+    let verifier = match (key, trusted_root) {
+        (Some(key), _) => {
+            let pem = crate::io::read_bytes(&key, side, "--key", ExitCode::Io)?;
+            let pk = cosign::PublicKey::from_pem(&pem)
+                .map_err(|e| Error::invalid(format!("--key {}: {e}", key.display())))?;
+            cosign::Verifier::Key {
+                path: key.display().to_string(),
+                key: pk,
+            }
+        }
+        (None, Some(tr)) => {
+            let json = crate::io::read_bytes(&tr, side, "--trusted-root", ExitCode::Io)?;
+            let trust_root = cosign::TrustRoot::from_json(&json)
+                .map_err(|e| Error::invalid(format!("--trusted-root {}: {e}", tr.display())))?;
+            let identity = match (certificate_identity, certificate_identity_regexp) {
+                (Some(s), _) => cosign::Identity::Exact(s),
+                (None, Some(r)) => cosign::Identity::regexp(&r)
+                    .map_err(|e| Error::invalid(format!("--certificate-identity-regexp: {e}")))?,
+                (None, None) => return Err(Error::invalid("--certificate-identity is required")),
+            };
+            let issuer = match (certificate_oidc_issuer, certificate_oidc_issuer_regexp) {
+                (Some(s), _) => cosign::Issuer::Exact(s),
+                (None, Some(r)) => cosign::Issuer::regexp(&r).map_err(|e| {
+                    Error::invalid(format!("--certificate-oidc-issuer-regexp: {e}"))
+                })?,
+                (None, None) => {
+                    return Err(Error::invalid("--certificate-oidc-issuer is required"));
+                }
+            };
+            cosign::Verifier::Keyless {
+                identity,
+                issuer,
+                trust_root,
+            }
+        }
+        (None, None) => return Err(Error::invalid("--key or --trusted-root is required")),
+    };
     let b = crate::io::read_bytes(&bundle, side, "bundle", ExitCode::Io)?;
     let digest = crate::io::sha256_file(&file)?;
-    let verifier = cosign::Verifier::Key {
-        path: key.display().to_string(),
-        key: pk,
-    };
     let v = cosign::verify_blob_bundle(&verifier, &b, &digest).map_err(|e| {
         Error::new(
             ExitCode::Dependency,
