@@ -19,7 +19,7 @@ use crate::types::{
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Client settings.
@@ -136,10 +136,22 @@ pub struct Client {
     stats: Mutex<Stats>,
 }
 
+/// A response from the registry.
+type Response = ureq::http::Response<ureq::Body>;
+
+/// A request body, made afresh for each attempt.
+type MakeBody<'a> = &'a dyn Fn() -> Result<Box<dyn Read + Send>, Error>;
+
+/// The value of response header `name`, if it is text.
+fn header<'r>(resp: &'r Response, name: &str) -> Option<&'r str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
 /// Reads a manifest, index or referrers response, at most [`MAX_MANIFEST`] bytes.
-fn read_document(resp: ureq::Response, url: &str, what: &str) -> Result<Vec<u8>, Failure> {
+fn read_document(resp: Response, url: &str, what: &str) -> Result<Vec<u8>, Failure> {
     let mut bytes = Vec::new();
-    resp.into_reader()
+    resp.into_body()
+        .into_reader()
         .take(MAX_MANIFEST + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Failure::Transient(format!("{url}: reading: {e}")))?;
@@ -230,15 +242,24 @@ impl Client {
                 ca_pem(&t.ca).map_err(|e| Error::Config(format!("config.{host}.tls.ca: {e}")))?,
             );
         }
-        let cfg = tls_config(&cas, skip_verify)?;
-        let a = ureq::AgentBuilder::new()
-            .timeout_connect(self.opts.timeout)
-            .timeout_read(self.opts.timeout)
-            .timeout_write(self.opts.timeout)
-            .user_agent(&self.opts.user_agent)
-            .redirects(5)
-            .tls_config(Arc::new(cfg))
+        let tls = tls_config(&cas, skip_verify)?;
+        let t = Some(self.opts.timeout);
+        // Every socket read and write has the timeout: a registry that stalls mid-body fails
+        // the attempt (and is retried) instead of hanging. Statuses are handled here, the
+        // token is kept on same-host redirects only, and no proxy is taken from the
+        // environment (as before).
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(t)
+            .timeout_per_read(t)
+            .timeout_per_write(t)
+            .user_agent(self.opts.user_agent.as_str())
+            .max_redirects(5)
+            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
+            .http_status_as_error(false)
+            .proxy(None)
+            .tls_config(tls)
             .build();
+        let a = ureq::Agent::new_with_config(config);
         agents.insert(host.to_string(), a.clone());
         Ok(a)
     }
@@ -258,66 +279,75 @@ impl Client {
         self.opts.keychain.lookup(host)
     }
 
-    /// Sends one request with auth (answering one 401 challenge), without retries.
+    /// Sends one `method` request to `url` with `headers` and auth (answering one 401
+    /// challenge), without retries. Statuses of 400 and above are failures.
+    #[allow(clippy::too_many_arguments)]
     fn send_once(
         &self,
         ep: &Endpoint,
         repository: &str,
         push: bool,
-        make: &dyn Fn(&ureq::Agent) -> ureq::Request,
-        body: Option<&dyn Fn() -> Result<Box<dyn Read + Send>, Error>>,
-    ) -> Result<ureq::Response, Failure> {
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<MakeBody<'_>>,
+    ) -> Result<Response, Failure> {
         let agent = self.agent(&ep.host).map_err(Failure::Fatal)?;
         let key = (ep.host.clone(), repository.to_string(), push);
         let mut authz = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
         for round in 0..2 {
-            let mut req = make(&agent);
-            if let Some(a) = &authz {
-                req = req.set("Authorization", a);
+            let mut req = ureq::http::Request::builder().method(method).uri(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
             }
+            if let Some(a) = &authz {
+                req = req.header("Authorization", a.as_str());
+            }
+            let bad = |e: ureq::http::Error| {
+                Failure::Fatal(Error::Registry(format!("{method} {url}: {e}")))
+            };
             let res = match body {
                 Some(b) => {
                     let r = b().map_err(Failure::Fatal)?;
-                    req.send(r)
+                    agent.run(
+                        req.body(ureq::SendBody::from_owned_reader(r))
+                            .map_err(bad)?,
+                    )
                 }
-                None => req.call(),
+                None => agent.run(req.body(()).map_err(bad)?),
             };
-            match res {
-                Ok(r) => return Ok(r),
-                Err(ureq::Error::Status(401, r)) if round == 0 => {
-                    let h = r.header("www-authenticate").unwrap_or("").to_string();
-                    let _ = r.into_string();
-                    let a = self
-                        .authorize(ep, repository, push, &h)
-                        .map_err(Failure::Fatal)?;
-                    if let Ok(mut t) = self.tokens.lock() {
-                        t.insert(key.clone(), a.clone());
-                    }
-                    authz = Some(a);
-                }
-                Err(ureq::Error::Status(code, r)) => {
-                    let url = r.get_url().to_string();
-                    let text = read_capped(r, 4096);
-                    let msg = format!("{url}: HTTP {code}: {}", text.trim());
-                    return Err(if code >= 500 || code == 429 || code == 408 {
-                        Failure::Transient(msg)
-                    } else if code == 401 || code == 403 {
-                        Failure::Fatal(Error::Auth(msg))
-                    } else if code == 404 {
-                        Failure::Fatal(Error::NotFound(msg))
-                    } else {
-                        Failure::Fatal(Error::Registry(msg))
-                    });
-                }
-                Err(ureq::Error::Transport(t)) => {
-                    let msg = t.to_string();
-                    // a certificate problem fails the same way every time
-                    if msg.contains("invalid peer certificate") {
-                        return Err(Failure::Fatal(Error::Registry(msg)));
-                    }
-                    return Err(Failure::Transient(msg));
-                }
+            let r = res.map_err(transport_failure)?;
+            let code = r.status().as_u16();
+            if code < 400 {
+                return Ok(r);
             }
+            if code == 401 && round == 0 {
+                let h = header(&r, "www-authenticate").unwrap_or("").to_string();
+                let _ = read_capped(r, 4096);
+                let a = self
+                    .authorize(ep, repository, push, &h)
+                    .map_err(Failure::Fatal)?;
+                if let Ok(mut t) = self.tokens.lock() {
+                    t.insert(key.clone(), a.clone());
+                }
+                authz = Some(a);
+                continue;
+            }
+            let at = {
+                use ureq::ResponseExt as _;
+                r.get_uri().to_string()
+            };
+            let text = read_capped(r, 4096);
+            let msg = format!("{at}: HTTP {code}: {}", text.trim());
+            return Err(if code >= 500 || code == 429 || code == 408 {
+                Failure::Transient(msg)
+            } else if code == 401 || code == 403 {
+                Failure::Fatal(Error::Auth(msg))
+            } else if code == 404 {
+                Failure::Fatal(Error::NotFound(msg))
+            } else {
+                Failure::Fatal(Error::Registry(msg))
+            });
         }
         Err(Failure::Fatal(Error::Auth(format!(
             "{}: still unauthorized after authenticating",
@@ -359,11 +389,11 @@ impl Client {
                 let agent = self.agent(&ep.host)?;
                 let service = ch.params.get("service").cloned().unwrap_or_default();
                 let res = match &creds {
-                    Credentials::IdentityToken(t) => agent.post(&realm).send_form(&[
+                    Credentials::IdentityToken(t) => agent.post(&realm).send_form([
                         ("grant_type", "refresh_token"),
-                        ("refresh_token", t),
-                        ("service", &service),
-                        ("scope", &scope),
+                        ("refresh_token", t.as_str()),
+                        ("service", service.as_str()),
+                        ("scope", scope.as_str()),
                         ("client_id", "talos-rs-imager"),
                     ]),
                     _ => {
@@ -372,14 +402,15 @@ impl Client {
                             .query("service", &service)
                             .query("scope", &scope);
                         if let Some(b) = creds.basic_header() {
-                            r = r.set("Authorization", &b);
+                            r = r.header("Authorization", &b);
                         }
                         r.call()
                     }
                 };
                 let r = match res {
-                    Ok(r) => r,
-                    Err(ureq::Error::Status(code, r)) => {
+                    Ok(r) if r.status().as_u16() < 400 => r,
+                    Ok(r) => {
+                        let code = r.status().as_u16();
                         let t = read_capped(r, 2048);
                         return Err(Error::Auth(format!(
                             "token request to {realm} for {scope}: HTTP {code}: {}{}",
@@ -506,11 +537,15 @@ impl Client {
                 ep,
                 &r.repository,
                 false,
-                &|a| a.get(&url).set("Accept", MANIFEST_ACCEPT),
+                "GET",
+                &url,
+                &[("Accept", MANIFEST_ACCEPT)],
                 None,
             )?;
-            let mt = resp.content_type().to_string();
-            let header_digest = resp.header("docker-content-digest").map(str::to_string);
+            let mt = header(&resp, "content-type")
+                .map(|t| t.split(';').next().unwrap_or_default().trim().to_string())
+                .unwrap_or_default();
+            let header_digest = header(&resp, "docker-content-digest").map(str::to_string);
             let bytes = read_document(resp, &url, &what)?;
             let digest = Digest::of(&bytes);
             if let Ok(pinned) = Digest::parse(selector)
@@ -612,10 +647,8 @@ impl Client {
         d: &Descriptor,
         w: &mut dyn Write,
     ) -> Result<(), Failure> {
-        let resp = self.send_once(ep, &r.repository, false, &|a| a.get(url), None)?;
-        if let Some(len) = resp
-            .header("content-length")
-            .and_then(|l| l.parse::<u64>().ok())
+        let resp = self.send_once(ep, &r.repository, false, "GET", url, &[], None)?;
+        if let Some(len) = header(&resp, "content-length").and_then(|l| l.parse::<u64>().ok())
             && len != d.size
         {
             return Err(Failure::Transient(format!(
@@ -624,7 +657,7 @@ impl Client {
             )));
         }
         // never read more than the descriptor's size (+1 to notice an overlong body)
-        let mut rd = resp.into_reader().take(d.size + 1);
+        let mut rd = resp.into_body().into_reader().take(d.size + 1);
         let mut meter = self.opts.progress.as_ref().map(|p| {
             let hex = d.digest.hex();
             p.download(
@@ -813,7 +846,9 @@ impl Client {
                     ep,
                     &r.repository,
                     false,
-                    &|a| a.get(&url).set("Accept", crate::types::OCI_INDEX),
+                    "GET",
+                    &url,
+                    &[("Accept", crate::types::OCI_INDEX)],
                     None,
                 )?;
                 read_document(resp, &url, &what)
@@ -919,18 +954,17 @@ impl Client {
             let mk_body = move || -> Result<Box<dyn Read + Send>, Error> {
                 Ok(Box::new(io::Cursor::new(b.clone())))
             };
+            let len = body.len().to_string();
             let resp = self.send_once(
                 &ep,
                 &repo,
                 true,
-                &|a| {
-                    a.put(&url)
-                        .set("Content-Type", media_type)
-                        .set("Content-Length", &body.len().to_string())
-                },
+                "PUT",
+                &url,
+                &[("Content-Type", media_type), ("Content-Length", &len)],
                 Some(&mk_body),
             )?;
-            if let Some(h) = resp.header("docker-content-digest")
+            if let Some(h) = header(&resp, "docker-content-digest")
                 && h != digest.as_str()
             {
                 return Err(Failure::Fatal(Error::Registry(format!(
@@ -952,13 +986,21 @@ impl Client {
         let head_url = ep.url(repo, "blobs", d.digest.as_str());
         let what = format!("pushing blob {} to {}/{repo}", d.digest, ep.host);
         self.retry(&what, || {
-            match self.send_once(ep, repo, true, &|a| a.head(&head_url), None) {
-                Ok(r) if r.status() == 200 => return Ok(()),
+            match self.send_once(ep, repo, true, "HEAD", &head_url, &[], None) {
+                Ok(r) if r.status().as_u16() == 200 => return Ok(()),
                 Ok(_) | Err(Failure::Fatal(Error::NotFound(_))) => {}
                 Err(e) => return Err(e),
             }
-            let start = self.send_once(ep, repo, true, &|a| a.post(&ep.upload_url(repo)), None)?;
-            let loc = start.header("location").unwrap_or("").to_string();
+            let start = self.send_once(
+                ep,
+                repo,
+                true,
+                "POST",
+                &ep.upload_url(repo),
+                &[("Content-Length", "0")],
+                None,
+            )?;
+            let loc = header(&start, "location").unwrap_or("").to_string();
             if loc.is_empty() {
                 return Err(Failure::Fatal(Error::Registry(format!(
                     "{what}: upload start without a Location"
@@ -982,15 +1024,17 @@ impl Client {
                 })?;
                 Ok(Box::new(io::BufReader::with_capacity(BUF, f).take(size)))
             };
+            let len = size.to_string();
             self.send_once(
                 ep,
                 repo,
                 true,
-                &|a| {
-                    a.put(&put_url)
-                        .set("Content-Type", "application/octet-stream")
-                        .set("Content-Length", &size.to_string())
-                },
+                "PUT",
+                &put_url,
+                &[
+                    ("Content-Type", "application/octet-stream"),
+                    ("Content-Length", &len),
+                ],
                 Some(&body),
             )?;
             Ok(())
@@ -998,82 +1042,61 @@ impl Client {
     }
 }
 
-fn read_capped(r: ureq::Response, max: u64) -> String {
+fn read_capped(r: Response, max: u64) -> String {
     let mut s = String::new();
-    let _ = r.into_reader().take(max).read_to_string(&mut s);
+    let _ = r.into_body().into_reader().take(max).read_to_string(&mut s);
     s
 }
 
-fn parse_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad PEM: {e:?}"))?;
+/// A request that got no HTTP response: a certificate problem fails the same way every time,
+/// anything else (refused, reset, timed out) is worth another attempt.
+fn transport_failure(e: ureq::Error) -> Failure {
+    let msg = e.to_string();
+    match e {
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) | ureq::Error::Pem(_)
+            if msg.contains("certificate") || msg.contains("Certificate") =>
+        {
+            Failure::Fatal(Error::Registry(msg))
+        }
+        ureq::Error::BadUri(_) | ureq::Error::Http(_) | ureq::Error::InvalidProxyUrl => {
+            Failure::Fatal(Error::Registry(msg))
+        }
+        _ => Failure::Transient(msg),
+    }
+}
+
+fn parse_certs(pem: &[u8]) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item.map_err(|e| format!("bad PEM: {e}"))? {
+            ureq::tls::PemItem::Certificate(c) => certs.push(c),
+            _ => continue,
+        }
+    }
     if certs.is_empty() {
         return Err("no certificate in PEM".into());
     }
     Ok(certs)
 }
 
-fn tls_config(cas: &[Vec<u8>], skip_verify: bool) -> Result<rustls::ClientConfig, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+/// TLS for one host: Mozilla's roots (webpki-roots 1.x through ureq), plus the extra CAs when
+/// there are any (then the same roots from webpki-root-certs 1.x, in certificate form, so that
+/// both can be given to rustls); or no verification at all (`insecureSkipVerify`).
+fn tls_config(cas: &[Vec<u8>], skip_verify: bool) -> Result<ureq::tls::TlsConfig, Error> {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+    let b = TlsConfig::builder().provider(TlsProvider::Rustls);
     if skip_verify {
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth());
+        return Ok(b.disable_verification(true).build());
     }
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if cas.is_empty() {
+        return Ok(b.root_certs(RootCerts::WebPki).build());
+    }
+    let mut roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()))
+        .collect();
     for ca in cas {
-        for c in parse_certs(ca).map_err(|e| Error::Config(format!("CA: {e}")))? {
-            roots
-                .add(c)
-                .map_err(|e| Error::Config(format!("CA certificate: {e}")))?;
-        }
+        roots.extend(parse_certs(ca).map_err(|e| Error::Config(format!("CA: {e}")))?);
     }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
-}
-
-/// `insecureSkipVerify`: accepts any server certificate (signatures are still checked so the
-/// handshake is well-formed).
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    Ok(b.root_certs(RootCerts::new_with_certs(&roots)).build())
 }
