@@ -4,8 +4,6 @@ mod seeds;
 
 use std::path::PathBuf;
 
-/// A per-process scratch directory for targets that need files (an OCI layout, a tree's
-/// blobs), emptied before each run; on tmpfs when there is one.
 /// The file the `cosign_keyless` seeds sign.
 pub const KEYLESS_FILE: &[u8] = b"a file signed keyless";
 /// Its SHA-256 (the seeds are verified with it when written).
@@ -33,6 +31,8 @@ pub fn keyless_verifier() -> cosign::Verifier {
     }
 }
 
+/// A per-process scratch directory for targets that need files (an OCI layout, a tree's
+/// blobs), emptied before each run; on tmpfs when there is one.
 pub fn scratch(name: &str) -> PathBuf {
     let base = if std::path::Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")

@@ -249,10 +249,26 @@ fn keyless_bundles_from_sigstore_js_verify() {
         }),
         "does not match the checkpoint",
     );
+    // without the SET, sigstore-js's RFC 3161 timestamp alone is the verified time
+    let no_set = |b: &mut serde_json::Value| {
+        b["verificationMaterial"]["tlogEntries"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("inclusionPromise");
+    };
+    let o = edit("tsa-time-only", &|b, _| no_set(b));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // and then a trust root without the TSA leaves no verified time
     refused(
-        edit("no-tsa", &|_, r| {
-            r["timestampAuthorities"] = serde_json::json!([])
+        edit("no-tsa", &|b, r| {
+            no_set(b);
+            r["timestampAuthorities"] = serde_json::json!([]);
         }),
-        "signed timestamp: timestamp 0: the timestamp's signing certificate is not in the token or the trust root",
+        "signed timestamp: no verified signing time: timestamp 0: the timestamp's signing certificate is not in the token or the trust root",
     );
+    // with the SET, a timestamp the trust root cannot check is not counted (as sigstore-go)
+    let o = edit("no-tsa-but-set", &|_, r| {
+        r["timestampAuthorities"] = serde_json::json!([])
+    });
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

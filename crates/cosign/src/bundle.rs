@@ -75,9 +75,10 @@ pub fn sign_blob_bundle(key: &SigningKey, file_sha256: &[u8; 32]) -> String {
     serde_json::to_string_pretty(&b).unwrap_or_default()
 }
 
-/// Verifies a bundle against the file whose SHA-256 is `file_sha256`. Only key mode is
-/// supported; keyless bundles (certificate material) and DSSE bundles are
-/// [`Error::Unsupported`]. Transparency-log entries, if any, are not checked.
+/// Verifies a bundle against the file whose SHA-256 is `file_sha256`: a key-signed bundle
+/// under a key verifier (its transparency-log entries, if any, are not checked: the key is the
+/// trust), a certificate-signed one under a keyless verifier (certificate, SCT, log entries and
+/// timestamps: see the `keyless` module). DSSE bundles are [`Error::Unsupported`] here.
 pub fn verify_blob_bundle(
     verifier: &Verifier,
     bundle_json: &[u8],
@@ -191,8 +192,8 @@ pub fn dsse_pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 /// Verifies an image signature stored the cosign v3 way (an OCI 1.1 referrer holding a
 /// Sigstore bundle v0.3; docs/formats/signatures.md): a DSSE envelope over an in-toto
 /// Statement v1 whose predicate type is cosign's signature predicate and whose subjects
-/// include `manifest_digest`, signed with the policy's key. Keyless bundles are
-/// [`Error::Unsupported`] for now; transparency-log entries, if any, are not checked.
+/// include `manifest_digest`, signed with the policy's key, or keyless under a keyless rule
+/// (certificate, SCT, log entries and timestamps: see the `keyless` module).
 pub fn verify_image_bundle(
     verifier: &Verifier,
     manifest_digest: &str,

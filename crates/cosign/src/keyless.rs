@@ -125,20 +125,31 @@ pub(crate) fn verify(
     }
     let mut times = Vec::new();
     let mut logged = Vec::new();
+    let mut skipped = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        let (log, time) =
-            verify_entry(e, version, content, sig, &leaf_der, trust).map_err(|err| match err {
-                Error::Tlog(msg) => Error::Tlog(format!("entry {i}: {msg}")),
-                other => other,
-            })?;
-        logged.push(format!(
-            "{} index {}",
-            log.host(),
-            int_field(e, "/logIndex")?
-        ));
-        if let Some(t) = time {
-            times.push(("integrated time", t));
+        let entry = |err: Error| match err {
+            Error::Tlog(m) => Error::Tlog(format!("entry {i}: {m}")),
+            Error::Bundle(m) => Error::Bundle(format!("tlogEntries[{i}]: {m}")),
+            Error::Unsupported(m) => Error::Unsupported(format!("tlogEntries[{i}]: {m}")),
+            other => other,
+        };
+        match verify_entry(e, version, content, sig, &leaf, trust).map_err(entry)? {
+            Entry::UnknownLog(id) => skipped.push(format!(
+                "entry {i}: log ID {id} is not a transparency log of the trust root"
+            )),
+            Entry::Verified { log, index, time } => {
+                logged.push(format!("{} index {index}", log.host()));
+                if let Some(t) = time {
+                    times.push(("the integrated time", t));
+                }
+            }
         }
+    }
+    if logged.is_empty() {
+        return Err(Error::Tlog(format!(
+            "no entry is in a transparency log of the trust root ({})",
+            skipped.join("; ")
+        )));
     }
     let stamps = m
         .pointer("/timestampVerificationData/rfc3161Timestamps")
@@ -151,13 +162,25 @@ pub(crate) fn verify(
             stamps.len()
         )));
     }
+    // as sigstore-go: a timestamp that does not verify (another TSA, another signature) is
+    // not counted; it only matters if no verified time remains
+    let mut stamp_errors = Vec::new();
     for (i, ts) in stamps.iter().enumerate() {
-        let der = b64_field(ts, "/signedTimestamp")?;
-        let t = crate::tsa::verify(&der, sig, trust)
-            .map_err(|e| Error::Timestamp(format!("timestamp {i}: {e}")))?;
-        times.push(("signed timestamp", t));
+        let verified = b64_field(ts, "/signedTimestamp")
+            .map_err(|e| e.to_string())
+            .and_then(|der| crate::tsa::verify(&der, sig, trust));
+        match verified {
+            Ok(t) => times.push(("the signed timestamp", t)),
+            Err(e) => stamp_errors.push(format!("timestamp {i}: {e}")),
+        }
     }
     if times.is_empty() {
+        if !stamp_errors.is_empty() {
+            return Err(Error::Timestamp(format!(
+                "no verified signing time: {}",
+                stamp_errors.join("; ")
+            )));
+        }
         return Err(Error::Tlog(
             "no verified signing time: no entry has a signed entry timestamp and the bundle has \
              no RFC 3161 timestamp"
@@ -171,10 +194,16 @@ pub(crate) fn verify(
     for (what, t) in &times {
         if *t < nb || *t > na {
             return Err(Error::Certificate(format!(
-                "{what} {t} is outside the certificate validity [{nb}, {na}]"
+                "{what} {} is outside the certificate validity [{}, {}]",
+                civil::rfc3339(*t),
+                civil::rfc3339(nb),
+                civil::rfc3339(na)
             )));
         }
-        ca = Some(crate::verify::verify_chain(&leaf, trust, *t).map_err(Error::Chain)?);
+        ca = Some(
+            crate::verify::verify_chain(&leaf, trust, *t)
+                .map_err(|e| Error::Chain(format!("at {what}: {e}")))?,
+        );
     }
     // `times` is not empty, so a CA was found
     let ca = ca.ok_or_else(|| Error::Chain("no verified time".into()))?;
@@ -191,31 +220,50 @@ pub(crate) fn verify(
     ))
 }
 
-/// Verifies one `tlogEntries[]` element against the trust root and the bundle; returns its log
-/// and, for a Rekor v1 entry with a verified SET, its integrated time.
+/// What one `tlogEntries[]` element proved.
+enum Entry<'t> {
+    /// Logged in `log` at `index` (verified by the SET or the proof), with the integrated time
+    /// when a SET verified it.
+    Verified {
+        log: &'t TlogKey,
+        index: i64,
+        time: Option<i64>,
+    },
+    /// In a log the trust root does not list (skipped, as sigstore-go does).
+    UnknownLog(String),
+}
+
+/// Verifies one `tlogEntries[]` element against the trust root and the bundle.
 fn verify_entry<'t>(
     e: &Value,
     version: u8,
     content: &Content<'_>,
     sig: &[u8],
-    leaf_der: &[u8],
+    leaf: &Cert,
     trust: &'t TrustRoot,
-) -> Result<(&'t TlogKey, Option<i64>), Error> {
+) -> Result<Entry<'t>, Error> {
     let key_id = hex::encode(b64_field(e, "/logId/keyId")?);
-    let log = trust
+    let Some(log) = trust
         .tlogs
         .iter()
         .find(|t| t.log_id.eq_ignore_ascii_case(&key_id))
-        .ok_or_else(|| {
-            Error::Tlog(format!(
-                "log ID {key_id} is not a transparency log of the trust root"
-            ))
-        })?;
+    else {
+        return Ok(Entry::UnknownLog(key_id));
+    };
     let body = b64_field(e, "/canonicalizedBody")?;
     let kind = e.pointer("/kindVersion/kind").and_then(Value::as_str);
     let kv = e.pointer("/kindVersion/version").and_then(Value::as_str);
     let (Some(kind), Some(kv)) = (kind, kv) else {
-        return Err(Error::Bundle("tlog entry without kindVersion".into()));
+        return Err(Error::Bundle("entry without kindVersion".into()));
+    };
+    let v2 = match (kind, kv) {
+        ("hashedrekord", "0.0.1") | ("dsse", "0.0.1") => false,
+        ("hashedrekord", "0.0.2") => true,
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "transparency log entry kind {kind} {kv} (hashedrekord 0.0.1/0.0.2, dsse 0.0.1)"
+            )));
+        }
     };
     let log_index = int_field(e, "/logIndex")?;
     let integrated_time = int_field(e, "/integratedTime")?;
@@ -226,11 +274,16 @@ fn verify_entry<'t>(
             "kindVersion {kind} {kv} differs from the logged body's"
         )));
     }
-    let v2 = kv == "0.0.2";
     let mut time = None;
     if let Some(promise) = e.pointer("/inclusionPromise/signedEntryTimestamp") {
         if v2 {
             return Err(Error::Tlog("a Rekor v2 entry carries no SET".into()));
+        }
+        if log.key.algorithm() == "Ed25519" {
+            return Err(Error::Tlog(format!(
+                "log {} has an Ed25519 key, which does not make SETs",
+                log.base_url
+            )));
         }
         let set = crate::unb64(promise.as_str().unwrap_or_default())
             .map_err(|e| Error::Tlog(format!("signedEntryTimestamp: {e}")))?;
@@ -250,7 +303,8 @@ fn verify_entry<'t>(
             })?;
         if !log.valid_at(integrated_time) {
             return Err(Error::Tlog(format!(
-                "integratedTime {integrated_time} is outside the validity of log {}",
+                "integratedTime {} is outside the validity of log {}",
+                civil::rfc3339(integrated_time),
                 log.base_url
             )));
         }
@@ -260,8 +314,22 @@ fn verify_entry<'t>(
             "a v0.1 bundle's entry needs an inclusion promise (SET)".into(),
         ));
     }
+    // an integrated time, verified or not, lies inside the certificate's validity
+    let (nb, na) = leaf.validity();
+    if integrated_time != 0 && (integrated_time < nb || integrated_time > na) {
+        return Err(Error::Tlog(format!(
+            "integratedTime {} is outside the certificate validity [{}, {}]",
+            civil::rfc3339(integrated_time),
+            civil::rfc3339(nb),
+            civil::rfc3339(na)
+        )));
+    }
+    let mut index = time.map(|_| log_index);
     match e.get("inclusionProof") {
-        Some(p) => verify_inclusion(p, &body, log, v2.then_some(log_index))?,
+        Some(p) => {
+            let proved = verify_inclusion(p, &body, log, v2.then_some(log_index))?;
+            index.get_or_insert(proved);
+        }
         None if version >= 2 => {
             return Err(Error::Tlog(
                 "a v0.2+ bundle's entry needs an inclusion proof".into(),
@@ -269,17 +337,16 @@ fn verify_entry<'t>(
         }
         None => {}
     }
-    match (kind, kv) {
-        ("hashedrekord", "0.0.1") => check_hashedrekord_v1(&body_json, content, sig, leaf_der)?,
-        ("dsse", "0.0.1") => check_dsse_v1(&body_json, content, sig, leaf_der)?,
-        ("hashedrekord", "0.0.2") => check_hashedrekord_v2(&body_json, content, sig, leaf_der)?,
-        _ => {
-            return Err(Error::Unsupported(format!(
-                "transparency log entry kind {kind} {kv} (hashedrekord 0.0.1/0.0.2, dsse 0.0.1)"
-            )));
-        }
+    match (kind, v2) {
+        ("hashedrekord", false) => check_hashedrekord_v1(&body_json, content, sig, &leaf.der)?,
+        ("dsse", _) => check_dsse_v1(&body_json, content, sig, &leaf.der)?,
+        _ => check_hashedrekord_v2(&body_json, content, sig, leaf)?,
     }
-    Ok((log, time))
+    Ok(Entry::Verified {
+        log,
+        index: index.unwrap_or(log_index),
+        time,
+    })
 }
 
 /// The inclusion proof leads from the body to the root that the log's checkpoint signs. Rekor
@@ -290,7 +357,7 @@ fn verify_inclusion(
     body: &[u8],
     log: &TlogKey,
     v2_index: Option<i64>,
-) -> Result<(), Error> {
+) -> Result<i64, Error> {
     let tlog = |m: String| Error::Tlog(m);
     let text = p
         .pointer("/checkpoint/envelope")
@@ -343,7 +410,7 @@ fn verify_inclusion(
             hex::encode(got)
         )));
     }
-    Ok(())
+    Ok(index)
 }
 
 fn mismatch(what: impl std::fmt::Display) -> Error {
@@ -426,19 +493,39 @@ fn check_hashedrekord_v2(
     body: &Value,
     content: &Content<'_>,
     sig: &[u8],
-    leaf_der: &[u8],
+    leaf: &Cert,
 ) -> Result<(), Error> {
     let spec = &body["spec"]["hashedRekordV002"];
     let s = |ptr: &str| spec.pointer(ptr).and_then(Value::as_str).unwrap_or("");
-    let want = match content {
-        Content::Message { sha256 } => sha256.to_vec(),
+    // Rekor v2 logs a digest made with the signing key's hash
+    let p384 = leaf
+        .public_key()
+        .is_ok_and(|k| k.algorithm() == "ECDSA P-384");
+    let (algorithm, want) = match content {
+        Content::Message { .. } if p384 => {
+            return Err(Error::Unsupported(
+                "a Rekor v2 message signature by a P-384 key (logged with SHA-384 of the file)"
+                    .into(),
+            ));
+        }
+        Content::Message { sha256 } => ("SHA2_256", sha256.to_vec()),
         Content::Dsse {
             payload_type,
             payload,
-        } => crate::sha256(&crate::bundle::dsse_pae(payload_type, payload)).to_vec(),
+        } => {
+            let pae = crate::bundle::dsse_pae(payload_type, payload);
+            if p384 {
+                use sha2::Digest as _;
+                ("SHA2_384", sha2::Sha384::digest(&pae).to_vec())
+            } else {
+                ("SHA2_256", crate::sha256(&pae).to_vec())
+            }
+        }
     };
-    if s("/data/algorithm") != "SHA2_256" || crate::unb64(s("/data/digest")).ok() != Some(want) {
-        return Err(mismatch("logged digest differs (SHA2_256 expected)"));
+    if s("/data/algorithm") != algorithm || crate::unb64(s("/data/digest")).ok() != Some(want) {
+        return Err(mismatch(format!(
+            "logged digest differs ({algorithm} expected)"
+        )));
     }
     if crate::unb64(s("/signature/content")).ok().as_deref() != Some(sig) {
         return Err(mismatch("logged signature differs"));
@@ -446,7 +533,7 @@ fn check_hashedrekord_v2(
     if crate::unb64(s("/signature/verifier/x509Certificate/rawBytes"))
         .ok()
         .as_deref()
-        != Some(leaf_der)
+        != Some(&leaf.der[..])
     {
         return Err(mismatch("logged certificate differs"));
     }

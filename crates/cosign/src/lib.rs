@@ -5,14 +5,20 @@
 //! What flows out: signatures and annotation maps (signing side), [`Verified`] descriptions or
 //! an [`Error`] that names what failed (verification side).
 //!
-//! - [`keys`]: ECDSA P-256 [`PublicKey`] / [`SigningKey`] (PKCS#8, SEC1, SPKI and cosign's
-//!   encrypted key format).
+//! - [`keys`]: [`PublicKey`] (ECDSA P-256/P-384, Ed25519) / [`SigningKey`] (P-256; PKCS#8,
+//!   SEC1, SPKI and cosign's encrypted key format).
 //! - [`payload`]: the cosign "simple signing" payload and the annotation names.
-//! - [`trust`]: the Sigstore [`TrustRoot`] (Fulcio CAs, Rekor log keys).
+//! - [`trust`]: the Sigstore [`TrustRoot`] (Fulcio CAs, Rekor and CT log keys, timestamp
+//!   authorities, each with its validity window).
 //! - [`policy`]: the image [`Policy`] (glob → key or keyless verifier).
-//! - [`verify`]: [`verify_image`], the key and keyless (Fulcio certificate + Rekor SET) checks.
-//! - [`bundle`]: detached Sigstore bundles for files ([`sign_blob_bundle`], [`verify_blob_bundle`]).
-//! - `testing` (feature `testing`): a deterministic offline Fulcio + Rekor for tests.
+//! - [`verify`]: [`verify_image`], the key and keyless (Fulcio certificate + SCT + Rekor SET)
+//!   checks of cosign's annotation format.
+//! - [`bundle`]: Sigstore bundles: for files ([`sign_blob_bundle`], [`verify_blob_bundle`]) and
+//!   cosign v3 image referrers ([`verify_image_bundle`]); keyless ones go through `keyless`
+//!   (log entries with SETs, inclusion proofs and checkpoints; `tsa`: RFC 3161 timestamps;
+//!   `sct`: certificate transparency; `merkle`: proofs and checkpoints).
+//! - `testing` (feature `testing`): a deterministic offline Fulcio, CT log, Rekor v1/v2 and
+//!   TSA for tests.
 
 pub mod bundle;
 mod keyless;

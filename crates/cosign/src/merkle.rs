@@ -49,7 +49,7 @@ pub(crate) fn root_from_proof(
         ));
     }
     let inner = (64 - (index ^ (size - 1)).leading_zeros()) as usize;
-    let border = (index >> inner).count_ones() as usize;
+    let border = index.checked_shr(inner as u32).unwrap_or(0).count_ones() as usize;
     if proof.len() != inner + border {
         return Err(format!(
             "{} proof hashes for index {index} in a tree of {size} (expected {})",
@@ -94,31 +94,37 @@ pub(crate) fn verify_checkpoint(text: &str, log: &TlogKey) -> Result<Checkpoint,
         .map_err(|_| format!("log {} has no usable log ID", log.base_url))?;
     let mut verified = false;
     let mut seen = 0;
+    let mut failed = None;
     for line in sigs.lines().filter(|l| !l.is_empty()) {
         let rest = line
             .strip_prefix("\u{2014} ")
             .ok_or("checkpoint signature line does not start with an em dash")?;
-        let (_name, blob) = rest
+        let (name, blob) = rest
             .rsplit_once(' ')
             .ok_or("checkpoint signature line has no key name")?;
         let blob = crate::unb64(blob).map_err(|e| format!("checkpoint signature: {e}"))?;
         seen += 1;
-        if blob.len() <= 4 || blob[..4] != hint[..] {
+        // the log's line: its name and key hint (witness lines are skipped)
+        if name != log.host() || blob.len() <= 4 || blob[..4] != hint[..] {
             continue;
         }
         if log.key.verify(body.as_bytes(), &blob[4..]).is_ok() {
             verified = true;
             break;
         }
-        return Err(format!(
+        failed = Some(format!(
             "checkpoint signature does not verify with the key of log {}",
             log.base_url
         ));
     }
+    if let (false, Some(f)) = (verified, failed) {
+        return Err(f);
+    }
     if !verified {
         return Err(format!(
-            "none of the checkpoint's {seen} signature(s) is by log {} (key hint {})",
+            "none of the checkpoint's {seen} signature(s) is by log {} (key name {}, hint {})",
             log.base_url,
+            log.host(),
             hex::encode(&hint)
         ));
     }

@@ -18,6 +18,8 @@ const MAX_SCTS: usize = 16;
 /// One parsed SCT (v1).
 #[derive(Debug)]
 struct Sct<'a> {
+    /// TLS (hash, signature) algorithm numbers.
+    algorithm: (u8, u8),
     log_id: &'a [u8],
     timestamp_ms: u64,
     extensions: &'a [u8],
@@ -75,13 +77,8 @@ fn parse_list(ext_value: &[u8]) -> Result<Vec<Sct<'_>>, String> {
         if !s.0.is_empty() {
             return Err("trailing bytes in an SCT".into());
         }
-        // SHA-256 with ECDSA (4, 3) is what CT logs of Sigstore use; Ed25519 has no hash.
-        if !matches!((hash, sig_alg), (4, 3) | (8, 7) | (0, 7)) {
-            return Err(format!(
-                "SCT signature algorithm hash={hash} sig={sig_alg} is not supported"
-            ));
-        }
         out.push(Sct {
+            algorithm: (hash as u8, sig_alg as u8),
             log_id,
             timestamp_ms,
             extensions,
@@ -111,8 +108,8 @@ pub(crate) fn verify_embedded(
     let ext = match found.as_slice() {
         [] => {
             return Err(format!(
-                "certificate {} carries no SCT (extension {OID_SCT_LIST}): it was not logged in certificate transparency",
-                leaf.subject()
+                "{} carries no SCT (extension {OID_SCT_LIST}): it was not logged in certificate transparency",
+                leaf.name()
             ));
         }
         [one] => one,
@@ -142,6 +139,14 @@ pub(crate) fn verify_embedded(
     let issuer_key_hash = crate::sha256(&issuer_spki);
     let mut reasons = Vec::new();
     for sct in &scts {
+        // SHA-256 with ECDSA (4, 3) is what Sigstore's CT logs use; Ed25519 (8, 7) too
+        if !matches!(sct.algorithm, (4, 3) | (8, 7) | (0, 7)) {
+            reasons.push(format!(
+                "SCT signature algorithm {:?} is not supported",
+                sct.algorithm
+            ));
+            continue;
+        }
         let id = hex::encode(sct.log_id);
         let Some(log) = ctlogs.iter().find(|l| l.log_id.eq_ignore_ascii_case(&id)) else {
             reasons.push(format!("SCT from unknown log {id}"));

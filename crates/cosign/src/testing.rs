@@ -537,11 +537,24 @@ impl Sigstore {
     pub fn timestamp(&self, signature: &[u8], gen_time: i64) -> Vec<u8> {
         // Fixed-size fields only: encoding cannot fail.
         #[allow(clippy::expect_used)]
-        self.try_timestamp(signature, gen_time)
+        self.try_timestamp(signature, gen_time, false)
             .expect("encoding the stand-in timestamp")
     }
 
-    fn try_timestamp(&self, signature: &[u8], gen_time: i64) -> der::Result<Vec<u8>> {
+    /// [`Sigstore::timestamp`] with the TSA's signing certificate in the token (RFC 3161
+    /// `certReq`).
+    pub fn timestamp_with_certificate(&self, signature: &[u8], gen_time: i64) -> Vec<u8> {
+        #[allow(clippy::expect_used)]
+        self.try_timestamp(signature, gen_time, true)
+            .expect("encoding the stand-in timestamp")
+    }
+
+    fn try_timestamp(
+        &self,
+        signature: &[u8],
+        gen_time: i64,
+        with_certificate: bool,
+    ) -> der::Result<Vec<u8>> {
         use cms::content_info::{CmsVersion, ContentInfo};
         use cms::signed_data::{
             EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
@@ -603,7 +616,13 @@ impl Sigstore {
                 econtent_type: TST_INFO,
                 econtent: Some(Any::new(der::Tag::OctetString, tst_der)?),
             },
-            certificates: None,
+            certificates: if with_certificate {
+                Some(cms::signed_data::CertificateSet(SetOfVec::try_from(vec![
+                    cms::cert::CertificateChoices::Certificate(self.tsa_leaf.clone()),
+                ])?))
+            } else {
+                None
+            },
             crls: None,
             signer_infos: SignerInfos(SetOfVec::try_from(vec![si])?),
         };

@@ -1483,7 +1483,7 @@ fn keyless_bundle_sct_missing_or_invalid_refused() {
         );
         assert_err_contains(
             verify_keyless_blob(&s, &b),
-            "certificate transparency: certificate  carries no SCT (extension 1.3.6.1.4.1.11129.2.4.2)",
+            "certificate transparency: the certificate of alice@example.com carries no SCT (extension 1.3.6.1.4.1.11129.2.4.2)",
         );
         let b = keyless_blob(
             &s,
@@ -1558,7 +1558,7 @@ fn keyless_bundle_ca_outside_its_validity_window_refused() {
     };
     assert_err_contains(
         verify_blob_bundle(&retired, b.to_string().as_bytes(), &crate::sha256(FILE)),
-        "is outside its trust-root validity window [946684800, 1735689599] at 1750000000",
+        "is outside its trust-root validity window [2000-01-01T00:00:00Z, 2024-12-31T23:59:59Z] at 2025-06-15T15:06:40Z",
     );
     // and one that starts after the signature
     let future = Verifier::Keyless {
@@ -1578,7 +1578,7 @@ fn keyless_bundle_ca_outside_its_validity_window_refused() {
     };
     assert_err_contains(
         verify_blob_bundle(&tight, b.to_string().as_bytes(), &crate::sha256(FILE)),
-        "at 1750000001",
+        "at the signed timestamp: no CA of the trust root named CN=sigstore-test,O=sigstore.test issued the certificate of alice@example.com and was trusted at 2025-06-15T15:06:41Z",
     );
 }
 
@@ -1659,8 +1659,51 @@ fn keyless_bundle_timestamps_and_log_entries_are_checked() {
         crate::b64(&s.timestamp(b"another signature", T0)).into();
     assert_err_contains(
         verify_keyless_blob(&s, &t),
-        "signed timestamp: timestamp 0: the timestamp is of another signature",
+        "signed timestamp: no verified signing time: timestamp 0: the timestamp is of another signature",
     );
+    // beside a verified SET, a timestamp that does not verify is not counted (sigstore-go)
+    let mut with_set = keyless_blob(&s, v1());
+    with_set["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"] =
+        crate::b64(&s.timestamp(b"another signature", T0)).into();
+    verify_keyless_blob(&s, &with_set).expect("the SET time is enough");
+    // a genTime that is not ASCII digits is refused, not a panic
+    let good = s.timestamp(
+        &crate::unb64(b["messageSignature"]["signature"].as_str().unwrap()).unwrap(),
+        T0 + 1,
+    );
+    let pos = good
+        .windows(15)
+        .position(|w| w == b"20250615150641Z")
+        .expect("genTime in the token");
+    let mut hostile = good.clone();
+    hostile[pos..pos + 15].copy_from_slice("202506151506\u{e9}Z".as_bytes());
+    let mut t = b.clone();
+    t["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"] =
+        crate::b64(&hostile).into();
+    assert_err_contains(verify_keyless_blob(&s, &t), "is not a UTC GeneralizedTime");
+    // a token signed by another TSA that carries its own certificate is refused: the signer
+    // must be the trust root's TSA certificate
+    let other_tsa = Sigstore::new(b"other-tsa");
+    let mut t = b.clone();
+    t["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"] =
+        crate::b64(&other_tsa.timestamp_with_certificate(
+            &crate::unb64(b["messageSignature"]["signature"].as_str().unwrap()).unwrap(),
+            T0 + 1,
+        ))
+        .into();
+    assert_err_contains(
+        verify_keyless_blob(&s, &t),
+        "does not lead to a timestamp authority of the trust root",
+    );
+    // the TSA's own certificate in the token is fine
+    let mut t = b.clone();
+    t["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"] =
+        crate::b64(&s.timestamp_with_certificate(
+            &crate::unb64(b["messageSignature"]["signature"].as_str().unwrap()).unwrap(),
+            T0 + 1,
+        ))
+        .into();
+    verify_keyless_blob(&s, &t).expect("token with the TSA's certificate");
     // a timestamp by a TSA the trust root does not list
     let other = Sigstore::new(b"other");
     let sig = crate::unb64(b["messageSignature"]["signature"].as_str().unwrap()).unwrap();
@@ -1669,7 +1712,7 @@ fn keyless_bundle_timestamps_and_log_entries_are_checked() {
         crate::b64(&other.timestamp(&sig, T0)).into();
     assert_err_contains(
         verify_keyless_blob(&s, &t),
-        "signed timestamp: timestamp 0:",
+        "signed timestamp: no verified signing time: timestamp 0:",
     );
     // a TSA retired before the timestamp
     let mut root: serde_json::Value = serde_json::from_str(&s.trusted_root_json()).unwrap();
@@ -1689,7 +1732,7 @@ fn keyless_bundle_timestamps_and_log_entries_are_checked() {
         "MAA=".into();
     assert_err_contains(
         verify_keyless_blob(&s, &t),
-        "signed timestamp: timestamp 0:",
+        "signed timestamp: no verified signing time: timestamp 0:",
     );
     // a log the trust root does not know
     let mut t = keyless_blob(&s, v1());

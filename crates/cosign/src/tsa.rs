@@ -28,6 +28,8 @@ const OID_SHA512: &str = "2.16.840.1.101.3.4.2.3";
 const OID_ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
 const OID_ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
 const OID_ECDSA_SHA512: &str = "1.2.840.10045.4.3.4";
+/// `id-ecPublicKey` as a signature algorithm: ECDSA with the SignerInfo's digest algorithm.
+const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 pub(crate) const OID_EKU_TIME_STAMPING: &str = "1.3.6.1.5.5.7.3.8";
 /// A timestamp response larger than this is refused unread.
 const MAX_RESPONSE: usize = 64 * 1024;
@@ -75,29 +77,38 @@ fn raw_signed_attrs(sd: &[u8]) -> Result<Vec<u8>, String> {
 /// A GeneralizedTime TLV (`YYYYMMDDHHMMSS[.f+]Z`, RFC 3161 §2.4.2) as Unix seconds.
 fn generalized_time(tlv: &[u8]) -> Result<i64, String> {
     let any = AnyRef::from_der(tlv).map_err(|e| format!("TSTInfo genTime: {e}"))?;
-    let text = std::str::from_utf8(any.value()).unwrap_or_default();
-    let bad = || format!("TSTInfo genTime {text:?} is not a UTC GeneralizedTime");
-    if any.tag() != der::Tag::GeneralizedTime || text.len() < 15 || !text.ends_with('Z') {
-        return Err(bad());
-    }
-    let (whole, frac) = text[..text.len() - 1].split_at(14);
-    if !(frac.is_empty()
-        || frac.len() > 1 && frac.starts_with('.') && frac[1..].bytes().all(|b| b.is_ascii_digit()))
+    let b = any.value();
+    let bad = || {
+        format!(
+            "TSTInfo genTime {:?} is not a UTC GeneralizedTime",
+            String::from_utf8_lossy(&b[..b.len().min(32)])
+        )
+    };
+    // bytes, not str: every check before any slicing
+    if any.tag() != der::Tag::GeneralizedTime
+        || b.len() < 15
+        || b.len() > 32
+        || b[b.len() - 1] != b'Z'
+        || !b[..14].iter().all(u8::is_ascii_digit)
     {
         return Err(bad());
     }
-    let rfc3339 = format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &whole[..4],
-        &whole[4..6],
-        &whole[6..8],
-        &whole[8..10],
-        &whole[10..12],
-        &whole[12..14]
-    );
-    if !whole.bytes().all(|b| b.is_ascii_digit()) {
+    let frac = &b[14..b.len() - 1];
+    if !(frac.is_empty()
+        || frac.len() > 1 && frac[0] == b'.' && frac[1..].iter().all(u8::is_ascii_digit))
+    {
         return Err(bad());
     }
+    let d = |r: std::ops::Range<usize>| String::from_utf8_lossy(&b[r]).into_owned();
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        d(0..4),
+        d(4..6),
+        d(6..8),
+        d(8..10),
+        d(10..12),
+        d(12..14)
+    );
     crate::trust::parse_rfc3339(&rfc3339).map_err(|_| bad())
 }
 
@@ -206,10 +217,12 @@ pub(crate) fn verify(response: &[u8], signature: &[u8], trust: &TrustRoot) -> Re
         })
         .ok_or("the timestamp's signing certificate is not in the token or the trust root")?;
     let signed = raw_signed_attrs(&sd_der)?;
+    let digest_oid = si.digest_alg.oid.to_string();
     let hash_oid = match si.signature_algorithm.oid.to_string().as_str() {
         OID_ECDSA_SHA256 => OID_SHA256,
         OID_ECDSA_SHA384 => OID_SHA384,
         OID_ECDSA_SHA512 => OID_SHA512,
+        OID_EC_PUBLIC_KEY => digest_oid.as_str(),
         other => {
             return Err(format!(
                 "timestamp signature algorithm {other} (ECDSA only)"
@@ -256,9 +269,19 @@ fn chain_to(signer: &Cert, tsa: &CertificateAuthority, at: i64) -> Result<(), St
             tsa.chain.first().map(Cert::subject).unwrap_or_default()
         ));
     }
-    if !signer.has_eku(OID_EKU_TIME_STAMPING) {
+    // a TSA listed with its signing certificate (not a CA) signs with that one only
+    if let Some(leaf) = tsa.chain.first().filter(|c| !c.is_ca())
+        && leaf.der != signer.der
+    {
         return Err(format!(
-            "{} lacks the time-stamping extended key usage",
+            "the timestamp is signed by {}, not by the TSA's signing certificate {}",
+            signer.subject(),
+            leaf.subject()
+        ));
+    }
+    if !signer.has_only_critical_eku(OID_EKU_TIME_STAMPING) {
+        return Err(format!(
+            "{} does not have exactly the time-stamping extended key usage, marked critical",
             signer.subject()
         ));
     }
@@ -286,6 +309,12 @@ fn chain_to(signer: &Cert, tsa: &CertificateAuthority, at: i64) -> Result<(), St
         cur.verify_issued_by(next)?;
         if !next.is_ca() {
             return Err(format!("{} is not a CA certificate", next.subject()));
+        }
+        if !next.eku_allows(OID_EKU_TIME_STAMPING) {
+            return Err(format!(
+                "{} restricts its extended key usage to exclude time stamping",
+                next.subject()
+            ));
         }
         cur = next;
     }

@@ -5,11 +5,13 @@
 //! signed) for the first layer that verifies, or an [`Error`] giving each layer's reason.
 //!
 //! Key mode: the base64 DER signature annotation must verify over the payload bytes.
-//! Keyless mode: the leaf certificate (annotation) must chain, via the optional chain annotation,
-//! to a CA certificate of the trust root; its key must verify the signature; its SAN must match
-//! the identity and its Fulcio issuer extension the issuer; and the Rekor bundle annotation must
-//! carry a SET by a trust-root log key over a hashedrekord entry of exactly this payload hash,
-//! signature and certificate, integrated while the certificate was valid.
+//! Keyless mode: the leaf certificate (annotation) must be issued by a CA certificate of the
+//! trust root that is inside its `validFor` window at the integrated time (the chain
+//! annotation is checked for form only); it must carry an SCT of a trust-root CT log; its key
+//! must verify the signature; its SAN must match the identity and its Fulcio issuer extension
+//! the issuer; and the Rekor bundle annotation must carry a SET by a trust-root log key over a
+//! hashedrekord entry of exactly this payload hash, signature and certificate, integrated
+//! while the certificate was valid.
 //! In both modes the payload must name this digest and this repository.
 
 use serde::{Deserialize, Serialize};
@@ -286,20 +288,31 @@ pub(crate) fn verify_chain<'t>(
 ) -> Result<&'t Cert, String> {
     let mut errors = Vec::new();
     for ca in &trust_root.cas {
-        let Some(issuer) = ca.chain.iter().find(|c| {
-            c.der != leaf.der
-                && c.cert.tbs_certificate.subject == leaf.cert.tbs_certificate.issuer
-                && leaf.verify_issued_by(c).is_ok()
-        }) else {
+        let named: Vec<&Cert> = ca
+            .chain
+            .iter()
+            .filter(|c| {
+                c.der != leaf.der
+                    && c.cert.tbs_certificate.subject == leaf.cert.tbs_certificate.issuer
+            })
+            .collect();
+        let Some(issuer) = named.iter().find(|c| leaf.verify_issued_by(c).is_ok()) else {
+            // a CA of the right name whose signature does not verify says why
+            for c in named {
+                if let Err(e) = leaf.verify_issued_by(c) {
+                    errors.push(e);
+                }
+            }
             continue;
         };
         // the trust root's window for the CA: a retired CA vouches for nothing after it
         if ca.valid_from.is_some_and(|f| at < f) || ca.valid_to.is_some_and(|t| at > t) {
             errors.push(format!(
-                "CA {} is outside its trust-root validity window [{}, {}] at {at}",
+                "CA {} is outside its trust-root validity window [{}, {}] at {} ({at})",
                 issuer.subject(),
-                ca.valid_from.map_or("-".into(), |f| f.to_string()),
-                ca.valid_to.map_or("-".into(), |t| t.to_string()),
+                ca.valid_from.map_or("-".into(), civil::rfc3339),
+                ca.valid_to.map_or("-".into(), civil::rfc3339),
+                civil::rfc3339(at),
             ));
             continue;
         }
@@ -318,9 +331,10 @@ pub(crate) fn verify_chain<'t>(
         return Ok(issuer);
     }
     let mut msg = format!(
-        "issuer {} of {} is not a certificate of the trust root",
+        "no CA of the trust root named {} issued {} and was trusted at {}",
         leaf.cert.tbs_certificate.issuer,
-        leaf.subject()
+        leaf.name(),
+        civil::rfc3339(at)
     );
     if !errors.is_empty() {
         msg.push_str(&format!(" ({})", errors.join("; ")));

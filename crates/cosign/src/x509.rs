@@ -64,6 +64,15 @@ impl Cert {
         self.cert.tbs_certificate.subject.to_string()
     }
 
+    /// The subject, or for a Fulcio leaf (empty subject) its identities (for messages).
+    pub fn name(&self) -> String {
+        if self.cert.tbs_certificate.subject.0.is_empty() {
+            format!("the certificate of {}", self.identities().join(", "))
+        } else {
+            self.subject()
+        }
+    }
+
     /// `(notBefore, notAfter)` as Unix seconds.
     pub fn validity(&self) -> (i64, i64) {
         let v = &self.cert.tbs_certificate.validity;
@@ -98,6 +107,34 @@ impl Cert {
         self.extension(OID_EKU)
             .and_then(|v| ExtendedKeyUsage::from_der(v).ok())
             .is_some_and(|eku| eku.0.iter().any(|o| o.to_string() == oid))
+    }
+
+    /// Whether the extended key usage extension is critical and lists exactly `oid`.
+    pub fn has_only_critical_eku(&self, oid: &str) -> bool {
+        let Some(ext) = self
+            .cert
+            .tbs_certificate
+            .extensions
+            .as_deref()
+            .and_then(|x| x.iter().find(|e| e.extn_id.to_string() == OID_EKU))
+        else {
+            return false;
+        };
+        ext.critical
+            && ExtendedKeyUsage::from_der(ext.extn_value.as_bytes())
+                .is_ok_and(|eku| eku.0.len() == 1 && eku.0[0].to_string() == oid)
+    }
+
+    /// Whether a CA's extended key usage (if any) allows `oid` (or anyExtendedKeyUsage).
+    pub fn eku_allows(&self, oid: &str) -> bool {
+        match self.extension(OID_EKU) {
+            None => true,
+            Some(v) => ExtendedKeyUsage::from_der(v).is_ok_and(|eku| {
+                eku.0
+                    .iter()
+                    .any(|o| o.to_string() == oid || o.to_string() == "2.5.29.37.0")
+            }),
+        }
     }
 
     /// The certificate's key (ECDSA P-256, P-384 or Ed25519).
