@@ -109,7 +109,13 @@ struct State {
     tokens: Mutex<HashSet<String>>,
     token_counter: AtomicU64,
     stalled: Mutex<Vec<TcpStream>>,
+    /// Request target (path and query) → (status, headers, body), answered without the
+    /// upstream.
+    canned: Mutex<Vec<Canned>>,
 }
+
+/// A canned response (see [`FaultProxy::set_canned`]).
+type Canned = (String, u16, Vec<(String, String)>, Vec<u8>);
 
 /// The proxy; dropping it stops the accept loop and closes stalled connections.
 pub struct FaultProxy {
@@ -135,6 +141,7 @@ impl FaultProxy {
             tokens: Mutex::new(HashSet::new()),
             token_counter: AtomicU64::new(0),
             stalled: Mutex::new(Vec::new()),
+            canned: Mutex::new(Vec::new()),
         });
         let st = state.clone();
         let accept = std::thread::spawn(move || {
@@ -168,6 +175,20 @@ impl FaultProxy {
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Answers `GET target` (path and query, exactly) with `status`, `headers` and `body`
+    /// from now on, without asking the upstream (e.g. a referrers API the upstream lacks).
+    pub fn set_canned(&self, target: &str, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        self.state.canned.lock().unwrap().push((
+            target.to_string(),
+            status,
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body.to_vec(),
+        ));
     }
 
     /// Replaces the current fault (and its remaining count).
@@ -549,6 +570,20 @@ fn handle(st: &State, conn: TcpStream) -> std::io::Result<()> {
     let auth_on = *st.auth.lock().unwrap() != Auth::None;
     if check_auth(st, &mut w, &req, &method, &path)? {
         return Ok(());
+    }
+    let canned = st
+        .canned
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|c| method == "GET" && c.0 == target)
+        .cloned();
+    if let Some((_, status, headers, body)) = canned {
+        let headers: Vec<(&str, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        return respond(&mut w, status, &headers, &body);
     }
     let fault = take_fault(st, &method, &path);
     match &fault {

@@ -699,7 +699,15 @@ fn key_v3_bundle(digest: &str, key: &cosign::SigningKey) -> Vec<u8> {
 }
 
 /// Pushes `bundle` as the cosign v3 referrer of `digest` in `repo` (see push_v3_signature).
-fn push_v3_bundle(host: &str, repo: &str, digest: &str, bundle: &[u8], dir: &Path) {
+/// Returns the referrers index (also pushed to the fallback tag): an oversized referrer, then
+/// the signature.
+fn push_v3_bundle(
+    host: &str,
+    repo: &str,
+    digest: &str,
+    bundle: &[u8],
+    dir: &Path,
+) -> serde_json::Value {
     const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
     std::fs::create_dir_all(dir).unwrap();
     let (empty, bundle_path) = (dir.join("empty"), dir.join("bundle"));
@@ -794,6 +802,7 @@ fn push_v3_bundle(host: &str, repo: &str, digest: &str, bundle: &[u8], dir: &Pat
             &[],
         )
         .unwrap();
+    serde_json::from_slice(&index).unwrap()
 }
 
 fn base64_std(d: &[u8]) -> String {
@@ -989,5 +998,115 @@ fn cosign_v3_keyless_referrer_signatures_verify_under_a_policy() {
         verify(&format!("{host}/kl/js:v1"), &cross),
         5,
         "is not a transparency log of the trust root",
+    );
+}
+
+/// The referrers API in pages (`Link: <…>; rel="next"`, distribution-spec 1.1), served by a
+/// proxy in front of a registry that lacks the API: the signature on the second page is
+/// found; a next page on another host is refused with a skipped line (and the tag fallback
+/// still finds the signature).
+#[test]
+fn cosign_v3_referrers_api_pages_are_followed() {
+    let reg = Registry::start();
+    let proxy = e2e::faultproxy::FaultProxy::start(&reg.host());
+    let host = proxy.host();
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let (key, _, public) = write_key(work.path(), b"pages");
+    let signed = publish_base(&reg.host(), "pg/img:v1");
+    let index = push_v3_bundle(
+        &reg.host(),
+        "pg/img",
+        &signed,
+        &key_v3_bundle(&signed, &key),
+        &work.path().join("sig"),
+    );
+    let entries = index["manifests"].as_array().unwrap();
+    let page = |m: &serde_json::Value| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [m],
+        }))
+        .unwrap()
+    };
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "images:\n  - glob: \"127.0.0.1:*/pg/**\"\n    key: {}\n",
+            public.display()
+        ),
+    )
+    .unwrap();
+    let verify = || {
+        run(
+            imager(&cache)
+                .args([
+                    "verify",
+                    &format!("{host}/pg/img:v1"),
+                    "--insecure",
+                    "--signature-policy",
+                ])
+                .arg(&policy),
+            None,
+        )
+    };
+    let api = format!("/v2/pg/img/referrers/{signed}");
+    let idx = [("Content-Type", "application/vnd.oci.image.index.v1+json")];
+    // page 1: only the oversized referrer, and a link to page 2 on the same registry
+    let next = format!("<{api}?last=1>; rel=\"next\"");
+    proxy.set_canned(
+        &api,
+        200,
+        &[idx[0], ("Link", next.as_str())],
+        &page(&entries[0]),
+    );
+    proxy.set_canned(&format!("{api}?last=1"), 200, &idx, &page(&entries[1]));
+    // the fallback tag is hidden, so only the API's pages can lead to the signature
+    let tag_path = format!("/v2/pg/img/manifests/sha256-{}", &signed[7..]);
+    proxy.set_canned(&tag_path, 404, &[], b"{}");
+    let o = ok(verify());
+    let said = String::from_utf8_lossy(&o.stdout).to_string() + &text(&o);
+    assert!(said.contains("cosign v3 bundle"), "{said}");
+    assert!(
+        said.contains("skipped referrer sha256:"),
+        "page 1 was read: {said}"
+    );
+
+    // a next page on another host is not followed
+    let proxy2 = e2e::faultproxy::FaultProxy::start(&reg.host());
+    let host2 = proxy2.host();
+    proxy2.set_canned(
+        &api,
+        200,
+        &[
+            idx[0],
+            (
+                "Link",
+                "<http://127.0.0.1:9/v2/pg/img/referrers/x>; rel=\"next\"",
+            ),
+        ],
+        &page(&entries[0]),
+    );
+    let o = ok(run(
+        imager(&cache)
+            .args([
+                "verify",
+                &format!("{host2}/pg/img:v1"),
+                "--insecure",
+                "--signature-policy",
+            ])
+            .arg(&policy),
+        None,
+    ));
+    let said = String::from_utf8_lossy(&o.stdout).to_string() + &text(&o);
+    assert!(
+        said.contains("referrers API:") && said.contains("is not on"),
+        "{said}"
+    );
+    assert!(
+        said.contains("cosign v3 bundle"),
+        "the tag fallback: {said}"
     );
 }

@@ -136,6 +136,37 @@ pub struct Client {
     stats: Mutex<Stats>,
 }
 
+/// At most this many referrers are looked at.
+const MAX_REFERRERS: usize = 64;
+/// At most this many pages of the referrers API are read.
+const MAX_REFERRER_PAGES: usize = 16;
+
+/// The target of the `rel="next"` link of a `Link` header (RFC 8288), if any.
+fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        params
+            .split(';')
+            .any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "rel=\"next\"" || p == "rel=next"
+            })
+            .then(|| target.to_string())
+    })
+}
+
+/// `link` resolved against the endpoint `base` (`scheme://host[:port]/…`): a path, or an
+/// absolute URL on the same scheme and authority; anything else is `None`.
+fn same_origin(base: &str, link: &str) -> Option<String> {
+    let origin = base.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    if link.starts_with('/') && !link.starts_with("//") {
+        return Some(format!("{origin}{link}"));
+    }
+    let rest = link.strip_prefix(&origin)?;
+    (rest.is_empty() || rest.starts_with('/')).then(|| link.to_string())
+}
+
 /// A response from the registry.
 type Response = ureq::http::Response<ureq::Body>;
 
@@ -838,24 +869,55 @@ impl Client {
     ) -> Result<(Vec<Vec<u8>>, Vec<String>), Error> {
         let mut skipped = Vec::new();
         let eps = self.endpoints(r, insecure)?;
+        let what = format!("referrers of {}@{digest}", r.name());
+        let parse = |index: &[u8]| -> Result<Vec<serde_json::Value>, Error> {
+            let v: serde_json::Value =
+                serde_json::from_slice(index).map_err(|e| Error::Manifest {
+                    what: what.clone(),
+                    why: format!("not JSON: {e}"),
+                })?;
+            Ok(v["manifests"].as_array().cloned().unwrap_or_default())
+        };
+        // the referrers API, following `Link: <…>; rel="next"` pages on the same registry
         let api = self.on_endpoints(r, &eps, |ep| {
-            let url = ep.url(&r.repository, "referrers", digest.as_str());
-            let what = format!("referrers of {}@{digest} from {ep}", r.name());
-            self.retry(&what, || {
-                let resp = self.send_once(
-                    ep,
-                    &r.repository,
-                    false,
-                    "GET",
-                    &url,
-                    &[("Accept", crate::types::OCI_INDEX)],
-                    None,
-                )?;
-                read_document(resp, &url, &what)
-            })
+            let mut url = ep.url(&r.repository, "referrers", digest.as_str());
+            let mut entries = Vec::new();
+            for page in 0.. {
+                let what = format!("referrers of {}@{digest} from {ep}", r.name());
+                let (bytes, next) = self.retry(&what, || {
+                    let resp = self.send_once(
+                        ep,
+                        &r.repository,
+                        false,
+                        "GET",
+                        &url,
+                        &[("Accept", crate::types::OCI_INDEX)],
+                        None,
+                    )?;
+                    let next = header(&resp, "link").and_then(next_link);
+                    Ok((read_document(resp, &url, &what)?, next))
+                })?;
+                entries.extend(parse(&bytes)?);
+                let Some(next) = next else { break };
+                if entries.len() >= MAX_REFERRERS || page + 1 >= MAX_REFERRER_PAGES {
+                    self.log(&format!(
+                        "{what}: stopping after {} page(s), {} referrers",
+                        page + 1,
+                        entries.len()
+                    ));
+                    break;
+                }
+                url = same_origin(&ep.base, &next).ok_or_else(|| {
+                    Error::Registry(format!(
+                        "{what}: the next page {next:?} is not on {}",
+                        ep.host
+                    ))
+                })?;
+            }
+            Ok(entries)
         });
-        let index = match api {
-            Ok((bytes, _)) => bytes,
+        let entries = match api {
+            Ok((entries, _)) => entries,
             // no referrers API (404, or a registry that answers the route otherwise): the
             // tag schema
             Err(e) => {
@@ -864,20 +926,14 @@ impl Client {
                 }
                 let tag = r.with_tag(&format!("sha256-{}", digest.hex()));
                 match self.resolve(&tag, insecure) {
-                    Ok(res) => res.bytes,
+                    Ok(res) => parse(&res.bytes)?,
                     Err(e) if e.is_not_found() => return Ok((Vec::new(), skipped)),
                     Err(e) => return Err(e),
                 }
             }
         };
-        let what = format!("referrers of {}@{digest}", r.name());
-        let v: serde_json::Value = serde_json::from_slice(&index).map_err(|e| Error::Manifest {
-            what: what.clone(),
-            why: format!("not JSON: {e}"),
-        })?;
         let mut out = Vec::new();
-        let entries = v["manifests"].as_array().cloned().unwrap_or_default();
-        for m in entries.iter().take(64) {
+        for m in entries.iter().take(MAX_REFERRERS) {
             let artifact = m["artifactType"].as_str().unwrap_or_default();
             if !artifact.starts_with(crate::types::SIGSTORE_BUNDLE_PREFIX) {
                 continue;
@@ -1099,4 +1155,47 @@ fn tls_config(cas: &[Vec<u8>], skip_verify: bool) -> Result<ureq::tls::TlsConfig
         roots.extend(parse_certs(ca).map_err(|e| Error::Config(format!("CA: {e}")))?);
     }
     Ok(b.root_certs(RootCerts::new_with_certs(&roots)).build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links() {
+        let l = r#"</v2/a/referrers/sha256:00?n=2&last=x>; rel="next""#;
+        assert_eq!(
+            next_link(l).as_deref(),
+            Some("/v2/a/referrers/sha256:00?n=2&last=x")
+        );
+        assert_eq!(
+            next_link(r#"<https://x/prev>; rel="prev", <https://x/next>;rel=next"#).as_deref(),
+            Some("https://x/next")
+        );
+        assert_eq!(next_link(r#"<https://x/p>; rel="prev""#), None);
+        assert_eq!(next_link("garbage"), None);
+    }
+
+    #[test]
+    fn next_pages_stay_on_the_registry() {
+        let base = "https://reg.example:5000/v2";
+        assert_eq!(
+            same_origin(base, "/v2/a/referrers/x?last=1").as_deref(),
+            Some("https://reg.example:5000/v2/a/referrers/x?last=1")
+        );
+        assert_eq!(
+            same_origin(base, "https://reg.example:5000/v2/a?l=1").as_deref(),
+            Some("https://reg.example:5000/v2/a?l=1")
+        );
+        for other in [
+            "https://evil.example/v2/a",
+            "http://reg.example:5000/v2/a",
+            "https://reg.example:50001/v2/a",
+            "https://reg.example:5000.evil/v2",
+            "//evil.example/v2/a",
+            "v2/a",
+        ] {
+            assert_eq!(same_origin(base, other), None, "{other}");
+        }
+    }
 }
