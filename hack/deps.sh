@@ -21,6 +21,7 @@ PKGS=(
   podman runc buildah                        # the imager container image, run as users do
   docker-registry skopeo                     # a real OCI registry + its reference client (tests)
   openssl                                    # validators (signatures, test CAs)
+  sbsigntool                                 # validator: sbverify (Authenticode signatures)
   ca-certificates
 )
 

@@ -2,7 +2,8 @@
 //!
 //! In: an extracted Debian kernel package (`vmlinuz`, `lib/modules/<kver>` with `modules.dep`),
 //! the static node-runtime binary, the module floor list (`kernel-config/modules-<arch>.txt`)
-//! and systemd-boot / systemd-stub from Debian's systemd-boot-efi.
+//! and systemd-boot / systemd-stub from Debian's systemd-boot-efi (the stub's COFF symbol
+//! table stripped, as a release build would ship it).
 //! Out: `<out>/{vmlinuz, initramfs.xz, systemd-boot.efi, systemd-stub.efi}`, the file names
 //! Talos uses under `/usr/install/<arch>/`.
 //!
@@ -378,11 +379,18 @@ fn main() -> Result<()> {
         c.finish()?.finish().context("finishing xz stream")?;
         Ok(())
     })?;
-    for (src, name) in [
-        (&vmlinuz, "vmlinuz"),
-        (&a.sd_boot, "systemd-boot.efi"),
-        (&a.sd_stub, "systemd-stub.efi"),
-    ] {
+    // the stub without its COFF symbol table, as a release build ships it (UKI assembly
+    // refuses symbols)
+    let stub =
+        std::fs::read(&a.sd_stub).with_context(|| format!("reading {}", a.sd_stub.display()))?;
+    let stub = pe::strip_symbols(&stub)
+        .with_context(|| format!("stripping the symbols of {}", a.sd_stub.display()))?;
+    write_atomic(&a.out.join("systemd-stub.efi"), |w| {
+        w.write_all(&stub)?;
+        w.flush()?;
+        Ok(())
+    })?;
+    for (src, name) in [(&vmlinuz, "vmlinuz"), (&a.sd_boot, "systemd-boot.efi")] {
         write_atomic(&a.out.join(name), |w| {
             let mut f = File::open(src).with_context(|| format!("opening {}", src.display()))?;
             std::io::copy(&mut f, w)?;

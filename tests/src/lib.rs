@@ -43,6 +43,27 @@ pub fn node(js: &Path, script: &str, args: &[&Path]) -> Output {
     run(&mut c, None)
 }
 
+/// Runs `keyless.js args…` (sigstore-js signing keyless against @sigstore/mock, writing
+/// `bundle.sigstore.json` and `trusted_root.json`); returns the certificate identity and the
+/// OIDC issuer it printed.
+pub fn keyless_js(js: &Path, args: &[&Path]) -> (String, String) {
+    let o = node(js, "keyless.js", args);
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "keyless.js failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let field = |k: &str| {
+        stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in {stdout}"))
+            .to_string()
+    };
+    (field("identity"), field("issuer"))
+}
+
 /// Workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

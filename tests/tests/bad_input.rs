@@ -172,10 +172,10 @@ fn bad_input_is_refused_cleanly() {
             &["metaContents"],
         ),
         case(
-            "UKI not implemented yet",
-            &["metal", "--output-kind", "uki"],
+            "SecureBoot not implemented yet",
+            &["secureboot-metal-uki"],
             3,
-            &["output.kind", "uki"],
+            &["secureboot", "not implemented"],
         ),
     ];
     cases.push(stdin_case(

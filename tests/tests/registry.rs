@@ -881,9 +881,8 @@ fn cosign_v3_keyless_referrer_signatures_verify_under_a_policy() {
     // sigstore-js, against its mock services
     let js = e2e::sigstore_js(work.path());
     let out = work.path().join("js-out");
-    let o = e2e::node(
+    let (identity, issuer) = e2e::keyless_js(
         &js,
-        "keyless.js",
         &[
             Path::new("/dev/null"),
             &out,
@@ -891,19 +890,6 @@ fn cosign_v3_keyless_referrer_signatures_verify_under_a_policy() {
             Path::new(&signed[7..]),
         ],
     );
-    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let field = |k: &str| {
-        stdout
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("no {k}= in {stdout}"))
-            .to_string()
-    };
     let bundle = std::fs::read(out.join("bundle.sigstore.json")).unwrap();
     assert!(
         String::from_utf8_lossy(&bundle).contains("\"kind\": \"dsse\""),
@@ -961,16 +947,13 @@ fn cosign_v3_keyless_referrer_signatures_verify_under_a_policy() {
     };
     let js_policy = policy(
         "js.yaml",
-        &field("identity"),
-        &field("issuer"),
+        &identity,
+        &issuer,
         &out.join("trusted_root.json"),
     );
     let o = ok(verify(&format!("{host}/kl/js:v1"), &js_policy));
     let said = String::from_utf8_lossy(&o.stdout).to_string() + &text(&o);
-    assert!(
-        said.contains(&format!("signed by {}", field("identity"))),
-        "{said}"
-    );
+    assert!(said.contains(&format!("signed by {}", identity)), "{said}");
     assert!(said.contains("cosign v3 bundle"), "{said}");
     let v2_policy = policy(
         "v2.yaml",
@@ -993,7 +976,7 @@ fn cosign_v3_keyless_referrer_signatures_verify_under_a_policy() {
         "certificate identity release@example.com does not match mallory@example.com",
     );
     // the sigstore-js signature does not verify under the stand-in's trust root
-    let cross = policy("cross.yaml", &field("identity"), &field("issuer"), &v2_root);
+    let cross = policy("cross.yaml", &identity, &issuer, &v2_root);
     fails(
         verify(&format!("{host}/kl/js:v1"), &cross),
         5,

@@ -140,21 +140,7 @@ fn keyless_bundles_from_sigstore_js_verify() {
     let file = t.path().join("artifact.bin");
     std::fs::write(&file, b"an artifact signed keyless by sigstore-js\n").unwrap();
     let out = t.path().join("keyless");
-    let o = node(&js, "keyless.js", &[&file, &out]);
-    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "keyless.js failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let field = |k: &str| {
-        stdout
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("no {k}= in {stdout}"))
-            .to_string()
-    };
-    let (identity, issuer) = (field("identity"), field("issuer"));
+    let (identity, issuer) = keyless_js(&js, &[&file, &out]);
     let bundle: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("bundle.sigstore.json")).unwrap()).unwrap();
     let entry = &bundle["verificationMaterial"]["tlogEntries"][0];

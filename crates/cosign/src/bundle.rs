@@ -128,24 +128,9 @@ pub fn verify_blob_bundle(
             crate::unb64(d).map_err(|e| Error::Bundle(format!("messageSignature.signature: {e}")))
         })?;
     let (path, key) = match verifier {
-        Verifier::Key { .. } if keyless => {
-            return Err(Error::Unsupported(
-                "a certificate-signed (keyless) bundle under a key: verify it with an identity, \
-                 issuer and trusted root"
-                    .into(),
-            ));
-        }
-        Verifier::Key { path, key } => (path, key),
-        Verifier::Keyless {
-            identity,
-            issuer,
-            trust_root,
-        } => {
-            if !keyless {
-                return Err(Error::Bundle(
-                    "a key-signed bundle has no certificate to check an identity against".into(),
-                ));
-            }
+        Verifier::Key { path, key } if !keyless => (path, key),
+        _ => {
+            let (identity, issuer, trust_root) = keyless_rule(verifier, keyless)?;
             let content = crate::keyless::Content::Message {
                 sha256: file_sha256,
             };
@@ -170,6 +155,31 @@ pub fn verify_blob_bundle(
     Ok(Verified {
         description: format!("signed by key {path}"),
     })
+}
+
+/// The keyless rule's parts for a keyless (`keyless`: certificate-signed) bundle; a
+/// certificate-signed bundle under a key, or a key-signed one under a keyless rule, is
+/// refused.
+fn keyless_rule(
+    verifier: &Verifier,
+    keyless: bool,
+) -> Result<(&crate::Identity, &crate::Issuer, &crate::TrustRoot), Error> {
+    match verifier {
+        Verifier::Keyless {
+            identity,
+            issuer,
+            trust_root,
+        } if keyless => Ok((identity, issuer, trust_root)),
+        Verifier::Keyless { .. } => Err(Error::Bundle(
+            "a key-signed bundle has no certificate to check a keyless rule's identity against"
+                .into(),
+        )),
+        Verifier::Key { .. } => Err(Error::Unsupported(
+            "a certificate-signed (keyless) bundle under a key: verify it with an identity, \
+             issuer and trusted root"
+                .into(),
+        )),
+    }
 }
 
 /// The DSSE payload type of an in-toto statement.
@@ -240,12 +250,7 @@ pub fn verify_image_bundle(
     // the signature first: nothing of an unsigned payload is interpreted
     let keyless = v.pointer("/verificationMaterial/publicKey").is_none();
     let description = match verifier {
-        Verifier::Key { .. } if keyless => {
-            return Err(Error::Unsupported(
-                "a certificate-signed (keyless) bundle under a key rule".into(),
-            ));
-        }
-        Verifier::Key { path, key } => {
+        Verifier::Key { path, key } if !keyless => {
             key.verify(&dsse_pae(payload_type, &payload), &sig)
                 .map_err(|e| match e {
                     Error::BadSignature => Error::SignatureMismatch {
@@ -255,16 +260,8 @@ pub fn verify_image_bundle(
                 })?;
             format!("signed by key {path} (cosign v3 bundle)")
         }
-        Verifier::Keyless {
-            identity,
-            issuer,
-            trust_root,
-        } => {
-            if !keyless {
-                return Err(Error::Bundle(
-                    "a key-signed bundle under a keyless rule".into(),
-                ));
-            }
+        _ => {
+            let (identity, issuer, trust_root) = keyless_rule(verifier, keyless)?;
             let content = crate::keyless::Content::Dsse {
                 payload_type,
                 payload: &payload,

@@ -708,7 +708,7 @@ impl Sigstore {
         let entry = match opts.log {
             Log::RekorV1 => {
                 let body = v1_body.into_bytes();
-                let (proof, root, checkpoint) = self.tree(&body, n, false);
+                let proof = self.inclusion_proof(&body, n, false);
                 let log_id = crate::sha256(&self.log_key.public_key().to_spki_der());
                 let payload = RekorPayload {
                     body: crate::b64(&body),
@@ -728,13 +728,7 @@ impl Sigstore {
                     "kindVersion": {"kind": kind, "version": "0.0.1"},
                     "integratedTime": time.to_string(),
                     "inclusionPromise": {"signedEntryTimestamp": crate::b64(&set)},
-                    "inclusionProof": {
-                        "logIndex": TREE_POSITION.to_string(),
-                        "rootHash": crate::b64(&root),
-                        "treeSize": TREE_SIZE.to_string(),
-                        "hashes": proof,
-                        "checkpoint": {"envelope": checkpoint},
-                    },
+                    "inclusionProof": proof,
                     "canonicalizedBody": crate::b64(&body),
                 })
             }
@@ -755,19 +749,13 @@ impl Sigstore {
                 })
                 .to_string()
                 .into_bytes();
-                let (proof, root, checkpoint) = self.tree(&body, n, true);
+                let proof = self.inclusion_proof(&body, n, true);
                 serde_json::json!({
                     "logIndex": TREE_POSITION.to_string(),
                     "logId": {"keyId": crate::b64(&self.log2_key_id())},
                     "kindVersion": {"kind": "hashedrekord", "version": "0.0.2"},
                     "integratedTime": "0",
-                    "inclusionProof": {
-                        "logIndex": TREE_POSITION.to_string(),
-                        "rootHash": crate::b64(&root),
-                        "treeSize": TREE_SIZE.to_string(),
-                        "hashes": proof,
-                        "checkpoint": {"envelope": checkpoint},
-                    },
+                    "inclusionProof": proof,
                     "canonicalizedBody": crate::b64(&body),
                 })
             }
@@ -791,16 +779,16 @@ impl Sigstore {
         serde_json::to_string_pretty(&bundle).unwrap_or_default()
     }
 
-    /// A log tree of [`TREE_SIZE`] entries with `body` at [`TREE_POSITION`]: the audit path
-    /// (base64), the root, and a checkpoint signed by the Rekor v1 (ECDSA, origin
-    /// `host - treeID`) or v2 (Ed25519, origin = host) key.
-    fn tree(&self, body: &[u8], n: i64, v2: bool) -> (Vec<String>, [u8; 32], String) {
+    /// The `inclusionProof` of `body` in a log tree of [`TREE_SIZE`] entries where it is at
+    /// [`TREE_POSITION`]: the audit path, the root, and a checkpoint signed by the Rekor v1
+    /// (ECDSA, origin `host - treeID`) or v2 (Ed25519, origin = host) key.
+    fn inclusion_proof(&self, body: &[u8], n: i64, v2: bool) -> serde_json::Value {
         let mut leaves: Vec<Vec<u8>> = (0..TREE_SIZE)
             .map(|i| format!("other entry {n}/{i}").into_bytes())
             .collect();
         leaves[TREE_POSITION] = body.to_vec();
         let root = crate::merkle::mth(&leaves);
-        let proof = crate::merkle::path(TREE_POSITION, &leaves)
+        let proof: Vec<String> = crate::merkle::path(TREE_POSITION, &leaves)
             .iter()
             .map(|h| crate::b64(h))
             .collect();
@@ -822,7 +810,13 @@ impl Sigstore {
             blob.extend_from_slice(&self.log_key.sign(note.as_bytes()));
         }
         let checkpoint = format!("{note}\n\u{2014} {host} {}\n", crate::b64(&blob));
-        (proof, root, checkpoint)
+        serde_json::json!({
+            "logIndex": TREE_POSITION.to_string(),
+            "rootHash": crate::b64(&root),
+            "treeSize": TREE_SIZE.to_string(),
+            "hashes": proof,
+            "checkpoint": {"envelope": checkpoint},
+        })
     }
 }
 

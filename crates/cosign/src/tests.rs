@@ -1028,7 +1028,7 @@ fn blob_bundle_sign_verify() {
     let s = Sigstore::new(b"sigstore");
     assert_err_contains(
         verify_blob_bundle(&good_verifier(&s), json.as_bytes(), &digest),
-        "a key-signed bundle has no certificate to check an identity against",
+        "a key-signed bundle has no certificate to check a keyless rule's identity against",
     );
     let mut kl = v.clone();
     kl["verificationMaterial"] = serde_json::json!({"certificate": {"rawBytes": "AAAA"}});
@@ -1356,11 +1356,7 @@ fn keyless_ca_outside_its_trust_root_window_refused() {
     ] {
         let mut root: serde_json::Value = serde_json::from_str(&s.trusted_root_json()).unwrap();
         root["certificateAuthorities"][0]["validFor"] = window.clone();
-        let v = Verifier::Keyless {
-            identity: Identity::Exact(EMAIL.into()),
-            issuer: Issuer::Exact(OIDC.into()),
-            trust_root: TrustRoot::from_json(root.to_string().as_bytes()).unwrap(),
-        };
+        let v = alice_under(TrustRoot::from_json(root.to_string().as_bytes()).unwrap());
         let r = verify_image(&v, REPO, DIGEST, std::slice::from_ref(&layer));
         if ok {
             r.expect("inside the window");
@@ -1503,11 +1499,7 @@ fn keyless_bundle_sct_missing_or_invalid_refused() {
     let other = Sigstore::new(b"other");
     let other_root: serde_json::Value = serde_json::from_str(&other.trusted_root_json()).unwrap();
     root["ctlogs"] = other_root["ctlogs"].clone();
-    let v = Verifier::Keyless {
-        identity: Identity::Exact(EMAIL.into()),
-        issuer: Issuer::Exact(OIDC.into()),
-        trust_root: TrustRoot::from_json(root.to_string().as_bytes()).unwrap(),
-    };
+    let v = alice_under(TrustRoot::from_json(root.to_string().as_bytes()).unwrap());
     assert_err_contains(
         verify_blob_bundle(&v, b.to_string().as_bytes(), &crate::sha256(FILE)),
         "no valid SCT: SCT from unknown log",
@@ -1539,6 +1531,15 @@ fn keyless_bundle_sct_missing_or_invalid_refused() {
     );
 }
 
+/// A keyless verifier for alice@example.com from OIDC under `trust_root`.
+fn alice_under(trust_root: TrustRoot) -> Verifier {
+    Verifier::Keyless {
+        identity: Identity::Exact(EMAIL.into()),
+        issuer: Issuer::Exact(OIDC.into()),
+        trust_root,
+    }
+}
+
 /// A trust root whose Fulcio CA window is `[start, end]`.
 fn root_with_ca_window(s: &Sigstore, start: &str, end: &str) -> TrustRoot {
     let mut root: serde_json::Value = serde_json::from_str(&s.trusted_root_json()).unwrap();
@@ -1551,31 +1552,31 @@ fn keyless_bundle_ca_outside_its_validity_window_refused() {
     let s = Sigstore::new(b"sigstore");
     let b = keyless_blob(&s, v1());
     // T0 = 2025-06-15T15:06:40Z; the CA was retired at the end of 2024
-    let retired = Verifier::Keyless {
-        identity: Identity::Exact(EMAIL.into()),
-        issuer: Issuer::Exact(OIDC.into()),
-        trust_root: root_with_ca_window(&s, "2000-01-01T00:00:00Z", "2024-12-31T23:59:59Z"),
-    };
+    let retired = alice_under(root_with_ca_window(
+        &s,
+        "2000-01-01T00:00:00Z",
+        "2024-12-31T23:59:59Z",
+    ));
     assert_err_contains(
         verify_blob_bundle(&retired, b.to_string().as_bytes(), &crate::sha256(FILE)),
         "is outside its trust-root validity window [2000-01-01T00:00:00Z, 2024-12-31T23:59:59Z] at 2025-06-15T15:06:40Z",
     );
     // and one that starts after the signature
-    let future = Verifier::Keyless {
-        identity: Identity::Exact(EMAIL.into()),
-        issuer: Issuer::Exact(OIDC.into()),
-        trust_root: root_with_ca_window(&s, "2026-01-01T00:00:00Z", "2030-01-01T00:00:00Z"),
-    };
+    let future = alice_under(root_with_ca_window(
+        &s,
+        "2026-01-01T00:00:00Z",
+        "2030-01-01T00:00:00Z",
+    ));
     assert_err_contains(
         verify_blob_bundle(&future, b.to_string().as_bytes(), &crate::sha256(FILE)),
         "trust-root validity window",
     );
     // the TSA time counts too: a window that holds the SET time but not the TSA's (T0 + 1)
-    let tight = Verifier::Keyless {
-        identity: Identity::Exact(EMAIL.into()),
-        issuer: Issuer::Exact(OIDC.into()),
-        trust_root: root_with_ca_window(&s, "2000-01-01T00:00:00Z", "2025-06-15T15:06:40Z"),
-    };
+    let tight = alice_under(root_with_ca_window(
+        &s,
+        "2000-01-01T00:00:00Z",
+        "2025-06-15T15:06:40Z",
+    ));
     assert_err_contains(
         verify_blob_bundle(&tight, b.to_string().as_bytes(), &crate::sha256(FILE)),
         "at the signed timestamp: no CA of the trust root named CN=sigstore-test,O=sigstore.test issued the certificate of alice@example.com and was trusted at 2025-06-15T15:06:41Z",
@@ -1717,11 +1718,7 @@ fn keyless_bundle_timestamps_and_log_entries_are_checked() {
     // a TSA retired before the timestamp
     let mut root: serde_json::Value = serde_json::from_str(&s.trusted_root_json()).unwrap();
     root["timestampAuthorities"][0]["validFor"]["end"] = "2024-01-01T00:00:00Z".into();
-    let v = Verifier::Keyless {
-        identity: Identity::Exact(EMAIL.into()),
-        issuer: Issuer::Exact(OIDC.into()),
-        trust_root: TrustRoot::from_json(root.to_string().as_bytes()).unwrap(),
-    };
+    let v = alice_under(TrustRoot::from_json(root.to_string().as_bytes()).unwrap());
     assert_err_contains(
         verify_blob_bundle(&v, b.to_string().as_bytes(), &crate::sha256(FILE)),
         "outside the trust-root validity window of TSA",
@@ -1801,7 +1798,7 @@ fn keyless_image_bundles_verify_the_cosign_v3_way() {
         let k = SigningKey::from_seed(b"k");
         assert_err_contains(
             verify_image_bundle(&key_verifier(&k), DIGEST, json.as_bytes()),
-            "a certificate-signed (keyless) bundle under a key rule",
+            "a certificate-signed (keyless) bundle under a key",
         );
     }
 }

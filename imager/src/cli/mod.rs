@@ -9,6 +9,7 @@
 pub mod boot;
 pub mod docs;
 mod flags;
+pub mod inspect;
 pub mod registry;
 pub mod self_image;
 
@@ -79,11 +80,15 @@ enum Command {
     Pull(registry::PullArgs),
     /// Check an image reference's cosign signature under a policy (no layers are pulled).
     Verify(registry::VerifyArgs),
-    /// Check a detached Sigstore bundle (`<file>.sigstore.json`) of a file against a key.
+    /// Check a detached Sigstore bundle (`<file>.sigstore.json`) of a file against a key, or
+    /// keyless against a trusted root, an identity and an OIDC issuer.
     VerifyBlob(registry::VerifyBlobArgs),
     /// Package this imager and its install directory as the imager container image (OCI,
     /// FROM scratch, reproducible), optionally pushed and signed.
     SelfImage(self_image::SelfImageArgs),
+    /// Describe a PE image (UKI, systemd-boot): sections, UKI profiles and their command
+    /// lines, kernel release, Authenticode digest and signers.
+    Inspect(inspect::InspectArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(docs::CompletionArgs),
     /// Write the man pages (imager.1 and one per subcommand) into a directory.
@@ -544,6 +549,7 @@ pub fn main() -> i32 {
         Some(Command::Verify(a)) => registry::verify(a),
         Some(Command::VerifyBlob(a)) => registry::verify_blob(a),
         Some(Command::SelfImage(a)) => self_image::run(&a),
+        Some(Command::Inspect(a)) => inspect::run(&a),
         Some(Command::Completion(a)) => docs::completion(&a),
         Some(Command::Man(a)) => docs::man(&a),
     };

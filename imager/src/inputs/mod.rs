@@ -63,6 +63,8 @@ pub struct Inputs {
     pub initramfs: Option<PathBuf>,
     /// systemd-boot (ISO, installer).
     pub sd_boot: Option<PathBuf>,
+    /// systemd-stub (UKIs).
+    pub sd_stub: Option<PathBuf>,
     /// GRUB's images.
     pub grub: GrubImages,
     /// The base installer image (installer output, or the asset source when given).
@@ -97,7 +99,11 @@ pub fn needs_extensions(p: &Profile) -> bool {
         || !p.customization.embedded_machine_configuration.is_empty())
         && matches!(
             p.output.kind,
-            OutputKind::Image | OutputKind::Iso | OutputKind::Pxe | OutputKind::Initramfs
+            OutputKind::Image
+                | OutputKind::Iso
+                | OutputKind::Pxe
+                | OutputKind::Initramfs
+                | OutputKind::Uki
         )
 }
 
@@ -171,6 +177,11 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
         &p.input.sd_boot.path,
         "systemd-boot.efi",
     );
+    let sd_stub_path = path_of(
+        r.defaulted.sd_stub,
+        &p.input.sd_stub.path,
+        "systemd-stub.efi",
+    );
     let grub = GrubImages {
         dir: match (&asset_dir, &r.assets) {
             (Some(d), _) => d.join(p.arch).join("grub"),
@@ -227,6 +238,7 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
             | OutputKind::Pxe
             | OutputKind::Iso
             | OutputKind::Installer
+            | OutputKind::Uki
     )
     .then(|| check_file("input.kernel.path", &kernel_path))
     .transpose()?;
@@ -240,6 +252,7 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
                 | OutputKind::Pxe
                 | OutputKind::Iso
                 | OutputKind::Installer
+                | OutputKind::Uki
         )
         .then(|| check_file("input.initramfs.path", &initramfs_path))
         .transpose()
@@ -259,10 +272,14 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
         let s = check_sd_boot()?;
         (check_initramfs()?, s)
     };
+    let sd_stub = (kind == OutputKind::Uki)
+        .then(|| check_file("input.sdStub.path", &sd_stub_path))
+        .transpose()?;
     Ok(Inputs {
         kernel,
         initramfs,
         sd_boot,
+        sd_stub,
         grub,
         base,
         extensions: exts,

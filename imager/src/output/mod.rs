@@ -14,7 +14,9 @@ pub mod installer_image;
 pub mod iso;
 pub mod pxe;
 pub mod sign;
+pub mod splash;
 pub mod tar;
+pub mod uki;
 pub mod workdir;
 
 use crate::assemble::Assembly;
@@ -298,7 +300,21 @@ pub fn write(
             }
             Ok(arts)
         }
-        other @ (OutputKind::Uki | OutputKind::Unknown) => Err(Error::unsupported(format!(
+        OutputKind::Uki => {
+            let files = uki::UkiInputs {
+                kernel: required("input.kernel", &inputs.kernel)?,
+                initramfs: required("input.initramfs", &a.initramfs)?,
+                stub: required("input.sdStub", &inputs.sd_stub)?,
+            };
+            Ok(vec![w.file(kind, &name, fmt, |f| {
+                let mut bw = BufWriter::with_capacity(1 << 16, f);
+                for note in uki::write(p, &a.cmdline, &files, w.epoch, &mut bw)? {
+                    eprintln!("imager: {note}");
+                }
+                bw.flush().code(ExitCode::Io, || "writing the UKI".into())
+            })?])
+        }
+        other @ OutputKind::Unknown => Err(Error::unsupported(format!(
             "output kind {} is not implemented yet",
             other.as_str()
         ))),

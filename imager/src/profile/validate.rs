@@ -166,13 +166,6 @@ impl Profile {
                 "SecureBoot is not implemented yet",
             ));
         }
-        let kind = self.output.kind;
-        if matches!(kind, OutputKind::Uki) {
-            return Err(unsupported(
-                "output.kind",
-                format!("{} output is not implemented yet", kind.as_str()),
-            ));
-        }
         if !self.input.image_cache.is_empty() {
             return Err(unsupported(
                 "input.imageCache",

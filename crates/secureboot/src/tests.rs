@@ -1,0 +1,179 @@
+//! Authenticode signatures checked by an independent validator, sbsigntool's `sbverify`
+//! (installed by hack/deps.sh), on Debian's systemd-boot: our signature verifies with our
+//! certificate and not with another; signing is deterministic; the signer is named.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use std::path::Path;
+use std::process::Command;
+
+const SD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (hack/deps.sh installs it)"))
+}
+
+/// A fresh RSA-2048 key (PKCS#8) and self-signed certificate from openssl.
+fn key_and_cert(dir: &Path, cn: &str) -> (Vec<u8>, Vec<u8>) {
+    let (k, c) = (dir.join(format!("{cn}.key")), dir.join(format!("{cn}.pem")));
+    let o = run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+        ])
+        .args(["-subj", &format!("/CN={cn}"), "-keyout"])
+        .arg(&k)
+        .arg("-out")
+        .arg(&c));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (std::fs::read(k).unwrap(), std::fs::read(c).unwrap())
+}
+
+fn sbverify(image: &Path, cert: &Path) -> std::process::Output {
+    run(Command::new("sbverify").arg("--cert").arg(cert).arg(image))
+}
+
+#[test]
+fn sbverify_accepts_our_signature_and_refuses_another_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = std::fs::read(SD_BOOT).expect("Debian's systemd-boot (hack/deps.sh)");
+    let (key, cert) = key_and_cert(dir.path(), "db-test");
+    let signer = PemSigner::new(&key, "db-test.key", &cert, "db-test.pem").unwrap();
+    let signed = sign_pe(&image, &signer).unwrap();
+    assert_eq!(signed, sign_pe(&image, &signer).unwrap(), "deterministic");
+    let out = dir.path().join("signed.efi");
+    std::fs::write(&out, &signed).unwrap();
+    let o = sbverify(&out, &dir.path().join("db-test.pem"));
+    assert!(
+        o.status.success(),
+        "sbverify refused our signature:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (_, _) = key_and_cert(dir.path(), "other");
+    let o = sbverify(&out, &dir.path().join("other.pem"));
+    assert!(!o.status.success(), "sbverify accepted another certificate");
+
+    // the signature names its signer; the image digest is unchanged by signing
+    let pe = pe::Pe::parse(&signed).unwrap();
+    let sigs = pe.signatures();
+    assert_eq!(sigs.len(), 1);
+    assert_eq!(
+        authenticode::signer_subjects(sigs[0]).unwrap(),
+        vec!["CN=db-test".to_string()]
+    );
+    let mut padded = image.clone();
+    padded.resize(padded.len().div_ceil(8) * 8, 0);
+    assert_eq!(
+        pe.authenticode_sha256().unwrap(),
+        pe::Pe::parse(&padded)
+            .unwrap()
+            .authenticode_sha256()
+            .unwrap()
+    );
+    // signed once
+    assert!(sign_pe(&signed, &signer).is_err());
+    // an unsigned image does not verify
+    let plain = dir.path().join("plain.efi");
+    std::fs::write(&plain, &image).unwrap();
+    assert!(
+        !sbverify(&plain, &dir.path().join("db-test.pem"))
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn the_ovmf_snakeoil_key_signs_after_decryption() {
+    let (key, cert) = (
+        Path::new("/usr/share/ovmf/PkKek-1-snakeoil.key"),
+        Path::new("/usr/share/ovmf/PkKek-1-snakeoil.pem"),
+    );
+    let encrypted = std::fs::read(key).expect("OVMF's snakeoil key (hack/deps.sh: ovmf)");
+    let cert_pem = std::fs::read(cert).unwrap();
+    let e = PemSigner::new(&encrypted, "snakeoil.key", &cert_pem, "snakeoil.pem").unwrap_err();
+    assert!(e.to_string().contains("an encrypted key"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.key");
+    let o = run(Command::new("openssl")
+        .args(["pkcs8", "-passin", "pass:snakeoil", "-in"])
+        .arg(key)
+        .arg("-out")
+        .arg(&plain));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let signer =
+        PemSigner::new(&std::fs::read(&plain).unwrap(), "plain", &cert_pem, "cert").unwrap();
+    let signed = sign_pe(&std::fs::read(SD_BOOT).unwrap(), &signer).unwrap();
+    let out = dir.path().join("signed.efi");
+    std::fs::write(&out, signed).unwrap();
+    let o = sbverify(&out, cert);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // a certificate that is not the key's is refused up front
+    let (_, other) = key_and_cert(dir.path(), "other");
+    let e = PemSigner::new(
+        &std::fs::read(&plain).unwrap(),
+        "plain",
+        &other,
+        "other.pem",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("the certificate is not for the key plain"),
+        "{e}"
+    );
+}
+
+#[test]
+fn pcr11_predictions_equal_systemd_measure() {
+    let dir = tempfile::tempdir().unwrap();
+    let sections: Vec<(&str, Vec<u8>)> = vec![
+        (".linux", b"a kernel".repeat(1000)),
+        (".osrel", b"NAME=\"Talos\"\nID=talos\n".to_vec()),
+        (".cmdline", b"console=ttyS0 talos.platform=metal".to_vec()),
+        (".initrd", vec![7u8; 100_000]),
+        (".splash", b"BM....".to_vec()),
+    ];
+    let mut cmd = Command::new("/usr/lib/systemd/systemd-measure");
+    cmd.arg("calculate");
+    for (name, data) in &sections {
+        let f = dir.path().join(&name[1..]);
+        std::fs::write(&f, data).unwrap();
+        cmd.arg(format!("--{}={}", &name[1..], f.display()));
+    }
+    for b in measure::Bank::ALL {
+        cmd.arg(format!("--bank={}", b.name()));
+    }
+    cmd.args(["--phase=enter-initrd", "--phase=enter-initrd:leave-initrd"])
+        .arg("--phase=enter-initrd:leave-initrd:enter-machined");
+    let o = run(&mut cmd);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let refs: Vec<(&str, &[u8])> = sections.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+    let mut expected = String::new();
+    let phases = [
+        "enter-initrd",
+        "enter-initrd:leave-initrd",
+        "enter-initrd:leave-initrd:enter-machined",
+    ];
+    let values: Vec<Vec<Vec<u8>>> = measure::Bank::ALL
+        .iter()
+        .map(|b| measure::pcr11(*b, &refs, &measure::PHASES))
+        .collect();
+    // one block per phase (its "# PCR[11] Phase <…>" heading goes to stderr)
+    assert_eq!(phases.len(), measure::PHASES.len());
+    for i in 0..phases.len() {
+        for (b, v) in measure::Bank::ALL.iter().zip(&values) {
+            expected.push_str(&format!("11:{}={}\n", b.name(), hex(&v[i])));
+        }
+    }
+    assert_eq!(text, expected);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,155 @@
+//! Unified kernel images (docs/formats/uki-secureboot.md): systemd-stub with the kernel, the
+//! initramfs, the command line, os-release, the kernel release and a splash image appended as
+//! PE sections, laid out as Talos does (`pe::assemble`).
+//!
+//! In: the profile, the final cmdline, the kernel, the initramfs and the stub. Out: the UKI,
+//! streamed into a writer (kernel and initramfs are never held in memory).
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use crate::error::{Error, ExitCode, Result, WithCode};
+use crate::profile::{OutputKind, Profile, quirks::Quirk};
+
+/// A stub larger than this is refused unread (systemd-stub is ≈ 100 KiB).
+const MAX_STUB: u64 = 16 << 20;
+
+/// The files a UKI is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct UkiInputs<'a> {
+    /// The kernel (`.linux`).
+    pub kernel: &'a Path,
+    /// The initramfs (`.initrd`), extensions included.
+    pub initramfs: &'a Path,
+    /// systemd-stub.
+    pub stub: &'a Path,
+}
+
+/// `.osrel` as Talos writes it (one `KEY=value` per line, a trailing newline).
+pub fn os_release(p: &Profile) -> String {
+    let name = if p.name.is_empty() { "Talos" } else { &p.name };
+    let id = name.to_lowercase().replace(' ', "_");
+    let v = &p.version;
+    format!(
+        "NAME=\"{name}\"\nID={id}\nVERSION_ID={v}\nPRETTY_NAME=\"{name} ({v})\"\n\
+         HOME_URL=\"https://www.talos.dev/\"\n\
+         BUG_REPORT_URL=\"https://github.com/siderolabs/talos/issues\"\n\
+         VENDOR_NAME=\"Sidero Labs\"\nVENDOR_URL=\"https://www.siderolabs.com/\"\n"
+    )
+}
+
+/// The systemd version of a stub, from its `.sdmagic` section
+/// (`#### LoaderInfo: systemd-stub 252 ####`).
+pub fn stub_version(stub: &pe::Pe<'_>) -> Option<u32> {
+    let magic = stub.section_data(stub.section(".sdmagic")?);
+    let text = String::from_utf8_lossy(magic);
+    let rest = text.split("systemd-stub ").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The extra UKI profiles of an output kind (≥ 1.10): (id, title, extra kernel argument).
+fn extra_profiles(kind: OutputKind) -> &'static [(&'static str, &'static str, &'static str)] {
+    match kind {
+        OutputKind::Iso => &[(
+            "reset",
+            "Reset system disk",
+            "talos.experimental.wipe=system",
+        )],
+        OutputKind::Image | OutputKind::Installer => &[(
+            "reset-maintenance",
+            "Reset to maintenance mode",
+            "talos.experimental.wipe=system:EPHEMERAL,STATE",
+        )],
+        _ => &[],
+    }
+}
+
+/// Reads the stub, bounded.
+pub fn read_stub(path: &Path) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).code(ExitCode::Io, || {
+        format!("input.sdStub.path: {}", path.display())
+    })?;
+    let mut b = Vec::new();
+    f.take(MAX_STUB + 1)
+        .read_to_end(&mut b)
+        .code(ExitCode::Io, || format!("reading {}", path.display()))?;
+    if b.len() as u64 > MAX_STUB {
+        return Err(Error::invalid(format!(
+            "input.sdStub.path: {} is larger than {} MiB",
+            path.display(),
+            MAX_STUB >> 20
+        )));
+    }
+    Ok(b)
+}
+
+/// The kernel release from the kernel's boot header (x86 bzImage), if it has one.
+fn kernel_release(kernel: &Path) -> Result<Option<String>> {
+    let f = std::fs::File::open(kernel).code(ExitCode::Io, || {
+        format!("input.kernel.path: {}", kernel.display())
+    })?;
+    let mut head = Vec::new();
+    f.take(0x10400)
+        .read_to_end(&mut head)
+        .code(ExitCode::Io, || format!("reading {}", kernel.display()))?;
+    Ok(pe::bzimage_release(&head))
+}
+
+/// Writes the UKI for `p` into `w`; returns one line per profile left out (an old stub).
+pub fn write(
+    p: &Profile,
+    cmdline: &str,
+    files: &UkiInputs<'_>,
+    epoch: i64,
+    w: &mut dyn Write,
+) -> Result<Vec<String>> {
+    let stub = read_stub(files.stub)?;
+    let parsed = pe::Pe::parse(&stub)
+        .map_err(|e| Error::invalid(format!("input.sdStub.path: {}: {e}", files.stub.display())))?;
+    let mut notes = Vec::new();
+    use pe::Source;
+    let mut sections: Vec<(&str, Source)> = vec![
+        (".osrel", Source::Bytes(os_release(p).into_bytes())),
+        (".cmdline", Source::Bytes(cmdline.as_bytes().to_vec())),
+    ];
+    if let Some(release) = kernel_release(files.kernel)? {
+        sections.push((".uname", Source::Bytes(release.into_bytes())));
+    }
+    sections.push((".splash", Source::Bytes(crate::output::splash::bmp())));
+    sections.push((".linux", Source::File(files.kernel.to_path_buf())));
+    sections.push((".initrd", Source::File(files.initramfs.to_path_buf())));
+    if p.quirks().has(Quirk::UkiProfiles) {
+        sections.push((".profile", Source::Bytes(b"ID=main".to_vec())));
+        let extra = extra_profiles(p.output.kind);
+        // systemd-stub before 257 knows no `.profile` and boots the *last* `.cmdline`: an
+        // extra profile there would boot its wipe argument by default
+        match stub_version(&parsed) {
+            Some(v) if v < 257 && !extra.is_empty() => notes.push(format!(
+                "systemd-stub {v} predates UKI profiles (systemd 257): profile{} {} left out",
+                if extra.len() == 1 { "" } else { "s" },
+                extra.iter().map(|e| e.0).collect::<Vec<_>>().join(", ")
+            )),
+            _ => {
+                for (id, title, arg) in extra {
+                    sections.push((
+                        ".profile",
+                        Source::Bytes(format!("ID={id}\nTITLE={title}").into_bytes()),
+                    ));
+                    sections.push((
+                        ".cmdline",
+                        Source::Bytes(format!("{cmdline} {arg}").into_bytes()),
+                    ));
+                }
+            }
+        }
+    }
+    let ts = u32::try_from(epoch.max(0)).unwrap_or(u32::MAX);
+    pe::assemble(&stub, &sections, ts, w).map_err(|e| match e {
+        pe::Error::Io { .. } => Error::new(ExitCode::Io, anyhow::anyhow!("writing the UKI: {e}")),
+        e => Error::invalid(format!("input.sdStub.path: {}: {e}", files.stub.display())),
+    })?;
+    Ok(notes)
+}
