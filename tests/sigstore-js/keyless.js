@@ -142,7 +142,11 @@ async function main() {
   const ca = await mock.initializeCA(newKeyPair(), ctlog);
   const rekorKeys = newKeyPair();
   const tlog = await mock.initializeTLog(REKOR_URL, rekorKeys);
-  const tsa = await mock.initializeTSA(newKeyPair());
+  // The TSA's clock is fixed on a whole second: a genTime with a fraction of a second (pkijs
+  // writes one) is not always read back by @sigstore/core ("invalid time"). It is 2 s ahead,
+  // so it is never before the certificate's notBefore (whole seconds, issued a moment later).
+  const tsaClock = new Date((Math.floor(Date.now() / 1000) + 2) * 1000);
+  const tsa = await mock.initializeTSA(newKeyPair(), tsaClock);
 
   nock.disableNetConnect();
   serve(FULCIO_URL, mock.fulcioHandler(ca, { strict: true }));
