@@ -22,6 +22,7 @@ PKGS=(
   docker-registry skopeo                     # a real OCI registry + its reference client (tests)
   openssl                                    # validators (signatures, test CAs)
   sbsigntool                                 # validator: sbverify (Authenticode signatures)
+  swtpm libtss2-dev                          # a software TPM; the TSS libraries systemd-measure loads
   ca-certificates
 )
 

@@ -173,7 +173,7 @@ fn bad_input_is_refused_cleanly() {
         ),
         case(
             "SecureBoot not implemented yet",
-            &["secureboot-metal-uki"],
+            &["secureboot-iso"],
             3,
             &["secureboot", "not implemented"],
         ),
@@ -183,6 +183,21 @@ fn bad_input_is_refused_cleanly() {
         "baseProfileName: metal\narch: arm64\noutput:\n  imageOptions:\n    bootloader: dual-boot\n",
         2,
         &["dual-boot", "amd64"],
+    ));
+    cases.push(stdin_case(
+        "a gRPC SecureBoot signer",
+        "baseProfileName: secureboot-metal-uki\narch: amd64\ninput:\n  secureboot:\n    secureBootSigner:\n      signerAddress: unix:///run/signer.sock\n",
+        3,
+        &["input.secureboot.secureBootSigner.signerAddress", "gRPC signers are not implemented"],
+    ));
+    cases.push(case(
+        "a SecureBoot UKI without its keys",
+        &["secureboot-metal-uki"],
+        6,
+        &[
+            "input.secureboot.secureBootSigner.keyPath",
+            "/secureboot/uki-signing-key.pem",
+        ],
     ));
     cases.push(case(
         "unknown enroll mode",

@@ -158,3 +158,188 @@ fn uki_sections_reproducible_inspected_and_booted() {
         "the kernel got the UKI's .cmdline:\n{console}"
     );
 }
+
+/// Keys for a SecureBoot UKI: OVMF's snakeoil key (decrypted with openssl) and certificate for
+/// Authenticode, a fresh RSA key for PCR policies; returns (profile YAML, snakeoil cert).
+fn secureboot_profile(dir: &Path, key: &Path, cert: &Path) -> String {
+    let pcr = dir.join("pcr.key");
+    ok(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&pcr));
+    format!(
+        "baseProfileName: secureboot-metal-uki\narch: amd64\ncustomization:\n  extraKernelArgs:\n    - console=ttyS0\n    - node_runtime.test_poweroff\ninput:\n  secureboot:\n    secureBootSigner:\n      keyPath: {}\n      certPath: {}\n    pcrSigner:\n      keyPath: {}\n",
+        key.display(),
+        cert.display(),
+        pcr.display()
+    )
+}
+
+fn build_stdin(profile: &str, out: &Path) -> PathBuf {
+    let o = run(
+        imager().args(["-", "--output"]).arg(out),
+        Some(profile.as_bytes()),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files = dir_entries(out);
+    assert_eq!(files.len(), 1, "{files:?}");
+    out.join(&files[0])
+}
+
+/// `secureboot-metal-uki`: the UKI is Authenticode-signed (sbverify accepts it with the
+/// signing certificate, refuses another), carries `.pcrpkey` and a `.pcrsig` whose policies
+/// are over the predicted PCR 11, is reproducible, and boots to the ready line under OVMF with
+/// SecureBoot enforced (snakeoil keys enrolled); the same UKI signed with another key is
+/// refused by the firmware.
+#[test]
+fn secureboot_uki_signed_and_booted_under_secureboot() {
+    let t = tempfile::tempdir().unwrap();
+    let snakeoil = Path::new("/usr/share/ovmf/PkKek-1-snakeoil.pem");
+    let key = t.path().join("snakeoil.key");
+    ok(Command::new("openssl")
+        .args([
+            "pkcs8",
+            "-passin",
+            "pass:snakeoil",
+            "-in",
+            "/usr/share/ovmf/PkKek-1-snakeoil.key",
+            "-out",
+        ])
+        .arg(&key));
+    let profile = secureboot_profile(t.path(), &key, snakeoil);
+    let uki = build_stdin(&profile, &t.path().join("a"));
+    let again = build_stdin(&profile, &t.path().join("b"));
+    assert_eq!(
+        sha256_file(&uki),
+        sha256_file(&again),
+        "two signed builds differ"
+    );
+
+    let o = run(
+        Command::new("sbverify")
+            .arg("--cert")
+            .arg(snakeoil)
+            .arg(&uki),
+        None,
+    );
+    assert!(
+        o.status.success(),
+        "sbverify: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let other_dir = t.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let (other_key, other_cert) = (other_dir.join("k.pem"), other_dir.join("c.pem"));
+    ok(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=other",
+        ])
+        .arg("-keyout")
+        .arg(&other_key)
+        .arg("-out")
+        .arg(&other_cert));
+    let o = run(
+        Command::new("sbverify")
+            .arg("--cert")
+            .arg(&other_cert)
+            .arg(&uki),
+        None,
+    );
+    assert!(!o.status.success(), "sbverify accepted another certificate");
+
+    let i = ok(imager().arg("inspect").arg(&uki));
+    assert!(i.contains("signed by O=SnakeOil"), "{i}");
+    for s in [".pcrpkey", ".pcrsig", ".profile"] {
+        assert!(i.contains(&format!("  {s} ")), "{s} missing:\n{i}");
+    }
+    // the .pcrsig policy (sha256 bank) is over the PCR 11 that inspect predicts
+    let sig: serde_json::Value =
+        serde_json::from_slice(&objcopy_section(&uki, ".pcrsig", t.path())).unwrap();
+    let predicted = i
+        .lines()
+        .find(|l| l.contains("PCR 11 at enter-machined"))
+        .and_then(|l| l.split("sha256=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let value: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&predicted[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let mut policy_input = vec![0u8; 32];
+    policy_input.extend(0x17fu32.to_be_bytes());
+    policy_input.extend(1u32.to_be_bytes());
+    policy_input.extend(0x000bu16.to_be_bytes());
+    policy_input.extend([3, 0, 8, 0]);
+    policy_input.extend(hex::decode(sha256(&value)).unwrap());
+    assert_eq!(sig["sha256"][0]["pol"], sha256(&policy_input), "{sig}");
+    assert_eq!(sig["sha256"][0]["pcrs"], serde_json::json!([11]));
+
+    // SecureBoot firmware with the snakeoil keys enrolled boots it
+    let boot = |uki: &Path, name: &str| {
+        let esp = t.path().join(name);
+        std::fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
+        std::fs::copy(uki, esp.join("EFI/BOOT/BOOTX64.EFI")).unwrap();
+        qemu_harness::Machine {
+            firmware: qemu_harness::Firmware::UefiSecureBootSnakeoil,
+            extra: vec![
+                "-drive".into(),
+                format!(
+                    "file=fat:{},format=raw,if=virtio,readonly=on",
+                    esp.display()
+                ),
+            ],
+            ..Default::default()
+        }
+    };
+    let booted = boot_to_ready(&boot(&uki, "esp"));
+    assert!(
+        booted.line.contains("node-runtime: ready"),
+        "{}",
+        booted.line
+    );
+
+    // signed with another key: the firmware refuses to start it
+    let profile = secureboot_profile(&other_dir, &other_key, &other_cert);
+    let wrong = build_stdin(&profile, &t.path().join("c"));
+    let m = boot(&wrong, "esp-wrong");
+    let mut run = m.start().unwrap();
+    // the firmware's refusal ends the wait early
+    let r = run.wait_for(
+        "node-runtime: ready",
+        &["Linux version", "Access Denied", "Security Violation"],
+        std::time::Duration::from_secs(90),
+        false,
+    );
+    let console = run.console().join("\n");
+    eprintln!(
+        "firmware refused it after {:.1} s",
+        run.elapsed().as_secs_f64()
+    );
+    assert!(
+        r.is_err(),
+        "a UKI signed with another key started:\n{console}"
+    );
+    assert!(
+        !console.contains("Linux version"),
+        "the kernel started:\n{console}"
+    );
+    assert!(
+        console.contains("Access Denied") || console.contains("Security Violation"),
+        "no firmware refusal on the console:\n{console}"
+    );
+    run.finish(std::time::Duration::from_secs(5));
+}

@@ -18,7 +18,16 @@ pub enum Firmware {
     Uefi,
     /// SeaBIOS (QEMU's default).
     Bios,
+    /// OVMF with SecureBoot enforced (Debian's `OVMF_CODE_4M.secboot.fd`, SMM) and a private
+    /// copy of `OVMF_VARS_4M.snakeoil.fd`, whose PK, KEK and db hold the snakeoil certificate
+    /// `/usr/share/ovmf/PkKek-1-snakeoil.pem`.
+    UefiSecureBootSnakeoil,
 }
+
+const OVMF_SECBOOT: (&str, &str) = (
+    "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+    "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd",
+);
 
 /// How a disk is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,8 +181,18 @@ impl Machine {
         .map(|s| s.to_string())
         .collect();
         a.extend(["-m".into(), self.memory_mib.to_string()]);
-        if self.firmware == Firmware::Uefi {
-            let (code, _) = ovmf()?;
+        if self.firmware != Firmware::Bios {
+            let code = if self.firmware == Firmware::Uefi {
+                ovmf()?.0
+            } else {
+                // the SecureBoot build keeps its variables in SMM-protected flash
+                a[1] = "q35,smm=on".into();
+                a.extend([
+                    "-global".into(),
+                    "driver=cfi.pflash01,property=secure,value=on".into(),
+                ]);
+                PathBuf::from(OVMF_SECBOOT.0)
+            };
             let vars = vars.ok_or_else(|| HarnessError::Setup("UEFI needs a vars file".into()))?;
             a.push("-drive".into());
             a.push(format!(
@@ -214,8 +233,19 @@ impl Machine {
 
     /// Starts QEMU.
     pub fn start(&self) -> Result<Run, HarnessError> {
-        let vars_dir = if self.firmware == Firmware::Uefi {
-            let (_, vars) = ovmf()?;
+        let vars_dir = if self.firmware != Firmware::Bios {
+            let vars = match self.firmware {
+                Firmware::UefiSecureBootSnakeoil => {
+                    let v = PathBuf::from(OVMF_SECBOOT.1);
+                    if !v.exists() || !Path::new(OVMF_SECBOOT.0).exists() {
+                        return Err(HarnessError::Setup(
+                            "OVMF's SecureBoot build not found (apt-get install ovmf)".into(),
+                        ));
+                    }
+                    v
+                }
+                _ => ovmf()?.1,
+            };
             let d =
                 tempfile::tempdir().map_err(|e| HarnessError::Setup(format!("tempdir: {e}")))?;
             std::fs::copy(&vars, d.path().join("vars.fd"))

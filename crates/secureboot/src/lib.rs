@@ -40,6 +40,28 @@ pub trait Signer {
     fn sign_sha256(&self, digest: &[u8; 32]) -> Result<Vec<u8>, Error>;
 }
 
+/// An RSA private key from PEM: PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`; an
+/// encrypted key is refused with a line saying to decrypt it.
+pub(crate) fn rsa_key_from_pem(pem: &[u8], name: &str) -> Result<rsa::RsaPrivateKey, Error> {
+    use rsa::pkcs1::DecodeRsaPrivateKey as _;
+    use rsa::pkcs8::DecodePrivateKey as _;
+    let err = |why: String| Error::Key {
+        what: name.to_string(),
+        why,
+    };
+    let text = std::str::from_utf8(pem).map_err(|_| err("not a PEM text".into()))?;
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        Err(err(
+            "an encrypted key; decrypt it first (openssl pkcs8 -in KEY -out PLAIN)".into(),
+        ))
+    } else if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
+        rsa::RsaPrivateKey::from_pkcs1_pem(text).map_err(|e| err(format!("PKCS#1 RSA key: {e}")))
+    } else {
+        rsa::RsaPrivateKey::from_pkcs8_pem(text)
+            .map_err(|e| err(format!("not an RSA PKCS#8 key: {e}")))
+    }
+}
+
 /// A [`Signer`] from an RSA private key (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`
 /// PEM) and a certificate (PEM or DER).
 pub struct PemSigner {
@@ -61,26 +83,11 @@ impl PemSigner {
         cert: &[u8],
         cert_name: &str,
     ) -> Result<Self, Error> {
-        use rsa::pkcs1::DecodeRsaPrivateKey as _;
-        use rsa::pkcs8::DecodePrivateKey as _;
         let err = |what: &str, why: String| Error::Key {
             what: what.to_string(),
             why,
         };
-        let text =
-            std::str::from_utf8(key_pem).map_err(|_| err(key_name, "not a PEM text".into()))?;
-        let key = if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-            return Err(err(
-                key_name,
-                "an encrypted key; decrypt it first (openssl pkcs8 -in KEY -out PLAIN)".into(),
-            ));
-        } else if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
-            rsa::RsaPrivateKey::from_pkcs1_pem(text)
-                .map_err(|e| err(key_name, format!("PKCS#1 RSA key: {e}")))?
-        } else {
-            rsa::RsaPrivateKey::from_pkcs8_pem(text)
-                .map_err(|e| err(key_name, format!("not an RSA PKCS#8 key: {e}")))?
-        };
+        let key = rsa_key_from_pem(key_pem, key_name)?;
         let cert = if cert.starts_with(b"-----") || cert.iter().take(64).all(u8::is_ascii) {
             use der::DecodePem as _;
             let c = x509_cert::Certificate::from_pem(cert)

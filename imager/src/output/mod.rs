@@ -306,9 +306,13 @@ pub fn write(
                 initramfs: required("input.initramfs", &a.initramfs)?,
                 stub: required("input.sdStub", &inputs.sd_stub)?,
             };
+            let keys = p
+                .is_secureboot()
+                .then(|| uki::secureboot_keys(p))
+                .transpose()?;
             Ok(vec![w.file(kind, &name, fmt, |f| {
                 let mut bw = BufWriter::with_capacity(1 << 16, f);
-                for note in uki::write(p, &a.cmdline, &files, w.epoch, &mut bw)? {
+                for note in uki::write(p, &a.cmdline, &files, w.epoch, keys.as_ref(), &mut bw)? {
                     eprintln!("imager: {note}");
                 }
                 bw.flush().code(ExitCode::Io, || "writing the UKI".into())

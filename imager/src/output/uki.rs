@@ -14,6 +14,56 @@ use crate::profile::{OutputKind, Profile, quirks::Quirk};
 /// A stub larger than this is refused unread (systemd-stub is ≈ 100 KiB).
 const MAX_STUB: u64 = 16 << 20;
 
+/// The signers of a SecureBoot UKI.
+pub struct SecureBootKeys {
+    /// Authenticode (`input.secureboot.secureBootSigner`).
+    pub signer: secureboot::PemSigner,
+    /// PCR policies (`input.secureboot.pcrSigner`).
+    pub pcr: secureboot::measure::PcrKey,
+}
+
+impl std::fmt::Debug for SecureBootKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecureBootKeys").finish_non_exhaustive()
+    }
+}
+
+/// Loads the key-file signers of a SecureBoot profile (KMS and gRPC signers are refused with
+/// exit code 3 by validation, `Profile::check_supported`).
+pub fn secureboot_keys(p: &Profile) -> Result<SecureBootKeys> {
+    let sb = p.input.secureboot.clone().unwrap_or_default();
+    let (s, k) = (&sb.secure_boot_signer, &sb.pcr_signer);
+    let read = |field: &str, path: &str| -> Result<Vec<u8>> {
+        let f = std::fs::File::open(path).code(ExitCode::Io, || format!("{field}: {path}"))?;
+        let mut b = Vec::new();
+        f.take(1 << 20)
+            .read_to_end(&mut b)
+            .code(ExitCode::Io, || format!("{field}: reading {path}"))?;
+        Ok(b)
+    };
+    let key = read("input.secureboot.secureBootSigner.keyPath", &s.key_path)?;
+    let cert = read("input.secureboot.secureBootSigner.certPath", &s.cert_path)?;
+    let signer = secureboot::PemSigner::new(
+        &key,
+        "input.secureboot.secureBootSigner.keyPath",
+        &cert,
+        "input.secureboot.secureBootSigner.certPath",
+    )
+    .map_err(|e| Error::invalid(e.to_string()))?;
+    let pcr_pem = read("input.secureboot.pcrSigner.keyPath", &k.key_path)?;
+    let pcr = secureboot::measure::PcrKey::from_pem(&pcr_pem, "input.secureboot.pcrSigner.keyPath")
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    Ok(SecureBootKeys { signer, pcr })
+}
+
+/// A section's digests in the three PCR banks, streamed from its source.
+fn digests(src: &pe::Source) -> Result<[Vec<u8>; 3]> {
+    let mut h = secureboot::measure::SectionHasher::default();
+    src.for_each_chunk(|b| h.update(b))
+        .map_err(|e| Error::new(ExitCode::Io, anyhow::anyhow!("{e}")))?;
+    Ok(h.finish())
+}
+
 /// The files a UKI is made of.
 #[derive(Debug, Clone, Copy)]
 pub struct UkiInputs<'a> {
@@ -98,12 +148,14 @@ fn kernel_release(kernel: &Path) -> Result<Option<String>> {
     Ok(pe::bzimage_release(&head))
 }
 
-/// Writes the UKI for `p` into `w`; returns one line per profile left out (an old stub).
+/// Writes the UKI for `p` into `w`, signed (Authenticode, PCR policies in `.pcrsig`) when
+/// `keys` are given; returns one line per profile left out (an old stub).
 pub fn write(
     p: &Profile,
     cmdline: &str,
     files: &UkiInputs<'_>,
     epoch: i64,
+    keys: Option<&SecureBootKeys>,
     w: &mut dyn Write,
 ) -> Result<Vec<String>> {
     let stub = read_stub(files.stub)?;
@@ -119,10 +171,32 @@ pub fn write(
         sections.push((".uname", Source::Bytes(release.into_bytes())));
     }
     sections.push((".splash", Source::Bytes(crate::output::splash::bmp())));
+    if let Some(k) = keys {
+        let pem = k
+            .pcr
+            .public_pem()
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        sections.push((".pcrpkey", Source::Bytes(pem.into_bytes())));
+    }
     sections.push((".linux", Source::File(files.kernel.to_path_buf())));
     sections.push((".initrd", Source::File(files.initramfs.to_path_buf())));
+    // the measured sections before any profile, with their digests (PCR policies)
+    let mut measured: Vec<(&str, [Vec<u8>; 3])> = Vec::new();
+    if keys.is_some() {
+        measured.push((".sbat", {
+            let mut h = secureboot::measure::SectionHasher::default();
+            if let Some(s) = parsed.section(".sbat") {
+                h.update(parsed.section_data(s));
+            }
+            h.finish()
+        }));
+        for (name, src) in &sections {
+            measured.push((name, digests(src)?));
+        }
+    }
+    let mut profiles: Vec<(String, Option<String>)> = Vec::new();
     if p.quirks().has(Quirk::UkiProfiles) {
-        sections.push((".profile", Source::Bytes(b"ID=main".to_vec())));
+        profiles.push(("ID=main".to_string(), None));
         let extra = extra_profiles(p.output.kind);
         // systemd-stub before 257 knows no `.profile` and boots the *last* `.cmdline`: an
         // extra profile there would boot its wipe argument by default
@@ -134,22 +208,69 @@ pub fn write(
             )),
             _ => {
                 for (id, title, arg) in extra {
-                    sections.push((
-                        ".profile",
-                        Source::Bytes(format!("ID={id}\nTITLE={title}").into_bytes()),
-                    ));
-                    sections.push((
-                        ".cmdline",
-                        Source::Bytes(format!("{cmdline} {arg}").into_bytes()),
+                    profiles.push((
+                        format!("ID={id}\nTITLE={title}"),
+                        Some(format!("{cmdline} {arg}")),
                     ));
                 }
             }
         }
     }
+    let pcrsig = |extra: &[(&str, &[u8])]| -> Result<Vec<u8>> {
+        let Some(k) = keys else { return Ok(Vec::new()) };
+        let mut set = measured.clone();
+        for (name, data) in extra {
+            let mut h = secureboot::measure::SectionHasher::default();
+            h.update(data);
+            set.push((name, h.finish()));
+        }
+        secureboot::measure::pcr_signature_digests(&set, &k.pcr)
+            .map(String::into_bytes)
+            .map_err(|e| Error::new(ExitCode::Dependency, anyhow::anyhow!("PCR signature: {e}")))
+    };
+    if profiles.is_empty() && keys.is_some() {
+        sections.push((".pcrsig", Source::Bytes(pcrsig(&[])?)));
+    }
+    for (profile, own_cmdline) in &profiles {
+        let mut extra: Vec<(&str, &[u8])> = vec![(".profile", profile.as_bytes())];
+        if let Some(c) = own_cmdline {
+            extra.push((".cmdline", c.as_bytes()));
+        }
+        let sig = pcrsig(&extra)?;
+        sections.push((".profile", Source::Bytes(profile.clone().into_bytes())));
+        if let Some(c) = own_cmdline {
+            sections.push((".cmdline", Source::Bytes(c.clone().into_bytes())));
+        }
+        if keys.is_some() {
+            sections.push((".pcrsig", Source::Bytes(sig)));
+        }
+    }
     let ts = u32::try_from(epoch.max(0)).unwrap_or(u32::MAX);
-    pe::assemble(&stub, &sections, ts, w).map_err(|e| match e {
-        pe::Error::Io { .. } => Error::new(ExitCode::Io, anyhow::anyhow!("writing the UKI: {e}")),
-        e => Error::invalid(format!("input.sdStub.path: {}: {e}", files.stub.display())),
-    })?;
+    let assemble = |w: &mut dyn Write| {
+        pe::assemble(&stub, &sections, ts, w).map_err(|e| match e {
+            pe::Error::Io { .. } => {
+                Error::new(ExitCode::Io, anyhow::anyhow!("writing the UKI: {e}"))
+            }
+            e => Error::invalid(format!("input.sdStub.path: {}: {e}", files.stub.display())),
+        })
+    };
+    match keys {
+        None => {
+            assemble(w)?;
+        }
+        Some(k) => {
+            // the Authenticode digest covers the whole image: assembled in memory, then signed
+            let mut image = Vec::new();
+            assemble(&mut image)?;
+            let signed = secureboot::sign_pe(&image, &k.signer).map_err(|e| {
+                Error::new(
+                    ExitCode::Dependency,
+                    anyhow::anyhow!("signing the UKI: {e}"),
+                )
+            })?;
+            w.write_all(&signed)
+                .code(ExitCode::Io, || "writing the UKI".into())?;
+        }
+    }
     Ok(notes)
 }

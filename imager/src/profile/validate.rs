@@ -161,9 +161,45 @@ impl Profile {
     /// What this imager cannot build yet: exit code 3 with the field at fault.
     pub fn check_supported(&self) -> Result<()> {
         if self.is_secureboot() {
+            let sb = self.input.secureboot.clone().unwrap_or_default();
+            let (s, k) = (&sb.secure_boot_signer, &sb.pcr_signer);
+            let remote = [
+                (
+                    "input.secureboot.secureBootSigner.azureVaultURL",
+                    &s.azure_vault_url,
+                ),
+                (
+                    "input.secureboot.secureBootSigner.awsKMSKeyID",
+                    &s.aws_kms_key_id,
+                ),
+                (
+                    "input.secureboot.secureBootSigner.signerAddress",
+                    &s.signer_address,
+                ),
+                (
+                    "input.secureboot.pcrSigner.azureVaultURL",
+                    &k.azure_vault_url,
+                ),
+                ("input.secureboot.pcrSigner.awsKMSKeyID", &k.aws_kms_key_id),
+                (
+                    "input.secureboot.pcrSigner.signerAddress",
+                    &k.signer_address,
+                ),
+            ];
+            if let Some((field, _)) = remote.iter().find(|(_, v)| !v.is_empty()) {
+                return Err(unsupported(
+                    field,
+                    "only key files sign here (keyPath/certPath); KMS and gRPC signers are not implemented",
+                ));
+            }
+        }
+        if self.is_secureboot() && self.output.kind != OutputKind::Uki {
             return Err(unsupported(
                 "secureboot",
-                "SecureBoot is not implemented yet",
+                format!(
+                    "SecureBoot is not implemented yet for output kind {} (only uki)",
+                    self.output.kind.as_str()
+                ),
             ));
         }
         if !self.input.image_cache.is_empty() {
