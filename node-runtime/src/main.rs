@@ -17,6 +17,7 @@ mod modules;
 mod mounts;
 mod net;
 mod readiness;
+mod security;
 mod services;
 mod stage1;
 mod stage2;

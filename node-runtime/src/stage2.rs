@@ -1,12 +1,12 @@
 //! Stage 2: `/sbin/init` in the read-only root, up to the ready line.
 //!
-//! In boot order: the `init stage=rootfs` line; the writable points (/system, /tmp,
+//! In boot order: the `init stage=rootfs` line; PCR 11 extended with `enter-machined`; the writable points (/system, /tmp,
 //! /etc/hosts, /etc/resolv.conf); META (read from the boot disk, cmdline keys imported and
 //! written back); coldplug modules (modalias), then the `modules-load.d` lists; the
 //! network (static configuration now, DHCP in the background); the `test-stat` lines; the
 //! extension services (in the background); the ready line:
 //!
-//! `node-runtime: ready meta=0x0a:<sha256 of value>[,0x..:..] extensions=<name>@<version>[,…]|none boot_ms=<ms since /init>`
+//! `node-runtime: ready meta=0x0a:<sha256 of value>[,0x..:..] extensions=<name>@<version>[,…]|none boot_ms=<ms since /init> secureboot=enabled|disabled|setup|none pcr11=<hex>|none`
 //!
 //! and, with `node_runtime.test_poweroff` on the kernel cmdline, the poweroff (after
 //! `node_runtime.test_poweroff=N` seconds, if given). Module loading failures are reported
@@ -19,7 +19,7 @@ use crate::cmdline::Cmdline;
 use crate::console::{POWEROFF_FLAG, boottime_ns, poweroff, say};
 use crate::mounts::LAYERS_DIR;
 use crate::readiness::Readiness;
-use crate::{meta, modules, mounts, net, services};
+use crate::{meta, modules, mounts, net, security, services};
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -30,6 +30,7 @@ use std::time::Duration;
 pub fn run(start_ns: u64) -> Result<()> {
     let cmd = Cmdline::read();
     say("init stage=rootfs");
+    security::measure_phase(security::ENTER_MACHINED);
     mounts::writable()?;
     let values = meta::at_boot(&cmd)?;
     if let Err(e) = modules::coldplug() {
@@ -50,7 +51,9 @@ pub fn run(start_ns: u64) -> Result<()> {
     let summary = meta_summary(&values);
     let boot_ms = boottime_ns().saturating_sub(start_ns) / 1_000_000;
     say(&format!(
-        "ready meta={summary} extensions={exts} boot_ms={boot_ms}"
+        "ready meta={summary} extensions={exts} boot_ms={boot_ms} secureboot={} pcr11={}",
+        security::secureboot_state(),
+        security::pcr11()
     ));
     if cmd.flag(POWEROFF_FLAG) {
         // `node_runtime.test_poweroff=N` keeps the node up N seconds after ready (services)

@@ -152,6 +152,11 @@ fn uki_sections_reproducible_inspected_and_booted() {
         "{}",
         booted.line
     );
+    assert!(
+        booted.line.contains("secureboot=setup pcr11=none"),
+        "plain OVMF has no platform key (setup mode), no TPM: {}",
+        booted.line
+    );
     let console = booted.console.join("\n");
     assert!(
         console.contains("node_runtime.test_poweroff"),
@@ -305,10 +310,54 @@ fn secureboot_uki_signed_and_booted_under_secureboot() {
             ..Default::default()
         }
     };
-    let booted = boot_to_ready(&boot(&uki, "esp"));
+    // … and with a TPM (swtpm), PCR 11 ends where inspect predicts for enter-machined: the
+    // stub measured the sections, node-runtime the three phases
+    let tpm_dir = t.path().join("tpm");
+    std::fs::create_dir_all(&tpm_dir).unwrap();
+    let sock = tpm_dir.join("swtpm.sock");
+    let mut swtpm = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--tpmstate"])
+        .arg(format!("dir={}", tpm_dir.display()))
+        .args(["--ctrl"])
+        .arg(format!("type=unixio,path={}", sock.display()))
+        .args(["--flags", "startup-clear"])
+        .spawn()
+        .expect("swtpm (hack/deps.sh)");
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut m = boot(&uki, "esp");
+    m.extra.extend(
+        [
+            "-chardev",
+            &format!("socket,id=chrtpm,path={}", sock.display()),
+            "-tpmdev",
+            "emulator,id=tpm0,chardev=chrtpm",
+            "-device",
+            "tpm-tis,tpmdev=tpm0",
+        ]
+        .map(String::from),
+    );
+    let booted = boot_to_ready(&m);
+    let _ = swtpm.kill();
+    let _ = swtpm.wait();
     assert!(
         booted.line.contains("node-runtime: ready"),
         "{}",
+        booted.line
+    );
+    assert!(
+        booted.line.contains("secureboot=enabled"),
+        "{}",
+        booted.line
+    );
+    let pcr11 = qemu_harness::field(&booted.line, "pcr11").unwrap_or_default();
+    assert_eq!(
+        pcr11, predicted,
+        "PCR 11 at ready vs imager inspect's prediction:\n{}\n{i}",
         booted.line
     );
 

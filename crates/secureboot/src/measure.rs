@@ -46,12 +46,26 @@ impl Bank {
     }
 }
 
-/// The order in which the stub measures the sections it knows (systemd ≥ 257; 252 knows
-/// `.linux .osrel .cmdline .initrd .splash .dtb .pcrpkey` only).
+/// The order in which the stub measures the sections it knows: systemd ≥ 257, as Talos
+/// predicts.
 pub const SECTION_ORDER: [&str; 13] = [
     ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname", ".sbat",
     ".pcrpkey", ".profile", ".dtbauto", ".hwids",
 ];
+
+/// What an older stub (systemd 252 to 256) measures, in order: no `.ucode`, `.uname`, `.sbat`,
+/// `.profile`, `.dtbauto` or `.hwids`.
+pub const SECTION_ORDER_252: [&str; 7] = [
+    ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
+];
+
+/// The sections a stub of systemd `version` measures (unknown: the current order).
+pub fn section_order(version: Option<u32>) -> &'static [&'static str] {
+    match version {
+        Some(v) if v < 257 => &SECTION_ORDER_252,
+        _ => &SECTION_ORDER,
+    }
+}
 
 /// The phases Talos's policy covers, in order; only the value after the last is signed.
 pub const PHASES: [&str; 3] = ["enter-initrd", "leave-initrd", "enter-machined"];
@@ -60,20 +74,35 @@ pub const PHASES: [&str; 3] = ["enter-initrd", "leave-initrd", "enter-machined"]
 /// [`SECTION_ORDER`] are ignored, a name given twice counts its last contents) and then each
 /// of `phases`: one value per phase, in order.
 pub fn pcr11(bank: Bank, sections: &[(&str, &[u8])], phases: &[&str]) -> Vec<Vec<u8>> {
-    let digests: Vec<(&str, Vec<u8>)> = sections.iter().map(|(n, d)| (*n, bank.hash(d))).collect();
-    pcr11_digests(bank, &digests, phases)
+    pcr11_in_order(bank, &SECTION_ORDER, sections, phases)
 }
 
-/// [`pcr11`] from the sections' digests in `bank` (for contents that are streamed).
-pub fn pcr11_digests(bank: Bank, sections: &[(&str, Vec<u8>)], phases: &[&str]) -> Vec<Vec<u8>> {
+/// [`pcr11`] for a stub that measures `order` ([`section_order`]).
+pub fn pcr11_in_order(
+    bank: Bank,
+    order: &[&str],
+    sections: &[(&str, &[u8])],
+    phases: &[&str],
+) -> Vec<Vec<u8>> {
+    let digests: Vec<(&str, Vec<u8>)> = sections.iter().map(|(n, d)| (*n, bank.hash(d))).collect();
+    pcr11_digests(bank, order, &digests, phases)
+}
+
+/// [`pcr11_in_order`] from the sections' digests in `bank` (for contents that are streamed).
+pub fn pcr11_digests(
+    bank: Bank,
+    order: &[&str],
+    sections: &[(&str, Vec<u8>)],
+    phases: &[&str],
+) -> Vec<Vec<u8>> {
     let mut pcr = vec![0u8; bank.len()];
     let extend = |pcr: &mut Vec<u8>, digest: Vec<u8>| {
         let mut buf = std::mem::take(pcr);
         buf.extend(digest);
         *pcr = bank.hash(&buf);
     };
-    for name in SECTION_ORDER {
-        let Some((_, digest)) = sections.iter().rev().find(|(n, _)| *n == name) else {
+    for name in order {
+        let Some((_, digest)) = sections.iter().rev().find(|(n, _)| n == name) else {
             continue;
         };
         let mut tagged = name.as_bytes().to_vec();
@@ -200,7 +229,8 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// The `.pcrsig` JSON (systemd-measure's `sign` output, compact): for each bank, the policy
-/// for PCR 11 after `sections` and every phase of [`PHASES`], signed with `key`.
+/// for PCR 11 after `sections` (measured as systemd 252's `systemd-measure` does) and every
+/// phase of [`PHASES`], signed with `key`.
 pub fn pcr_signature(sections: &[(&str, &[u8])], key: &PcrKey) -> Result<String, crate::Error> {
     let digests: Vec<(&str, [Vec<u8>; 3])> = sections
         .iter()
@@ -210,11 +240,13 @@ pub fn pcr_signature(sections: &[(&str, &[u8])], key: &PcrKey) -> Result<String,
             (*n, h.finish())
         })
         .collect();
-    pcr_signature_digests(&digests, key)
+    pcr_signature_digests(&SECTION_ORDER_252, &digests, key)
 }
 
-/// [`pcr_signature`] from the sections' digests in every bank ([`SectionHasher`]).
+/// [`pcr_signature`] for a stub that measures `order`, from the sections' digests in every
+/// bank ([`SectionHasher`]).
 pub fn pcr_signature_digests(
+    order: &[&str],
     sections: &[(&str, [Vec<u8>; 3])],
     key: &PcrKey,
 ) -> Result<String, crate::Error> {
@@ -224,7 +256,7 @@ pub fn pcr_signature_digests(
     for (i, bank) in Bank::ALL.into_iter().enumerate() {
         let digests: Vec<(&str, Vec<u8>)> =
             sections.iter().map(|(n, d)| (*n, d[i].clone())).collect();
-        let values = pcr11_digests(bank, &digests, &PHASES);
+        let values = pcr11_digests(bank, order, &digests, &PHASES);
         let last = values.last().cloned().unwrap_or_default();
         let pol = policy_digest(bank, &last);
         let sig = key.sign(bank, &pol)?;

@@ -101,8 +101,8 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             );
         }
     }
-    // PCR 11 as a stub that measures every UKI section measures it (systemd >= 257), per
-    // profile: the base sections, then the profile's own
+    // PCR 11 as the UKI's own stub measures it (systemd >= 257 measures every UKI section,
+    // older ones fewer), per profile: the base sections, then the profile's own
     let all: Vec<(&str, &[u8])> = pe
         .sections
         .iter()
@@ -128,11 +128,21 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         i = end;
     }
     if all.iter().any(|(n, _)| *n == ".linux") {
+        let version = crate::output::uki::stub_version(&pe);
+        let order = secureboot::measure::section_order(version);
+        if let Some(v) = version {
+            println!("  systemd-stub {v}");
+        }
         for (label, set) in sets {
             let values: Vec<String> = secureboot::measure::Bank::ALL
                 .iter()
                 .map(|b| {
-                    let v = secureboot::measure::pcr11(*b, &set, &secureboot::measure::PHASES);
+                    let v = secureboot::measure::pcr11_in_order(
+                        *b,
+                        order,
+                        &set,
+                        &secureboot::measure::PHASES,
+                    );
                     format!(
                         "{}={}",
                         b.name(),

@@ -180,7 +180,9 @@ pub fn write(
     }
     sections.push((".linux", Source::File(files.kernel.to_path_buf())));
     sections.push((".initrd", Source::File(files.initramfs.to_path_buf())));
-    // the measured sections before any profile, with their digests (PCR policies)
+    // the measured sections before any profile, with their digests (PCR policies), measured
+    // as the stub in this UKI measures them
+    let order = secureboot::measure::section_order(stub_version(&parsed));
     let mut measured: Vec<(&str, [Vec<u8>; 3])> = Vec::new();
     if keys.is_some() {
         measured.push((".sbat", {
@@ -224,7 +226,7 @@ pub fn write(
             h.update(data);
             set.push((name, h.finish()));
         }
-        secureboot::measure::pcr_signature_digests(&set, &k.pcr)
+        secureboot::measure::pcr_signature_digests(order, &set, &k.pcr)
             .map(String::into_bytes)
             .map_err(|e| Error::new(ExitCode::Dependency, anyhow::anyhow!("PCR signature: {e}")))
     };
