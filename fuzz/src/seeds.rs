@@ -259,6 +259,24 @@ pub fn all() -> Seeds {
         put(out, "cosign_keyless", name, b.as_bytes());
     }
 
+    // pe: a stub, the same with a symbol table, an assembled UKI-like image
+    let stub = pe::testing::stub(0);
+    put(out, "pe", "stub", &stub);
+    put(out, "pe", "stub-symbols", &pe::testing::stub(54));
+    let mut uki = Vec::new();
+    pe::assemble(
+        &stub,
+        &[
+            (".osrel", pe::Source::Bytes(b"ID=talos\n".to_vec())),
+            (".cmdline", pe::Source::Bytes(b"console=ttyS0".to_vec())),
+            (".profile", pe::Source::Bytes(b"ID=main".to_vec())),
+        ],
+        1_700_000_000,
+        &mut uki,
+    )
+    .expect("assembling the pe seed");
+    put(out, "pe", "uki", &uki);
+
     // modules_dep
     put(
         out,

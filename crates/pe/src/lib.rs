@@ -43,8 +43,10 @@ const SECTION_LEN: usize = 40;
 /// One section header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Section {
-    /// The name, up to 8 bytes (NUL padding removed).
+    /// The name, up to 8 bytes (NUL padding removed; bytes that are not UTF-8 replaced).
     pub name: String,
+    /// The name field as stored.
+    pub raw_name: [u8; 8],
     /// Size in memory.
     pub virtual_size: u32,
     /// RVA.
@@ -121,7 +123,7 @@ impl<'a> Pe<'a> {
         if u16_at(data, opt_offset)? != 0x20b {
             return Err(Error::Format("not PE32+ (optional header magic)".into()));
         }
-        if opt_size < 112 {
+        if opt_size < 112 || opt_offset + opt_size > data.len() {
             return Err(Error::Format(format!(
                 "optional header of {opt_size} bytes"
             )));
@@ -145,8 +147,11 @@ impl<'a> Pe<'a> {
                 .get(at..at + SECTION_LEN)
                 .ok_or_else(|| Error::Format("truncated section table".into()))?;
             let name_len = raw[..8].iter().position(|b| *b == 0).unwrap_or(8);
+            let mut raw_name = [0u8; 8];
+            raw_name.copy_from_slice(&raw[..8]);
             let s = Section {
                 name: String::from_utf8_lossy(&raw[..name_len]).into_owned(),
+                raw_name,
                 virtual_size: u32_at(raw, 8)?,
                 virtual_address: u32_at(raw, 12)?,
                 raw_size: u32_at(raw, 16)?,
@@ -261,7 +266,10 @@ impl<'a> Pe<'a> {
             h.update(data);
             end = end.max(at + s.raw_size as usize);
         }
-        let stop = self.certificate_table().map_or(d.len(), |(at, _)| at);
+        let stop = self
+            .certificate_table()
+            .map_or(d.len(), |(at, _)| at)
+            .min(d.len());
         if stop > end {
             h.update(&d[end..stop]);
         }
@@ -411,8 +419,11 @@ pub fn assemble(
         if va + len > u64::from(u32::MAX) || raw_at + raw > u64::from(u32::MAX) {
             return Err(Error::Refused("the image would exceed 4 GiB".into()));
         }
+        let mut raw_name = [0u8; 8];
+        raw_name[..name.len()].copy_from_slice(name.as_bytes());
         new.push(Section {
             name: (*name).to_string(),
+            raw_name,
             virtual_size: len as u32,
             virtual_address: va as u32,
             raw_size: raw as u32,
@@ -455,9 +466,7 @@ pub fn assemble(
     let st = opt + pe.opt_size;
     for (i, s) in table.iter().enumerate() {
         let at = st + i * SECTION_LEN;
-        let mut name = [0u8; 8];
-        name[..s.name.len()].copy_from_slice(s.name.as_bytes());
-        h[at..at + 8].copy_from_slice(&name);
+        h[at..at + 8].copy_from_slice(&s.raw_name);
         h[at + 8..at + 12].copy_from_slice(&s.virtual_size.to_le_bytes());
         h[at + 12..at + 16].copy_from_slice(&s.virtual_address.to_le_bytes());
         h[at + 16..at + 20].copy_from_slice(&s.raw_size.to_le_bytes());
@@ -508,13 +517,16 @@ pub fn strip_symbols(image: &[u8]) -> Result<Vec<u8>, Error> {
     if (ptr, count) == (0, 0) {
         return Ok(image.to_vec());
     }
+    // after every section and the headers (the section table included)
+    let table_end = pe.opt_offset + pe.opt_size + SECTION_LEN * pe.sections.len();
     let end = pe
         .sections
         .iter()
         .map(|s| s.raw_ptr as usize + s.raw_size as usize)
+        .chain([pe.size_of_headers as usize, table_end])
         .max()
-        .unwrap_or(pe.size_of_headers as usize);
-    if (ptr as usize) < end || pe.certificate_table().is_some() {
+        .unwrap_or(table_end);
+    if (ptr as usize) < end || ptr as usize > image.len() || pe.certificate_table().is_some() {
         return Err(Error::Refused(
             "the symbol table is not at the end of the image".into(),
         ));
@@ -540,6 +552,9 @@ pub fn bzimage_release(kernel: &[u8]) -> Option<String> {
     let v = std::str::from_utf8(&s[..end]).ok()?;
     (!v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic())).then(|| v.to_string())
 }
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 #[cfg(test)]
 mod tests;
