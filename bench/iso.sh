@@ -6,6 +6,7 @@
 #   bench/iso.sh
 set -euo pipefail
 source "$(dirname "$0")/../hack/env.sh"
+source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 for t in mkfs.vfat mcopy xorrisofs; do command -v $t >/dev/null || { echo "missing $t" >&2; exit 4; }; done
 work=$(mktemp -d /tmp/bench-iso.XXXXXX)
@@ -47,15 +48,6 @@ ref() {
   sync "$work/ref.iso"
 }
 
-best() { # best of 5 wall-clock seconds of "$@"
-  local best=999
-  for _ in 1 2 3 4 5; do
-    local s e
-    s=$(date +%s.%N); "$@"; e=$(date +%s.%N)
-    best=$(echo "$e - $s" | bc -l | awk -v b="$best" '{print ($1 < b) ? $1 : b}')
-  done
-  echo "$best"
-}
 o=$(best ours)
 r=$(best ref)
 printf '%-40s %8s\n' "pipeline" "seconds"

@@ -8,6 +8,7 @@
 #   bench/uki.sh
 set -euo pipefail
 source "$(dirname "$0")/../hack/env.sh"
+source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 for t in objcopy sbsign openssl; do command -v $t >/dev/null || { echo "missing $t" >&2; exit 4; }; done
 work=$(mktemp -d /tmp/bench-uki.XXXXXX)
@@ -50,15 +51,6 @@ ref_signed() {
   sync "$work/ref.signed.efi"
 }
 
-best() { # best of 5 wall-clock seconds of "$@"
-  local best=999
-  for _ in 1 2 3 4 5; do
-    local s e
-    s=$(date +%s.%N); "$@"; e=$(date +%s.%N)
-    best=$(echo "$e - $s" | bc -l | awk -v b="$best" '{print ($1 < b) ? $1 : b}')
-  done
-  echo "$best"
-}
 op=$(best ours_plain)
 rp=$(best ref_plain)
 os=$(best ours_signed)

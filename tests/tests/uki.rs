@@ -29,6 +29,24 @@ fn objcopy_section(uki: &Path, name: &str, dir: &Path) -> Vec<u8> {
     std::fs::read(&out).unwrap()
 }
 
+/// A machine whose only disk is a FAT directory (QEMU's vvfat) holding `uki` as the
+/// firmware's default boot file.
+fn esp_machine(uki: &Path, esp: &Path, firmware: qemu_harness::Firmware) -> qemu_harness::Machine {
+    std::fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
+    std::fs::copy(uki, esp.join("EFI/BOOT/BOOTX64.EFI")).unwrap();
+    qemu_harness::Machine {
+        firmware,
+        extra: vec![
+            "-drive".into(),
+            format!(
+                "file=fat:{},format=raw,if=virtio,readonly=on",
+                esp.display()
+            ),
+        ],
+        ..Default::default()
+    }
+}
+
 #[test]
 fn uki_sections_reproducible_inspected_and_booted() {
     let t = tempfile::tempdir().unwrap();
@@ -132,20 +150,7 @@ fn uki_sections_reproducible_inspected_and_booted() {
         assert!(!t.path().join("c/metal-amd64-uki.efi").exists());
     }
 
-    // the UKI as the firmware's default boot file on a FAT disk (QEMU's vvfat)
-    let esp = t.path().join("esp");
-    std::fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
-    std::fs::copy(&uki, esp.join("EFI/BOOT/BOOTX64.EFI")).unwrap();
-    let m = qemu_harness::Machine {
-        extra: vec![
-            "-drive".into(),
-            format!(
-                "file=fat:{},format=raw,if=virtio,readonly=on",
-                esp.display()
-            ),
-        ],
-        ..Default::default()
-    };
+    let m = esp_machine(&uki, &t.path().join("esp"), qemu_harness::Firmware::Uefi);
     let booted = boot_to_ready(&m);
     assert!(
         booted.line.contains("node-runtime: ready"),
@@ -295,20 +300,11 @@ fn secureboot_uki_signed_and_booted_under_secureboot() {
 
     // SecureBoot firmware with the snakeoil keys enrolled boots it
     let boot = |uki: &Path, name: &str| {
-        let esp = t.path().join(name);
-        std::fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
-        std::fs::copy(uki, esp.join("EFI/BOOT/BOOTX64.EFI")).unwrap();
-        qemu_harness::Machine {
-            firmware: qemu_harness::Firmware::UefiSecureBootSnakeoil,
-            extra: vec![
-                "-drive".into(),
-                format!(
-                    "file=fat:{},format=raw,if=virtio,readonly=on",
-                    esp.display()
-                ),
-            ],
-            ..Default::default()
-        }
+        esp_machine(
+            uki,
+            &t.path().join(name),
+            qemu_harness::Firmware::UefiSecureBootSnakeoil,
+        )
     };
     // … and with a TPM (swtpm), PCR 11 ends where inspect predicts for enter-machined: the
     // stub measured the sections, node-runtime the three phases

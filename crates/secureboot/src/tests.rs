@@ -124,6 +124,21 @@ fn the_ovmf_snakeoil_key_signs_after_decryption() {
     );
 }
 
+/// `systemd-measure VERB` with each section written to a file in `dir` and every bank.
+fn systemd_measure(verb: &str, sections: &[(&str, Vec<u8>)], dir: &Path) -> Command {
+    let mut cmd = Command::new("/usr/lib/systemd/systemd-measure");
+    cmd.arg(verb);
+    for (name, data) in sections {
+        let f = dir.join(&name[1..]);
+        std::fs::write(&f, data).unwrap();
+        cmd.arg(format!("--{}={}", &name[1..], f.display()));
+    }
+    for b in measure::Bank::ALL {
+        cmd.arg(format!("--bank={}", b.name()));
+    }
+    cmd
+}
+
 #[test]
 fn pcr11_predictions_equal_systemd_measure() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,16 +149,7 @@ fn pcr11_predictions_equal_systemd_measure() {
         (".initrd", vec![7u8; 100_000]),
         (".splash", b"BM....".to_vec()),
     ];
-    let mut cmd = Command::new("/usr/lib/systemd/systemd-measure");
-    cmd.arg("calculate");
-    for (name, data) in &sections {
-        let f = dir.path().join(&name[1..]);
-        std::fs::write(&f, data).unwrap();
-        cmd.arg(format!("--{}={}", &name[1..], f.display()));
-    }
-    for b in measure::Bank::ALL {
-        cmd.arg(format!("--bank={}", b.name()));
-    }
+    let mut cmd = systemd_measure("calculate", &sections, dir.path());
     cmd.args(["--phase=enter-initrd", "--phase=enter-initrd:leave-initrd"])
         .arg("--phase=enter-initrd:leave-initrd:enter-machined");
     let o = run(&mut cmd);
@@ -253,17 +259,8 @@ fn pcr_signatures_equal_systemd_measure_sign() {
         (".pcrpkey", std::fs::read(&public).unwrap()),
     ];
     let tpm = Swtpm::start();
-    let mut cmd = Command::new("/usr/lib/systemd/systemd-measure");
-    cmd.arg("sign")
-        .arg(format!("--tpm2-device=swtpm:host=127.0.0.1,port={}", tpm.1));
-    for (name, data) in &sections {
-        let f = dir.path().join(&name[1..]);
-        std::fs::write(&f, data).unwrap();
-        cmd.arg(format!("--{}={}", &name[1..], f.display()));
-    }
-    for b in measure::Bank::ALL {
-        cmd.arg(format!("--bank={}", b.name()));
-    }
+    let mut cmd = systemd_measure("sign", &sections, dir.path());
+    cmd.arg(format!("--tpm2-device=swtpm:host=127.0.0.1,port={}", tpm.1));
     cmd.arg("--phase=enter-initrd:leave-initrd:enter-machined")
         .arg(format!("--private-key={}", key.display()))
         .arg(format!("--public-key={}", public.display()))
