@@ -257,21 +257,22 @@ impl<'a> Pe<'a> {
         h.update(&d[cert_dir + 8..headers]);
         let mut sections: Vec<&Section> = self.sections.iter().filter(|s| s.raw_size > 0).collect();
         sections.sort_by_key(|s| s.raw_ptr);
-        let mut end = headers;
+        // as the specification (and EDK2) count it: the data after SizeOfHeaders plus every
+        // section's raw size, up to the file's end less the certificate table
+        let mut hashed = headers;
         for s in sections {
             let at = s.raw_ptr as usize;
             let data = d
                 .get(at..at + s.raw_size as usize)
                 .ok_or_else(|| Error::Format(format!("section {} is truncated", s.name)))?;
             h.update(data);
-            end = end.max(at + s.raw_size as usize);
+            hashed += s.raw_size as usize;
         }
-        let stop = self
-            .certificate_table()
-            .map_or(d.len(), |(at, _)| at)
-            .min(d.len());
-        if stop > end {
-            h.update(&d[end..stop]);
+        let stop = d
+            .len()
+            .saturating_sub(self.certificate_table().map_or(0, |(_, n)| n));
+        if stop > hashed {
+            h.update(&d[hashed..stop]);
         }
         Ok(h.finalize().into())
     }
@@ -383,6 +384,11 @@ pub fn assemble(
         u64::from(pe.file_alignment),
         u64::from(pe.section_alignment),
     );
+    if !(512..=0x10000).contains(&fa) || sa < fa || sa > 0x10_0000 {
+        return Err(Error::Refused(format!(
+            "file alignment {fa:#x} / section alignment {sa:#x} (512 B..64 KiB, at most 1 MiB)"
+        )));
+    }
     let headers_len = align(
         (PE_OFFSET + 4 + COFF_LEN + pe.opt_size + SECTION_LEN * total) as u64,
         fa,
@@ -435,6 +441,17 @@ pub fn assemble(
     }
     table.extend(new);
     let size_of_image = align(va, sa);
+    if size_of_image > u64::from(u32::MAX) {
+        return Err(Error::Refused("the image would exceed 4 GiB".into()));
+    }
+    // the headers are mapped below the first section: they must not reach into it
+    if let Some(first) = pe.sections.iter().map(|s| s.virtual_address).min()
+        && headers_len > u64::from(first)
+    {
+        return Err(Error::Refused(format!(
+            "{total} sections need {headers_len:#x} bytes of headers, past the stub's first section at {first:#x}"
+        )));
+    }
 
     // headers
     let mut h = vec![0u8; headers_len as usize];

@@ -170,6 +170,17 @@ fn hostile_headers_are_errors() {
     t[0x44 + 16..0x44 + 18].copy_from_slice(&0xf000u16.to_le_bytes());
     assert!(Pe::parse(&t).is_err());
     assert!(assemble(&t, &[], 0, &mut Vec::new()).is_err());
+    // headers that would reach into the stub's first section, and odd alignments
+    let mut t = stub(0);
+    let st = 0x44 + 20 + 240;
+    t[st + 12..st + 16].copy_from_slice(&0x100u32.to_le_bytes());
+    let e = assemble(&t, &[], 0, &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("past the stub's first section at 0x100"), "{e}");
+    let mut t = stub(0);
+    t[0x44 + 20 + 36..0x44 + 20 + 40].copy_from_slice(&0x4000_0000u32.to_le_bytes());
+    assert!(assemble(&t, &[], 0, &mut Vec::new()).is_err());
     // a symbol table "inside" the headers
     let mut t = stub(54);
     t[0x44 + 8..0x44 + 12].copy_from_slice(&0x10u32.to_le_bytes());

@@ -99,10 +99,10 @@ pub fn signed_data(digest: &[u8; 32], signer: &dyn Signer) -> Result<Vec<u8>, Er
     Ok(seq(&[&oid(SIGNED_DATA), &ctx(0, &signed)]))
 }
 
-/// `image` with an Authenticode signature by `signer` appended (after any existing ones are
-/// refused: an image is signed once).
-pub fn sign_pe(image: &[u8], signer: &dyn Signer) -> Result<Vec<u8>, Error> {
-    let pe = pe::Pe::parse(image)?;
+/// `image` with an Authenticode signature by `signer` appended (an image is signed once: a
+/// signed one is refused). The image is extended in place.
+pub fn sign_pe(image: Vec<u8>, signer: &dyn Signer) -> Result<Vec<u8>, Error> {
+    let pe = pe::Pe::parse(&image)?;
     if pe.certificate_table().is_some() {
         return Err(Error::Pe(pe::Error::Refused(
             "the image is signed already".into(),
@@ -113,8 +113,10 @@ pub fn sign_pe(image: &[u8], signer: &dyn Signer) -> Result<Vec<u8>, Error> {
             "the image has no certificate-table directory".into(),
         )));
     }
+    let pe_offset = pe.pe_offset;
+    drop(pe);
     // the table starts 8-aligned; the padding before it is part of the hashed image
-    let mut out = image.to_vec();
+    let mut out = image;
     out.resize(out.len().div_ceil(8) * 8, 0);
     let digest = pe::Pe::parse(&out)?.authenticode_sha256()?;
     let pkcs7 = signed_data(&digest, signer)?;
@@ -131,7 +133,7 @@ pub fn sign_pe(image: &[u8], signer: &dyn Signer) -> Result<Vec<u8>, Error> {
     out.extend_from_slice(&0x0002u16.to_le_bytes()); // WIN_CERT_TYPE_PKCS_SIGNED_DATA
     out.extend_from_slice(&pkcs7);
     out.resize(at + padded, 0);
-    let dir = pe.pe_offset + 4 + 20 + 112 + 8 * pe::DIR_SECURITY;
+    let dir = pe_offset + 4 + 20 + 112 + 8 * pe::DIR_SECURITY;
     out[dir..dir + 4].copy_from_slice(&(at as u32).to_le_bytes());
     out[dir + 4..dir + 8].copy_from_slice(&(padded as u32).to_le_bytes());
     Ok(out)

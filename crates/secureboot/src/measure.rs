@@ -53,17 +53,21 @@ pub const SECTION_ORDER: [&str; 13] = [
     ".pcrpkey", ".profile", ".dtbauto", ".hwids",
 ];
 
-/// What an older stub (systemd 252 to 256) measures, in order: no `.ucode`, `.uname`, `.sbat`,
-/// `.profile`, `.dtbauto` or `.hwids`.
+/// What systemd 252's stub measures, in order (checked against its `systemd-measure`): no
+/// `.ucode`, `.uname`, `.sbat`, `.profile`, `.dtbauto` or `.hwids`.
 pub const SECTION_ORDER_252: [&str; 7] = [
     ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
 ];
 
-/// The sections a stub of systemd `version` measures (unknown: the current order).
-pub fn section_order(version: Option<u32>) -> &'static [&'static str] {
+/// The sections a stub of systemd `version` measures: 252's list, or for 257 and later (and a
+/// stub that does not say) Talos's; `None` for the versions in between, whose lists grew
+/// step by step (`.uname`, `.sbat`, `.ucode`) and are not known here, and for those before
+/// 252.
+pub fn section_order(version: Option<u32>) -> Option<&'static [&'static str]> {
     match version {
-        Some(v) if v < 257 => &SECTION_ORDER_252,
-        _ => &SECTION_ORDER,
+        Some(252) => Some(&SECTION_ORDER_252),
+        Some(v) if v < 257 => None,
+        _ => Some(&SECTION_ORDER),
     }
 }
 

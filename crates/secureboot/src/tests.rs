@@ -39,8 +39,12 @@ fn sbverify_accepts_our_signature_and_refuses_another_certificate() {
     let image = std::fs::read(SD_BOOT).expect("Debian's systemd-boot (hack/deps.sh)");
     let (key, cert) = key_and_cert(dir.path(), "db-test");
     let signer = PemSigner::new(&key, "db-test.key", &cert, "db-test.pem").unwrap();
-    let signed = sign_pe(&image, &signer).unwrap();
-    assert_eq!(signed, sign_pe(&image, &signer).unwrap(), "deterministic");
+    let signed = sign_pe(image.clone(), &signer).unwrap();
+    assert_eq!(
+        signed,
+        sign_pe(image.clone(), &signer).unwrap(),
+        "deterministic"
+    );
     let out = dir.path().join("signed.efi");
     std::fs::write(&out, &signed).unwrap();
     let o = sbverify(&out, &dir.path().join("db-test.pem"));
@@ -72,7 +76,7 @@ fn sbverify_accepts_our_signature_and_refuses_another_certificate() {
             .unwrap()
     );
     // signed once
-    assert!(sign_pe(&signed, &signer).is_err());
+    assert!(sign_pe(signed.clone(), &signer).is_err());
     // an unsigned image does not verify
     let plain = dir.path().join("plain.efi");
     std::fs::write(&plain, &image).unwrap();
@@ -103,7 +107,7 @@ fn the_ovmf_snakeoil_key_signs_after_decryption() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let signer =
         PemSigner::new(&std::fs::read(&plain).unwrap(), "plain", &cert_pem, "cert").unwrap();
-    let signed = sign_pe(&std::fs::read(SD_BOOT).unwrap(), &signer).unwrap();
+    let signed = sign_pe(std::fs::read(SD_BOOT).unwrap(), &signer).unwrap();
     let out = dir.path().join("signed.efi");
     std::fs::write(&out, signed).unwrap();
     let o = sbverify(&out, cert);

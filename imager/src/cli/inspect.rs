@@ -3,7 +3,7 @@
 //! release, and who signed it (docs/formats/uki-secureboot.md).
 
 use crate::error::{Error, ExitCode, Result, WithCode};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 /// A file larger than this is refused (UKIs are tens of MiB).
@@ -24,8 +24,15 @@ fn printable(b: &[u8]) -> String {
     String::from_utf8_lossy(b).escape_debug().to_string()
 }
 
-/// Prints the image's description.
+/// Prints the image's description (a closed stdout is an I/O error, not a panic).
 pub fn run(a: &InspectArgs) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    macro_rules! println {
+        ($($t:tt)*) => {
+            writeln!(out, $($t)*).code(ExitCode::Io, || "writing to stdout".into())?
+        };
+    }
     let f = std::fs::File::open(&a.file).code(ExitCode::Io, || a.file.display().to_string())?;
     let mut data = Vec::new();
     f.take(MAX_IMAGE + 1)
@@ -62,7 +69,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     }
     for s in sigs {
         match secureboot::authenticode::signer_subjects(s) {
-            Ok(subjects) => println!("  signed by {}", subjects.join("; ")),
+            Ok(subjects) => println!("  signed by {}", printable(subjects.join("; ").as_bytes())),
             Err(e) => println!("  a signature that does not parse: {e}"),
         }
     }
@@ -129,10 +136,13 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     }
     if all.iter().any(|(n, _)| *n == ".linux") {
         let version = crate::output::uki::stub_version(&pe);
-        let order = secureboot::measure::section_order(version);
         if let Some(v) = version {
             println!("  systemd-stub {v}");
         }
+        let Some(order) = secureboot::measure::section_order(version) else {
+            println!("  PCR 11: which sections this stub measures is not known here");
+            return Ok(());
+        };
         for (label, set) in sets {
             let values: Vec<String> = secureboot::measure::Bank::ALL
                 .iter()

@@ -3,7 +3,8 @@
 //! PE sections, laid out as Talos does (`pe::assemble`).
 //!
 //! In: the profile, the final cmdline, the kernel, the initramfs and the stub. Out: the UKI,
-//! streamed into a writer (kernel and initramfs are never held in memory).
+//! streamed into a writer (kernel and initramfs are never held in memory), or — signed, since
+//! the Authenticode digest covers the whole image — assembled in memory and then written.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -34,6 +35,11 @@ pub fn secureboot_keys(p: &Profile) -> Result<SecureBootKeys> {
     let sb = p.input.secureboot.clone().unwrap_or_default();
     let (s, k) = (&sb.secure_boot_signer, &sb.pcr_signer);
     let read = |field: &str, path: &str| -> Result<Vec<u8>> {
+        if path.is_empty() {
+            return Err(Error::invalid(format!(
+                "{field} is required with secureboot"
+            )));
+        }
         let f = std::fs::File::open(path).code(ExitCode::Io, || format!("{field}: {path}"))?;
         let mut b = Vec::new();
         f.take(1 << 20)
@@ -182,16 +188,26 @@ pub fn write(
     sections.push((".initrd", Source::File(files.initramfs.to_path_buf())));
     // the measured sections before any profile, with their digests (PCR policies), measured
     // as the stub in this UKI measures them
-    let order = secureboot::measure::section_order(stub_version(&parsed));
+    let version = stub_version(&parsed);
+    let order = match (keys, secureboot::measure::section_order(version)) {
+        (_, Some(o)) => o,
+        (None, None) => &[],
+        (Some(_), None) => {
+            return Err(Error::unsupported(format!(
+                "input.sdStub.path: {}: which sections systemd-stub {} measures into PCR 11 is \
+                 not known here (252 and 257 or later are), so no PCR policy can be signed",
+                files.stub.display(),
+                version.unwrap_or_default()
+            )));
+        }
+    };
     let mut measured: Vec<(&str, [Vec<u8>; 3])> = Vec::new();
     if keys.is_some() {
-        measured.push((".sbat", {
+        if let Some(s) = parsed.section(".sbat") {
             let mut h = secureboot::measure::SectionHasher::default();
-            if let Some(s) = parsed.section(".sbat") {
-                h.update(parsed.section_data(s));
-            }
-            h.finish()
-        }));
+            h.update(parsed.section_data(s));
+            measured.push((".sbat", h.finish()));
+        }
         for (name, src) in &sections {
             measured.push((name, digests(src)?));
         }
@@ -262,9 +278,12 @@ pub fn write(
         }
         Some(k) => {
             // the Authenticode digest covers the whole image: assembled in memory, then signed
-            let mut image = Vec::new();
+            let size = |p: &Path| std::fs::metadata(p).map(|m| m.len() as usize).unwrap_or(0);
+            let mut image = Vec::with_capacity(
+                size(files.kernel) + size(files.initramfs) + stub.len() + (1 << 20),
+            );
             assemble(&mut image)?;
-            let signed = secureboot::sign_pe(&image, &k.signer).map_err(|e| {
+            let signed = secureboot::sign_pe(image, &k.signer).map_err(|e| {
                 Error::new(
                     ExitCode::Dependency,
                     anyhow::anyhow!("signing the UKI: {e}"),
