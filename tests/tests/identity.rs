@@ -78,7 +78,6 @@ fn base_installer(dir: &Path) {
         ("vmlinuz", 310_000),
         ("initramfs.xz", 210_000),
         ("systemd-boot.efi", 61_000),
-        ("systemd-stub.efi", 51_000),
     ] {
         t = t.file(
             &format!("usr/install/amd64/{name}"),
@@ -86,6 +85,12 @@ fn base_installer(dir: &Path) {
             &bytes(&format!("base {name}"), len),
         );
     }
+    // a real (tiny) PE: the installer output of Talos >= 1.10 carries a UKI built on it
+    t = t.file(
+        "usr/install/amd64/systemd-stub.efi",
+        0o644,
+        &pe::testing::stub(0),
+    );
     let assets = t.finish();
     // the installer output keeps the first layer and needs the config's diff_ids
     oci_layout(dir, &[("amd64", vec![gzip(&base), gzip(&assets)])]);

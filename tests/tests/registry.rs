@@ -291,13 +291,14 @@ fn installer_image_push_reproducible_signed() {
         .join(&m["layers"][1]["digest"].as_str().unwrap()[7..]);
     let o = ok(run(Command::new("tar").arg("-tvzf").arg(&layer), None));
     let listing = String::from_utf8_lossy(&o.stdout);
+    // Talos >= 1.10: a UKI and systemd-boot
     for f in [
-        "usr/install/amd64/initramfs.xz",
+        "usr/install/amd64/vmlinuz.efi",
         "usr/install/amd64/systemd-boot.efi",
-        "usr/install/amd64/vmlinuz",
     ] {
         assert!(listing.contains(f), "{listing}");
     }
+    assert!(!listing.contains("initramfs.xz"), "{listing}");
     assert!(
         listing.lines().all(|l| l.starts_with("---------- 0/0")),
         "{listing}"

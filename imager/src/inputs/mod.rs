@@ -272,7 +272,7 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
         let s = check_sd_boot()?;
         (check_initramfs()?, s)
     };
-    let sd_stub = (kind == OutputKind::Uki)
+    let sd_stub = (kind == OutputKind::Uki || (kind == OutputKind::Installer && p.uses_uki()))
         .then(|| check_file("input.sdStub.path", &sd_stub_path))
         .transpose()?;
     Ok(Inputs {

@@ -10,9 +10,9 @@
 //! artifacts layer); a new OCI config with `architecture`, `os` and the base's runtime
 //! `config`; the base layers, then one gzip artifacts layer whose tar headers carry only name,
 //! mode and size (uid/gid 0, mtime 0, mode 0: Talos's `filemap`). Unlike Talos, `created` is
-//! SOURCE_DATE_EPOCH, so two builds give the same manifest digest. This imager builds no UKI,
-//! so the artifacts layer carries `usr/install/<arch>/{vmlinuz,initramfs.xz,systemd-boot.efi}`
-//! (Talos ≥ 1.10 carries `vmlinuz.efi` + `systemd-boot.efi`).
+//! SOURCE_DATE_EPOCH, so two builds give the same manifest digest. The artifacts layer carries
+//! `usr/install/<arch>/{vmlinuz.efi,systemd-boot.efi}` (a UKI, [`super::uki`]) from Talos 1.10
+//! on, and `usr/install/<arch>/{vmlinuz,initramfs.xz,systemd-boot.efi}` before.
 
 use super::{Artifact, Writer};
 use crate::error::{Error, ExitCode, Result, WithCode};
@@ -36,14 +36,27 @@ pub struct Assembled {
     _work: tempfile::TempDir,
 }
 
+/// The boot files of an installer image.
+#[derive(Debug, Clone, Copy)]
+pub struct BootFiles<'a> {
+    /// The kernel.
+    pub kernel: &'a Path,
+    /// The initramfs (extensions included).
+    pub initramfs: &'a Path,
+    /// systemd-boot.
+    pub sd_boot: &'a Path,
+    /// systemd-stub (a UKI is built when the profile boots one).
+    pub sd_stub: Option<&'a Path>,
+    /// The kernel command line (the UKI's `.cmdline`).
+    pub cmdline: &'a str,
+}
+
 /// Assembles the installer image.
 pub fn assemble(
     p: &Profile,
     w: &Writer,
     base: &BaseImage,
-    kernel: &Path,
-    initramfs: &Path,
-    sd_boot: &Path,
+    boot: &BootFiles<'_>,
 ) -> Result<Assembled> {
     let what = format!("input.baseInstaller {}", base.source);
     let mut layers = base.manifest.layers.clone();
@@ -65,21 +78,46 @@ pub fn assemble(
         }
         l.annotations.clear();
     }
-    let arch = &p.arch;
-    let files = [
-        ("vmlinuz", kernel),
-        ("initramfs.xz", initramfs),
-        ("systemd-boot.efi", sd_boot),
-    ]
-    .map(|(name, src)| oci::layout::LayerFile {
-        path: format!("usr/install/{arch}/{name}"),
-        mode: 0,
-        source: src.to_path_buf(),
-    });
     let work = tempfile::Builder::new()
         .prefix(".installer.")
         .tempdir_in(&w.tmp)
         .code(ExitCode::Io, || "creating the artifacts layer".to_string())?;
+    let arch = &p.arch;
+    let mut sources: Vec<(&str, PathBuf)> = Vec::new();
+    if p.uses_uki() {
+        let stub = boot.sd_stub.ok_or_else(|| {
+            Error::new(
+                ExitCode::Unknown,
+                anyhow::anyhow!("no systemd-stub for the UKI"),
+            )
+        })?;
+        let uki = work.path().join("vmlinuz.efi");
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&uki).code(ExitCode::Io, || "creating the UKI".to_string())?,
+        );
+        let files = super::uki::UkiInputs {
+            kernel: boot.kernel,
+            initramfs: boot.initramfs,
+            stub,
+        };
+        for note in super::uki::write(p, boot.cmdline, &files, w.epoch, None, &mut f)? {
+            eprintln!("imager: {note}");
+        }
+        std::io::Write::flush(&mut f).code(ExitCode::Io, || "writing the UKI".to_string())?;
+        sources.push(("vmlinuz.efi", uki));
+    } else {
+        sources.push(("vmlinuz", boot.kernel.to_path_buf()));
+        sources.push(("initramfs.xz", boot.initramfs.to_path_buf()));
+    }
+    sources.push(("systemd-boot.efi", boot.sd_boot.to_path_buf()));
+    let files: Vec<oci::layout::LayerFile> = sources
+        .into_iter()
+        .map(|(name, src)| oci::layout::LayerFile {
+            path: format!("usr/install/{arch}/{name}"),
+            mode: 0,
+            source: src,
+        })
+        .collect();
     let tmp_path = work.path().join("layer");
     let mut f = std::fs::File::create(&tmp_path)
         .code(ExitCode::Io, || "creating the artifacts layer".to_string())?;

@@ -224,6 +224,12 @@ impl Profile {
         Quirks::new(&self.version)
     }
 
+    /// Whether the kernel is booted as a UKI (docs/formats/uki-secureboot.md): SecureBoot, or
+    /// Talos ≥ 1.10. So far this decides the installer image's artifacts only.
+    pub fn uses_uki(&self) -> bool {
+        self.is_secureboot() || self.quirks().has(quirks::Quirk::UkiProfiles)
+    }
+
     /// Whether SecureBoot is on.
     pub fn is_secureboot(&self) -> bool {
         self.secureboot == Some(true)
