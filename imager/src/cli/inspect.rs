@@ -3,7 +3,7 @@
 //! release, and who signed it (docs/formats/uki-secureboot.md).
 
 use crate::error::{Error, ExitCode, Result, WithCode};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 /// A file larger than this is refused (UKIs are tens of MiB).
@@ -33,18 +33,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             writeln!(out, $($t)*).code(ExitCode::Io, || "writing to stdout".into())?
         };
     }
-    let f = std::fs::File::open(&a.file).code(ExitCode::Io, || a.file.display().to_string())?;
-    let mut data = Vec::new();
-    f.take(MAX_IMAGE + 1)
-        .read_to_end(&mut data)
-        .code(ExitCode::Io, || format!("reading {}", a.file.display()))?;
-    if data.len() as u64 > MAX_IMAGE {
-        return Err(Error::invalid(format!(
-            "{}: larger than {} MiB",
-            a.file.display(),
-            MAX_IMAGE >> 20
-        )));
-    }
+    let data = crate::io::read_bytes(&a.file, MAX_IMAGE, "imager inspect", ExitCode::Io)?;
     let pe =
         pe::Pe::parse(&data).map_err(|e| Error::invalid(format!("{}: {e}", a.file.display())))?;
     let machine = match pe.machine {

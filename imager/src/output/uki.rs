@@ -40,12 +40,12 @@ pub fn secureboot_keys(p: &Profile) -> Result<SecureBootKeys> {
                 "{field} is required with secureboot"
             )));
         }
-        let f = std::fs::File::open(path).code(ExitCode::Io, || format!("{field}: {path}"))?;
-        let mut b = Vec::new();
-        f.take(1 << 20)
-            .read_to_end(&mut b)
-            .code(ExitCode::Io, || format!("{field}: reading {path}"))?;
-        Ok(b)
+        crate::io::read_bytes(
+            Path::new(path),
+            crate::io::limits::SIDE_FILE,
+            field,
+            ExitCode::Io,
+        )
     };
     let key = read("input.secureboot.secureBootSigner.keyPath", &s.key_path)?;
     let cert = read("input.secureboot.secureBootSigner.certPath", &s.cert_path)?;
@@ -123,25 +123,6 @@ fn extra_profiles(kind: OutputKind) -> &'static [(&'static str, &'static str, &'
     }
 }
 
-/// Reads the stub, bounded.
-pub fn read_stub(path: &Path) -> Result<Vec<u8>> {
-    let f = std::fs::File::open(path).code(ExitCode::Io, || {
-        format!("input.sdStub.path: {}", path.display())
-    })?;
-    let mut b = Vec::new();
-    f.take(MAX_STUB + 1)
-        .read_to_end(&mut b)
-        .code(ExitCode::Io, || format!("reading {}", path.display()))?;
-    if b.len() as u64 > MAX_STUB {
-        return Err(Error::invalid(format!(
-            "input.sdStub.path: {} is larger than {} MiB",
-            path.display(),
-            MAX_STUB >> 20
-        )));
-    }
-    Ok(b)
-}
-
 /// The kernel release from the kernel's boot header (x86 bzImage), if it has one.
 fn kernel_release(kernel: &Path) -> Result<Option<String>> {
     let f = std::fs::File::open(kernel).code(ExitCode::Io, || {
@@ -164,7 +145,7 @@ pub fn write(
     keys: Option<&SecureBootKeys>,
     w: &mut dyn Write,
 ) -> Result<Vec<String>> {
-    let stub = read_stub(files.stub)?;
+    let stub = crate::io::read_bytes(files.stub, MAX_STUB, "input.sdStub.path", ExitCode::Io)?;
     let parsed = pe::Pe::parse(&stub)
         .map_err(|e| Error::invalid(format!("input.sdStub.path: {}: {e}", files.stub.display())))?;
     let mut notes = Vec::new();
