@@ -279,12 +279,6 @@ fn verify_entry<'t>(
         if v2 {
             return Err(Error::Tlog("a Rekor v2 entry carries no SET".into()));
         }
-        if log.key.algorithm() == "Ed25519" {
-            return Err(Error::Tlog(format!(
-                "log {} has an Ed25519 key, which does not make SETs",
-                log.base_url
-            )));
-        }
         let set = crate::unb64(promise.as_str().unwrap_or_default())
             .map_err(|e| Error::Tlog(format!("signedEntryTimestamp: {e}")))?;
         let payload = RekorPayload {
@@ -293,21 +287,7 @@ fn verify_entry<'t>(
             log_id: key_id.clone(),
             log_index,
         };
-        log.key
-            .verify(&payload.canonical_json(), &set)
-            .map_err(|_| {
-                Error::Tlog(format!(
-                    "SET does not verify with the key of log {}",
-                    log.base_url
-                ))
-            })?;
-        if !log.valid_at(integrated_time) {
-            return Err(Error::Tlog(format!(
-                "integratedTime {} is outside the validity of log {}",
-                civil::rfc3339(integrated_time),
-                log.base_url
-            )));
-        }
+        crate::verify::check_set(log, &payload, &set)?;
         time = Some(integrated_time);
     } else if version == 1 {
         return Err(Error::Tlog(

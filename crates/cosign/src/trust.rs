@@ -183,6 +183,11 @@ fn parse_logs(list: &[JsonTlog], what: &str) -> Result<Vec<TlogKey>, Error> {
     Ok(logs)
 }
 
+/// Whether `t` lies in `[from, to]` (both inclusive, either open).
+fn in_window(from: Option<i64>, to: Option<i64>, t: i64) -> bool {
+    !(from.is_some_and(|f| t < f) || to.is_some_and(|e| t > e))
+}
+
 impl TlogKey {
     /// The host of `baseUrl` (a checkpoint's origin / key name).
     pub fn host(&self) -> &str {
@@ -195,14 +200,14 @@ impl TlogKey {
 
     /// Whether `t` (Unix seconds) is inside the key's `validFor` window.
     pub fn valid_at(&self, t: i64) -> bool {
-        !(self.valid_from.is_some_and(|f| t < f) || self.valid_to.is_some_and(|e| t > e))
+        in_window(self.valid_from, self.valid_to, t)
     }
 }
 
 impl CertificateAuthority {
     /// Whether `t` (Unix seconds) is inside the authority's `validFor` window.
     pub fn valid_at(&self, t: i64) -> bool {
-        !(self.valid_from.is_some_and(|f| t < f) || self.valid_to.is_some_and(|e| t > e))
+        in_window(self.valid_from, self.valid_to, t)
     }
 }
 

@@ -21,7 +21,7 @@ use crate::payload::{
     SignatureLayer, parse_payload,
 };
 use crate::policy::{Identity, Issuer, Verifier};
-use crate::trust::TrustRoot;
+use crate::trust::{TlogKey, TrustRoot};
 use crate::x509::Cert;
 use crate::{Error, pem};
 
@@ -306,7 +306,7 @@ pub(crate) fn verify_chain<'t>(
             continue;
         };
         // the trust root's window for the CA: a retired CA vouches for nothing after it
-        if ca.valid_from.is_some_and(|f| at < f) || ca.valid_to.is_some_and(|t| at > t) {
+        if !ca.valid_at(at) {
             errors.push(format!(
                 "CA {} is outside its trust-root validity window [{}, {}] at {} ({at})",
                 issuer.subject(),
@@ -403,18 +403,30 @@ fn verify_set(bundle: &RekorBundle, trust_root: &TrustRoot) -> Result<(), Error>
         })?;
     let set = crate::unb64(&bundle.signed_entry_timestamp)
         .map_err(|e| Error::Tlog(format!("SignedEntryTimestamp: {e}")))?;
-    log.key.verify(&p.canonical_json(), &set).map_err(|_| {
+    check_set(log, p, &set)
+}
+
+/// `set` is `log`'s signature (ECDSA: Ed25519 log keys make no SETs) over the canonical
+/// entry `p`, integrated inside the log key's validity window. Both cosign formats (the
+/// bundle annotation and a Sigstore bundle's inclusion promise) check their SET here.
+pub(crate) fn check_set(log: &TlogKey, p: &RekorPayload, set: &[u8]) -> Result<(), Error> {
+    if log.key.algorithm() == "Ed25519" {
+        return Err(Error::Tlog(format!(
+            "log {} has an Ed25519 key, which does not make SETs",
+            log.base_url
+        )));
+    }
+    log.key.verify(&p.canonical_json(), set).map_err(|_| {
         Error::Tlog(format!(
             "SET does not verify with the key of log {}",
             log.base_url
         ))
     })?;
-    if log.valid_from.is_some_and(|s| p.integrated_time < s)
-        || log.valid_to.is_some_and(|e| p.integrated_time > e)
-    {
+    if !log.valid_at(p.integrated_time) {
         return Err(Error::Tlog(format!(
             "integratedTime {} is outside the validity of log {}",
-            p.integrated_time, log.base_url
+            civil::rfc3339(p.integrated_time),
+            log.base_url
         )));
     }
     Ok(())
