@@ -233,9 +233,13 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// The `.pcrsig` JSON (systemd-measure's `sign` output, compact): for each bank, the policy
-/// for PCR 11 after `sections` (measured as systemd 252's `systemd-measure` does) and every
-/// phase of [`PHASES`], signed with `key`.
-pub fn pcr_signature(sections: &[(&str, &[u8])], key: &PcrKey) -> Result<String, crate::Error> {
+/// for PCR 11 after `sections` (measured by a stub that measures `order`,
+/// [`section_order`]) and every phase of [`PHASES`], signed with `key`.
+pub fn pcr_signature(
+    order: &[&str],
+    sections: &[(&str, &[u8])],
+    key: &PcrKey,
+) -> Result<String, crate::Error> {
     let digests: Vec<(&str, [Vec<u8>; 3])> = sections
         .iter()
         .map(|(n, d)| {
@@ -244,7 +248,7 @@ pub fn pcr_signature(sections: &[(&str, &[u8])], key: &PcrKey) -> Result<String,
             (*n, h.finish())
         })
         .collect();
-    pcr_signature_digests(&SECTION_ORDER_252, &digests, key)
+    pcr_signature_digests(order, &digests, key)
 }
 
 /// [`pcr_signature`] for a stub that measures `order`, from the sections' digests in every
