@@ -10,9 +10,10 @@
 //! `A/vmlinuz`, `A/initramfs.xz` and `grub/grub.cfg`. BOOT is FAT32 (Talos uses XFS): GRUB reads
 //! both and FAT32 is written in Rust here.
 //!
-//! Boot entries: the sd-boot layout uses a Boot Loader Specification type #1 entry
-//! (`loader/entries/<name>.conf` pointing at the kernel and initramfs on the ESP) until UKIs
-//! are built; Talos puts a UKI at `EFI/Linux/Talos-<version>.efi` instead.
+//! Boot entries: with a UKI (Talos ≥ 1.10 and SecureBoot), the sd-boot layout puts it at
+//! `EFI/Linux/<os>-<version>.efi`, where systemd-boot finds it by itself (a Boot Loader
+//! Specification type #2 entry); without one, a type #1 entry (`loader/entries/<name>.conf`)
+//! points at the kernel and initramfs on the ESP, as for the Talos versions before UKIs.
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -88,6 +89,12 @@ pub struct BootFiles {
     pub sd_boot: PathBuf,
     /// GRUB images (grub and dual-boot layouts).
     pub grub: Option<GrubFiles>,
+    /// The UKI systemd-boot boots (`EFI/Linux/<os>-<version>.efi`); `None`: a type #1 entry.
+    pub uki: Option<PathBuf>,
+    /// SecureBoot key databases for `loader/keys/auto/` (`PK.auth`, `KEK.auth`, `db.auth`).
+    pub enroll_keys: Vec<(String, Vec<u8>)>,
+    /// `loader.conf`'s `secure-boot-enroll` value, when it has one.
+    pub secure_boot_enroll: Option<String>,
 }
 
 /// GRUB images made by grub-mkimage with the prefix `(hd0,gpt3)/grub`
@@ -187,21 +194,56 @@ fn efi_arch_name(arch: &str) -> Result<&'static str, InstallError> {
     }
 }
 
-/// The sd-boot ESP tree (docs/formats/disk-layout.md: a type #1 entry instead of a UKI).
+/// `loader/loader.conf` of an ESP: the menu timeout, and the key enrollment mode when there is
+/// one (docs/formats/disk-layout.md).
+pub fn loader_conf(secure_boot_enroll: Option<&str>) -> Result<String, InstallError> {
+    let mut s = String::from("# systemd-boot configuration\n\ntimeout 10\n");
+    if let Some(e) = secure_boot_enroll {
+        s.push_str(&format!(
+            "\nsecure-boot-enroll {}\n",
+            entry_value("the secure-boot-enroll mode", e)?
+        ));
+    }
+    Ok(s)
+}
+
+/// The sd-boot ESP tree (docs/formats/disk-layout.md): systemd-boot, `loader.conf`, the key
+/// databases, and the UKI in `EFI/Linux/` or a type #1 entry with its kernel and initramfs.
 pub fn sdboot_tree(spec: &ImageSpec) -> Result<fat::Tree, InstallError> {
     let mut t = fat::Tree::new();
+    let f = &spec.files;
     let entry = format!("{}-{}", spec.os_name, spec.version);
+    if entry.contains('/') {
+        return Err(InstallError::Value(format!(
+            "the boot entry name {entry:?} holds a '/'"
+        )));
+    }
     t.add_file(
         &format!("EFI/boot/{}", efi_arch_name(&spec.arch)?),
-        fat::Source::Path(spec.files.sd_boot.clone()),
+        fat::Source::Path(f.sd_boot.clone()),
         false,
     )?;
     t.add_dir("EFI/Linux")?;
     t.add_file(
         "loader/loader.conf",
-        fat::Source::Bytes(b"# systemd-boot configuration\n\ntimeout 10\n".to_vec()),
+        fat::Source::Bytes(loader_conf(f.secure_boot_enroll.as_deref())?.into_bytes()),
         false,
     )?;
+    for (name, data) in &f.enroll_keys {
+        t.add_file(
+            &format!("loader/keys/auto/{name}"),
+            fat::Source::Bytes(data.clone()),
+            false,
+        )?;
+    }
+    if let Some(uki) = &f.uki {
+        t.add_file(
+            &format!("EFI/Linux/{entry}.efi"),
+            fat::Source::Path(uki.clone()),
+            false,
+        )?;
+        return Ok(t);
+    }
     let conf = format!(
         "title {name} ({ver})\nversion {ver}\nlinux /{entry}/vmlinuz\ninitrd /{entry}/initramfs.xz\noptions {cmdline}\n",
         name = entry_value("the OS name", &spec.os_name)?,
@@ -215,12 +257,12 @@ pub fn sdboot_tree(spec: &ImageSpec) -> Result<fat::Tree, InstallError> {
     )?;
     t.add_file(
         &format!("{entry}/vmlinuz"),
-        fat::Source::Path(spec.files.kernel.clone()),
+        fat::Source::Path(f.kernel.clone()),
         false,
     )?;
     t.add_file(
         &format!("{entry}/initramfs.xz"),
-        fat::Source::Path(spec.files.initramfs.clone()),
+        fat::Source::Path(f.initramfs.clone()),
         false,
     )?;
     Ok(t)
@@ -429,6 +471,9 @@ mod tests {
                 initramfs: "i".into(),
                 sd_boot: "s".into(),
                 grub: None,
+                uki: None,
+                enroll_keys: Vec::new(),
+                secure_boot_enroll: None,
             },
             meta: adv::Adv::new(),
             epoch: 0,

@@ -106,10 +106,13 @@ fn bad_input_is_refused_cleanly() {
             &["unknown profile \"metalx\""],
         ),
         stdin_case(
-            "secureboot is not implemented",
+            "a SecureBoot disk image without its keys",
             "baseProfileName: metal\narch: amd64\nsecureboot: true\n",
-            3,
-            &["secureboot"],
+            6,
+            &[
+                "input.secureboot.secureBootSigner.keyPath",
+                "/secureboot/uki-signing-key.pem",
+            ],
         ),
         case(
             "unknown profile name",
@@ -172,10 +175,13 @@ fn bad_input_is_refused_cleanly() {
             &["metaContents"],
         ),
         case(
-            "SecureBoot not implemented yet",
+            "a SecureBoot ISO without its keys",
             &["secureboot-iso"],
-            3,
-            &["secureboot", "not implemented"],
+            6,
+            &[
+                "input.secureboot.secureBootSigner.keyPath",
+                "/secureboot/uki-signing-key.pem",
+            ],
         ),
     ];
     cases.push(stdin_case(
@@ -239,7 +245,12 @@ fn failure_during_assembly_leaves_no_partial_file() {
     let tmp = tempfile::tempdir().unwrap();
     let assets = tmp.path().join("assets/amd64");
     std::fs::create_dir_all(&assets).unwrap();
-    for f in ["vmlinuz", "initramfs.xz", "systemd-boot.efi"] {
+    for f in [
+        "vmlinuz",
+        "initramfs.xz",
+        "systemd-boot.efi",
+        "systemd-stub.efi",
+    ] {
         std::fs::copy(e2e::assets().join("amd64").join(f), assets.join(f)).unwrap();
     }
     // disk too small for the layout: refused before anything is written (a failure in the

@@ -50,7 +50,6 @@ fn synthetic_assets(dir: &Path) {
         ("vmlinuz", 300_000),
         ("initramfs.xz", 200_000),
         ("systemd-boot.efi", 60_000),
-        ("systemd-stub.efi", 50_000),
         ("grub/boot.img", 512),
         ("grub/boot_hybrid.img", 512),
         ("grub/core.img", 30_000),
@@ -59,6 +58,8 @@ fn synthetic_assets(dir: &Path) {
     ] {
         std::fs::write(a.join(name), bytes(name, len)).unwrap();
     }
+    // a real (tiny) PE: from Talos 1.10 the ISO and disk images boot a UKI built on it
+    std::fs::write(a.join("systemd-stub.efi"), pe::testing::stub(0)).unwrap();
 }
 
 /// A two-layer base installer image as an OCI layout: a base layer and the assets under

@@ -9,6 +9,7 @@
 mod asn1;
 pub mod authenticode;
 pub mod measure;
+pub mod variables;
 
 pub use authenticode::sign_pe;
 

@@ -314,3 +314,98 @@ fn pcr_signatures_equal_systemd_measure_sign() {
         );
     }
 }
+
+/// The enrollment files: the layout firmware parses (time, WIN_CERTIFICATE_UEFI_GUID, the
+/// SignedData with SHA-256 at offset 13, then the lists), and each signature verifies with
+/// `openssl cms` over the serialization UEFI specifies. Deterministic.
+#[test]
+fn enrollment_variables_verify_with_openssl() {
+    use crate::variables::*;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = key_and_cert(dir.path(), "enroll-test");
+    let signer = PemSigner::new(&key, "k", &cert, "c").unwrap();
+    let files = enrollment(&signer, true, 1_700_000_000).unwrap();
+    assert_eq!(files, enrollment(&signer, true, 1_700_000_000).unwrap());
+    let names: Vec<&str> = files.iter().map(|f| f.0).collect();
+    assert_eq!(names, ["db.auth", "KEK.auth", "PK.auth"]);
+    let cert_der = signer.certificate_der().to_vec();
+    for (file, data) in &files {
+        let (var, vendor) = match *file {
+            "db.auth" => ("db", guid(IMAGE_SECURITY_DATABASE)),
+            "KEK.auth" => ("KEK", guid(GLOBAL_VARIABLE)),
+            _ => ("PK", guid(GLOBAL_VARIABLE)),
+        };
+        assert_eq!(&data[..16], &efi_time(1_700_000_000));
+        let len = u32::from_le_bytes(data[16..20].try_into().unwrap()) as usize;
+        assert_eq!(&data[20..24], &[0x00, 0x02, 0xf1, 0x0e]);
+        assert_eq!(&data[24..40], &guid(CERT_TYPE_PKCS7));
+        let sd = &data[40..16 + len];
+        assert_eq!(&sd[..2], &[0x30, 0x82]);
+        assert_eq!(
+            &sd[13..22],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01]
+        );
+        let value = &data[16 + len..];
+        // the first list is ours, DER, with the certificate-derived owner
+        assert_eq!(&value[..16], &guid(CERT_X509));
+        assert_eq!(&value[28..44], &owner_for(&cert_der));
+        assert_eq!(&value[44..44 + cert_der.len()], &cert_der[..]);
+        let lists = match var {
+            "PK" => 1,
+            "KEK" => 3,
+            _ => 4,
+        };
+        let mut at = 0;
+        let mut n = 0;
+        while at < value.len() {
+            at += u32::from_le_bytes(value[at + 16..at + 20].try_into().unwrap()) as usize;
+            n += 1;
+        }
+        assert_eq!((at, n), (value.len(), lists), "{file}");
+        let mut signed: Vec<u8> = var.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        signed.extend_from_slice(&vendor);
+        signed.extend_from_slice(&ATTRIBUTES.to_le_bytes());
+        signed.extend_from_slice(&data[..16]);
+        signed.extend_from_slice(value);
+        // openssl wants a ContentInfo around the SignedData
+        let mut ci = vec![
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+        ];
+        ci.extend(crate::asn1::ctx(0, sd));
+        let ci = crate::asn1::tlv(0x30, &ci);
+        let (p7, content) = (dir.path().join("p7.der"), dir.path().join("content"));
+        std::fs::write(&p7, &ci).unwrap();
+        std::fs::write(&content, &signed).unwrap();
+        let verify = |content: &Path| {
+            run(Command::new("openssl")
+                .args([
+                    "cms",
+                    "-verify",
+                    "-binary",
+                    "-inform",
+                    "DER",
+                    "-noverify",
+                    "-in",
+                ])
+                .arg(&p7)
+                .arg("-content")
+                .arg(content)
+                .args(["-out", "/dev/null"]))
+        };
+        let o = verify(&content);
+        assert!(
+            o.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        signed[0] ^= 1;
+        std::fs::write(&content, &signed).unwrap();
+        assert!(
+            !verify(&content).status.success(),
+            "{file}: tampered content verified"
+        );
+    }
+    // without the well-known certificates, every list holds only ours
+    let plain = enrollment(&signer, false, 0).unwrap();
+    assert!(plain.iter().all(|(_, d)| d.len() < files[0].1.len()));
+}

@@ -272,7 +272,20 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
         let s = check_sd_boot()?;
         (check_initramfs()?, s)
     };
-    let sd_stub = (kind == OutputKind::Uki || (kind == OutputKind::Installer && p.uses_uki()))
+    // a UKI is built for the uki kind, and for the media that boot systemd-boot when the
+    // profile boots UKIs (a GRUB-only disk image does not)
+    let grub_only = kind == OutputKind::Image
+        && p.output
+            .image_options
+            .as_ref()
+            .map(|o| o.bootloader.as_str())
+            == Some("grub");
+    let boots_uki = matches!(
+        kind,
+        OutputKind::Iso | OutputKind::Image | OutputKind::Installer
+    ) && p.uses_uki()
+        && !grub_only;
+    let sd_stub = (kind == OutputKind::Uki || boots_uki)
         .then(|| check_file("input.sdStub.path", &sd_stub_path))
         .transpose()?;
     Ok(Inputs {

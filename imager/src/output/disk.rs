@@ -51,6 +51,10 @@ pub fn image_spec(p: &Profile, inputs: &Inputs, a: &Assembly) -> Result<installe
                 "grub" | "dual-boot" => Some(inputs.grub.disk()?),
                 _ => None,
             },
+            // the UKI and SecureBoot files are made by `write` (`super::efi`)
+            uki: None,
+            enroll_keys: Vec::new(),
+            secure_boot_enroll: None,
         },
         meta: a.meta.clone(),
         epoch: 0,
@@ -69,14 +73,43 @@ pub fn image_spec(p: &Profile, inputs: &Inputs, a: &Assembly) -> Result<installe
     Ok(spec)
 }
 
-/// Writes the disk image of `spec` (with the writer's epoch) in the profile's disk format.
-pub fn write(p: &Profile, spec: &installer::ImageSpec, w: &Writer) -> Result<Artifact> {
+/// Writes the disk image of `spec` (with the writer's epoch) in the profile's disk format;
+/// `sd_stub` makes the UKI of layouts that boot systemd-boot, when the profile boots one.
+pub fn write(
+    p: &Profile,
+    spec: &installer::ImageSpec,
+    sd_stub: Option<&std::path::Path>,
+    w: &Writer,
+) -> Result<Artifact> {
     let io = p.output.image_options.clone().unwrap_or_default();
     let name = p.output_name();
     let kind = p.output.kind.as_str();
     let fmt = p.output.out_format;
     let mut spec = spec.clone();
     spec.epoch = w.epoch;
+    // kept until the image is written: the boot set's files live in its directory
+    let _boot = if spec.bootloader == installer::Bootloader::Grub {
+        None
+    } else {
+        let f = &spec.files;
+        let set = super::efi::prepare(
+            p,
+            &spec.cmdline,
+            &super::efi::EfiInputs {
+                kernel: &f.kernel,
+                initramfs: &f.initramfs,
+                sd_boot: &f.sd_boot,
+                sd_stub,
+            },
+            &w.tmp,
+            w.epoch,
+        )?;
+        spec.files.sd_boot = set.sd_boot.clone();
+        spec.files.uki = set.uki.clone();
+        spec.files.enroll_keys = set.keys.clone();
+        spec.files.secure_boot_enroll = set.enroll.map(str::to_string);
+        Some(set)
+    };
     let write_raw = |f: &mut File| {
         installer::write_image(f, &spec)
             .map_err(|e| Error::from_install(e).context(format!("writing disk image {name}")))?;

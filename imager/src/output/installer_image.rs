@@ -83,33 +83,27 @@ pub fn assemble(
         .tempdir_in(&w.tmp)
         .code(ExitCode::Io, || "creating the artifacts layer".to_string())?;
     let arch = &p.arch;
-    let mut sources: Vec<(&str, PathBuf)> = Vec::new();
-    if p.uses_uki() {
-        let stub = boot.sd_stub.ok_or_else(|| {
-            Error::new(
-                ExitCode::Unknown,
-                anyhow::anyhow!("no systemd-stub for the UKI"),
-            )
-        })?;
-        let uki = work.path().join("vmlinuz.efi");
-        let mut f = std::io::BufWriter::new(
-            std::fs::File::create(&uki).code(ExitCode::Io, || "creating the UKI".to_string())?,
-        );
-        let files = super::uki::UkiInputs {
+    let set = super::efi::prepare(
+        p,
+        boot.cmdline,
+        &super::efi::EfiInputs {
             kernel: boot.kernel,
             initramfs: boot.initramfs,
-            stub,
-        };
-        for note in super::uki::write(p, boot.cmdline, &files, w.epoch, None, &mut f)? {
-            eprintln!("imager: {note}");
+            sd_boot: boot.sd_boot,
+            sd_stub: boot.sd_stub,
+        },
+        work.path(),
+        w.epoch,
+    )?;
+    let mut sources: Vec<(&str, PathBuf)> = Vec::new();
+    match &set.uki {
+        Some(uki) => sources.push(("vmlinuz.efi", uki.clone())),
+        None => {
+            sources.push(("vmlinuz", boot.kernel.to_path_buf()));
+            sources.push(("initramfs.xz", boot.initramfs.to_path_buf()));
         }
-        std::io::Write::flush(&mut f).code(ExitCode::Io, || "writing the UKI".to_string())?;
-        sources.push(("vmlinuz.efi", uki));
-    } else {
-        sources.push(("vmlinuz", boot.kernel.to_path_buf()));
-        sources.push(("initramfs.xz", boot.initramfs.to_path_buf()));
     }
-    sources.push(("systemd-boot.efi", boot.sd_boot.to_path_buf()));
+    sources.push(("systemd-boot.efi", set.sd_boot.clone()));
     let files: Vec<oci::layout::LayerFile> = sources
         .into_iter()
         .map(|(name, src)| oci::layout::LayerFile {

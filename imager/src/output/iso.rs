@@ -8,8 +8,10 @@
 //! hybrid MBR code and a GPT (`-appended_part_as_gpt`). Volume id and set id per docs/formats/iso.md.
 //!
 //! Generator choice (docs/formats/iso.md): amd64 → hybrid (GRUB BIOS + systemd-boot UEFI), arm64 → UEFI only.
-//! As on disk images, systemd-boot starts a Boot Loader Specification type #1 entry whose
-//! kernel and initramfs sit on the ESP, where Talos uses a UKI.
+//! As on disk images, systemd-boot boots the UKI from `EFI/Linux/` when the profile boots one
+//! (Talos ≥ 1.10, SecureBoot: [`super::efi`]), else a type #1 entry whose kernel and initramfs
+//! sit on the ESP. SecureBoot ISOs are UEFI-only, with signed systemd-boot and UKI, the key
+//! databases in `loader/keys/auto/` and the certificate in `EFI/keys/`.
 
 use crate::error::{Error, ExitCode, Result, WithCode};
 use crate::profile::Profile;
@@ -50,10 +52,6 @@ pub fn grub_cfg(cmdline: &str, reset: bool) -> String {
     cfg
 }
 
-/// The ISO's `loader/loader.conf`: non-SecureBoot ISOs do not enrol keys.
-pub const LOADER_CONF: &str =
-    "# systemd-boot configuration\n\ntimeout 10\n\nsecure-boot-enroll off\n";
-
 fn ceil_mib(p: &Path) -> Result<u64> {
     let len = std::fs::metadata(p)
         .code(ExitCode::Io, || format!("stat {}", p.display()))?
@@ -62,12 +60,13 @@ fn ceil_mib(p: &Path) -> Result<u64> {
 }
 
 /// Files of the UEFI side, as (path, source, read-only): the ESP image's contents, of which
-/// `EFI/` and `loader/` are mirrored in the ISO 9660 tree.
+/// `EFI/` and `loader/` are mirrored in the ISO 9660 tree. With a UKI, systemd-boot finds it in
+/// `EFI/Linux/`; without one, a type #1 entry points at the kernel and initramfs on the ESP.
 fn uefi_files(
     p: &Profile,
     kernel: &Path,
     initramfs: &Path,
-    sd_boot: &Path,
+    efi: &super::efi::BootSet,
     cmdline: &str,
 ) -> Result<Vec<(String, Src, bool)>> {
     let value = |what: &str, v: &str| {
@@ -86,25 +85,50 @@ fn uefi_files(
     } else {
         "BOOTX64.EFI"
     };
+    let conf = installer::loader_conf(efi.enroll).map_err(Error::from_install)?;
+    let mut files = vec![
+        (
+            format!("EFI/BOOT/{efi_name}"),
+            Src::Path(efi.sd_boot.clone()),
+            false,
+        ),
+        (
+            "loader/loader.conf".into(),
+            Src::Bytes(conf.into_bytes()),
+            false,
+        ),
+        // a zeroed, read-only seed: systemd-boot must not try to write to the medium
+        ("loader/random-seed".into(), Src::Bytes(vec![0; 32]), true),
+    ];
+    for (name, data) in &efi.keys {
+        files.push((
+            format!("loader/keys/auto/{name}"),
+            Src::Bytes(data.clone()),
+            false,
+        ));
+    }
+    if let Some(cert) = &efi.cert_der {
+        files.push((
+            "EFI/keys/uki-signing-cert.der".into(),
+            Src::Bytes(cert.clone()),
+            false,
+        ));
+    }
+    if let Some(uki) = &efi.uki {
+        files.push((
+            format!("EFI/Linux/{entry}.efi"),
+            Src::Path(uki.clone()),
+            false,
+        ));
+        return Ok(files);
+    }
     let conf = format!(
         "title {os} ({ver})\nversion {ver}\nlinux /{entry}/vmlinuz\ninitrd /{entry}/initramfs.xz\noptions {cmdline}\n",
         os = value("the OS name", os)?,
         ver = value("the version", &p.version)?,
         cmdline = value("the kernel command line", cmdline)?,
     );
-    Ok(vec![
-        (
-            format!("EFI/BOOT/{efi_name}"),
-            Src::Path(sd_boot.to_path_buf()),
-            false,
-        ),
-        (
-            "loader/loader.conf".into(),
-            Src::Bytes(LOADER_CONF.as_bytes().to_vec()),
-            false,
-        ),
-        // a zeroed, read-only seed: systemd-boot must not try to write to the medium
-        ("loader/random-seed".into(), Src::Bytes(vec![0; 32]), true),
+    files.extend([
         (
             format!("loader/entries/{entry}.conf"),
             Src::Bytes(conf.into_bytes()),
@@ -120,7 +144,8 @@ fn uefi_files(
             Src::Path(initramfs.to_path_buf()),
             false,
         ),
-    ])
+    ]);
+    Ok(files)
 }
 
 /// Inputs of an ISO build.
@@ -130,8 +155,8 @@ pub struct IsoInputs<'a> {
     pub kernel: &'a Path,
     /// Initramfs.
     pub initramfs: &'a Path,
-    /// systemd-boot.
-    pub sd_boot: &'a Path,
+    /// The UEFI side: systemd-boot, the UKI, SecureBoot files.
+    pub efi: &'a super::efi::BootSet,
     /// GRUB's images (`eltorito.img` and `boot_hybrid.img` are read).
     pub grub: &'a crate::inputs::GrubImages,
 }
@@ -156,6 +181,8 @@ pub fn write_iso(
             "sd-boot"
         });
     let hybrid = match bootloader {
+        // SecureBoot ISOs are UEFI-only (docs/formats/iso.md)
+        _ if p.is_secureboot() => false,
         "dual-boot" => true,
         "sd-boot" => false,
         other => {
@@ -169,15 +196,17 @@ pub fn write_iso(
             "field output.isoOptions.bootloader: dual-boot ISOs are amd64 only",
         ));
     }
-    let files = uefi_files(p, inp.kernel, inp.initramfs, inp.sd_boot, cmdline)?;
+    let files = uefi_files(p, inp.kernel, inp.initramfs, inp.efi, cmdline)?;
 
     // efiboot.img: 10 MiB + the rounded-up sizes of what it holds (docs/formats/iso.md), but at least
     // 40 MiB: EDK2 takes the FAT type from the cluster count, so the image must have 65525+
     // clusters to be read as FAT32 (Talos's UKIs always make it that large; our kernel and
     // initramfs are smaller). spc: the largest of 8, 4, 2, 1 keeping 65525 + 2048 clusters.
-    let size =
-        (10 * MIB + ceil_mib(inp.sd_boot)? + ceil_mib(inp.kernel)? + ceil_mib(inp.initramfs)?)
-            .max(MIN_ESP);
+    let payload = match &inp.efi.uki {
+        Some(uki) => ceil_mib(uki)?,
+        None => ceil_mib(inp.kernel)? + ceil_mib(inp.initramfs)?,
+    };
+    let size = (10 * MIB + ceil_mib(&inp.efi.sd_boot)? + payload).max(MIN_ESP);
     let spc = [8u8, 4, 2, 1]
         .into_iter()
         .find(|spc| size / 512 / u64::from(*spc) >= 65525 + 2048)

@@ -9,6 +9,7 @@
 //! (`outFormat`) streams the primary artifact through the compressor into a second temp file.
 
 pub mod disk;
+pub mod efi;
 pub mod imager_image;
 pub mod installer_image;
 pub mod iso;
@@ -237,7 +238,7 @@ pub fn write(
             let spec = spec.ok_or_else(|| {
                 Error::new(ExitCode::Unknown, anyhow::anyhow!("no disk image spec"))
             })?;
-            Ok(vec![disk::write(p, &spec, w)?])
+            Ok(vec![disk::write(p, &spec, inputs.sd_stub.as_deref(), w)?])
         }
         OutputKind::Kernel => {
             let k = required("input.kernel", &inputs.kernel)?;
@@ -252,10 +253,24 @@ pub fn write(
                 .code(ExitCode::Io, || "writing".into())
         })?]),
         OutputKind::Iso => {
+            let kernel = required("input.kernel", &inputs.kernel)?;
+            let initramfs = required("input.initramfs", &a.initramfs)?;
+            let set = efi::prepare(
+                p,
+                &a.cmdline,
+                &efi::EfiInputs {
+                    kernel,
+                    initramfs,
+                    sd_boot: required("input.sdBoot", &inputs.sd_boot)?,
+                    sd_stub: inputs.sd_stub.as_deref(),
+                },
+                &w.tmp,
+                w.epoch,
+            )?;
             let files = iso::IsoInputs {
-                kernel: required("input.kernel", &inputs.kernel)?,
-                initramfs: required("input.initramfs", &a.initramfs)?,
-                sd_boot: required("input.sdBoot", &inputs.sd_boot)?,
+                kernel,
+                initramfs,
+                efi: &set,
                 grub: &inputs.grub,
             };
             Ok(vec![w.file(kind, &name, fmt, |f| {

@@ -13,7 +13,7 @@ use crate::error::{Error, ExitCode, Result, WithCode};
 use crate::profile::{OutputKind, Profile, quirks::Quirk};
 
 /// A stub larger than this is refused unread (systemd-stub is ≈ 100 KiB).
-const MAX_STUB: u64 = 16 << 20;
+pub(crate) const MAX_STUB: u64 = 16 << 20;
 
 /// The signers of a SecureBoot UKI.
 pub struct SecureBootKeys {

@@ -193,15 +193,6 @@ impl Profile {
                 ));
             }
         }
-        if self.is_secureboot() && self.output.kind != OutputKind::Uki {
-            return Err(unsupported(
-                "secureboot",
-                format!(
-                    "SecureBoot is not implemented yet for output kind {} (only uki)",
-                    self.output.kind.as_str()
-                ),
-            ));
-        }
         if !self.input.image_cache.is_empty() {
             return Err(unsupported(
                 "input.imageCache",
