@@ -218,3 +218,29 @@ pub fn layer_blobs(dir: &Path) -> Vec<std::path::PathBuf> {
         .map(|s| dir.join("blobs/sha256").join(&s[..64]))
         .collect()
 }
+
+/// Replaces the empty `diff_ids` of the layout's config and re-links the manifest and index.
+pub fn rewrite_config(dir: &Path, diff_ids: &str) {
+    let blobs = dir.join("blobs/sha256");
+    let index = std::fs::read_to_string(dir.join("index.json")).unwrap();
+    let md = index.split("\"digest\":\"sha256:").nth(1).unwrap()[..64].to_string();
+    let m = std::fs::read_to_string(blobs.join(&md)).unwrap();
+    let cd = m.split("\"digest\":\"sha256:").nth(1).unwrap()[..64].to_string();
+    let c = std::fs::read_to_string(blobs.join(&cd)).unwrap();
+    let c2 = c.replace(r#""diff_ids":[]"#, diff_ids);
+    let cd2 = crate::sha256(c2.as_bytes());
+    std::fs::write(blobs.join(&cd2), &c2).unwrap();
+    std::fs::remove_file(blobs.join(&cd)).unwrap();
+    let m2 = m.replace(&cd, &cd2).replace(
+        &format!("\"size\":{}}}", c.len()),
+        &format!("\"size\":{}}}", c2.len()),
+    );
+    let md2 = crate::sha256(m2.as_bytes());
+    std::fs::write(blobs.join(&md2), &m2).unwrap();
+    std::fs::remove_file(blobs.join(&md)).unwrap();
+    let index2 = index.replace(&md, &md2).replace(
+        &format!("\"size\":{},", m.len()),
+        &format!("\"size\":{},", m2.len()),
+    );
+    std::fs::write(dir.join("index.json"), index2).unwrap();
+}

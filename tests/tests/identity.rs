@@ -8,7 +8,7 @@
 //! (`IMAGER_UPDATE_GOLDENS=1 cargo test --release -p e2e --test identity`).
 #![allow(clippy::unwrap_used)]
 
-use e2e::fixture::{Tar, gzip, manifest, oci_layout};
+use e2e::fixture::{Tar, gzip, manifest, oci_layout, rewrite_config};
 use e2e::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,32 +101,6 @@ fn base_installer(dir: &Path) {
         sha256(&assets)
     );
     rewrite_config(dir, &diff_ids);
-}
-
-/// Replaces the empty `diff_ids` of the layout's config and re-links the manifest and index.
-fn rewrite_config(dir: &Path, diff_ids: &str) {
-    let blobs = dir.join("blobs/sha256");
-    let index = std::fs::read_to_string(dir.join("index.json")).unwrap();
-    let md = index.split("\"digest\":\"sha256:").nth(1).unwrap()[..64].to_string();
-    let m = std::fs::read_to_string(blobs.join(&md)).unwrap();
-    let cd = m.split("\"digest\":\"sha256:").nth(1).unwrap()[..64].to_string();
-    let c = std::fs::read_to_string(blobs.join(&cd)).unwrap();
-    let c2 = c.replace(r#""diff_ids":[]"#, diff_ids);
-    let cd2 = sha256(c2.as_bytes());
-    std::fs::write(blobs.join(&cd2), &c2).unwrap();
-    std::fs::remove_file(blobs.join(&cd)).unwrap();
-    let m2 = m.replace(&cd, &cd2).replace(
-        &format!("\"size\":{}}}", c.len()),
-        &format!("\"size\":{}}}", c2.len()),
-    );
-    let md2 = sha256(m2.as_bytes());
-    std::fs::write(blobs.join(&md2), &m2).unwrap();
-    std::fs::remove_file(blobs.join(&md)).unwrap();
-    let index2 = index.replace(&md, &md2).replace(
-        &format!("\"size\":{},", m.len()),
-        &format!("\"size\":{},", m2.len()),
-    );
-    std::fs::write(dir.join("index.json"), index2).unwrap();
 }
 
 /// A tarball extension with one file and a manifest.

@@ -22,12 +22,18 @@ pub enum Firmware {
     /// copy of `OVMF_VARS_4M.snakeoil.fd`, whose PK, KEK and db hold the snakeoil certificate
     /// `/usr/share/ovmf/PkKek-1-snakeoil.pem`.
     UefiSecureBootSnakeoil,
+    /// OVMF's SecureBoot build in setup mode: a private copy of Debian's plain
+    /// `OVMF_VARS_4M.fd`, which holds no keys, so a boot loader may enroll its own.
+    UefiSecureBootSetup,
 }
 
 const OVMF_SECBOOT: (&str, &str) = (
     "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
     "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd",
 );
+
+/// The SecureBoot build's variable store without keys (setup mode).
+const OVMF_SETUP_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// How a disk is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +59,10 @@ pub struct Machine {
     pub memory_mib: u32,
     /// Extra QEMU arguments.
     pub extra: Vec<String>,
+    /// A UEFI variable store the caller keeps, used in place instead of a private copy of the
+    /// firmware's template, so that a second run sees what the first one wrote (enrolled
+    /// keys). The caller fills it (see [`Machine::vars_template`]).
+    pub vars_file: Option<PathBuf>,
 }
 
 impl Default for Machine {
@@ -63,6 +73,7 @@ impl Default for Machine {
             direct: None,
             memory_mib: 1024,
             extra: Vec::new(),
+            vars_file: None,
         }
     }
 }
@@ -231,21 +242,31 @@ impl Machine {
         Ok(a)
     }
 
+    /// The variable store template of the machine's firmware (none for BIOS).
+    pub fn vars_template(&self) -> Result<Option<PathBuf>, HarnessError> {
+        let secboot = |v: &str| {
+            let v = PathBuf::from(v);
+            if !v.exists() || !Path::new(OVMF_SECBOOT.0).exists() {
+                return Err(HarnessError::Setup(
+                    "OVMF's SecureBoot build not found (apt-get install ovmf)".into(),
+                ));
+            }
+            Ok(Some(v))
+        };
+        match self.firmware {
+            Firmware::Bios => Ok(None),
+            Firmware::Uefi => Ok(Some(ovmf()?.1)),
+            Firmware::UefiSecureBootSnakeoil => secboot(OVMF_SECBOOT.1),
+            Firmware::UefiSecureBootSetup => secboot(OVMF_SETUP_VARS),
+        }
+    }
+
     /// Starts QEMU.
     pub fn start(&self) -> Result<Run, HarnessError> {
-        let vars_dir = if self.firmware != Firmware::Bios {
-            let vars = match self.firmware {
-                Firmware::UefiSecureBootSnakeoil => {
-                    let v = PathBuf::from(OVMF_SECBOOT.1);
-                    if !v.exists() || !Path::new(OVMF_SECBOOT.0).exists() {
-                        return Err(HarnessError::Setup(
-                            "OVMF's SecureBoot build not found (apt-get install ovmf)".into(),
-                        ));
-                    }
-                    v
-                }
-                _ => ovmf()?.1,
-            };
+        let vars_dir = if self.firmware != Firmware::Bios && self.vars_file.is_none() {
+            let vars = self
+                .vars_template()?
+                .ok_or_else(|| HarnessError::Setup("no variable store".into()))?;
             let d =
                 tempfile::tempdir().map_err(|e| HarnessError::Setup(format!("tempdir: {e}")))?;
             std::fs::copy(&vars, d.path().join("vars.fd"))
@@ -254,7 +275,10 @@ impl Machine {
         } else {
             None
         };
-        let vars = vars_dir.as_ref().map(|d| d.path().join("vars.fd"));
+        let vars = match &self.vars_file {
+            Some(v) => Some(v.clone()),
+            None => vars_dir.as_ref().map(|d| d.path().join("vars.fd")),
+        };
         let args = self.args(vars.as_deref())?;
         let mut child = Command::new("qemu-system-x86_64")
             .args(&args)
