@@ -14,7 +14,7 @@ use crate::console::say;
 
 const EFIVARS: &str = "/sys/firmware/efi/efivars";
 const GLOBAL_GUID: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
-const TPM_DEVICES: [&str; 2] = ["/dev/tpmrm0", "/dev/tpm0"];
+static TPM_DEVICES: [&str; 2] = ["/dev/tpmrm0", "/dev/tpm0"];
 /// The phase strings, in boot order.
 pub const ENTER_INITRD: &str = "enter-initrd";
 /// See [`ENTER_INITRD`].
@@ -80,36 +80,59 @@ fn pcr_event_command(data: &[u8]) -> Vec<u8> {
     c
 }
 
-/// Extends PCR 11 with the phase `phase` (a console line if a TPM is there and it fails).
+/// How long one TPM command may take before boot goes on without it (a TPM answers a
+/// `PCR_Event` in milliseconds; a wedged one must not hold PID 1).
+const TPM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Extends PCR 11 with the phase `phase` (a console line if a TPM is there and it fails or
+/// does not answer within [`TPM_DEADLINE`]; the command then stays with its thread).
 pub fn measure_phase(phase: &str) {
-    let Some(dev) = TPM_DEVICES.iter().find(|d| Path::new(d).exists()) else {
+    let Some(&dev) = TPM_DEVICES.iter().find(|d| Path::new(d).exists()) else {
         return;
     };
-    let r = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(dev)?;
-        f.write_all(&pcr_event_command(phase.as_bytes()))?;
-        let mut resp = [0u8; 4096];
-        let n = f.read(&mut resp)?;
-        if n < 10 {
-            return Err(std::io::Error::other(format!(
-                "short TPM response ({n} bytes)"
-            )));
-        }
-        let rc = u32::from_be_bytes([resp[6], resp[7], resp[8], resp[9]]);
-        if rc != 0 {
-            return Err(std::io::Error::other(format!("TPM response code {rc:#x}")));
-        }
-        Ok(())
-    })();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let data = phase.as_bytes().to_vec();
+    let spawned = std::thread::Builder::new()
+        .name("tpm".into())
+        .spawn(move || {
+            let _ = tx.send(pcr_event(dev, &data));
+        });
+    let r = match spawned {
+        Err(e) => Err(e),
+        Ok(_) => rx.recv_timeout(TPM_DEADLINE).unwrap_or_else(|_| {
+            Err(std::io::Error::other(format!(
+                "no answer from {dev} within {} s",
+                TPM_DEADLINE.as_secs()
+            )))
+        }),
+    };
     if let Err(e) = r {
         say(&format!(
             "tpm pcr=11 phase={phase} error={:?}",
             e.to_string()
         ));
     }
+}
+
+/// Sends `TPM2_PCR_Event(11, data)` to `dev` and checks the response code.
+fn pcr_event(dev: &str, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)?;
+    f.write_all(&pcr_event_command(data))?;
+    let mut resp = [0u8; 4096];
+    let n = f.read(&mut resp)?;
+    if n < 10 {
+        return Err(std::io::Error::other(format!(
+            "short TPM response ({n} bytes)"
+        )));
+    }
+    let rc = u32::from_be_bytes([resp[6], resp[7], resp[8], resp[9]]);
+    if rc != 0 {
+        return Err(std::io::Error::other(format!("TPM response code {rc:#x}")));
+    }
+    Ok(())
 }
 
 /// PCR 11 of the SHA-256 bank as the kernel reads it, lowercase hex, or `none`.
