@@ -10,7 +10,7 @@
 //! `A/vmlinuz`, `A/initramfs.xz` and `grub/grub.cfg`. BOOT is FAT32 (Talos uses XFS): GRUB reads
 //! both and FAT32 is written in Rust here.
 //!
-//! Boot entries: with a UKI (Talos ≥ 1.10 and SecureBoot), the sd-boot layout puts it at
+//! Boot entries: with a UKI (Talos ≥ 1.10, or SecureBoot), the sd-boot layout puts it at
 //! `EFI/Linux/<os>-<version>.efi`, where systemd-boot finds it by itself (a Boot Loader
 //! Specification type #2 entry); without one, a type #1 entry (`loader/entries/<name>.conf`)
 //! points at the kernel and initramfs on the ESP, as for the Talos versions before UKIs.

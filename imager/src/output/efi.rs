@@ -57,16 +57,6 @@ fn enroll_mode(p: &Profile) -> SdBootEnrollKeys {
     }
 }
 
-/// `loader/loader.conf` (docs/formats/uki-secureboot.md): the timeout, and the enrollment
-/// line when there is one.
-pub fn loader_conf(enroll: Option<&str>) -> String {
-    let mut s = String::from("# systemd-boot configuration\n\ntimeout 10\n");
-    if let Some(e) = enroll {
-        s.push_str(&format!("\nsecure-boot-enroll {e}\n"));
-    }
-    s
-}
-
 /// The enrollment databases: the pre-built ones the profile names (all three, or none), or
 /// generated from the signing certificate.
 fn enrollment(
@@ -137,7 +127,9 @@ pub struct EfiInputs<'a> {
     pub sd_stub: Option<&'a Path>,
 }
 
-/// Prepares the boot set of `p` in a temporary directory under `tmp`.
+/// Prepares the boot set of `p` in a temporary directory under `tmp` (for media that boot
+/// systemd-boot: a GRUB-only disk layout does not call it). `loader.conf` itself is written
+/// by `installer::loader_conf` from [`BootSet::enroll`].
 pub fn prepare(
     p: &Profile,
     cmdline: &str,
@@ -215,21 +207,4 @@ pub fn prepare(
         set.enroll = Some("off");
     }
     Ok(set)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loader_conf_lines() {
-        assert_eq!(
-            loader_conf(None),
-            "# systemd-boot configuration\n\ntimeout 10\n"
-        );
-        assert_eq!(
-            loader_conf(Some("off")),
-            "# systemd-boot configuration\n\ntimeout 10\n\nsecure-boot-enroll off\n"
-        );
-    }
 }
