@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds everything: Debian dependencies and kernel (hack/deps.sh), the workspace binaries
-# (release, glibc linked statically), and the base assets in _out/assets/amd64/.
+# Builds everything: Debian dependencies and kernels (hack/deps.sh), the workspace binaries
+# (release, glibc linked statically), node-runtime cross-built for arm64 (Debian's rustc-web
+# with its arm64 std, linked by aarch64-linux-gnu-gcc), and the base assets in
+# _out/assets/{amd64,arm64}/.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -18,3 +20,16 @@ cargo build --release --locked --workspace --bins
   --node-runtime "$BIN/node-runtime" \
   --modules kernel-config/modules-amd64.txt \
   --out "$ASSETS/amd64"
+
+# arm64: rustup ships no aarch64 std here, Debian's rustc-web (the same release line) does
+RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$TARGET_DIR/aarch64" \
+  cargo build --release --locked -p node-runtime --target aarch64-unknown-linux-gnu
+"$BIN/base-assets" \
+  --arch arm64 \
+  --kernel-root "$ARM64_CACHE/kernel/current" \
+  --node-runtime "$BIN_ARM64/node-runtime" \
+  --modules kernel-config/modules-arm64.txt \
+  --sd-boot "$ARM64_CACHE/systemd-boot-efi/current/usr/lib/systemd/boot/efi/systemd-bootaa64.efi" \
+  --sd-stub "$ARM64_CACHE/systemd-boot-efi/current/usr/lib/systemd/boot/efi/linuxaa64.efi.stub" \
+  --grub-dir "$ARM64_CACHE/grub-efi-arm64-bin/current/usr/lib/grub" \
+  --out "$ASSETS/arm64"

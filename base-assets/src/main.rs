@@ -43,9 +43,13 @@ struct Args {
     /// Output directory, e.g. _out/assets/amd64.
     #[arg(long)]
     out: PathBuf,
-    /// GRUB platform directories (Debian's grub-pc-bin and grub-efi-amd64-bin).
+    /// GRUB platform directories (Debian's grub-pc-bin and grub-efi-amd64-bin; for arm64 the
+    /// `usr/lib/grub` of an unpacked grub-efi-arm64-bin).
     #[arg(long, default_value = "/usr/lib/grub")]
     grub_dir: PathBuf,
+    /// Target architecture: amd64 (BIOS and x86_64-efi GRUB images) or arm64 (arm64-efi).
+    #[arg(long, default_value = "amd64", value_parser = ["amd64", "arm64"])]
+    arch: String,
 }
 
 /// Modules of the disk images' GRUB (docs/formats/disk-layout.md); `biosdisk` and `part_msdos` are
@@ -107,8 +111,21 @@ fn grub_mkimage(
 
 /// GRUB assets under `<out>/grub/`: `boot.img` and `core.img` (BIOS disk boot),
 /// `grub-efi.img` (x86_64 EFI, for the grub layout's ESP), and for ISOs `eltorito.img`
-/// (i386-pc-eltorito) and `boot_hybrid.img`.
-fn grub_assets(grub_dir: &Path, out: &Path) -> Result<()> {
+/// (i386-pc-eltorito) and `boot_hybrid.img`; on arm64 only `grub-efi.img` (arm64-efi).
+fn grub_assets(grub_dir: &Path, out: &Path, arch: &str) -> Result<()> {
+    let dir = out.join("grub");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if arch == "arm64" {
+        // UEFI only: no BIOS images, and arm64 ISOs boot systemd-boot
+        let efi_img = grub_mkimage(
+            &grub_dir.join("arm64-efi"),
+            "arm64-efi",
+            GRUB_PREFIX,
+            &["--compression", "xz"],
+            GRUB_MODULES,
+        )?;
+        return write_atomic(&dir.join("grub-efi.img"), |w| Ok(w.write_all(&efi_img)?));
+    }
     let pc = grub_dir.join("i386-pc");
     let efi = grub_dir.join("x86_64-efi");
     let mut bios_mods: Vec<&str> = GRUB_MODULES.to_vec();
@@ -130,8 +147,6 @@ fn grub_assets(grub_dir: &Path, out: &Path) -> Result<()> {
     let mut iso_mods: Vec<&str> = vec!["iso9660", "biosdisk", "part_msdos"];
     iso_mods.extend(GRUB_MODULES);
     let eltorito = grub_mkimage(&pc, "i386-pc-eltorito", "/boot/grub", &[], &iso_mods)?;
-    let dir = out.join("grub");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     for (name, bytes) in [
         ("core.img", core),
         ("grub-efi.img", efi_img),
@@ -398,7 +413,7 @@ fn main() -> Result<()> {
             Ok(())
         })?;
     }
-    grub_assets(&a.grub_dir, &a.out)?;
+    grub_assets(&a.grub_dir, &a.out, &a.arch)?;
     eprintln!(
         "base-assets: kernel {kver}, {} modules ({} in the floor list) → {}",
         load.len(),

@@ -101,10 +101,10 @@ pub struct BootFiles {
 /// (docs/formats/disk-layout.md).
 #[derive(Debug, Clone)]
 pub struct GrubFiles {
-    /// i386-pc `boot.img` (the MBR boot code).
-    pub boot_img: PathBuf,
-    /// i386-pc `core.img` (goes into the BIOS boot partition).
-    pub core_img: PathBuf,
+    /// i386-pc `boot.img` (the MBR boot code; amd64 only).
+    pub boot_img: Option<PathBuf>,
+    /// i386-pc `core.img` (goes into the BIOS boot partition; amd64 only).
+    pub core_img: Option<PathBuf>,
     /// x86_64-efi GRUB (`EFI/boot/BOOTX64.efi` of the grub layout).
     pub efi_img: PathBuf,
 }
@@ -422,8 +422,14 @@ pub fn write_image(out: &mut File, spec: &ImageSpec) -> Result<Layout, InstallEr
         )?;
         if spec.arch == "amd64" {
             let bios = part(&layout, "BIOS")?;
-            let mut boot_img = read_file(&g.boot_img)?;
-            let mut core_img = read_file(&g.core_img)?;
+            let bios_image = |p: &Option<PathBuf>, name: &str| match p {
+                Some(p) => read_file(p),
+                None => Err(InstallError::Unsupported(format!(
+                    "an amd64 GRUB layout needs GRUB's {name}"
+                ))),
+            };
+            let mut boot_img = bios_image(&g.boot_img, "boot.img")?;
+            let mut core_img = bios_image(&g.core_img, "core.img")?;
             if core_img.len() as u64 > bios.size(s) {
                 return Err(InstallError::Unsupported(format!(
                     "core.img ({} bytes) does not fit the BIOS boot partition",

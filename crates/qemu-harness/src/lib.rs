@@ -1,7 +1,8 @@
 //! One QEMU harness for tests, benchmarks and `imager boot`.
 //!
-//! In: a [`Machine`] description (firmware, disks, or a kernel for direct boot). Out: a run
-//! of `qemu-system-x86_64` under TCG with the serial console captured line by line; the run
+//! In: a [`Machine`] description (architecture, firmware, disks, or a kernel for direct boot).
+//! Out: a run of `qemu-system-x86_64` (q35) or `qemu-system-aarch64` (virt) under TCG with the
+//! serial console captured line by line; the run
 //! ends when a wanted line appears ([`Run::wait_for`]), a failure line appears, QEMU exits,
 //! or the timeout passes. Errors carry the console tail so a failed boot explains itself.
 
@@ -10,6 +11,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
+
+/// The guest's architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Arch {
+    /// x86-64: `qemu-system-x86_64 -M q35`, console `ttyS0`.
+    #[default]
+    Amd64,
+    /// AArch64: `qemu-system-aarch64 -M virt -cpu max`, console `ttyAMA0` (PL011).
+    Arm64,
+}
+
+/// AAVMF, Debian's EDK2 build for `-M virt` (qemu-efi-aarch64).
+const AAVMF: (&str, &str) = (
+    "/usr/share/AAVMF/AAVMF_CODE.fd",
+    "/usr/share/AAVMF/AAVMF_VARS.fd",
+);
+
+/// Debian's u-boot for `-M virt` on AArch64 (u-boot-qemu).
+const UBOOT_ARM64: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
 
 /// Firmware to boot with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +42,9 @@ pub enum Firmware {
     /// copy of `OVMF_VARS_4M.snakeoil.fd`, whose PK, KEK and db hold the snakeoil certificate
     /// `/usr/share/ovmf/PkKek-1-snakeoil.pem`.
     UefiSecureBootSnakeoil,
+    /// u-boot as the `-M virt` firmware (arm64 only): its EFI loader runs
+    /// `EFI/BOOT/BOOTAA64.EFI` from the disk.
+    UBoot,
     /// OVMF's SecureBoot build in setup mode: a private copy of Debian's plain
     /// `OVMF_VARS_4M.fd`, which holds no keys, so a boot loader may enroll its own.
     UefiSecureBootSetup,
@@ -49,7 +72,9 @@ pub enum DiskKind {
 /// A virtual machine to run.
 #[derive(Debug, Clone)]
 pub struct Machine {
-    /// Firmware.
+    /// Architecture (amd64 by default).
+    pub arch: Arch,
+    /// Firmware (`Uefi` is AAVMF on arm64).
     pub firmware: Firmware,
     /// Disk images (virtio ones with `snapshot=on` unless [`DiskKind::VirtioWritable`]).
     pub disks: Vec<(PathBuf, DiskKind)>,
@@ -68,6 +93,7 @@ pub struct Machine {
 impl Default for Machine {
     fn default() -> Self {
         Self {
+            arch: Arch::Amd64,
             firmware: Firmware::Uefi,
             disks: Vec::new(),
             direct: None,
@@ -167,15 +193,27 @@ fn ovmf() -> Result<(PathBuf, PathBuf), HarnessError> {
 }
 
 impl Machine {
+    /// The QEMU binary of the machine's architecture.
+    pub fn qemu(&self) -> &'static str {
+        match self.arch {
+            Arch::Amd64 => "qemu-system-x86_64",
+            Arch::Arm64 => "qemu-system-aarch64",
+        }
+    }
+
     /// The QEMU command line (without starting it); `vars` is the writable UEFI vars file.
     pub fn args(&self, vars: Option<&Path>) -> Result<Vec<String>, HarnessError> {
+        let (machine, cpu) = match self.arch {
+            Arch::Amd64 => ("q35", "max"),
+            Arch::Arm64 => ("virt", "max"),
+        };
         let mut a: Vec<String> = [
             "-machine",
-            "q35",
+            machine,
             "-accel",
             "tcg",
             "-cpu",
-            "max",
+            cpu,
             "-smp",
             "1",
             "-nodefaults",
@@ -192,29 +230,67 @@ impl Machine {
         .map(|s| s.to_string())
         .collect();
         a.extend(["-m".into(), self.memory_mib.to_string()]);
-        if self.firmware != Firmware::Bios {
-            let code = if self.firmware == Firmware::Uefi {
-                ovmf()?.0
-            } else {
-                // the SecureBoot build keeps its variables in SMM-protected flash
-                a[1] = "q35,smm=on".into();
-                a.extend([
-                    "-global".into(),
-                    "driver=cfi.pflash01,property=secure,value=on".into(),
-                ]);
-                PathBuf::from(OVMF_SECBOOT.0)
-            };
-            let vars = vars.ok_or_else(|| HarnessError::Setup("UEFI needs a vars file".into()))?;
-            a.push("-drive".into());
-            a.push(format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                code.display()
-            ));
-            a.push("-drive".into());
-            a.push(format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                vars.display()
-            ));
+        match (self.arch, self.firmware) {
+            (Arch::Arm64, Firmware::Bios) => {
+                // direct kernel boot needs no firmware on virt
+            }
+            (Arch::Arm64, Firmware::UBoot) => {
+                a.extend(["-bios".into(), UBOOT_ARM64.into()]);
+            }
+            (Arch::Arm64, Firmware::Uefi) => {
+                let vars =
+                    vars.ok_or_else(|| HarnessError::Setup("UEFI needs a vars file".into()))?;
+                a.push("-drive".into());
+                a.push(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    AAVMF.0
+                ));
+                a.push("-drive".into());
+                a.push(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
+            }
+            (Arch::Arm64, fw) => {
+                return Err(HarnessError::Setup(format!(
+                    "{fw:?} is not an arm64 firmware here"
+                )));
+            }
+            (Arch::Amd64, Firmware::UBoot) => {
+                return Err(HarnessError::Setup(
+                    "u-boot is an arm64 firmware here".into(),
+                ));
+            }
+            (Arch::Amd64, Firmware::Bios) => {}
+            (Arch::Amd64, _) => {
+                let code = if self.firmware == Firmware::Uefi {
+                    ovmf()?.0
+                } else {
+                    // the SecureBoot build keeps its variables in SMM-protected flash
+                    a[1] = "q35,smm=on".into();
+                    a.extend([
+                        "-global".into(),
+                        "driver=cfi.pflash01,property=secure,value=on".into(),
+                    ]);
+                    PathBuf::from(OVMF_SECBOOT.0)
+                };
+                let vars =
+                    vars.ok_or_else(|| HarnessError::Setup("UEFI needs a vars file".into()))?;
+                a.push("-drive".into());
+                a.push(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    code.display()
+                ));
+                a.push("-drive".into());
+                a.push(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
+            }
+        }
+        if self.arch == Arch::Arm64 && self.disks.iter().any(|d| d.1 == DiskKind::Cdrom) {
+            // virt has no IDE: CDs sit on virtio-scsi
+            a.extend(["-device".into(), "virtio-scsi-pci,id=scsi0".into()]);
         }
         for (i, (disk, kind)) in self.disks.iter().enumerate() {
             a.push("-drive".into());
@@ -227,6 +303,14 @@ impl Machine {
                     "file={},format=raw,if=virtio,index={i}",
                     disk.display()
                 )),
+                DiskKind::Cdrom if self.arch == Arch::Arm64 => {
+                    a.push(format!(
+                        "file={},format=raw,if=none,media=cdrom,readonly=on,id=cd{i}",
+                        disk.display()
+                    ));
+                    a.push("-device".into());
+                    a.push(format!("scsi-cd,drive=cd{i},bus=scsi0.0"));
+                }
                 DiskKind::Cdrom => a.push(format!(
                     "file={},format=raw,media=cdrom,readonly=on,index={i}",
                     disk.display()
@@ -254,7 +338,16 @@ impl Machine {
             Ok(Some(v))
         };
         match self.firmware {
-            Firmware::Bios => Ok(None),
+            Firmware::Bios | Firmware::UBoot => Ok(None),
+            Firmware::Uefi if self.arch == Arch::Arm64 => {
+                let v = PathBuf::from(AAVMF.1);
+                if !v.exists() || !Path::new(AAVMF.0).exists() {
+                    return Err(HarnessError::Setup(
+                        "AAVMF not found (apt-get install qemu-efi-aarch64; hack/deps.sh)".into(),
+                    ));
+                }
+                Ok(Some(v))
+            }
             Firmware::Uefi => Ok(Some(ovmf()?.1)),
             Firmware::UefiSecureBootSnakeoil => secboot(OVMF_SECBOOT.1),
             Firmware::UefiSecureBootSetup => secboot(OVMF_SETUP_VARS),
@@ -263,7 +356,8 @@ impl Machine {
 
     /// Starts QEMU.
     pub fn start(&self) -> Result<Run, HarnessError> {
-        let vars_dir = if self.firmware != Firmware::Bios && self.vars_file.is_none() {
+        let uefi = !matches!(self.firmware, Firmware::Bios | Firmware::UBoot);
+        let vars_dir = if uefi && self.vars_file.is_none() {
             let vars = self
                 .vars_template()?
                 .ok_or_else(|| HarnessError::Setup("no variable store".into()))?;
@@ -280,13 +374,14 @@ impl Machine {
             None => vars_dir.as_ref().map(|d| d.path().join("vars.fd")),
         };
         let args = self.args(vars.as_deref())?;
-        let mut child = Command::new("qemu-system-x86_64")
+        let qemu = self.qemu();
+        let mut child = Command::new(qemu)
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| HarnessError::Setup(format!("starting qemu-system-x86_64: {e}")))?;
+            .map_err(|e| HarnessError::Setup(format!("starting {qemu}: {e}")))?;
         let out = child
             .stdout
             .take()

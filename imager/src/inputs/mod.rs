@@ -31,6 +31,8 @@ pub struct Options {
 #[derive(Debug, Clone)]
 pub struct GrubImages {
     dir: PathBuf,
+    /// BIOS images exist on amd64 only.
+    bios: bool,
 }
 
 impl GrubImages {
@@ -39,11 +41,13 @@ impl GrubImages {
         check_file("GRUB assets", &path)
     }
 
-    /// The three images a GRUB disk layout needs: `boot.img`, `core.img`, `grub-efi.img`.
+    /// The images a GRUB disk layout needs: `grub-efi.img`, and on amd64 `boot.img` and
+    /// `core.img`.
     pub fn disk(&self) -> Result<installer::GrubFiles> {
+        let bios = |name: &str| self.bios.then(|| self.file(name)).transpose();
         Ok(installer::GrubFiles {
-            boot_img: self.file("boot.img")?,
-            core_img: self.file("core.img")?,
+            boot_img: bios("boot.img")?,
+            core_img: bios("core.img")?,
             efi_img: self.file("grub-efi.img")?,
         })
     }
@@ -190,6 +194,7 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
                 .join(p.arch)
                 .join("grub"),
         },
+        bios: p.arch == crate::profile::Arch::Amd64,
     };
 
     let mut exts = Vec::new();
