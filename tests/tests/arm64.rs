@@ -142,12 +142,39 @@ fn arm64_grub_image_boots_under_u_boot() {
     }
     let mbr = std::fs::read(&raw).unwrap()[..446].to_vec();
     assert!(mbr.iter().all(|b| *b == 0), "boot code in an arm64 MBR");
-    let b = boot_to_ready(&machine(Firmware::UBoot, &raw, DiskKind::Virtio));
-    assert_arm64_ready(&b, None);
+    // through `imager boot`, as users run it: the arch comes from the file name
+    let o = run(
+        imager().arg("boot").arg(&raw).args([
+            "--firmware",
+            "u-boot",
+            "--until-ready",
+            "--timeout",
+            "300",
+        ]),
+        None,
+    );
+    let console = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{console}");
     assert!(
-        b.console.iter().any(|l| l.contains("GNU GRUB")),
-        "not booted through GRUB:\n{}",
-        b.console.join("\n")
+        console.contains("GNU GRUB"),
+        "not booted through GRUB:\n{console}"
+    );
+    assert!(
+        console.contains("node-runtime: init stage=initramfs kernel=")
+            && console.contains("-arm64"),
+        "{console}"
+    );
+    assert!(console.contains("imager boot: ready after"), "{console}");
+    // SeaBIOS boots no arm64 image: one clear line, exit 2
+    let o = run(
+        imager().arg("boot").arg(&raw).args(["--firmware", "bios"]),
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--firmware bios does not boot Arm64"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }
 

@@ -8,7 +8,7 @@
 
 use crate::error::{Error, ExitCode, Result, WithCode};
 use clap::{Args, ValueEnum};
-use qemu_harness::{DiskKind, Firmware, Machine};
+use qemu_harness::{Arch, DiskKind, Firmware, Machine};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -17,10 +17,22 @@ use std::time::Duration;
 /// Firmware choice.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum FirmwareArg {
-    /// OVMF.
+    /// OVMF (AAVMF on arm64).
     Uefi,
-    /// SeaBIOS.
+    /// SeaBIOS (amd64).
     Bios,
+    /// u-boot as the `-M virt` firmware (arm64).
+    #[value(name = "u-boot")]
+    UBoot,
+}
+
+/// Guest architecture.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ArchArg {
+    /// x86-64 (`qemu-system-x86_64 -M q35`).
+    Amd64,
+    /// AArch64 (`qemu-system-aarch64 -M virt`).
+    Arm64,
 }
 
 /// How the artifact is attached.
@@ -40,6 +52,9 @@ pub struct BootArgs {
     /// Firmware.
     #[arg(long, value_enum, default_value = "uefi")]
     pub firmware: FirmwareArg,
+    /// Guest architecture (default: arm64 when the file name says `-arm64`, else amd64).
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchArg>,
     /// Attach the artifact as a CD-ROM or a disk (default: cdrom for .iso, else disk).
     #[arg(long = "as", value_enum)]
     pub attach: Option<AsArg>,
@@ -144,11 +159,34 @@ pub fn run(cli: &BootArgs) -> Result<()> {
         cli.artifact.clone()
     };
     check_bootable(&disk, &name)?;
+    let file_name = cli
+        .artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let arch = match cli.arch {
+        Some(ArchArg::Arm64) => Arch::Arm64,
+        Some(ArchArg::Amd64) => Arch::Amd64,
+        None if file_name.contains("-arm64") => Arch::Arm64,
+        None => Arch::Amd64,
+    };
+    let firmware = match (cli.firmware, arch) {
+        (FirmwareArg::Uefi, _) => Firmware::Uefi,
+        (FirmwareArg::Bios, Arch::Amd64) => Firmware::Bios,
+        (FirmwareArg::UBoot, Arch::Arm64) => Firmware::UBoot,
+        (f, a) => {
+            return Err(Error::invalid(format!(
+                "imager boot: --firmware {} does not boot {a:?} here (uefi does both, bios is \
+                 amd64, u-boot is arm64)",
+                f.to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            )));
+        }
+    };
     let m = Machine {
-        firmware: match cli.firmware {
-            FirmwareArg::Uefi => Firmware::Uefi,
-            FirmwareArg::Bios => Firmware::Bios,
-        },
+        arch,
+        firmware,
         disks: vec![(
             disk,
             match cli.attach {
