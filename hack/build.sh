@@ -2,7 +2,7 @@
 # Builds everything: Debian dependencies and kernels (hack/deps.sh), the workspace binaries
 # (release, glibc linked statically), node-runtime cross-built for arm64 (Debian's rustc-web
 # with its arm64 std, linked by aarch64-linux-gnu-gcc), and the base assets in
-# _out/assets/{amd64,arm64}/.
+# _out/assets/{amd64,arm64}/ and the reference board overlays in _out/overlays/.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -33,3 +33,13 @@ RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$TARGET_DIR/aarch64" \
   --sd-stub "$ARM64_CACHE/systemd-boot-efi/current/usr/lib/systemd/boot/efi/linuxaa64.efi.stub" \
   --grub-dir "$ARM64_CACHE/grub-efi-arm64-bin/current/usr/lib/grub" \
   --out "$ASSETS/arm64"
+
+# reference board overlays (overlays/*/), packed with Debian's arm64 boot loaders
+for src in overlays/*/; do
+  name=$(basename "$src")
+  "$BIN/base-assets" overlay --src "$src" \
+    --package kernel="$ARM64_CACHE/kernel/current" \
+    --package u-boot-rpi="$ARM64_CACHE/u-boot-rpi/current" \
+    --package u-boot-rockchip="$ARM64_CACHE/u-boot-rockchip/current" \
+    --out "$ROOT/_out/overlays/$name.tar.gz"
+done

@@ -104,7 +104,7 @@ kernel linux-image-amd64 "$CACHE"
 ARM64_CACHE="${ARM64_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/talos-rs/arm64}"
 kernel linux-image-arm64:arm64 "$ARM64_CACHE/kernel"
 # arm64 boot loaders, unpacked by package version (a new Debian version unpacks anew)
-for p in systemd-boot-efi grub-efi-arm64-bin; do
+for p in systemd-boot-efi grub-efi-arm64-bin u-boot-rpi u-boot-rockchip; do
   v=$(apt-cache policy "$p:arm64" | awk '/Candidate:/ {print $2; exit}')
   [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "deps: no candidate for $p:arm64" >&2; exit 4; }
   d="$ARM64_CACHE/$p/${v//[:~]/_}"

@@ -275,11 +275,15 @@ fn write_atomic(path: &Path, f: impl FnOnce(&mut BufWriter<File>) -> Result<()>)
     r.with_context(|| format!("writing {}", path.display()))
 }
 
+mod overlay;
 mod publish;
 
 fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("publish") {
         return publish::main(std::env::args().skip(1));
+    }
+    if std::env::args().nth(1).as_deref() == Some("overlay") {
+        return overlay::main(std::env::args().skip(1));
     }
     let a = Args::parse();
     let mtime = epoch()?;

@@ -139,6 +139,14 @@ pub struct ImageSpec {
     /// STATE (100 MiB) and EPHEMERAL (the rest) after META, both left empty: Talos images
     /// before 1.8 carry them; from 1.8 the node creates them on first boot.
     pub data_partitions: bool,
+    /// A board's room for firmware: LBAs between the GPT header and its entry array (so the
+    /// first partition moves down by as much).
+    pub skip_lbas: u64,
+    /// A board's files for the ESP root (docs/formats/overlays.md).
+    pub esp_extra: Vec<(String, fat::Source)>,
+    /// A board's firmware blobs: `(byte offset, file, size)`, written last, each checked
+    /// against the disk, the GPT and every partition ([`check_blobs`]).
+    pub blobs: Vec<(u64, PathBuf, u64)>,
 }
 
 /// The partitions of a layout, in order (docs/formats/disk-layout.md), with label-derived GUIDs.
@@ -177,13 +185,73 @@ pub fn partitions(spec: &ImageSpec) -> Vec<gpt::PartitionSpec> {
 
 /// Plans the partition table for a spec.
 pub fn plan(spec: &ImageSpec) -> Result<Layout, InstallError> {
+    let layout = table(spec)?;
+    check_blobs(spec, &layout)?;
+    Ok(layout)
+}
+
+/// The partition table of a spec, without the blob checks of [`plan`].
+pub fn table(spec: &ImageSpec) -> Result<Layout, InstallError> {
     Ok(gpt::plan(
         spec.disk_size,
         spec.sector_size,
-        0,
+        spec.skip_lbas,
         gpt::guid_from_label("talos-image-disk"),
         &partitions(spec),
     )?)
+}
+
+/// Refuses a blob that reaches past the disk or into the MBR, the GPT headers and entry
+/// arrays, or a partition.
+pub fn check_blobs(spec: &ImageSpec, layout: &Layout) -> Result<(), InstallError> {
+    let s = spec.sector_size;
+    let array = layout
+        .first_usable
+        .saturating_sub(layout.entries_lba)
+        .max(1);
+    let mut taken: Vec<(u64, u64, String)> = vec![
+        (0, 2 * s, "the MBR and the GPT header".into()),
+        (
+            layout.entries_lba * s,
+            (layout.entries_lba + array) * s,
+            "the GPT entry array".into(),
+        ),
+        (
+            spec.disk_size.saturating_sub((array + 1) * s),
+            spec.disk_size,
+            "the backup GPT".into(),
+        ),
+    ];
+    for p in &layout.partitions {
+        taken.push((
+            p.offset(s),
+            p.offset(s) + p.size(s),
+            format!("partition {} ({})", p.number, p.name),
+        ));
+    }
+    let mut placed: Vec<(u64, u64)> = Vec::new();
+    for (off, path, size) in &spec.blobs {
+        let end = off.checked_add(*size).unwrap_or(u64::MAX);
+        let name = path.display();
+        if end > spec.disk_size {
+            return Err(InstallError::Value(format!(
+                "blob {name} ({size} bytes at byte {off}) ends past the disk ({} bytes)",
+                spec.disk_size
+            )));
+        }
+        if let Some((_, _, what)) = taken.iter().find(|(a, b, _)| *off < *b && end > *a) {
+            return Err(InstallError::Value(format!(
+                "blob {name} ({size} bytes at byte {off}) overlaps {what}"
+            )));
+        }
+        if placed.iter().any(|(a, b)| *off < *b && end > *a) {
+            return Err(InstallError::Value(format!(
+                "blob {name} ({size} bytes at byte {off}) overlaps another blob"
+            )));
+        }
+        placed.push((*off, end));
+    }
+    Ok(())
 }
 
 fn efi_arch_name(arch: &str) -> Result<&'static str, InstallError> {
@@ -395,7 +463,7 @@ pub fn write_image(out: &mut File, spec: &ImageSpec) -> Result<Layout, InstallEr
     let mut opts = fat::FatOptions::new("EFI", 0x1234_ABCD, spec.epoch);
     opts.sector_size =
         u16::try_from(s).map_err(|_| InstallError::Unsupported(format!("sector size {s}")))?;
-    let esp_tree = match (spec.bootloader, grub) {
+    let mut esp_tree = match (spec.bootloader, grub) {
         (Bootloader::Grub, Some(g)) => {
             let mut t = fat::Tree::new();
             t.add_file(
@@ -408,6 +476,10 @@ pub fn write_image(out: &mut File, spec: &ImageSpec) -> Result<Layout, InstallEr
         // dual-boot drops GRUB's EFI image: UEFI boots systemd-boot (docs/formats/disk-layout.md)
         _ => sdboot_tree(spec)?,
     };
+    // a board's files go to the ESP root, where its firmware looks (docs/formats/overlays.md)
+    for (path, src) in &spec.esp_extra {
+        esp_tree.add_file(path, src.clone(), false)?;
+    }
     fat::write_fat32(out, esp.offset(s), esp.size(s), &opts, &esp_tree)?;
     if let Some(g) = grub {
         let boot = part(&layout, "BOOT")?;
@@ -445,6 +517,19 @@ pub fn write_image(out: &mut File, spec: &ImageSpec) -> Result<Layout, InstallEr
             out.write_all(&boot_img[..446])
                 .map_err(io_err("boot.img"))?;
         }
+    }
+    for (off, path, size) in &spec.blobs {
+        let data = read_file(path)?;
+        if data.len() as u64 != *size {
+            return Err(InstallError::Value(format!(
+                "blob {} changed size ({} bytes, {size} expected)",
+                path.display(),
+                data.len()
+            )));
+        }
+        out.seek(SeekFrom::Start(*off))
+            .map_err(io_err("a board blob"))?;
+        out.write_all(&data).map_err(io_err("a board blob"))?;
     }
     if !spec.meta.is_empty() {
         let meta = part(&layout, "META")?;
@@ -485,6 +570,9 @@ mod tests {
             epoch: 0,
             grub_reset_entry: true,
             data_partitions: false,
+            skip_lbas: 0,
+            esp_extra: Vec::new(),
+            blobs: Vec::new(),
         }
     }
 

@@ -22,6 +22,20 @@ pub enum Arch {
     Arm64,
 }
 
+/// A board QEMU emulates, booted by its own firmware file (arm64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Board {
+    /// `-M raspi3b`: QEMU loads `firmware` (a Raspberry Pi u-boot) as the Pi firmware would,
+    /// with `dtb`; disks are SD cards ([`DiskKind::Sd`], a power-of-two size); the console is
+    /// the second serial port (the mini UART, `ttyS1`).
+    Raspi3b {
+        /// The Pi's kernel file, e.g. u-boot's `u-boot.bin`.
+        firmware: PathBuf,
+        /// The device tree.
+        dtb: PathBuf,
+    },
+}
+
 /// AAVMF, Debian's EDK2 build for `-M virt` (qemu-efi-aarch64).
 const AAVMF: (&str, &str) = (
     "/usr/share/AAVMF/AAVMF_CODE.fd",
@@ -67,6 +81,8 @@ pub enum DiskKind {
     VirtioWritable,
     /// IDE CD-ROM.
     Cdrom,
+    /// An SD card (boards; `snapshot=on`).
+    Sd,
 }
 
 /// A virtual machine to run.
@@ -74,6 +90,8 @@ pub enum DiskKind {
 pub struct Machine {
     /// Architecture (amd64 by default).
     pub arch: Arch,
+    /// A board instead of the generic machine (arm64); its firmware replaces `firmware`.
+    pub board: Option<Board>,
     /// Firmware (`Uefi` is AAVMF on arm64).
     pub firmware: Firmware,
     /// Disk images (virtio ones with `snapshot=on` unless [`DiskKind::VirtioWritable`]).
@@ -94,6 +112,7 @@ impl Default for Machine {
     fn default() -> Self {
         Self {
             arch: Arch::Amd64,
+            board: None,
             firmware: Firmware::Uefi,
             disks: Vec::new(),
             direct: None,
@@ -230,7 +249,33 @@ impl Machine {
         .map(|s| s.to_string())
         .collect();
         a.extend(["-m".into(), self.memory_mib.to_string()]);
+        if let Some(Board::Raspi3b { firmware, dtb }) = &self.board {
+            // a fixed SoC: four cores, 1 GiB, its own CPU; the mini UART is the second port
+            a = [
+                "-machine",
+                "raspi3b",
+                "-accel",
+                "tcg",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-serial",
+                "null",
+                "-serial",
+                "stdio",
+                "-monitor",
+                "none",
+                "-no-reboot",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            a.extend(["-kernel".into(), firmware.display().to_string()]);
+            a.extend(["-dtb".into(), dtb.display().to_string()]);
+        }
         match (self.arch, self.firmware) {
+            _ if self.board.is_some() => {}
             (Arch::Arm64, Firmware::Bios) => {
                 // direct kernel boot needs no firmware on virt
             }
@@ -303,6 +348,10 @@ impl Machine {
                     "file={},format=raw,if=virtio,index={i}",
                     disk.display()
                 )),
+                DiskKind::Sd => a.push(format!(
+                    "if=sd,file={},format=raw,snapshot=on,index={i}",
+                    disk.display()
+                )),
                 DiskKind::Cdrom if self.arch == Arch::Arm64 => {
                     a.push(format!(
                         "file={},format=raw,if=none,media=cdrom,readonly=on,id=cd{i}",
@@ -356,7 +405,8 @@ impl Machine {
 
     /// Starts QEMU.
     pub fn start(&self) -> Result<Run, HarnessError> {
-        let uefi = !matches!(self.firmware, Firmware::Bios | Firmware::UBoot);
+        let uefi =
+            !matches!(self.firmware, Firmware::Bios | Firmware::UBoot) && self.board.is_none();
         let vars_dir = if uefi && self.vars_file.is_none() {
             let vars = self
                 .vars_template()?

@@ -280,8 +280,9 @@ pub fn default_args(q: &crate::profile::quirks::Quirks) -> Vec<&'static str> {
 }
 
 /// Builds the cmdline of a resolved profile. `meta_env` is the encoded
-/// `INSTALLER_META_BASE64` value for non-image outputs that carry META.
-pub fn build(p: &Profile, meta_env: Option<&str>) -> Cmdline {
+/// `INSTALLER_META_BASE64` value for non-image outputs that carry META; `overlay_args` are the
+/// board overlay's kernel arguments (step 4, set semantics).
+pub fn build(p: &Profile, meta_env: Option<&str>, overlay_args: &[String]) -> Cmdline {
     let q = p.quirks();
     let mut c = Cmdline::default();
     c.set("talos.platform", p.platform.as_str());
@@ -289,6 +290,8 @@ pub fn build(p: &Profile, meta_env: Option<&str>) -> Cmdline {
     if p.output.kind == OutputKind::Iso && q.has(Quirk::HaltIfInstalled) {
         c.set("talos.halt_if_installed", "1");
     }
+    let overlay: Vec<&str> = overlay_args.iter().map(String::as_str).collect();
+    c.set_all(&overlay);
     c.append_all(&default_args(&q));
     if p.is_secureboot() && !q.has(Quirk::Drop114Defaults) {
         c.append_all(&["lockdown=confidentiality"]);
@@ -323,11 +326,11 @@ mod tests {
     #[test]
     fn spec_goldens() {
         assert_eq!(
-            build(&prof("metal", "v1.14.0", &[]), None).to_string(),
+            build(&prof("metal", "v1.14.0", &[]), None, &[]).to_string(),
             "talos.platform=metal console=tty0 slab_nomerge pti=on consoleblank=0 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never"
         );
         assert_eq!(
-            build(&prof("aws", "v1.13.0", &[]), None).to_string(),
+            build(&prof("aws", "v1.13.0", &[]), None, &[]).to_string(),
             "talos.platform=aws console=tty1 console=ttyS0 net.ifnames=0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never"
         );
     }
@@ -347,12 +350,17 @@ mod tests {
                 ],
             ),
             None,
+            &[],
         );
         assert_eq!(
             c.to_string(),
             "talos.platform=metal console=ttyS0 console=tty1 slab_nomerge consoleblank=0 printk.devkmsg=on module.sig_enforce=1 proc_mem.force_override=never quiet"
         );
-        let c = build(&prof("metal", "v1.14.0", &["talos.platform=nocloud"]), None);
+        let c = build(
+            &prof("metal", "v1.14.0", &["talos.platform=nocloud"]),
+            None,
+            &[],
+        );
         assert_eq!(c.get("talos.platform").unwrap(), ["nocloud"]);
     }
 }

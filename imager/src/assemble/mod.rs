@@ -31,8 +31,13 @@ pub struct Assembly {
 /// The kernel command line of `p`, with META as `INSTALLER_META_BASE64` for outputs that have
 /// no META partition (docs/formats/cmdline.md, docs/formats/meta.md).
 pub fn cmdline_of(p: &Profile) -> Result<String> {
+    cmdline_with(p, &[])
+}
+
+/// [`cmdline_of`] with a board overlay's kernel arguments.
+pub fn cmdline_with(p: &Profile, overlay_args: &[String]) -> Result<String> {
     let env = meta::cmdline_env(p);
-    let c = cmdline::build(p, env.as_deref()).to_string();
+    let c = cmdline::build(p, env.as_deref(), overlay_args).to_string();
     cmdline::check_len(&c, p.arch, env.as_deref())?;
     Ok(c)
 }
@@ -66,7 +71,14 @@ pub fn assemble(
     staging: Option<&Path>,
     epoch: i64,
 ) -> Result<Assembly> {
-    let FromProfile { meta, cmdline } = decided;
+    let FromProfile { meta, mut cmdline } = decided;
+    if let Some(o) = inputs
+        .overlay
+        .as_ref()
+        .filter(|o| !o.kernel_args.is_empty())
+    {
+        cmdline = cmdline_with(p, &o.kernel_args)?;
+    }
     let mut initramfs = inputs.initramfs.clone();
     let mut layers = Vec::new();
     if inputs::needs_extensions(p) {

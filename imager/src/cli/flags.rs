@@ -59,6 +59,17 @@ fn overlay_options(opts: &[String]) -> Result<Map<String, Value>> {
 /// The override profile the flags describe (Talos `root.go`), merged onto the base profile.
 pub fn flags_profile(cli: &BuildArgs) -> Result<Value> {
     let container = |r: &str| json!({"imageRef": r, "forceInsecure": cli.insecure});
+    // a local directory is an OCI layout, a local file a tarball, anything else a reference
+    let asset = |r: &str| {
+        let path = std::path::Path::new(r);
+        if path.is_dir() {
+            json!({"ociPath": r})
+        } else if path.is_file() {
+            json!({"tarballPath": r})
+        } else {
+            container(r)
+        }
+    };
     let mut input = Map::new();
     if let Some(r) = &cli.base_installer_image {
         input.insert("baseInstaller".into(), container(r));
@@ -67,16 +78,7 @@ pub fn flags_profile(cli: &BuildArgs) -> Result<Value> {
         let v: Vec<Value> = cli
             .system_extension_images
             .iter()
-            .map(|r| {
-                let path = std::path::Path::new(r);
-                if path.is_dir() {
-                    json!({"ociPath": r})
-                } else if path.is_file() {
-                    json!({"tarballPath": r})
-                } else {
-                    container(r)
-                }
-            })
+            .map(|r| asset(r))
             .collect();
         input.insert("systemExtensions".into(), Value::Array(v));
     }
@@ -90,7 +92,7 @@ pub fn flags_profile(cli: &BuildArgs) -> Result<Value> {
         input.insert("imageCache".into(), v);
     }
     if let Some(r) = &cli.overlay_image {
-        input.insert("overlayInstaller".into(), json!({"imageRef": r}));
+        input.insert("overlayInstaller".into(), asset(r));
     }
     let mut sb = Map::new();
     if cli.secureboot_include_well_known_certs {
@@ -152,7 +154,7 @@ pub fn flags_profile(cli: &BuildArgs) -> Result<Value> {
     if let Some(img) = &cli.overlay_image {
         over["overlay"] = json!({
             "name": cli.overlay_name.clone().unwrap_or_else(|| "default".into()),
-            "image": {"imageRef": img},
+            "image": asset(img),
             "options": Value::Object(overlay_options(&cli.overlay_options)?),
         });
     }

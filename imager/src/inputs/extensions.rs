@@ -101,7 +101,7 @@ fn tree_err(source: &str, e: tree::TreeError) -> Error {
 }
 
 /// Flattens one input into a tree under `staging`.
-fn extract(src: &Source, arch: &str, staging: &Path, opts: &Options) -> Result<Tree> {
+pub(crate) fn extract(src: &Source, arch: &str, staging: &Path, opts: &Options) -> Result<Tree> {
     let source = src.label.as_str();
     let cap = opts.max_bytes.saturating_add(256 << 20);
     let mut t = Tree::new(staging, opts.max_bytes).map_err(|e| tree_err(source, e))?;

@@ -8,6 +8,7 @@
 
 pub mod base;
 pub mod extensions;
+pub mod overlay;
 pub mod registry;
 pub mod tree;
 
@@ -77,6 +78,8 @@ pub struct Inputs {
     pub extensions: Vec<extensions::Extension>,
     /// The registry client, when anything was pulled or will be pushed.
     pub fetcher: Option<registry::Fetcher>,
+    /// The board overlay (docs/formats/overlays.md).
+    pub overlay: Option<overlay::Overlay>,
 }
 
 /// Checks that `path` is a regular file (naming `field` on error).
@@ -120,7 +123,7 @@ fn needs_base(r: &Resolved) -> bool {
 
 /// Whether [`resolve`] needs a staging directory (pulls, extraction, extensions).
 pub fn needs_staging(r: &Resolved) -> bool {
-    needs_base(r) || needs_extensions(&r.profile)
+    needs_base(r) || needs_extensions(&r.profile) || r.profile.overlay.is_some()
 }
 
 /// Resolves the inputs of `r`. `staging` is the build's private directory (required when
@@ -132,6 +135,7 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
     let need_ext = needs_extensions(p);
     let wants_registry = (need_base && is_pull(&p.input.base_installer))
         || (need_ext && p.input.system_extensions.iter().any(is_pull))
+        || p.overlay.as_ref().is_some_and(|o| is_pull(&o.image))
         || o.push;
     let fetcher = if wants_registry {
         Some(registry::Fetcher::new(&o.fetch)?)
@@ -293,6 +297,15 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
     let sd_stub = (kind == OutputKind::Uki || boots_uki)
         .then(|| check_file("input.sdStub.path", &sd_stub_path))
         .transpose()?;
+    let overlay = match &p.overlay {
+        Some(_) => Some(overlay::load(
+            p,
+            fetcher.as_ref(),
+            staging_dir()?,
+            &o.extensions,
+        )?),
+        None => None,
+    };
     Ok(Inputs {
         kernel,
         initramfs,
@@ -302,5 +315,6 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
         base,
         extensions: exts,
         fetcher,
+        overlay,
     })
 }

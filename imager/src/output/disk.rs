@@ -60,7 +60,34 @@ pub fn image_spec(p: &Profile, inputs: &Inputs, a: &Assembly) -> Result<installe
         epoch: 0,
         grub_reset_entry: p.quirks().has(Quirk::ResetOption),
         data_partitions: !p.quirks().has(Quirk::SkipDataPartitions),
+        skip_lbas: inputs.overlay.as_ref().map_or(0, |o| o.partition_offset),
+        esp_extra: inputs
+            .overlay
+            .iter()
+            .flat_map(|o| o.esp.iter())
+            .map(|(path, src)| {
+                (
+                    path.clone(),
+                    match src {
+                        crate::inputs::overlay::EspSource::File(f) => fat::Source::Path(f.clone()),
+                        crate::inputs::overlay::EspSource::Bytes(b) => {
+                            fat::Source::Bytes(b.clone())
+                        }
+                    },
+                )
+            })
+            .collect(),
+        blobs: inputs
+            .overlay
+            .as_ref()
+            .map(|o| o.blobs.clone())
+            .unwrap_or_default(),
     };
+    // a board blob that does not fit the layout is the overlay's fault
+    if let (Some(o), Ok(layout)) = (&inputs.overlay, installer::table(&spec)) {
+        installer::check_blobs(&spec, &layout)
+            .map_err(|e| Error::invalid(format!("{}: {e}", o.source)))?;
+    }
     // a layout that cannot be placed is the profile's fault: say so before writing anything
     if let Err(e) = installer::plan(&spec) {
         return Err(Error::invalid(format!(

@@ -241,6 +241,10 @@ impl Profile {
         if self.is_secureboot() {
             return Bootloader::SdBoot;
         }
+        // board overlays are GRUB-only, as Talos's SBC profiles are (docs/formats/overlays.md)
+        if self.overlay.is_some() {
+            return Bootloader::Grub;
+        }
         if !matches!(explicit, Bootloader::Unset | Bootloader::None) {
             return explicit;
         }

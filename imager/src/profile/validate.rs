@@ -199,8 +199,18 @@ impl Profile {
                 "image caches are not implemented yet",
             ));
         }
-        if self.overlay.is_some() {
-            return Err(unsupported("overlay", "overlays are not implemented yet"));
+        if self.overlay.is_some() && self.output.kind == OutputKind::Installer {
+            return Err(unsupported(
+                "overlay",
+                "installer images that carry an overlay are not implemented yet (disk images \
+                 and the other kinds apply declarative overlays)",
+            ));
+        }
+        if self.overlay.is_some() && self.is_secureboot() {
+            return Err(invalid(
+                "overlay",
+                "board overlays boot GRUB and SecureBoot boots systemd-boot: not both",
+            ));
         }
         if !self.customization.embedded_machine_configuration.is_empty()
             && !self

@@ -1,0 +1,410 @@
+//! Board overlays (docs/formats/overlays.md), declarative: the reference overlays built by
+//! base-assets from Debian's boot loaders (`_out/overlays/*.tar.gz`). The Raspberry Pi image
+//! boots under `qemu-system-aarch64 -M raspi3b` with the u-boot and device tree taken out of
+//! its own ESP, through GRUB, to the ready line; the Rockchip image carries U-Boot at its
+//! sectors with the GPT moved past it; hostile overlays are refused with exit code 2 and
+//! nothing written. Two builds of each overlay image are byte-identical.
+#![allow(clippy::unwrap_used)]
+
+use e2e::fixture::{Tar, gzip};
+use e2e::*;
+use qemu_harness::{Arch, Board, DiskKind, Firmware, Machine, field};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn overlay(name: &str) -> PathBuf {
+    let p = root().join("_out/overlays").join(format!("{name}.tar.gz"));
+    assert!(p.is_file(), "{} missing (hack/build.sh)", p.display());
+    p
+}
+
+/// Builds `metal` for arm64 with an overlay (and extra flags), twice; asserts the same bytes;
+/// returns the raw image of the first build (decompressed).
+fn build_with(overlay_name: &str, board: &str, extra: &[&str], dir: &Path) -> PathBuf {
+    let mut sums = Vec::new();
+    for sub in ["a", "b"] {
+        let out = dir.join(sub);
+        ok(imager()
+            .args(["metal", "--arch", "arm64", "--overlay-image"])
+            .arg(overlay(overlay_name))
+            .args(["--overlay-name", board, "--output"])
+            .arg(&out)
+            .args(extra));
+        sums.push(sha256_file(&out.join("metal-arm64.raw.zst")));
+    }
+    assert_eq!(sums[0], sums[1], "{board}: two builds differ");
+    let raw = dir.join("disk.raw");
+    decompress(&dir.join("a/metal-arm64.raw.zst"), &raw);
+    raw
+}
+
+/// The files of the image's ESP (partition 1), read with the fat crate.
+fn esp_files(raw: &Path, dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let size = std::fs::metadata(raw).unwrap().len();
+    let l = gpt::read(&mut std::fs::File::open(raw).unwrap(), 512, size).unwrap();
+    let esp = l.partitions.iter().find(|p| p.name == "EFI").unwrap();
+    let img = dir.join("esp.img");
+    extract(raw, esp.offset(512), esp.size(512), &img);
+    let mut r = fat::read::FatReader::open(std::fs::File::open(&img).unwrap(), 0).unwrap();
+    let mut out = Vec::new();
+    for (path, e) in r.walk().unwrap() {
+        if !e.is_dir() {
+            let mut data = Vec::new();
+            r.read_file(&e, &mut data).unwrap();
+            out.push((path.trim_start_matches('/').to_string(), data));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A file of an overlay tarball.
+fn overlay_file(name: &str, path: &str) -> Vec<u8> {
+    let f = std::fs::File::open(overlay(name)).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy() == path {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+            return v;
+        }
+    }
+    panic!("{path} not in overlay {name}");
+}
+
+#[test]
+fn rpi_generic_boots_on_raspberry_pi_u_boot_from_its_own_esp() {
+    let t = tempfile::tempdir().unwrap();
+    let value = t.path().join("meta.yaml");
+    std::fs::write(&value, "hostname: pi\n").unwrap();
+    let raw = build_with(
+        "rpi_generic",
+        "rpi_generic",
+        &[
+            "--extra-kernel-arg",
+            "node_runtime.test_poweroff",
+            "--meta",
+            &format!("0xa=@{}", value.display()),
+            "--overlay-option",
+            "configTxtAppend=dtparam=audio=on",
+        ],
+        t.path(),
+    );
+    // GRUB-only, as SBC images are
+    let p = ok(Command::new("sgdisk").arg("-p").arg(&raw));
+    assert!(p.contains("BIOS") && p.contains("BOOT"), "{p}");
+    let files = esp_files(&raw, t.path());
+    let get = |n: &str| {
+        files
+            .iter()
+            .find(|f| f.0 == n)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{n} not in the ESP: {:?}",
+                    files.iter().map(|f| &f.0).collect::<Vec<_>>()
+                )
+            })
+            .1
+            .clone()
+    };
+    assert_eq!(
+        get("config.txt"),
+        b"arm_64bit=1\nenable_uart=1\nkernel=u-boot.bin\ndtparam=audio=on\n"
+    );
+    let uboot = get("u-boot.bin");
+    assert_eq!(
+        uboot,
+        overlay_file("rpi_generic", "artifacts/arm64/u-boot/rpi_arm64/u-boot.bin")
+    );
+    assert!(!get("EFI/boot/BOOTAA64.efi").is_empty());
+    // the firmware files come out of the image itself
+    let (fw, dtb) = (t.path().join("u-boot.bin"), t.path().join("rpi3.dtb"));
+    std::fs::write(&fw, &uboot).unwrap();
+    std::fs::write(&dtb, get("bcm2837-rpi-3-b.dtb")).unwrap();
+    // an SD card's size is a power of two
+    let size = std::fs::metadata(&raw).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&raw)
+        .unwrap()
+        .set_len(size.next_power_of_two())
+        .unwrap();
+    let b = boot_to_ready(&Machine {
+        arch: Arch::Arm64,
+        board: Some(Board::Raspi3b { firmware: fw, dtb }),
+        firmware: Firmware::Bios,
+        disks: vec![(raw.clone(), DiskKind::Sd)],
+        ..Default::default()
+    });
+    let console = b.console.join("\n");
+    assert!(console.contains("U-Boot"), "{console}");
+    assert!(console.contains("GNU GRUB"), "not through GRUB:\n{console}");
+    assert!(
+        console.contains("meta disk=/dev/mmcblk0"),
+        "META not read from the SD card:\n{console}"
+    );
+    assert_eq!(
+        field(&b.line, "meta"),
+        Some(format!("0x0a:{}", sha256(b"hostname: pi\n")).as_str()),
+        "{}",
+        b.line
+    );
+}
+
+#[test]
+fn rockchip_u_boot_sits_at_its_sectors_before_the_partitions() {
+    let t = tempfile::tempdir().unwrap();
+    let raw = build_with("rockchip", "rockpro64", &[], t.path());
+    let disk = std::fs::read(&raw).unwrap();
+    let idb = overlay_file(
+        "rockchip",
+        "artifacts/arm64/u-boot/rockpro64-rk3399/idbloader.img",
+    );
+    let itb = overlay_file(
+        "rockchip",
+        "artifacts/arm64/u-boot/rockpro64-rk3399/u-boot.itb",
+    );
+    assert_eq!(&disk[32768..32768 + idb.len()], &idb[..], "idbloader.img");
+    assert_eq!(&disk[8388608..8388608 + itb.len()], &itb[..], "u-boot.itb");
+    let v = ok(Command::new("sgdisk").arg("-v").arg(&raw));
+    assert!(v.contains("No problems found"), "{v}");
+    let l = gpt::read(
+        &mut std::fs::File::open(&raw).unwrap(),
+        512,
+        disk.len() as u64,
+    )
+    .unwrap();
+    // the entry array moved down 20480 sectors; the first partition follows it, after U-Boot
+    assert_eq!(l.entries_lba, 2 + 20480);
+    let first = l.partitions.iter().map(|p| p.first_lba).min().unwrap();
+    assert!(
+        first * 512 >= 8388608 + itb.len() as u64,
+        "first partition at LBA {first}"
+    );
+    assert_eq!(first, 22528);
+    let files = esp_files(&raw, t.path());
+    let dtb = files
+        .iter()
+        .find(|f| f.0 == "dtb/rockchip/rk3399-rockpro64.dtb")
+        .unwrap();
+    assert_eq!(
+        dtb.1,
+        overlay_file(
+            "rockchip",
+            "artifacts/arm64/dtb/rockchip/rk3399-rockpro64.dtb"
+        )
+    );
+    // the board's console reaches GRUB's entry
+    drop(disk);
+    let boot = l.partitions.iter().find(|p| p.name == "BOOT").unwrap();
+    let img = t.path().join("boot.img");
+    extract(&raw, boot.offset(512), boot.size(512), &img);
+    let mut r = fat::read::FatReader::open(std::fs::File::open(&img).unwrap(), 0).unwrap();
+    let mut cfg = Vec::new();
+    for (path, e) in r.walk().unwrap() {
+        if path.trim_start_matches('/') == "grub/grub.cfg" {
+            r.read_file(&e, &mut cfg).unwrap();
+        }
+    }
+    let cfg = String::from_utf8(cfg).unwrap();
+    assert!(
+        cfg.contains(" console=tty0 console=ttyS2,1500000n8 "),
+        "{cfg}"
+    );
+}
+
+#[test]
+fn qemu_virt_overlay_sets_its_console() {
+    let t = tempfile::tempdir().unwrap();
+    ok(imager()
+        .args([
+            "metal",
+            "--arch",
+            "arm64",
+            "--output-kind",
+            "cmdline",
+            "--overlay-image",
+        ])
+        .arg(overlay("qemu-virt-arm64"))
+        .args(["--overlay-name", "qemu-virt-arm64", "--output"])
+        .arg(t.path()));
+    // metal's outFormat (.zst) applies to every kind, as in Talos
+    let plain = t.path().join("cmdline");
+    decompress(&t.path().join("cmdline-metal-arm64.zst"), &plain);
+    let c = std::fs::read_to_string(plain).unwrap();
+    assert!(
+        c.starts_with("talos.platform=metal console=ttyAMA0 "),
+        "{c}"
+    );
+    assert!(!c.contains("console=tty0"), "{c}");
+}
+
+/// An overlay tarball with `overlay.yaml` = `yaml` and a few artifacts.
+fn hostile(dir: &Path, name: &str, yaml: &str, extra: &[(&str, &[u8])]) -> PathBuf {
+    let mut t = Tar::new()
+        .dir("artifacts", 0o755)
+        .file("artifacts/blob.bin", 0o644, &[0xAB; 4096])
+        .file("overlay.yaml", 0o644, yaml.as_bytes());
+    for (p, d) in extra {
+        t = t.file(p, 0o644, d);
+    }
+    let p = dir.join(format!("{name}.tar.gz"));
+    std::fs::write(&p, gzip(&t.finish())).unwrap();
+    p
+}
+
+#[test]
+fn hostile_overlays_are_refused_and_nothing_is_written() {
+    let t = tempfile::tempdir().unwrap();
+    let board = |body: &str| format!("version: v1\nboards:\n  b:\n{body}");
+    let cases: Vec<(&str, String, i32, &str)> = vec![
+        (
+            "esp target escapes",
+            board("    esp:\n      - from: artifacts/blob.bin\n        to: ../../etc/passwd\n"),
+            2,
+            "not a plain relative path",
+        ),
+        (
+            "esp source escapes",
+            board("    esp:\n      - from: ../../../etc/passwd\n        to: x\n"),
+            2,
+            "not a plain relative path",
+        ),
+        (
+            "blob past the disk end",
+            board("    blobs:\n      - from: artifacts/blob.bin\n        offset: 99999999999\n"),
+            2,
+            "ends past the disk",
+        ),
+        (
+            "blob over the GPT",
+            board("    blobs:\n      - from: artifacts/blob.bin\n        offset: 512\n"),
+            2,
+            "overlaps the MBR and the GPT header",
+        ),
+        (
+            "blob over a partition",
+            board("    blobs:\n      - from: artifacts/blob.bin\n        offset: 1048576\n"),
+            2,
+            "overlaps partition 1 (EFI)",
+        ),
+        (
+            "two blobs overlapping",
+            board(
+                "    blobs:\n      - from: artifacts/blob.bin\n        offset: 32768\n      - from: artifacts/blob.bin\n        offset: 34816\n",
+            ),
+            2,
+            "overlaps another blob",
+        ),
+        (
+            "unknown field",
+            board("    runScript: rm -rf /\n"),
+            2,
+            "runScript",
+        ),
+        (
+            "control character in a kernel argument",
+            board("    kernelArgs: [\"a\\nb\"]\n"),
+            2,
+            "kernel argument",
+        ),
+        (
+            "missing artifact",
+            board("    esp:\n      - from: artifacts/nope.bin\n        to: x\n"),
+            2,
+            "not in the overlay image",
+        ),
+        (
+            "unknown board",
+            "version: v1\nboards:\n  other: {}\n".into(),
+            2,
+            "not a board",
+        ),
+    ];
+    for (i, (what, yaml, code, needle)) in cases.iter().enumerate() {
+        let ov = hostile(t.path(), &format!("o{i}"), yaml, &[]);
+        let out = t.path().join(format!("out{i}"));
+        let r = run(
+            imager()
+                .args(["metal", "--arch", "arm64", "--overlay-image"])
+                .arg(&ov)
+                .args(["--overlay-name", "b", "--output"])
+                .arg(&out),
+            None,
+        );
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(*code), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {err}");
+        assert!(
+            !out.exists() || dir_entries(&out).is_empty(),
+            "{what}: left {:?}",
+            dir_entries(&out)
+        );
+    }
+    // a tar entry that climbs out of the image is refused while extracting
+    let evil = Tar::new()
+        .file("overlay.yaml", 0o644, board("").as_bytes())
+        .file("artifacts/../../escape", 0o644, b"x")
+        .finish();
+    let ov = t.path().join("evil.tar.gz");
+    std::fs::write(&ov, gzip(&evil)).unwrap();
+    let r = run(
+        imager()
+            .args(["metal", "--arch", "arm64", "--overlay-image"])
+            .arg(&ov)
+            .args(["--overlay-name", "b", "--output"])
+            .arg(t.path().join("out-evil")),
+        None,
+    );
+    assert_eq!(
+        r.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(!t.path().join("escape").exists());
+    // a Talos overlay whose board is a program: refused (exit 3), never run
+    let prog = Tar::new()
+        .dir("installers", 0o755)
+        .file(
+            "installers/b",
+            0o755,
+            b"#!/bin/sh\ntouch /tmp/overlay-ran\n",
+        )
+        .finish();
+    let ov = t.path().join("prog.tar.gz");
+    std::fs::write(&ov, gzip(&prog)).unwrap();
+    let r = run(
+        imager()
+            .args(["metal", "--arch", "arm64", "--overlay-image"])
+            .arg(&ov)
+            .args(["--overlay-name", "b", "--output"])
+            .arg(t.path().join("out-prog")),
+        None,
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("running overlay installers is not implemented"),
+        "{err}"
+    );
+    // an option the board does not declare
+    let r = run(
+        imager()
+            .args(["metal", "--arch", "arm64", "--overlay-image"])
+            .arg(overlay("rpi_generic"))
+            .args([
+                "--overlay-name",
+                "rpi_generic",
+                "--overlay-option",
+                "nope=1",
+                "--output",
+            ])
+            .arg(t.path().join("out-opt")),
+        None,
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("overlay.options.nope"), "{err}");
+}
