@@ -442,6 +442,32 @@ fn part<'a>(layout: &'a Layout, name: &str) -> Result<&'a gpt::Partition, Instal
         .ok_or_else(|| InstallError::Unsupported(format!("layout without {name}")))
 }
 
+/// The ESP's tree: GRUB's EFI image (grub layout) or systemd-boot's tree, and a board's
+/// files at the root; a board file at a path the layout uses is an error.
+pub fn esp_tree(spec: &ImageSpec) -> Result<fat::Tree, InstallError> {
+    let grub = spec.files.grub.as_ref();
+    let mut esp_tree = match (spec.bootloader, grub) {
+        (Bootloader::Grub, Some(g)) => {
+            let mut t = fat::Tree::new();
+            t.add_file(
+                &format!("EFI/boot/{}", efi_arch_name(&spec.arch)?),
+                fat::Source::Path(g.efi_img.clone()),
+                false,
+            )?;
+            t
+        }
+        // dual-boot drops GRUB's EFI image: UEFI boots systemd-boot (docs/formats/disk-layout.md)
+        _ => sdboot_tree(spec)?,
+    };
+    // a board's files go to the ESP root, where its firmware looks (docs/formats/overlays.md)
+    for (path, src) in &spec.esp_extra {
+        esp_tree
+            .add_file(path, src.clone(), false)
+            .map_err(|e| InstallError::Value(format!("a board file for the ESP, {path}: {e}")))?;
+    }
+    Ok(esp_tree)
+}
+
 /// Writes the whole image into `out` (which is truncated to `disk_size` first, so unwritten
 /// regions stay sparse) and returns the partition layout.
 pub fn write_image(out: &mut File, spec: &ImageSpec) -> Result<Layout, InstallError> {
@@ -463,23 +489,7 @@ pub fn write_image(out: &mut File, spec: &ImageSpec) -> Result<Layout, InstallEr
     let mut opts = fat::FatOptions::new("EFI", 0x1234_ABCD, spec.epoch);
     opts.sector_size =
         u16::try_from(s).map_err(|_| InstallError::Unsupported(format!("sector size {s}")))?;
-    let mut esp_tree = match (spec.bootloader, grub) {
-        (Bootloader::Grub, Some(g)) => {
-            let mut t = fat::Tree::new();
-            t.add_file(
-                &format!("EFI/boot/{}", efi_arch_name(&spec.arch)?),
-                fat::Source::Path(g.efi_img.clone()),
-                false,
-            )?;
-            t
-        }
-        // dual-boot drops GRUB's EFI image: UEFI boots systemd-boot (docs/formats/disk-layout.md)
-        _ => sdboot_tree(spec)?,
-    };
-    // a board's files go to the ESP root, where its firmware looks (docs/formats/overlays.md)
-    for (path, src) in &spec.esp_extra {
-        esp_tree.add_file(path, src.clone(), false)?;
-    }
+    let esp_tree = esp_tree(spec)?;
     fat::write_fat32(out, esp.offset(s), esp.size(s), &opts, &esp_tree)?;
     if let Some(g) = grub {
         let boot = part(&layout, "BOOT")?;

@@ -2,8 +2,9 @@
 //! base-assets from Debian's boot loaders (`_out/overlays/*.tar.gz`). The Raspberry Pi image
 //! boots under `qemu-system-aarch64 -M raspi3b` with the u-boot and device tree taken out of
 //! its own ESP, through GRUB, to the ready line; the Rockchip image carries U-Boot at its
-//! sectors with the GPT moved past it; hostile overlays are refused with exit code 2 and
-//! nothing written. Two builds of each overlay image are byte-identical.
+//! sectors with the GPT moved past it; the same board through Talos's program protocol, run in
+//! the imager's sandbox, gives the same bytes; hostile overlays and programs are refused with
+//! exit code 2 and nothing written. Two builds of each overlay image are byte-identical.
 #![allow(clippy::unwrap_used)]
 
 use e2e::fixture::{Tar, gzip};
@@ -20,13 +21,13 @@ fn overlay(name: &str) -> PathBuf {
 
 /// Builds `metal` for arm64 with an overlay (and extra flags), twice; asserts the same bytes;
 /// returns the raw image of the first build (decompressed).
-fn build_with(overlay_name: &str, board: &str, extra: &[&str], dir: &Path) -> PathBuf {
+fn build_with(ov: &Path, board: &str, extra: &[&str], dir: &Path) -> PathBuf {
     let mut sums = Vec::new();
     for sub in ["a", "b"] {
         let out = dir.join(sub);
         ok(imager()
             .args(["metal", "--arch", "arm64", "--overlay-image"])
-            .arg(overlay(overlay_name))
+            .arg(ov)
             .args(["--overlay-name", board, "--output"])
             .arg(&out)
             .args(extra));
@@ -79,7 +80,7 @@ fn rpi_generic_boots_on_raspberry_pi_u_boot_from_its_own_esp() {
     let value = t.path().join("meta.yaml");
     std::fs::write(&value, "hostname: pi\n").unwrap();
     let raw = build_with(
-        "rpi_generic",
+        &overlay("rpi_generic"),
         "rpi_generic",
         &[
             "--extra-kernel-arg",
@@ -155,7 +156,7 @@ fn rpi_generic_boots_on_raspberry_pi_u_boot_from_its_own_esp() {
 #[test]
 fn rockchip_u_boot_sits_at_its_sectors_before_the_partitions() {
     let t = tempfile::tempdir().unwrap();
-    let raw = build_with("rockchip", "rockpro64", &[], t.path());
+    let raw = build_with(&overlay("rockchip"), "rockpro64", &[], t.path());
     let disk = std::fs::read(&raw).unwrap();
     let idb = overlay_file(
         "rockchip",
@@ -364,13 +365,14 @@ fn hostile_overlays_are_refused_and_nothing_is_written() {
         String::from_utf8_lossy(&r.stderr)
     );
     assert!(!t.path().join("escape").exists());
-    // a Talos overlay whose board is a program: refused (exit 3), never run
+    // a program that needs what the sandbox does not have (a shell) is refused before it runs
+    let marker = t.path().join("overlay-ran");
     let prog = Tar::new()
         .dir("installers", 0o755)
         .file(
             "installers/b",
             0o755,
-            b"#!/bin/sh\ntouch /tmp/overlay-ran\n",
+            format!("#!/bin/sh\ntouch {}\n", marker.display()).as_bytes(),
         )
         .finish();
     let ov = t.path().join("prog.tar.gz");
@@ -384,11 +386,12 @@ fn hostile_overlays_are_refused_and_nothing_is_written() {
         None,
     );
     let err = String::from_utf8_lossy(&r.stderr);
-    assert_eq!(r.status.code(), Some(3), "{err}");
+    assert_eq!(r.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("running overlay installers is not implemented"),
+        err.contains("installers/b") && err.contains("not a 64-bit little-endian ELF"),
         "{err}"
     );
+    assert!(!marker.exists(), "the script ran on the host");
     // an option the board does not declare
     let r = run(
         imager()
@@ -407,4 +410,115 @@ fn hostile_overlays_are_refused_and_nothing_is_written() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(2), "{err}");
     assert!(err.contains("overlay.options.nope"), "{err}");
+}
+
+/// The rockchip overlay's artifacts with `installers/rockpro64` = our protocol program
+/// (overlays/test-installer) and no `overlay.yaml`: a Talos-style overlay.
+fn protocol_overlay(dir: &Path) -> PathBuf {
+    let prog = std::fs::read(bin("overlay-test-installer")).unwrap();
+    let mut t = Tar::new()
+        .dir("installers", 0o755)
+        .file("installers/rockpro64", 0o755, &prog);
+    let f = std::fs::File::open(overlay("rockchip")).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
+        if !path.starts_with("artifacts") {
+            continue;
+        }
+        if e.header().entry_type().is_dir() {
+            t = t.dir(&path, 0o755);
+        } else {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+            t = t.file(&path, 0o644, &v);
+        }
+    }
+    let p = dir.join("protocol.tar.gz");
+    std::fs::write(&p, gzip(&t.finish())).unwrap();
+    p
+}
+
+/// The same board through Talos's protocol (the program run in the sandbox) and through the
+/// declarative description: the same image bytes.
+#[test]
+fn protocol_overlay_gives_the_declarative_image_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let declarative = build_with(&overlay("rockchip"), "rockpro64", &[], &t.path().join("d"));
+    let ov = protocol_overlay(t.path());
+    let protocol = build_with(&ov, "rockpro64", &[], &t.path().join("p"));
+    assert_eq!(
+        sha256_file(&protocol),
+        sha256_file(&declarative),
+        "the protocol path and the declarative path differ"
+    );
+}
+
+/// The sandbox holds: writes outside what the program was given fail, a program that hangs
+/// is killed after IMAGER_OVERLAY_TIMEOUT, and it has no network; each build fails with exit
+/// code 2 and leaves nothing.
+#[test]
+fn protocol_sandbox_holds() {
+    let t = tempfile::tempdir().unwrap();
+    let ov = protocol_overlay(t.path());
+    let build = |opts: &[&str], out: &str, timeout: &str| {
+        let mut c = imager();
+        c.args(["metal", "--arch", "arm64", "--overlay-image"])
+            .arg(&ov)
+            .args(["--overlay-name", "rockpro64", "--output"])
+            .arg(t.path().join(out))
+            .env("IMAGER_OVERLAY_TIMEOUT", timeout);
+        for o in opts {
+            c.args(["--overlay-option", o]);
+        }
+        let started = std::time::Instant::now();
+        let r = run(&mut c, None);
+        let out_dir = t.path().join(out);
+        assert!(
+            !out_dir.exists() || dir_entries(&out_dir).is_empty(),
+            "{out}: left {:?}",
+            dir_entries(&out_dir)
+        );
+        (
+            r.status.code(),
+            String::from_utf8_lossy(&r.stderr).to_string(),
+            started.elapsed(),
+        )
+    };
+    let escaped = t.path().join("escaped");
+    let (code, err, _) = build(
+        &["mode=escape", &format!("escapeTo={}", escaped.display())],
+        "out-escape",
+        "60",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("succeeded for []"), "{err}");
+    assert!(!escaped.exists(), "the program wrote on the host");
+    let (code, err, took) = build(&["mode=hang"], "out-hang", "3");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("did not finish within 3 s and was killed"),
+        "{err}"
+    );
+    assert!(took.as_secs() < 30, "took {took:?}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (code, err, _) = build(
+        &["mode=network", &format!("connectTo=127.0.0.1:{port}")],
+        "out-net",
+        "60",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no network to"), "{err}");
+    assert!(
+        listener.accept().is_err(),
+        "the program reached the host's network"
+    );
 }

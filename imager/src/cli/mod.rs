@@ -213,9 +213,21 @@ pub struct BuildArgs {
     #[arg(long = "overlay-name", value_name = "NAME")]
     overlay_name: Option<String>,
 
-    /// Overlay image reference (overlay.image and input.overlayInstaller).
-    #[arg(long = "overlay-image", value_name = "REF")]
+    /// Overlay image (overlay.image and input.overlayInstaller): an OCI layout directory, a
+    /// tarball, or a registry reference.
+    #[arg(long = "overlay-image", value_name = "REF|DIR|FILE")]
     overlay_image: Option<String>,
+
+    /// Time limit of one run of an overlay's installer program, in seconds (it runs in a
+    /// sandbox; docs/formats/overlays.md).
+    #[arg(
+        long = "overlay-timeout",
+        env = "IMAGER_OVERLAY_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    overlay_timeout: u64,
 
     /// Overlay option `k=v` (`v` of `@file` reads the file) or `@file.yaml` (a YAML map).
     #[arg(long = "overlay-option", value_name = "OPT")]
@@ -514,6 +526,7 @@ fn run_build(cli: &BuildArgs) -> Result<()> {
                 max_bytes,
             },
             push: push.is_some(),
+            overlay_timeout: std::time::Duration::from_secs(cli.overlay_timeout),
         },
         push,
         sign: load_sign_key(cli.sign_key.as_deref())?,

@@ -10,6 +10,7 @@ pub mod base;
 pub mod extensions;
 pub mod overlay;
 pub mod registry;
+pub mod sandbox;
 pub mod tree;
 
 use crate::error::{Error, ExitCode, Result, WithCode};
@@ -25,6 +26,8 @@ pub struct Options {
     pub extensions: extensions::Options,
     /// Whether a registry client is needed even when nothing is pulled (`--push`).
     pub push: bool,
+    /// Time limit of one run of an overlay's installer program (`--overlay-timeout`).
+    pub overlay_timeout: std::time::Duration,
 }
 
 /// GRUB's images: `<assets>/<arch>/grub/{boot.img,core.img,grub-efi.img,eltorito.img,
@@ -303,6 +306,7 @@ pub fn resolve(r: &Resolved, o: &Options, staging: Option<&Path>) -> Result<Inpu
             fetcher.as_ref(),
             staging_dir()?,
             &o.extensions,
+            o.overlay_timeout,
         )?),
         None => None,
     };

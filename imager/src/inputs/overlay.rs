@@ -192,6 +192,7 @@ pub fn load(
     fetcher: Option<&super::registry::Fetcher>,
     staging: &Path,
     opts: &extensions::Options,
+    timeout: std::time::Duration,
 ) -> Result<Overlay> {
     let Some(po) = &p.overlay else {
         return Err(Error::new(
@@ -206,14 +207,25 @@ pub fn load(
     };
     let src = source_of(p, fetcher, staging)?;
     let source = src.label.clone();
-    let tree = extensions::extract(&src, p.arch.as_str(), &staging.join("overlay"), opts)?;
+    let mut tree = extensions::extract(&src, p.arch.as_str(), &staging.join("overlay"), opts)?;
     let Some(node) = tree.get(OVERLAY_YAML) else {
-        if tree.get(&format!("installers/{board_name}")).is_some() {
-            return Err(Error::unsupported(format!(
-                "{source}: the overlay has no {OVERLAY_YAML}, only an installer program \
-                 (installers/{board_name}); running overlay installers is not implemented \
-                 yet, declarative overlays are (docs/formats/overlays.md)"
-            )));
+        let program_path = format!("installers/{board_name}");
+        // Talos's overlays are programs, run on this host: an image index is read for the
+        // host's architecture then (its artifacts are those of every target)
+        let host = if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        if tree.get(&program_path).is_some()
+            && host != p.arch.as_str()
+            && matches!(src.archive, Archive::Layout(_))
+        {
+            tree = extensions::extract(&src, host, &staging.join("overlay-host"), opts)?;
+        }
+        if let Some(Kind::File { blob, .. }) = tree.get(&program_path).map(|n| &n.kind) {
+            let program = blob.clone();
+            return run_program(p, board_name, &source, tree, &program, staging, timeout);
         }
         return Err(bad(
             &source,
@@ -362,6 +374,276 @@ pub fn load(
         source,
         kernel_args: board.kernel_args.clone(),
         partition_offset: board.partition_offset,
+        esp,
+        blobs,
+        _tree: tree,
+    })
+}
+
+/// What an installer program's `get-options` prints (Talos's `overlay.Options`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProgramOptions {
+    #[serde(default)]
+    kernel_args: Vec<String>,
+    #[serde(default)]
+    partition_options: PartitionOptions,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct PartitionOptions {
+    #[serde(default)]
+    offset: u64,
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::new(ExitCode::Io, anyhow::anyhow!("{what}: {e}"))
+}
+
+/// Copies `artifacts/` of the image into a real directory for the program.
+fn materialize(source: &str, tree: &Tree, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest).map_err(io_err(format!("creating {}", dest.display())))?;
+    for (rel, n) in tree.under("artifacts") {
+        let to = dest.join(rel);
+        match &n.kind {
+            Kind::Dir => std::fs::create_dir_all(&to)
+                .map_err(io_err(format!("creating {}", to.display())))?,
+            Kind::File { blob, .. } => {
+                std::fs::copy(blob, &to).map_err(io_err(format!("copying {rel}")))?;
+            }
+            Kind::Symlink(_) => {
+                return Err(bad(
+                    source,
+                    format!("artifacts/{rel}: symlinks are not passed on"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bound on what an installer program may leave: files for the ESP and bytes on the disk.
+const MAX_EFFECT_BYTES: u64 = 256 << 20;
+
+/// Files the program left under `<target>/boot/EFI/`, for the ESP root.
+fn collect_esp(
+    source: &str,
+    dir: &Path,
+    rel: &str,
+    out: &mut BTreeMap<String, EspSource>,
+    bytes: &mut u64,
+) -> Result<()> {
+    let mut entries: Vec<_> = match std::fs::read_dir(dir) {
+        Ok(r) => r.filter_map(|e| e.ok()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(format!("reading {}", dir.display()))(e)),
+    };
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().to_string();
+        let path = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let path = clean_path(source, "a file the installer wrote", &path)?;
+        let meta = std::fs::symlink_metadata(e.path())
+            .map_err(io_err(format!("reading {}", e.path().display())))?;
+        if meta.is_dir() {
+            collect_esp(source, &e.path(), &path, out, bytes)?;
+        } else if meta.is_file() {
+            *bytes += meta.len();
+            if out.len() >= MAX_ITEMS || *bytes > MAX_EFFECT_BYTES {
+                return Err(bad(
+                    source,
+                    "the installer left too many or too large files",
+                ));
+            }
+            out.insert(path, EspSource::File(e.path()));
+        } else {
+            return Err(bad(
+                source,
+                format!("the installer left {path}, which is not a regular file or directory"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The runs of non-zero sectors the program wrote on the scratch disk, as blob files.
+fn collect_blobs(
+    source: &str,
+    disk: &Path,
+    size: u64,
+    sector: u64,
+    dir: &Path,
+) -> Result<Vec<(u64, PathBuf, u64)>> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut f = std::fs::File::open(disk).map_err(io_err(format!("opening {}", disk.display())))?;
+    let mut blobs: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut total = 0u64;
+    let mut pos = 0;
+    let mut buf = vec![0u8; sector as usize];
+    while let Some((start, end)) =
+        sparse::next_data(&f, pos, size).map_err(io_err(format!("reading {}", disk.display())))?
+    {
+        let mut at = start / sector * sector;
+        f.seek(SeekFrom::Start(at))
+            .map_err(io_err(format!("reading {}", disk.display())))?;
+        while at < end {
+            f.read_exact(&mut buf)
+                .map_err(io_err(format!("reading {}", disk.display())))?;
+            if !sparse::is_zero(&buf) {
+                total += sector;
+                if total > MAX_EFFECT_BYTES {
+                    return Err(bad(
+                        source,
+                        "the installer wrote more than 256 MiB on the disk",
+                    ));
+                }
+                match blobs.last_mut() {
+                    Some((off, data)) if *off + data.len() as u64 == at => {
+                        data.extend_from_slice(&buf)
+                    }
+                    _ => blobs.push((at, buf.clone())),
+                }
+            }
+            at += sector;
+        }
+        pos = at.max(end);
+    }
+    let mut out = Vec::new();
+    for (i, (off, data)) in blobs.into_iter().enumerate() {
+        let path = dir.join(format!("blob-{i}"));
+        std::fs::write(&path, &data).map_err(io_err(format!("writing {}", path.display())))?;
+        out.push((off, path, data.len() as u64));
+    }
+    Ok(out)
+}
+
+/// Talos's protocol: runs `installers/<board>` in the sandbox — `get-options` for the kernel
+/// arguments and the partition offset, and for disk images `install` against a scratch disk
+/// of the image's size and an empty staging directory — and turns what it did into the same
+/// effects a declarative overlay describes (ESP files from `<mountPrefix>/boot/EFI/`, blobs
+/// from the non-zero sectors of the scratch disk), checked the same way.
+fn run_program(
+    p: &Profile,
+    board: &str,
+    source: &str,
+    tree: Tree,
+    program: &Path,
+    staging: &Path,
+    timeout: std::time::Duration,
+) -> Result<Overlay> {
+    use super::sandbox::{Bind, run};
+    let po = p.overlay.clone().unwrap_or_default();
+    let what = format!("{source}: installers/{board}");
+    let dir = staging.join("overlay-run");
+    std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let prog = dir.join("installer");
+    std::fs::copy(program, &prog).map_err(io_err(format!("copying installers/{board}")))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o555))
+            .map_err(io_err(format!("chmod {}", prog.display())))?;
+    }
+    // the sandbox holds the program and nothing to interpret or load it with: a static ELF
+    // executable for this host, as Talos's overlays ship them
+    let host_machine = if cfg!(target_arch = "aarch64") {
+        183
+    } else {
+        62
+    };
+    crate::output::imager_image::check_static_as(&prog, &what, Some(host_machine))?;
+    let artifacts = dir.join("artifacts");
+    materialize(source, &tree, &artifacts)?;
+    let options = serde_json::to_vec(&po.options)
+        .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("overlay.options: {e}")))?;
+    let ro = |host: &Path, inside: &'static str| Bind {
+        host: host.to_path_buf(),
+        inside,
+        writable: false,
+    };
+    let out = run(
+        &what,
+        &prog,
+        "get-options",
+        &options,
+        &[ro(&artifacts, "/artifacts")],
+        &dir.join("root-options"),
+        timeout,
+    )?;
+    let text = String::from_utf8(out).map_err(|_| bad(&what, "get-options printed no UTF-8"))?;
+    let value = crate::profile::parse_yaml(&text, "get-options").map_err(|e| bad(&what, e))?;
+    let opts: ProgramOptions = serde_path_to_error::deserialize(value).map_err(|e| {
+        bad(
+            &what,
+            format!("get-options: field {}: {}", e.path(), e.inner()),
+        )
+    })?;
+    if opts.kernel_args.len() > MAX_ARGS {
+        return Err(bad(&what, "too many kernel arguments"));
+    }
+    for a in &opts.kernel_args {
+        if a.is_empty() || a.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(bad(&what, format!("kernel argument {a:?}")));
+        }
+    }
+    let mut esp = BTreeMap::new();
+    let mut blobs = Vec::new();
+    if p.output.kind == crate::profile::OutputKind::Image {
+        let io = p.output.image_options.clone().unwrap_or_default();
+        let sector = if io.disk_sector_size == 0 {
+            512
+        } else {
+            u64::from(io.disk_sector_size)
+        };
+        let disk = dir.join("disk");
+        std::fs::File::create(&disk)
+            .and_then(|f| f.set_len(io.disk_size))
+            .map_err(io_err(format!("creating {}", disk.display())))?;
+        let target = dir.join("target");
+        std::fs::create_dir_all(&target)
+            .map_err(io_err(format!("creating {}", target.display())))?;
+        let install = serde_json::json!({
+            "installDisk": "/disk",
+            "mountPrefix": "/target",
+            "artifactsPath": "/artifacts",
+            "extraOptions": po.options,
+        });
+        let input = serde_json::to_vec(&install)
+            .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("install options: {e}")))?;
+        run(
+            &what,
+            &prog,
+            "install",
+            &input,
+            &[
+                ro(&artifacts, "/artifacts"),
+                Bind {
+                    host: disk.clone(),
+                    inside: "/disk",
+                    writable: true,
+                },
+                Bind {
+                    host: target.clone(),
+                    inside: "/target",
+                    writable: true,
+                },
+            ],
+            &dir.join("root-install"),
+            timeout,
+        )?;
+        let mut bytes = 0;
+        collect_esp(&what, &target.join("boot/EFI"), "", &mut esp, &mut bytes)?;
+        blobs = collect_blobs(&what, &disk, io.disk_size, sector, &dir)?;
+        let _ = std::fs::remove_file(&disk);
+    }
+    Ok(Overlay {
+        name: board.to_string(),
+        source: what,
+        kernel_args: opts.kernel_args,
+        partition_offset: opts.partition_options.offset,
         esp,
         blobs,
         _tree: tree,

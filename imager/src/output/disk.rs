@@ -87,6 +87,7 @@ pub fn image_spec(p: &Profile, inputs: &Inputs, a: &Assembly) -> Result<installe
     if let (Some(o), Ok(layout)) = (&inputs.overlay, installer::table(&spec)) {
         installer::check_blobs(&spec, &layout)
             .map_err(|e| Error::invalid(format!("{}: {e}", o.source)))?;
+        installer::esp_tree(&spec).map_err(|e| Error::invalid(format!("{}: {e}", o.source)))?;
     }
     // a layout that cannot be placed is the profile's fault: say so before writing anything
     if let Err(e) = installer::plan(&spec) {

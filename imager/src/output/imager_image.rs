@@ -34,7 +34,13 @@ pub struct Platform {
 
 /// Refuses a binary that needs a dynamic loader (the image has no libc) or is not ELF.
 pub fn check_static(binary: &Path) -> Result<()> {
-    let what = format!("imager binary {}", binary.display());
+    check_static_as(binary, &format!("imager binary {}", binary.display()), None)
+}
+
+/// [`check_static`] naming the binary `what` in errors; with `machine`, the ELF `e_machine`
+/// must be that one (62 x86-64, 183 AArch64).
+pub fn check_static_as(binary: &Path, what: &str, machine: Option<u16>) -> Result<()> {
+    let what = what.to_string();
     let f = crate::io::open_regular(binary, &what, ExitCode::Io)?;
     let mut head = Vec::new();
     f.take(64 * 1024)
@@ -45,6 +51,12 @@ pub fn check_static(binary: &Path) -> Result<()> {
         return Err(bad("not a 64-bit little-endian ELF executable"));
     }
     let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]) as usize;
+    if let Some(m) = machine.filter(|m| u16_at(18) != usize::from(*m)) {
+        return Err(bad(&format!(
+            "built for ELF machine {}, and this host runs {m}",
+            u16_at(18)
+        )));
+    }
     let phoff = u64::from_le_bytes(head[32..40].try_into().unwrap_or_default()) as usize;
     let (phentsize, phnum) = (u16_at(54), u16_at(56));
     for i in 0..phnum {
@@ -55,8 +67,9 @@ pub fn check_static(binary: &Path) -> Result<()> {
         // PT_INTERP: the kernel would need a dynamic loader the image does not have
         if u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) == 3 {
             return Err(bad(
-                "dynamically linked (it names an interpreter); the image is FROM scratch and \
-                 needs a statically linked imager",
+                "dynamically linked (it names an interpreter), and where it runs (the imager \
+                 image FROM scratch, an overlay's sandbox) there is no dynamic loader: it must \
+                 be statically linked",
             ));
         }
     }

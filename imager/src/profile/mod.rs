@@ -241,8 +241,8 @@ impl Profile {
         if self.is_secureboot() {
             return Bootloader::SdBoot;
         }
-        // board overlays are GRUB-only, as Talos's SBC profiles are (docs/formats/overlays.md)
-        if self.overlay.is_some() {
+        // board images are GRUB-only, as Talos's SBC profiles are (docs/formats/overlays.md)
+        if self.overlay.is_some() && self.output.kind == OutputKind::Image {
             return Bootloader::Grub;
         }
         if !matches!(explicit, Bootloader::Unset | Bootloader::None) {
