@@ -248,3 +248,58 @@ fn arm64_uki_is_an_aarch64_pe() {
     let i = ok(imager().arg("inspect").arg(&arts[0]));
     assert!(i.contains(".linux") && i.contains(".initrd"), "{i}");
 }
+
+/// The arm64 installer image: its base published by `base-assets publish --arch arm64` from
+/// the arm64 assets, the output built on this host carries an Aarch64 UKI and systemd-boot in
+/// `usr/install/arm64/`, and two builds give the same OCI layout.
+#[test]
+fn arm64_installer_image_carries_aarch64_boot_files() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    ok(Command::new(bin("base-assets"))
+        .args(["publish", "--arch", "arm64", "--assets"])
+        .arg(assets())
+        .arg("--oci-layout")
+        .arg(&base));
+    let profile = format!(
+        "baseProfileName: installer\narch: arm64\ninput:\n  baseInstaller:\n    ociPath: {}\n",
+        base.display()
+    );
+    let mut digests = Vec::new();
+    for sub in ["a", "b"] {
+        let out = t.path().join(sub);
+        let o = run(
+            imager().args(["-", "--output"]).arg(&out),
+            Some(profile.as_bytes()),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        digests.push(sha256_file(&out.join("installer-arm64/index.json")));
+    }
+    assert_eq!(digests[0], digests[1], "two builds differ");
+    let layout = t.path().join("a/installer-arm64");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blobs = layout.join("blobs/sha256");
+    let md = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(md)).unwrap()).unwrap();
+    let last = m["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()[7..]
+        .to_string();
+    let x = t.path().join("layer");
+    std::fs::create_dir_all(&x).unwrap();
+    ok(Command::new("tar")
+        .arg("-xzf")
+        .arg(blobs.join(last))
+        .arg("-C")
+        .arg(&x));
+    for f in ["vmlinuz.efi", "systemd-boot.efi"] {
+        let p = x.join("usr/install/arm64").join(f);
+        let d = ok(Command::new("file").arg("-b").arg(&p));
+        assert!(
+            d.contains("EFI application") && d.contains("Aarch64"),
+            "{f}: {d}"
+        );
+    }
+}

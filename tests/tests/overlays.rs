@@ -522,3 +522,93 @@ fn protocol_sandbox_holds() {
         "the program reached the host's network"
     );
 }
+
+/// The last layer of an installer image's OCI layout, extracted into `dir`.
+fn last_layer(layout: &Path, dir: &Path) -> PathBuf {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blobs = layout.join("blobs/sha256");
+    let md = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(md)).unwrap()).unwrap();
+    let last = m["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()[7..]
+        .to_string();
+    std::fs::create_dir_all(dir).unwrap();
+    ok(Command::new("tar")
+        .arg("-xzf")
+        .arg(blobs.join(last))
+        .arg("-C")
+        .arg(dir));
+    dir.to_path_buf()
+}
+
+/// Installer images carry the overlay as Talos's do (`overlay/artifacts/**`,
+/// `overlay/installers/default`, `overlay/extra-options`; and `overlay.yaml` of a declarative
+/// one); nothing of it is run at build time; two builds give the same image.
+#[test]
+fn installer_images_carry_the_overlay() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    ok(Command::new(bin("base-assets"))
+        .args(["publish", "--arch", "arm64", "--assets"])
+        .arg(assets())
+        .arg("--oci-layout")
+        .arg(&base));
+    let protocol = protocol_overlay(t.path());
+    for (ov, board, program) in [
+        (overlay("rpi_generic"), "rpi_generic", false),
+        (protocol, "rockpro64", true),
+    ] {
+        let mut digests = Vec::new();
+        for sub in ["a", "b"] {
+            let out = t.path().join(format!("{board}-{sub}"));
+            let profile = format!(
+                "baseProfileName: installer\narch: arm64\ninput:\n  baseInstaller:\n    ociPath: {}\noverlay:\n  name: {board}\n  image:\n    tarballPath: {}\n  options:\n    answer: 42\n",
+                base.display(),
+                ov.display()
+            );
+            let o = run(
+                imager().args(["-", "--output"]).arg(&out),
+                Some(profile.as_bytes()),
+            );
+            assert!(
+                o.status.success(),
+                "{board}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            digests.push(sha256_file(&out.join("installer-arm64/index.json")));
+        }
+        assert_eq!(digests[0], digests[1], "{board}: two builds differ");
+        let x = last_layer(
+            &t.path().join(format!("{board}-a/installer-arm64")),
+            &t.path().join(format!("{board}-layer")),
+        );
+        let extra = std::fs::read_to_string(x.join("overlay/extra-options")).unwrap();
+        assert_eq!(extra, r#"{"answer":42}"#);
+        if program {
+            let p = x.join("overlay/installers/default");
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                std::fs::read(bin("overlay-test-installer")).unwrap()
+            );
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o755
+            );
+            assert!(
+                x.join("overlay/artifacts/arm64/u-boot/rockpro64-rk3399/u-boot.itb")
+                    .is_file()
+            );
+        } else {
+            assert!(x.join("overlay/overlay.yaml").is_file());
+            assert_eq!(
+                std::fs::read(x.join("overlay/artifacts/arm64/u-boot/rpi_arm64/u-boot.bin"))
+                    .unwrap(),
+                overlay_file("rpi_generic", "artifacts/arm64/u-boot/rpi_arm64/u-boot.bin")
+            );
+        }
+    }
+}

@@ -99,6 +99,11 @@ pub struct Overlay {
     pub esp: BTreeMap<String, EspSource>,
     /// `(offset, file, size)` blobs.
     pub blobs: Vec<(u64, PathBuf, u64)>,
+    /// For installer images: the overlay's files as Talos bakes them under `overlay/`
+    /// (`(path, file, mode)`), and their directories.
+    pub layer: Vec<(String, PathBuf, u32)>,
+    /// Directories of [`Overlay::layer`].
+    pub layer_dirs: Vec<String>,
     /// Holds the extracted image (the files above live in its staging directory).
     _tree: Tree,
 }
@@ -208,6 +213,9 @@ pub fn load(
     let src = source_of(p, fetcher, staging)?;
     let source = src.label.clone();
     let mut tree = extensions::extract(&src, p.arch.as_str(), &staging.join("overlay"), opts)?;
+    if p.output.kind == crate::profile::OutputKind::Installer {
+        return bake(board_name, &source, tree);
+    }
     let Some(node) = tree.get(OVERLAY_YAML) else {
         let program_path = format!("installers/{board_name}");
         // Talos's overlays are programs, run on this host: an image index is read for the
@@ -376,6 +384,56 @@ pub fn load(
         partition_offset: board.partition_offset,
         esp,
         blobs,
+        layer: Vec::new(),
+        layer_dirs: Vec::new(),
+        _tree: tree,
+    })
+}
+
+/// The overlay for an installer image: nothing is run or applied; its files are carried as
+/// Talos's installer images carry them — `artifacts/**`, the board's program renamed
+/// `installers/default`, and `overlay.yaml` of a declarative overlay — for the install on the
+/// node.
+fn bake(board: &str, source: &str, tree: Tree) -> Result<Overlay> {
+    let program = format!("installers/{board}");
+    let declarative = tree.get(OVERLAY_YAML).is_some();
+    if !declarative && tree.get(&program).is_none() {
+        return Err(bad(
+            source,
+            format!("neither {OVERLAY_YAML} nor {program} in the overlay image"),
+        ));
+    }
+    let mut layer = Vec::new();
+    let mut dirs = Vec::new();
+    for (path, n) in tree.entries() {
+        let target =
+            if path == OVERLAY_YAML || path.starts_with("artifacts/") || path == "artifacts" {
+                path.clone()
+            } else if *path == program {
+                "installers/default".to_string()
+            } else {
+                continue;
+            };
+        match &n.kind {
+            Kind::Dir => dirs.push(target),
+            Kind::File { blob, .. } => layer.push((target, blob.clone(), n.mode & 0o755)),
+            Kind::Symlink(_) => {
+                return Err(bad(source, format!("{path}: symlinks are not carried")));
+            }
+        }
+    }
+    if !declarative {
+        dirs.push("installers".into());
+    }
+    Ok(Overlay {
+        name: board.to_string(),
+        source: source.to_string(),
+        kernel_args: Vec::new(),
+        partition_offset: 0,
+        esp: BTreeMap::new(),
+        blobs: Vec::new(),
+        layer,
+        layer_dirs: dirs,
         _tree: tree,
     })
 }
@@ -646,6 +704,8 @@ fn run_program(
         partition_offset: opts.partition_options.offset,
         esp,
         blobs,
+        layer: Vec::new(),
+        layer_dirs: Vec::new(),
         _tree: tree,
     })
 }

@@ -57,6 +57,7 @@ pub fn assemble(
     w: &Writer,
     base: &BaseImage,
     boot: &BootFiles<'_>,
+    overlay: Option<&crate::inputs::overlay::Overlay>,
 ) -> Result<Assembled> {
     let what = format!("input.baseInstaller {}", base.source);
     let mut layers = base.manifest.layers.clone();
@@ -122,8 +123,46 @@ pub fn assemble(
         )
     })?;
     drop(f);
+    let base_layers = layers.len();
     diff_ids.push(layer.diff_id.to_string());
     layers.push(layer.descriptor.clone());
+    let mut new_blobs = vec![(layer.descriptor.digest.clone(), tmp_path)];
+    // the board overlay, as Talos bakes it: overlay/{artifacts/**, installers/default,
+    // extra-options} (and overlay.yaml for a declarative one)
+    if let Some(o) = overlay.filter(|o| !o.layer.is_empty()) {
+        let opts_path = work.path().join("extra-options");
+        let opts = serde_json::to_vec(&p.overlay.clone().unwrap_or_default().options)
+            .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("overlay.options: {e}")))?;
+        std::fs::write(&opts_path, opts).code(ExitCode::Io, || "writing extra-options".into())?;
+        let mut files: Vec<oci::layout::LayerFile> = o
+            .layer
+            .iter()
+            .map(|(path, src, mode)| oci::layout::LayerFile {
+                path: format!("overlay/{path}"),
+                mode: *mode,
+                source: src.clone(),
+            })
+            .collect();
+        files.push(oci::layout::LayerFile {
+            path: "overlay/extra-options".into(),
+            mode: 0o644,
+            source: opts_path,
+        });
+        let mut dirs: Vec<(String, u32)> = vec![("overlay".into(), 0o755)];
+        dirs.extend(o.layer_dirs.iter().map(|d| (format!("overlay/{d}"), 0o755)));
+        let path = work.path().join("overlay-layer");
+        let mut f = std::fs::File::create(&path)
+            .code(ExitCode::Io, || "creating the overlay layer".to_string())?;
+        let l = oci::layout::write_layer_with_dirs(&mut f, &dirs, &files, 0, 1).map_err(|e| {
+            Error::new(
+                ExitCode::Io,
+                anyhow::anyhow!("writing the overlay layer: {e}"),
+            )
+        })?;
+        diff_ids.push(l.diff_id.to_string());
+        layers.push(l.descriptor.clone());
+        new_blobs.push((l.descriptor.digest.clone(), path));
+    }
     let config = ImageConfig {
         architecture: arch.to_string(),
         os: "linux".into(),
@@ -152,7 +191,7 @@ pub fn assemble(
     let manifest_bytes = serde_json::to_vec(&manifest)
         .map_err(|e| Error::new(ExitCode::Unknown, anyhow::anyhow!("manifest: {e}")))?;
     let mut blobs: BTreeMap<oci::Digest, PathBuf> = BTreeMap::new();
-    for l in &base.manifest.layers[..layers.len() - 1] {
+    for l in &base.manifest.layers[..base_layers] {
         let p = base
             .files
             .blobs
@@ -160,7 +199,7 @@ pub fn assemble(
             .ok_or_else(|| Error::invalid(format!("{what}: layer {} missing", l.digest)))?;
         blobs.insert(l.digest.clone(), p.clone());
     }
-    blobs.insert(layer.descriptor.digest.clone(), tmp_path);
+    blobs.extend(new_blobs);
     blobs.insert(config_desc.digest.clone(), config_path);
     let mut annotations = BTreeMap::new();
     if let Some(t) = base_tag(base) {

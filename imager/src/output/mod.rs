@@ -298,7 +298,7 @@ pub fn write(
                 sd_stub: inputs.sd_stub.as_deref(),
                 cmdline: &a.cmdline,
             };
-            let img = installer_image::assemble(p, w, base, &boot)?;
+            let img = installer_image::assemble(p, w, base, &boot, inputs.overlay.as_ref())?;
             let mut arts = installer_image::write(p, w, base, &img)?;
             if let Some((target, insecure)) = push {
                 let f = crate::inputs::registry::required(inputs.fetcher.as_ref())?;

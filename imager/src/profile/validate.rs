@@ -199,13 +199,6 @@ impl Profile {
                 "image caches are not implemented yet",
             ));
         }
-        if self.overlay.is_some() && self.output.kind == OutputKind::Installer {
-            return Err(unsupported(
-                "overlay",
-                "installer images that carry an overlay are not implemented yet (disk images \
-                 and the other kinds apply declarative overlays)",
-            ));
-        }
         if self.overlay.is_some() && self.is_secureboot() {
             return Err(invalid(
                 "overlay",
