@@ -30,6 +30,28 @@ pub fn all() -> Seeds {
         put(out, "profile", n, y.as_bytes());
     }
 
+    // overlay: `board\0options\0overlay.yaml`, the reference overlays' descriptions
+    for (n, board, yaml) in [
+        (
+            "rpi",
+            "rpi_generic",
+            include_str!("../../overlays/rpi_generic/overlay.yaml"),
+        ),
+        (
+            "rockchip",
+            "rockpro64",
+            include_str!("../../overlays/rockchip/overlay.yaml"),
+        ),
+        (
+            "virt",
+            "qemu-virt-arm64",
+            include_str!("../../overlays/qemu-virt-arm64/overlay.yaml"),
+        ),
+    ] {
+        let data = format!("{board}\0configTxtAppend: x\0{yaml}");
+        put(out, "overlay", n, data.as_bytes());
+    }
+
     // meta
     let mut a = adv::Adv::new();
     a.set(0x0a, b"hostname: node\n").expect("tag");

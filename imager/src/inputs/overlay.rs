@@ -36,7 +36,7 @@ struct File {
 }
 
 /// One board.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Board {
     #[serde(default)]
@@ -55,7 +55,7 @@ struct Board {
 }
 
 /// A file (or a directory, copied whole) for the ESP, or a text with `${option}`s.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct EspItem {
     #[serde(default)]
@@ -67,7 +67,7 @@ struct EspItem {
 }
 
 /// Bytes written at a disk offset.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Blob {
     from: String,
@@ -191,6 +191,104 @@ fn expand(source: &str, text: &str, opts: &BTreeMap<String, String>) -> Result<S
     Ok(out)
 }
 
+/// Reads `overlay.yaml` (`text`) for board `board_name` with the profile's `options`: the
+/// board's description and the option values, every field checked that needs no image
+/// (kernel arguments, option names and values, texts, target paths). `source` names the
+/// overlay in errors.
+fn describe(
+    text: &str,
+    board_name: &str,
+    options: &BTreeMap<String, serde_json::Value>,
+    source: &str,
+) -> Result<(Board, BTreeMap<String, String>)> {
+    let value = crate::profile::parse_yaml(text, OVERLAY_YAML).map_err(|e| bad(source, e))?;
+    let file: File = serde_path_to_error::deserialize(value).map_err(|e| {
+        bad(
+            source,
+            format!("{OVERLAY_YAML}: field {}: {}", e.path(), e.inner()),
+        )
+    })?;
+    if file.version != "v1" {
+        return Err(bad(
+            source,
+            format!(
+                "{OVERLAY_YAML}: version {:?} (this imager reads v1)",
+                file.version
+            ),
+        ));
+    }
+    let Some(board) = file.boards.get(board_name) else {
+        return Err(bad(
+            source,
+            format!(
+                "overlay.name {board_name:?} is not a board of this overlay (it has: {})",
+                file.boards.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    };
+    let board_source = format!("{source} board {board_name}");
+    let source = board_source.as_str();
+    if board.kernel_args.len() > MAX_ARGS || board.esp.len() + board.blobs.len() > MAX_ITEMS {
+        return Err(bad(source, "too many kernel arguments, files or blobs"));
+    }
+    for a in &board.kernel_args {
+        if a.is_empty() || a.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(bad(source, format!("kernel argument {a:?}")));
+        }
+    }
+    // options: the board's defaults, overridden by the profile's (only known names)
+    let mut values = board.options.clone();
+    for (k, v) in options {
+        if !board.options.contains_key(k) {
+            return Err(Error::invalid(format!(
+                "overlay.options.{k}: board {board_name} knows the options: {}",
+                board.options.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let v = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Bool(_) | serde_json::Value::Number(_) => v.to_string(),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "overlay.options.{k}: a string, number or boolean"
+                )));
+            }
+        };
+        if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return Err(Error::invalid(format!(
+                "overlay.options.{k}: control characters other than newline and tab"
+            )));
+        }
+        values.insert(k.clone(), v);
+    }
+    for item in &board.esp {
+        let to = item.to.trim_matches('/');
+        if item.text.is_some() || !to.is_empty() {
+            clean_path(source, "esp.to", to)?;
+        }
+        if let Some(t) = &item.text {
+            expand(source, t, &values)?;
+        }
+        if let Some(f) = &item.from {
+            clean_path(source, "esp.from", f)?;
+        }
+    }
+    for b in &board.blobs {
+        clean_path(source, "blobs.from", &b.from)?;
+    }
+    Ok((board.clone(), values))
+}
+
+/// [`describe`] for fuzzing: any text, board and options (YAML) must give a result or one
+/// error, never a panic.
+pub fn fuzz_describe(text: &str, board: &str, options_yaml: &str) {
+    let options = crate::profile::parse_yaml(options_yaml, "options")
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let _ = describe(text, board, &options, "fuzz");
+}
+
 /// Loads the profile's overlay for board `overlay.name` (default `default`).
 pub fn load(
     p: &Profile,
@@ -249,65 +347,9 @@ pub fn load(
     let text = crate::io::read_bytes(blob, MAX_YAML, OVERLAY_YAML, ExitCode::Io)?;
     let text = String::from_utf8(text)
         .map_err(|_| bad(&source, format!("{OVERLAY_YAML} is not UTF-8")))?;
-    let value = crate::profile::parse_yaml(&text, OVERLAY_YAML).map_err(|e| bad(&source, e))?;
-    let file: File = serde_path_to_error::deserialize(value).map_err(|e| {
-        bad(
-            &source,
-            format!("{OVERLAY_YAML}: field {}: {}", e.path(), e.inner()),
-        )
-    })?;
-    if file.version != "v1" {
-        return Err(bad(
-            &source,
-            format!(
-                "{OVERLAY_YAML}: version {:?} (this imager reads v1)",
-                file.version
-            ),
-        ));
-    }
-    let Some(board) = file.boards.get(board_name) else {
-        return Err(bad(
-            &source,
-            format!(
-                "overlay.name {board_name:?} is not a board of this overlay (it has: {})",
-                file.boards.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        ));
-    };
+    let (board, values) = describe(&text, board_name, &po.options, &source)?;
+    let board = &board;
     let source = format!("{source} board {board_name}");
-    if board.kernel_args.len() > MAX_ARGS || board.esp.len() + board.blobs.len() > MAX_ITEMS {
-        return Err(bad(&source, "too many kernel arguments, files or blobs"));
-    }
-    for a in &board.kernel_args {
-        if a.is_empty() || a.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(bad(&source, format!("kernel argument {a:?}")));
-        }
-    }
-    // options: the board's defaults, overridden by the profile's (only known names)
-    let mut values = board.options.clone();
-    for (k, v) in &po.options {
-        if !board.options.contains_key(k) {
-            return Err(Error::invalid(format!(
-                "overlay.options.{k}: board {board_name} knows the options: {}",
-                board.options.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
-        let v = match v {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Bool(_) | serde_json::Value::Number(_) => v.to_string(),
-            _ => {
-                return Err(Error::invalid(format!(
-                    "overlay.options.{k}: a string, number or boolean"
-                )));
-            }
-        };
-        if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-            return Err(Error::invalid(format!(
-                "overlay.options.{k}: control characters other than newline and tab"
-            )));
-        }
-        values.insert(k.clone(), v);
-    }
     let file_of = |what: &str, from: &str| -> Result<(PathBuf, u64)> {
         let path = clean_path(&source, what, from)?;
         match tree.get(&path).map(|n| &n.kind) {
