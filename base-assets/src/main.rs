@@ -165,6 +165,13 @@ fn grub_assets(grub_dir: &Path, out: &Path, arch: &str) -> Result<()> {
     Ok(())
 }
 
+/// The parent directories of a relative `/`-separated path, outermost first (`a/b/c` → `a`,
+/// `a/b`).
+pub(crate) fn parents(path: &str) -> Vec<String> {
+    let parts: Vec<&str> = path.split('/').collect();
+    (1..parts.len()).map(|i| parts[..i].join("/")).collect()
+}
+
 pub(crate) fn epoch() -> Result<i64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => v
@@ -327,18 +334,8 @@ fn main() -> Result<()> {
     }
     let mut items: BTreeMap<String, Item> = BTreeMap::new();
     let add_parents = |items: &mut BTreeMap<String, Item>, p: &str| {
-        let mut acc = String::new();
-        for c in p
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map_or(&[][..], |x| x.1)
-        {
-            if !acc.is_empty() {
-                acc.push('/');
-            }
-            acc.push_str(c);
-            items.entry(acc.clone()).or_insert(Item::Dir);
+        for d in parents(p) {
+            items.entry(d).or_insert(Item::Dir);
         }
     };
     for d in ["dev", "proc", "sys", "run", "sysroot", "tmp"] {

@@ -89,19 +89,7 @@ pub fn main(args: impl Iterator<Item = String>) -> Result<()> {
                 source.display()
             );
         }
-        let mut acc = String::new();
-        for c in target
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map_or(&[][..], |x| x.1)
-        {
-            if !acc.is_empty() {
-                acc.push('/');
-            }
-            acc.push_str(c);
-            dirs.insert(acc.clone());
-        }
+        dirs.extend(crate::parents(target));
         files.push(LayerFile {
             path: target.to_string(),
             mode: 0o644,

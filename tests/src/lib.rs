@@ -240,3 +240,110 @@ pub fn boot_to_ready(m: &qemu_harness::Machine) -> Booted {
         powered_off,
     }
 }
+
+/// The files of a disk image's ESP (the GPT partition of type ESP, 512-byte sectors), read
+/// with the fat crate, sorted by path; `dir` holds the extracted partition meanwhile.
+pub fn esp_files(raw: &Path, dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let size = std::fs::metadata(raw).unwrap().len();
+    let l = gpt::read(&mut std::fs::File::open(raw).unwrap(), 512, size).unwrap();
+    let esp = l
+        .partitions
+        .iter()
+        .find(|p| p.type_guid == gpt::types::ESP)
+        .unwrap();
+    let img = dir.join("esp.img");
+    extract(raw, esp.offset(512), esp.size(512), &img);
+    let mut out = fat_files(&img);
+    std::fs::remove_file(&img).unwrap();
+    out.sort();
+    out
+}
+
+/// Every file of a FAT filesystem image, read with the fat crate, in its walk order.
+pub fn fat_files(img: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut r = fat::read::FatReader::open(std::fs::File::open(img).unwrap(), 0).unwrap();
+    let mut out = Vec::new();
+    for (path, e) in r.walk().unwrap() {
+        if !e.is_dir() {
+            let mut data = Vec::new();
+            r.read_file(&e, &mut data).unwrap();
+            out.push((path.trim_start_matches('/').to_string(), data));
+        }
+    }
+    out
+}
+
+/// A base installer image of `arch` as an OCI layout in `dir`, published by `base-assets
+/// publish` from the build's assets.
+pub fn publish_base_layout(arch: &str, dir: &Path) {
+    ok(Command::new(bin("base-assets"))
+        .args(["publish", "--arch", arch, "--assets"])
+        .arg(assets())
+        .arg("--oci-layout")
+        .arg(dir));
+}
+
+/// A fresh RSA-2048 private key (PKCS#8 PEM) from openssl at `path`.
+pub fn rsa_key(path: &Path) -> PathBuf {
+    ok(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(path));
+    path.to_path_buf()
+}
+
+/// The last layer of the (single) image of an OCI layout directory, extracted by tar into
+/// `dir`.
+pub fn last_layer(layout: &Path, dir: &Path) -> PathBuf {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blobs = layout.join("blobs/sha256");
+    let md = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(md)).unwrap()).unwrap();
+    let last = m["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()[7..]
+        .to_string();
+    std::fs::create_dir_all(dir).unwrap();
+    ok(Command::new("tar")
+        .arg("-xzf")
+        .arg(blobs.join(last))
+        .arg("-C")
+        .arg(dir));
+    dir.to_path_buf()
+}
+
+/// A file of an ISO 9660 tree, read with isoinfo.
+pub fn iso_file(iso: &Path, path: &str) -> Vec<u8> {
+    let o = run(
+        Command::new("isoinfo")
+            .args(["-R", "-x", path, "-i"])
+            .arg(iso),
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+/// The names of the built-in profiles (`profiles/*.yaml`), sorted.
+pub fn builtin_profiles() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root().join("profiles"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".yaml")
+                .to_string()
+        })
+        .collect();
+    v.sort();
+    v
+}

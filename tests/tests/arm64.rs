@@ -256,11 +256,7 @@ fn arm64_uki_is_an_aarch64_pe() {
 fn arm64_installer_image_carries_aarch64_boot_files() {
     let t = tempfile::tempdir().unwrap();
     let base = t.path().join("base");
-    ok(Command::new(bin("base-assets"))
-        .args(["publish", "--arch", "arm64", "--assets"])
-        .arg(assets())
-        .arg("--oci-layout")
-        .arg(&base));
+    publish_base_layout("arm64", &base);
     let profile = format!(
         "baseProfileName: installer\narch: arm64\ninput:\n  baseInstaller:\n    ociPath: {}\n",
         base.display()
@@ -276,24 +272,7 @@ fn arm64_installer_image_carries_aarch64_boot_files() {
         digests.push(sha256_file(&out.join("installer-arm64/index.json")));
     }
     assert_eq!(digests[0], digests[1], "two builds differ");
-    let layout = t.path().join("a/installer-arm64");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let blobs = layout.join("blobs/sha256");
-    let md = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blobs.join(md)).unwrap()).unwrap();
-    let last = m["layers"].as_array().unwrap().last().unwrap()["digest"]
-        .as_str()
-        .unwrap()[7..]
-        .to_string();
-    let x = t.path().join("layer");
-    std::fs::create_dir_all(&x).unwrap();
-    ok(Command::new("tar")
-        .arg("-xzf")
-        .arg(blobs.join(last))
-        .arg("-C")
-        .arg(&x));
+    let x = last_layer(&t.path().join("a/installer-arm64"), &t.path().join("layer"));
     for f in ["vmlinuz.efi", "systemd-boot.efi"] {
         let p = x.join("usr/install/arm64").join(f);
         let d = ok(Command::new("file").arg("-b").arg(&p));

@@ -87,7 +87,7 @@ fn reference_tools_read_the_iso() {
     // --extra-kernel-arg reaches both bootloaders: GRUB (BIOS) and systemd-boot's entry (UEFI)
     assert!(cfg.contains(" console=ttyS0 "), "{cfg}");
     assert!(!f.contains("/loader/entries/"), "{f}");
-    let uki = dir_extract(&b.iso, "/EFI/Linux/Talos-v1.14.0.efi");
+    let uki = iso_file(&b.iso, "/EFI/Linux/Talos-v1.14.0.efi");
     let pe = pe::Pe::parse(&uki).unwrap();
     let entry =
         String::from_utf8_lossy(pe.section_data(pe.section(".cmdline").unwrap())).to_string();
@@ -136,18 +136,6 @@ fn two_iso_builds_are_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
     let second = build(dir.path());
     assert_eq!(sha256_file(&b.iso), sha256_file(&second));
-}
-
-/// A file of the ISO 9660 tree, read with isoinfo.
-fn dir_extract(iso: &Path, path: &str) -> Vec<u8> {
-    let o = run(
-        Command::new("isoinfo")
-            .args(["-R", "-x", path, "-i"])
-            .arg(iso),
-        None,
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o.stdout
 }
 
 fn boot(fw: Firmware, kind: DiskKind) {

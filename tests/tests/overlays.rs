@@ -39,26 +39,6 @@ fn build_with(ov: &Path, board: &str, extra: &[&str], dir: &Path) -> PathBuf {
     raw
 }
 
-/// The files of the image's ESP (partition 1), read with the fat crate.
-fn esp_files(raw: &Path, dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let size = std::fs::metadata(raw).unwrap().len();
-    let l = gpt::read(&mut std::fs::File::open(raw).unwrap(), 512, size).unwrap();
-    let esp = l.partitions.iter().find(|p| p.name == "EFI").unwrap();
-    let img = dir.join("esp.img");
-    extract(raw, esp.offset(512), esp.size(512), &img);
-    let mut r = fat::read::FatReader::open(std::fs::File::open(&img).unwrap(), 0).unwrap();
-    let mut out = Vec::new();
-    for (path, e) in r.walk().unwrap() {
-        if !e.is_dir() {
-            let mut data = Vec::new();
-            r.read_file(&e, &mut data).unwrap();
-            out.push((path.trim_start_matches('/').to_string(), data));
-        }
-    }
-    out.sort();
-    out
-}
-
 /// A file of an overlay tarball.
 fn overlay_file(name: &str, path: &str) -> Vec<u8> {
     let f = std::fs::File::open(overlay(name)).unwrap();
@@ -523,27 +503,6 @@ fn protocol_sandbox_holds() {
     );
 }
 
-/// The last layer of an installer image's OCI layout, extracted into `dir`.
-fn last_layer(layout: &Path, dir: &Path) -> PathBuf {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let blobs = layout.join("blobs/sha256");
-    let md = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blobs.join(md)).unwrap()).unwrap();
-    let last = m["layers"].as_array().unwrap().last().unwrap()["digest"]
-        .as_str()
-        .unwrap()[7..]
-        .to_string();
-    std::fs::create_dir_all(dir).unwrap();
-    ok(Command::new("tar")
-        .arg("-xzf")
-        .arg(blobs.join(last))
-        .arg("-C")
-        .arg(dir));
-    dir.to_path_buf()
-}
-
 /// Installer images carry the overlay as Talos's do (`overlay/artifacts/**`,
 /// `overlay/installers/default`, `overlay/extra-options`; and `overlay.yaml` of a declarative
 /// one); nothing of it is run at build time; two builds give the same image.
@@ -551,11 +510,7 @@ fn last_layer(layout: &Path, dir: &Path) -> PathBuf {
 fn installer_images_carry_the_overlay() {
     let t = tempfile::tempdir().unwrap();
     let base = t.path().join("base");
-    ok(Command::new(bin("base-assets"))
-        .args(["publish", "--arch", "arm64", "--assets"])
-        .arg(assets())
-        .arg("--oci-layout")
-        .arg(&base));
+    publish_base_layout("arm64", &base);
     let protocol = protocol_overlay(t.path());
     for (ov, board, program) in [
         (overlay("rpi_generic"), "rpi_generic", false),

@@ -5,24 +5,9 @@
 
 use e2e::*;
 
-fn builtins() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(root().join("profiles"))
-        .unwrap()
-        .map(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .trim_end_matches(".yaml")
-                .to_string()
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn dump_profile_matches_the_goldens() {
-    let names = builtins();
+    let names = builtin_profiles();
     assert_eq!(names.len(), 32, "{names:?}");
     let mut failures = Vec::new();
     for name in &names {

@@ -22,18 +22,7 @@ struct Keys {
 }
 
 fn pcr_key(dir: &Path) -> PathBuf {
-    let pcr = dir.join("pcr.key");
-    ok(Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&pcr));
-    pcr
+    rsa_key(&dir.join("pcr.key"))
 }
 
 /// OVMF's snakeoil key (decrypted with openssl), the certificate its vars enroll.
@@ -122,31 +111,6 @@ fn der_of(pem: &Path) -> Vec<u8> {
     );
     assert!(o.status.success());
     o.stdout
-}
-
-/// The files of a disk image's ESP (GPT partition of type ESP), read with the fat crate.
-fn esp_files(raw: &Path, dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let size = std::fs::metadata(raw).unwrap().len();
-    let l = gpt::read(&mut std::fs::File::open(raw).unwrap(), 512, size).unwrap();
-    let esp = l
-        .partitions
-        .iter()
-        .find(|p| p.type_guid == gpt::types::ESP)
-        .unwrap();
-    let img = dir.join("esp.img");
-    extract(raw, esp.offset(512), esp.size(512), &img);
-    let mut r = fat::read::FatReader::open(std::fs::File::open(&img).unwrap(), 0).unwrap();
-    let mut out = Vec::new();
-    for (path, e) in r.walk().unwrap() {
-        if !e.is_dir() {
-            let mut data = Vec::new();
-            r.read_file(&e, &mut data).unwrap();
-            out.push((path.trim_start_matches('/').to_string(), data));
-        }
-    }
-    std::fs::remove_file(&img).unwrap();
-    out.sort();
-    out
 }
 
 /// Boots `m` and asserts that the firmware refuses what it loads (the kernel never starts).
@@ -285,18 +249,6 @@ fn secureboot_disk_image_signed_booted_refused_and_enrolled() {
     assert_refused(&machine(Firmware::UefiSecureBootSnakeoil, &wrong));
 }
 
-/// A file of an ISO 9660 tree, read with isoinfo.
-fn iso_file(iso: &Path, path: &str) -> Vec<u8> {
-    let o = run(
-        Command::new("isoinfo")
-            .args(["-R", "-x", path, "-i"])
-            .arg(iso),
-        None,
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o.stdout
-}
-
 /// `secureboot-iso`: UEFI-only, signed, with the enrollment files and the certificate in
 /// `EFI/keys/`; reproducible; boots from CD under SecureBoot with the snakeoil keys.
 #[test]
@@ -356,19 +308,10 @@ fn secureboot_iso_signed_and_booted() {
 }
 
 fn builtins() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(root().join("profiles"))
-        .unwrap()
-        .map(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .trim_end_matches(".yaml")
-                .to_string()
-        })
+    builtin_profiles()
+        .into_iter()
         .filter(|n| n.starts_with("secureboot-") || n == "metal-uki")
-        .collect();
-    v.sort();
-    v
+        .collect()
 }
 
 /// Every file under `dir` with its sha256, sorted.
@@ -424,26 +367,6 @@ fn base_installer(dir: &Path) {
     );
 }
 
-/// The artifacts layer's files of an installer image's OCI layout directory.
-fn installer_files(layout: &Path, dir: &Path) -> PathBuf {
-    let blobs = layout.join("blobs/sha256");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let md = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blobs.join(md)).unwrap()).unwrap();
-    let layers = m["layers"].as_array().unwrap();
-    let last = layers.last().unwrap()["digest"].as_str().unwrap()[7..].to_string();
-    let out = dir.join("layer");
-    std::fs::create_dir_all(&out).unwrap();
-    ok(Command::new("tar")
-        .arg("-xzf")
-        .arg(blobs.join(last))
-        .arg("-C")
-        .arg(&out));
-    out
-}
-
 /// `metal-uki` and every `secureboot-*` built-in profile builds, and two builds give the same
 /// bytes; the SecureBoot installer image carries a signed UKI and a signed systemd-boot.
 #[test]
@@ -492,7 +415,10 @@ fn every_secureboot_profile_builds_reproducibly() {
         assert_eq!(da, db, "{name}: two builds differ");
         eprintln!("{name}: {:?}", da.iter().map(|d| &d.0).collect::<Vec<_>>());
         if name == "secureboot-installer" {
-            let layer = installer_files(&a.join("installer-amd64-secureboot"), t.path());
+            let layer = last_layer(
+                &a.join("installer-amd64-secureboot"),
+                &t.path().join("layer"),
+            );
             for f in ["vmlinuz.efi", "systemd-boot.efi"] {
                 let data = std::fs::read(layer.join("usr/install/amd64").join(f)).unwrap();
                 assert_signed(&data, f, &k, &o.cert, t.path());

@@ -226,20 +226,6 @@ fn fsck_fat_accepts_the_esp_and_it_holds_the_boot_files() {
     );
 }
 
-fn fat_files(img: &Path) -> Vec<(String, Vec<u8>)> {
-    let f = std::fs::File::open(img).unwrap();
-    let mut r = fat::read::FatReader::open(f, 0).unwrap();
-    let mut out = Vec::new();
-    for (path, e) in r.walk().unwrap() {
-        if !e.is_dir() {
-            let mut data = Vec::new();
-            r.read_file(&e, &mut data).unwrap();
-            out.push((path.trim_start_matches('/').to_string(), data));
-        }
-    }
-    out
-}
-
 #[test]
 fn meta_partition_holds_the_value_in_talos_adv_format() {
     let b = built();

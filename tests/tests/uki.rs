@@ -172,17 +172,7 @@ fn uki_sections_reproducible_inspected_and_booted() {
 /// Keys for a SecureBoot UKI: OVMF's snakeoil key (decrypted with openssl) and certificate for
 /// Authenticode, a fresh RSA key for PCR policies; returns (profile YAML, snakeoil cert).
 fn secureboot_profile(dir: &Path, key: &Path, cert: &Path) -> String {
-    let pcr = dir.join("pcr.key");
-    ok(Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&pcr));
+    let pcr = rsa_key(&dir.join("pcr.key"));
     format!(
         "baseProfileName: secureboot-metal-uki\narch: amd64\ncustomization:\n  extraKernelArgs:\n    - console=ttyS0\n    - node_runtime.test_poweroff\ninput:\n  secureboot:\n    secureBootSigner:\n      keyPath: {}\n      certPath: {}\n    pcrSigner:\n      keyPath: {}\n",
         key.display(),

@@ -42,25 +42,27 @@ fn indirect_data(digest: &[u8; 32]) -> Vec<u8> {
     ])
 }
 
+/// The DER issuer name and serial number of a certificate (a signer's identifier in PKCS#7).
+pub(crate) fn issuer_and_serial(cert_der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let err = |e: der::Error| Error::Key {
+        what: "signing certificate".into(),
+        why: e.to_string(),
+    };
+    let cert = {
+        use der::Decode as _;
+        x509_cert::Certificate::from_der(cert_der).map_err(err)?
+    };
+    Ok((
+        cert.tbs_certificate.issuer.to_der().map_err(err)?,
+        cert.tbs_certificate.serial_number.to_der().map_err(err)?,
+    ))
+}
+
 /// The PKCS#7 SignedData (as a ContentInfo) over an image whose Authenticode digest is
 /// `digest`, signed by `signer`.
 pub fn signed_data(digest: &[u8; 32], signer: &dyn Signer) -> Result<Vec<u8>, Error> {
     let cert_der = signer.certificate_der();
-    let cert = {
-        use der::Decode as _;
-        x509_cert::Certificate::from_der(cert_der).map_err(|e| Error::Key {
-            what: "signing certificate".into(),
-            why: e.to_string(),
-        })?
-    };
-    let enc = |r: der::Result<Vec<u8>>| {
-        r.map_err(|e| Error::Key {
-            what: "signing certificate".into(),
-            why: e.to_string(),
-        })
-    };
-    let issuer = enc(cert.tbs_certificate.issuer.to_der())?;
-    let serial = enc(cert.tbs_certificate.serial_number.to_der())?;
+    let (issuer, serial) = issuer_and_serial(cert_der)?;
 
     let idc = indirect_data(digest);
     // the digest covers the content of the SEQUENCE, not its tag and length

@@ -120,24 +120,9 @@ pub fn efi_time(epoch: i64) -> [u8; 16] {
 /// The detached PKCS#7 SignedData (without a ContentInfo around it, as firmware expects;
 /// two-byte length so that the digest algorithm sits at offset 13) over `content`.
 fn detached_signed_data(content: &[u8], signer: &dyn Signer) -> Result<Vec<u8>, Error> {
-    use der::Encode as _;
     use sha2::Digest as _;
     let cert_der = signer.certificate_der();
-    let cert = {
-        use der::Decode as _;
-        x509_cert::Certificate::from_der(cert_der).map_err(|e| Error::Key {
-            what: "signing certificate".into(),
-            why: e.to_string(),
-        })?
-    };
-    let enc = |r: der::Result<Vec<u8>>| {
-        r.map_err(|e| Error::Key {
-            what: "signing certificate".into(),
-            why: e.to_string(),
-        })
-    };
-    let issuer = enc(cert.tbs_certificate.issuer.to_der())?;
-    let serial = enc(cert.tbs_certificate.serial_number.to_der())?;
+    let (issuer, serial) = crate::authenticode::issuer_and_serial(cert_der)?;
     let digest: [u8; 32] = sha2::Sha256::digest(content).into();
     let signature = signer.sign_sha256(&digest)?;
     let alg = seq(&[&oid(SHA256), &null()]);
