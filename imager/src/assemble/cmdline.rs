@@ -323,6 +323,29 @@ mod tests {
         p
     }
 
+    /// SecureBoot adds `lockdown=confidentiality` after the defaults before Talos 1.14, and
+    /// nothing from 1.14 on; a board overlay's arguments are set at step 4, before them.
+    #[test]
+    fn secureboot_and_overlay_arguments() {
+        let mut p = prof("metal", "v1.13.0", &[]);
+        p.secureboot = Some(true);
+        let c = build(&p, None, &[]).to_string();
+        assert!(c.ends_with(" lockdown=confidentiality"), "{c}");
+        p.version = "v1.14.0".into();
+        let c = build(&p, None, &[]).to_string();
+        assert!(!c.contains("lockdown"), "{c}");
+        let c = build(
+            &prof("metal", "v1.14.0", &[]),
+            None,
+            &["console=ttyS2,1500000n8".to_string(), "cma=64M".to_string()],
+        )
+        .to_string();
+        assert!(
+            c.starts_with("talos.platform=metal console=ttyS2,1500000n8 cma=64M slab_nomerge "),
+            "{c}"
+        );
+    }
+
     #[test]
     fn spec_goldens() {
         assert_eq!(
