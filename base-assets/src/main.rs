@@ -165,6 +165,22 @@ fn grub_assets(grub_dir: &Path, out: &Path, arch: &str) -> Result<()> {
     Ok(())
 }
 
+/// The release of the one kernel of an unpacked kernel package (`lib/modules/<release>`).
+pub(crate) fn kernel_release(root: &Path) -> Result<String> {
+    let mods_root = root.join("lib/modules");
+    let kvers: Vec<String> = fs::read_dir(&mods_root)
+        .with_context(|| format!("reading {}", mods_root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    match <[String; 1]>::try_from(kvers) {
+        Ok([kver]) => Ok(kver),
+        Err(kvers) => bail!(
+            "expected exactly one kernel under {}, found {kvers:?}",
+            mods_root.display()
+        ),
+    }
+}
+
 /// The parent directories of a relative `/`-separated path, outermost first (`a/b/c` → `a`,
 /// `a/b`).
 pub(crate) fn parents(path: &str) -> Vec<String> {
@@ -296,16 +312,7 @@ fn main() -> Result<()> {
     let mtime = epoch()?;
     let mtime32 = u32::try_from(mtime).context("SOURCE_DATE_EPOCH out of range")?;
     let mods_root = a.kernel_root.join("lib/modules");
-    let kvers: Vec<String> = fs::read_dir(&mods_root)
-        .with_context(|| format!("reading {}", mods_root.display()))?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    let [kver] = kvers.as_slice() else {
-        bail!(
-            "expected exactly one kernel under {}, found {kvers:?}",
-            mods_root.display()
-        );
-    };
+    let kver = &kernel_release(&a.kernel_root)?;
     let kdir = mods_root.join(kver);
     let vmlinuz = a.kernel_root.join(format!("boot/vmlinuz-{kver}"));
     let dep_text = fs::read_to_string(kdir.join("modules.dep"))

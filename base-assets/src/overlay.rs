@@ -36,16 +36,9 @@ pub fn main(args: impl Iterator<Item = String>) -> Result<()> {
             .with_context(|| format!("--package {p:?}: expected NAME=DIR"))?;
         pkgs.insert(name.to_string(), PathBuf::from(dir));
     }
-    // the kernel release: the one directory under the kernel package's lib/modules
+    // the kernel release, for `{kver}`
     let kver = match pkgs.get("kernel") {
-        Some(k) => {
-            let mut v: Vec<String> = std::fs::read_dir(k.join("lib/modules"))
-                .with_context(|| format!("reading {}/lib/modules", k.display()))?
-                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-                .collect();
-            v.sort();
-            v.pop().unwrap_or_default()
-        }
+        Some(k) => crate::kernel_release(k)?,
         None => String::new(),
     };
     let mut files = vec![LayerFile {

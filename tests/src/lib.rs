@@ -347,3 +347,56 @@ pub fn builtin_profiles() -> Vec<String> {
     v.sort();
     v
 }
+
+/// Builds a profile given on stdin into `out`; returns its single artifact.
+pub fn build_stdin(profile: &str, out: &Path) -> PathBuf {
+    let o = run(
+        imager().args(["-", "--output"]).arg(out),
+        Some(profile.as_bytes()),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files = dir_entries(out);
+    assert_eq!(files.len(), 1, "{files:?}");
+    out.join(&files[0])
+}
+
+/// OVMF's snakeoil certificate: the snakeoil variable store enrolls it as PK, KEK and db.
+pub const SNAKEOIL_PEM: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
+
+/// OVMF's snakeoil key, decrypted by openssl (its passphrase is `snakeoil`) into `dir`.
+pub fn snakeoil_key(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let key = dir.join("snakeoil.key");
+    ok(Command::new("openssl")
+        .args(["pkcs8", "-passin", "pass:snakeoil", "-in"])
+        .arg("/usr/share/ovmf/PkKek-1-snakeoil.key")
+        .arg("-out")
+        .arg(&key));
+    key
+}
+
+/// A fresh RSA key and self-signed certificate (CN `other`) that no firmware knows, in `dir`:
+/// (key, certificate).
+pub fn other_key_and_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (key, cert) = (dir.join("other.key"), dir.join("other.pem"));
+    ok(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+        ])
+        .args(["-subj", "/CN=other", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    (key, cert)
+}
+
+/// Whether sbsigntool's `sbverify` accepts `file`'s Authenticode signature with `cert`.
+pub fn sbverify(file: &Path, cert: &Path) -> bool {
+    run(
+        Command::new("sbverify").arg("--cert").arg(cert).arg(file),
+        None,
+    )
+    .status
+    .success()
+}

@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const SNAKEOIL_PEM: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
-
 /// Signing material: (Authenticode key, its certificate, PCR key).
 struct Keys {
     key: PathBuf,
@@ -27,15 +25,8 @@ fn pcr_key(dir: &Path) -> PathBuf {
 
 /// OVMF's snakeoil key (decrypted with openssl), the certificate its vars enroll.
 fn snakeoil(dir: &Path) -> Keys {
-    std::fs::create_dir_all(dir).unwrap();
-    let key = dir.join("snakeoil.key");
-    ok(Command::new("openssl")
-        .args(["pkcs8", "-passin", "pass:snakeoil", "-in"])
-        .arg("/usr/share/ovmf/PkKek-1-snakeoil.key")
-        .arg("-out")
-        .arg(&key));
     Keys {
-        key,
+        key: snakeoil_key(dir),
         cert: SNAKEOIL_PEM.into(),
         pcr: pcr_key(dir),
     }
@@ -43,16 +34,7 @@ fn snakeoil(dir: &Path) -> Keys {
 
 /// A fresh key and self-signed certificate no firmware knows.
 fn other(dir: &Path) -> Keys {
-    std::fs::create_dir_all(dir).unwrap();
-    let (key, cert) = (dir.join("other.key"), dir.join("other.pem"));
-    ok(Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-        ])
-        .args(["-subj", "/CN=other", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
+    let (key, cert) = other_key_and_cert(dir);
     Keys {
         key,
         cert,
@@ -68,27 +50,6 @@ fn profile(base: &str, k: &Keys, output: &str) -> String {
         k.cert.display(),
         k.pcr.display()
     )
-}
-
-/// Builds a stdin profile into `out`; returns its single artifact.
-fn build(profile: &str, out: &Path) -> PathBuf {
-    let o = run(
-        imager().args(["-", "--output"]).arg(out),
-        Some(profile.as_bytes()),
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let files = dir_entries(out);
-    assert_eq!(files.len(), 1, "{files:?}");
-    out.join(&files[0])
-}
-
-fn sbverify(file: &Path, cert: &Path) -> bool {
-    run(
-        Command::new("sbverify").arg("--cert").arg(cert).arg(file),
-        None,
-    )
-    .status
-    .success()
 }
 
 /// Signed with `k`'s certificate, and not with another one.
@@ -149,13 +110,13 @@ fn secureboot_disk_image_signed_booted_refused_and_enrolled() {
     let o = other(&t.path().join("other"));
     let enroll = "  imageOptions:\n    sdBootEnrollKeys: force\n";
     let p = profile("secureboot-metal", &k, enroll);
-    let raw = build(&p, &t.path().join("a"));
+    let raw = build_stdin(&p, &t.path().join("a"));
     assert!(
         raw.ends_with("metal-amd64-secureboot.raw"),
         "{}",
         raw.display()
     );
-    let again = build(&p, &t.path().join("b"));
+    let again = build_stdin(&p, &t.path().join("b"));
     assert_eq!(sha256_file(&raw), sha256_file(&again), "two builds differ");
     std::fs::remove_file(&again).unwrap();
 
@@ -242,7 +203,7 @@ fn secureboot_disk_image_signed_booted_refused_and_enrolled() {
 
     // signed with another key: the firmware refuses systemd-boot
     std::fs::remove_file(&raw).unwrap();
-    let wrong = build(
+    let wrong = build_stdin(
         &profile("secureboot-metal", &o, enroll),
         &t.path().join("c"),
     );
@@ -257,13 +218,13 @@ fn secureboot_iso_signed_and_booted() {
     let k = snakeoil(&t.path().join("keys"));
     let o = other(&t.path().join("other"));
     let p = profile("secureboot-iso", &k, "");
-    let iso = build(&p, &t.path().join("a"));
+    let iso = build_stdin(&p, &t.path().join("a"));
     assert!(
         iso.ends_with("metal-amd64-secureboot.iso"),
         "{}",
         iso.display()
     );
-    let again = build(&p, &t.path().join("b"));
+    let again = build_stdin(&p, &t.path().join("b"));
     assert_eq!(sha256_file(&iso), sha256_file(&again), "two builds differ");
     std::fs::remove_file(&again).unwrap();
 

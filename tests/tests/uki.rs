@@ -181,17 +181,6 @@ fn secureboot_profile(dir: &Path, key: &Path, cert: &Path) -> String {
     )
 }
 
-fn build_stdin(profile: &str, out: &Path) -> PathBuf {
-    let o = run(
-        imager().args(["-", "--output"]).arg(out),
-        Some(profile.as_bytes()),
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let files = dir_entries(out);
-    assert_eq!(files.len(), 1, "{files:?}");
-    out.join(&files[0])
-}
-
 /// `secureboot-metal-uki`: the UKI is Authenticode-signed (sbverify accepts it with the
 /// signing certificate, refuses another), carries `.pcrpkey` and a `.pcrsig` whose policies
 /// are over the predicted PCR 11, is reproducible, and boots to the ready line under OVMF with
@@ -200,18 +189,8 @@ fn build_stdin(profile: &str, out: &Path) -> PathBuf {
 #[test]
 fn secureboot_uki_signed_and_booted_under_secureboot() {
     let t = tempfile::tempdir().unwrap();
-    let snakeoil = Path::new("/usr/share/ovmf/PkKek-1-snakeoil.pem");
-    let key = t.path().join("snakeoil.key");
-    ok(Command::new("openssl")
-        .args([
-            "pkcs8",
-            "-passin",
-            "pass:snakeoil",
-            "-in",
-            "/usr/share/ovmf/PkKek-1-snakeoil.key",
-            "-out",
-        ])
-        .arg(&key));
+    let snakeoil = Path::new(SNAKEOIL_PEM);
+    let key = snakeoil_key(t.path());
     let profile = secureboot_profile(t.path(), &key, snakeoil);
     let uki = build_stdin(&profile, &t.path().join("a"));
     let again = build_stdin(&profile, &t.path().join("b"));
@@ -221,45 +200,13 @@ fn secureboot_uki_signed_and_booted_under_secureboot() {
         "two signed builds differ"
     );
 
-    let o = run(
-        Command::new("sbverify")
-            .arg("--cert")
-            .arg(snakeoil)
-            .arg(&uki),
-        None,
-    );
-    assert!(
-        o.status.success(),
-        "sbverify: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(sbverify(&uki, snakeoil), "sbverify refused the UKI");
     let other_dir = t.path().join("other");
-    std::fs::create_dir_all(&other_dir).unwrap();
-    let (other_key, other_cert) = (other_dir.join("k.pem"), other_dir.join("c.pem"));
-    ok(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=other",
-        ])
-        .arg("-keyout")
-        .arg(&other_key)
-        .arg("-out")
-        .arg(&other_cert));
-    let o = run(
-        Command::new("sbverify")
-            .arg("--cert")
-            .arg(&other_cert)
-            .arg(&uki),
-        None,
+    let (other_key, other_cert) = other_key_and_cert(&other_dir);
+    assert!(
+        !sbverify(&uki, &other_cert),
+        "sbverify accepted another certificate"
     );
-    assert!(!o.status.success(), "sbverify accepted another certificate");
 
     let i = ok(imager().arg("inspect").arg(&uki));
     assert!(i.contains("signed by O=SnakeOil"), "{i}");

@@ -75,15 +75,6 @@ struct Blob {
     offset: u64,
 }
 
-/// What a file in the ESP is made of.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EspSource {
-    /// A file of the overlay image (in staging).
-    File(PathBuf),
-    /// Generated text.
-    Bytes(Vec<u8>),
-}
-
 /// A board overlay, resolved.
 #[derive(Debug)]
 pub struct Overlay {
@@ -96,7 +87,7 @@ pub struct Overlay {
     /// LBAs between the GPT header and the entry array.
     pub partition_offset: u64,
     /// ESP files by path.
-    pub esp: BTreeMap<String, EspSource>,
+    pub esp: BTreeMap<String, fat::Source>,
     /// `(offset, file, size)` blobs.
     pub blobs: Vec<(u64, PathBuf, u64)>,
     /// For installer images: the overlay's files as Talos bakes them under `overlay/`
@@ -167,6 +158,21 @@ fn source_of(
     })
 }
 
+/// A board's kernel arguments, from `overlay.yaml` or a program's `get-options`: at most
+/// [`MAX_ARGS`], each non-empty, without spaces or control characters.
+fn check_kernel_args(source: &str, args: &[String]) -> Result<()> {
+    if args.len() > MAX_ARGS {
+        return Err(bad(source, "too many kernel arguments"));
+    }
+    match args
+        .iter()
+        .find(|a| a.is_empty() || a.chars().any(|c| c.is_control() || c == ' '))
+    {
+        Some(a) => Err(bad(source, format!("kernel argument {a:?}"))),
+        None => Ok(()),
+    }
+}
+
 /// Substitutes `${name}` with the option values; an unknown name is an error.
 fn expand(source: &str, text: &str, opts: &BTreeMap<String, String>) -> Result<String> {
     let mut out = String::with_capacity(text.len());
@@ -228,14 +234,10 @@ fn describe(
     };
     let board_source = format!("{source} board {board_name}");
     let source = board_source.as_str();
-    if board.kernel_args.len() > MAX_ARGS || board.esp.len() + board.blobs.len() > MAX_ITEMS {
-        return Err(bad(source, "too many kernel arguments, files or blobs"));
+    if board.esp.len() + board.blobs.len() > MAX_ITEMS {
+        return Err(bad(source, "too many files or blobs"));
     }
-    for a in &board.kernel_args {
-        if a.is_empty() || a.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(bad(source, format!("kernel argument {a:?}")));
-        }
-    }
+    check_kernel_args(source, &board.kernel_args)?;
     // options: the board's defaults, overridden by the profile's (only known names)
     let mut values = board.options.clone();
     for (k, v) in options {
@@ -380,7 +382,7 @@ pub fn load(
                                     format!("{to}/{rel}")
                                 };
                                 let target = clean_path(&source, "esp.to", &target)?;
-                                esp.insert(target, EspSource::File(blob.clone()));
+                                esp.insert(target, fat::Source::Path(blob.clone()));
                             }
                             Kind::Dir => {}
                             Kind::Symlink(_) => {
@@ -393,14 +395,14 @@ pub fn load(
                     }
                 } else {
                     let (blob, _) = file_of("esp.from", from)?;
-                    esp.insert(clean_path(&source, "esp.to", to)?, EspSource::File(blob));
+                    esp.insert(clean_path(&source, "esp.to", to)?, fat::Source::Path(blob));
                 }
             }
             (None, Some(text)) => {
                 let t = expand(&source, text, &values)?;
                 esp.insert(
                     clean_path(&source, "esp.to", to)?,
-                    EspSource::Bytes(t.into_bytes()),
+                    fat::Source::Bytes(t.into_bytes()),
                 );
             }
             _ => {
@@ -530,7 +532,7 @@ fn collect_esp(
     source: &str,
     dir: &Path,
     rel: &str,
-    out: &mut BTreeMap<String, EspSource>,
+    out: &mut BTreeMap<String, fat::Source>,
     bytes: &mut u64,
 ) -> Result<()> {
     let mut entries: Vec<_> = match std::fs::read_dir(dir) {
@@ -559,7 +561,7 @@ fn collect_esp(
                     "the installer left too many or too large files",
                 ));
             }
-            out.insert(path, EspSource::File(e.path()));
+            out.insert(path, fat::Source::Path(e.path()));
         } else {
             return Err(bad(
                 source,
@@ -681,14 +683,7 @@ fn run_program(
             format!("get-options: field {}: {}", e.path(), e.inner()),
         )
     })?;
-    if opts.kernel_args.len() > MAX_ARGS {
-        return Err(bad(&what, "too many kernel arguments"));
-    }
-    for a in &opts.kernel_args {
-        if a.is_empty() || a.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(bad(&what, format!("kernel argument {a:?}")));
-        }
-    }
+    check_kernel_args(&what, &opts.kernel_args)?;
     let mut esp = BTreeMap::new();
     let mut blobs = Vec::new();
     if p.output.kind == crate::profile::OutputKind::Image {

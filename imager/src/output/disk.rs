@@ -65,17 +65,7 @@ pub fn image_spec(p: &Profile, inputs: &Inputs, a: &Assembly) -> Result<installe
             .overlay
             .iter()
             .flat_map(|o| o.esp.iter())
-            .map(|(path, src)| {
-                (
-                    path.clone(),
-                    match src {
-                        crate::inputs::overlay::EspSource::File(f) => fat::Source::Path(f.clone()),
-                        crate::inputs::overlay::EspSource::Bytes(b) => {
-                            fat::Source::Bytes(b.clone())
-                        }
-                    },
-                )
-            })
+            .map(|(path, src)| (path.clone(), src.clone()))
             .collect(),
         blobs: inputs
             .overlay
@@ -83,20 +73,20 @@ pub fn image_spec(p: &Profile, inputs: &Inputs, a: &Assembly) -> Result<installe
             .map(|o| o.blobs.clone())
             .unwrap_or_default(),
     };
-    // a board blob that does not fit the layout is the overlay's fault
-    if let (Some(o), Ok(layout)) = (&inputs.overlay, installer::table(&spec)) {
-        installer::check_blobs(&spec, &layout)
-            .map_err(|e| Error::invalid(format!("{}: {e}", o.source)))?;
-        installer::esp_tree(&spec).map_err(|e| Error::invalid(format!("{}: {e}", o.source)))?;
-    }
     // a layout that cannot be placed is the profile's fault: say so before writing anything
-    if let Err(e) = installer::plan(&spec) {
-        return Err(Error::invalid(format!(
+    let layout = installer::table(&spec).map_err(|e| {
+        Error::invalid(format!(
             "field output.imageOptions.diskSize: {} bytes (after the version's adjustment) \
              cannot hold the {} layout: {e}",
             spec.disk_size,
             io.bootloader.as_str()
-        )));
+        ))
+    })?;
+    // a board blob or ESP file that does not fit the layout is the overlay's fault
+    if let Some(o) = &inputs.overlay {
+        installer::check_blobs(&spec, &layout)
+            .map_err(|e| Error::invalid(format!("{}: {e}", o.source)))?;
+        installer::esp_tree(&spec).map_err(|e| Error::invalid(format!("{}: {e}", o.source)))?;
     }
     Ok(spec)
 }

@@ -29,16 +29,6 @@ pub struct BootSet {
     _dir: tempfile::TempDir,
 }
 
-/// The `secure-boot-enroll` spelling of a mode.
-pub fn enroll_word(m: SdBootEnrollKeys) -> &'static str {
-    match m {
-        SdBootEnrollKeys::IfSafe => "if-safe",
-        SdBootEnrollKeys::Manual => "manual",
-        SdBootEnrollKeys::Force => "force",
-        SdBootEnrollKeys::Off => "off",
-    }
-}
-
 /// The enrollment mode the profile asks for on this output kind.
 fn enroll_mode(p: &Profile) -> SdBootEnrollKeys {
     match p.output.kind {
@@ -199,7 +189,7 @@ pub fn prepare(
         // the installer image carries no key databases: they belong to boot media
         if mode != SdBootEnrollKeys::Off && p.output.kind != OutputKind::Installer {
             set.keys = enrollment(p, k, epoch)?;
-            set.enroll = Some(enroll_word(mode));
+            set.enroll = Some(mode.as_str());
         }
     }
     // non-SecureBoot ISOs say `off` explicitly, as Talos's do

@@ -22,7 +22,7 @@ use oci::types::{
     Descriptor, ImageConfig, Manifest, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RootFs,
 };
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Docker's gzip layer type, rewritten to its OCI equivalent (same bytes).
 const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -36,27 +36,13 @@ pub struct Assembled {
     _work: tempfile::TempDir,
 }
 
-/// The boot files of an installer image.
-#[derive(Debug, Clone, Copy)]
-pub struct BootFiles<'a> {
-    /// The kernel.
-    pub kernel: &'a Path,
-    /// The initramfs (extensions included).
-    pub initramfs: &'a Path,
-    /// systemd-boot.
-    pub sd_boot: &'a Path,
-    /// systemd-stub (a UKI is built when the profile boots one).
-    pub sd_stub: Option<&'a Path>,
-    /// The kernel command line (the UKI's `.cmdline`).
-    pub cmdline: &'a str,
-}
-
 /// Assembles the installer image.
 pub fn assemble(
     p: &Profile,
     w: &Writer,
     base: &BaseImage,
-    boot: &BootFiles<'_>,
+    boot: &super::efi::EfiInputs<'_>,
+    cmdline: &str,
     overlay: Option<&crate::inputs::overlay::Overlay>,
 ) -> Result<Assembled> {
     let what = format!("input.baseInstaller {}", base.source);
@@ -84,18 +70,7 @@ pub fn assemble(
         .tempdir_in(&w.tmp)
         .code(ExitCode::Io, || "creating the artifacts layer".to_string())?;
     let arch = &p.arch;
-    let set = super::efi::prepare(
-        p,
-        boot.cmdline,
-        &super::efi::EfiInputs {
-            kernel: boot.kernel,
-            initramfs: boot.initramfs,
-            sd_boot: boot.sd_boot,
-            sd_stub: boot.sd_stub,
-        },
-        work.path(),
-        w.epoch,
-    )?;
+    let set = super::efi::prepare(p, cmdline, boot, work.path(), w.epoch)?;
     let mut sources: Vec<(&str, PathBuf)> = Vec::new();
     match &set.uki {
         Some(uki) => sources.push(("vmlinuz.efi", uki.clone())),

@@ -291,14 +291,14 @@ pub fn write(
                     anyhow::anyhow!("the base installer was not loaded"),
                 )
             })?;
-            let boot = installer_image::BootFiles {
+            let boot = efi::EfiInputs {
                 kernel: required("input.kernel", &inputs.kernel)?,
                 initramfs: required("input.initramfs", &a.initramfs)?,
                 sd_boot: required("input.sdBoot", &inputs.sd_boot)?,
                 sd_stub: inputs.sd_stub.as_deref(),
-                cmdline: &a.cmdline,
             };
-            let img = installer_image::assemble(p, w, base, &boot, inputs.overlay.as_ref())?;
+            let img =
+                installer_image::assemble(p, w, base, &boot, &a.cmdline, inputs.overlay.as_ref())?;
             let mut arts = installer_image::write(p, w, base, &img)?;
             if let Some((target, insecure)) = push {
                 let f = crate::inputs::registry::required(inputs.fetcher.as_ref())?;

@@ -479,6 +479,15 @@ impl SdBootEnrollKeys {
             _ => return None,
         })
     }
+    /// The spelling of the profile, the CLI and `loader.conf`'s `secure-boot-enroll`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IfSafe => "if-safe",
+            Self::Manual => "manual",
+            Self::Force => "force",
+            Self::Off => "off",
+        }
+    }
     fn is_default(&self) -> bool {
         *self == Self::IfSafe
     }
