@@ -400,3 +400,34 @@ pub fn sbverify(file: &Path, cert: &Path) -> bool {
     .status
     .success()
 }
+
+/// Boots `m` and asserts that the firmware refuses what it loads: no ready line, the kernel
+/// never starts, and the console shows the refusal ("Access Denied" or "Security Violation").
+pub fn assert_refused(m: &qemu_harness::Machine) {
+    let mut run = m.start().unwrap();
+    // the firmware's refusal ends the wait early
+    let r = run.wait_for(
+        "node-runtime: ready",
+        &["Linux version", "Access Denied", "Security Violation"],
+        std::time::Duration::from_secs(120),
+        false,
+    );
+    let console = run.console().join("\n");
+    eprintln!(
+        "firmware refused it after {:.1} s",
+        run.elapsed().as_secs_f64()
+    );
+    assert!(
+        r.is_err(),
+        "an image signed with another key started:\n{console}"
+    );
+    assert!(
+        !console.contains("Linux version"),
+        "the kernel started:\n{console}"
+    );
+    assert!(
+        console.contains("Access Denied") || console.contains("Security Violation"),
+        "no firmware refusal on the console:\n{console}"
+    );
+    run.finish(std::time::Duration::from_secs(5));
+}

@@ -74,31 +74,6 @@ fn der_of(pem: &Path) -> Vec<u8> {
     o.stdout
 }
 
-/// Boots `m` and asserts that the firmware refuses what it loads (the kernel never starts).
-fn assert_refused(m: &Machine) {
-    let mut run = m.start().unwrap();
-    let r = run.wait_for(
-        "node-runtime: ready",
-        &["Linux version", "Access Denied", "Security Violation"],
-        Duration::from_secs(120),
-        false,
-    );
-    let console = run.console().join("\n");
-    assert!(
-        r.is_err(),
-        "an image signed with another key started:\n{console}"
-    );
-    assert!(
-        !console.contains("Linux version"),
-        "the kernel started:\n{console}"
-    );
-    assert!(
-        console.contains("Access Denied") || console.contains("Security Violation"),
-        "no firmware refusal on the console:\n{console}"
-    );
-    run.finish(Duration::from_secs(5));
-}
-
 /// `secureboot-metal`: signed systemd-boot and UKI on the ESP with the enrollment files;
 /// reproducible; boots under SecureBoot with the snakeoil keys; signed with another key it
 /// is refused; and from setup mode systemd-boot enrolls our keys (`secure-boot-enroll
