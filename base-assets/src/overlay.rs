@@ -1,10 +1,11 @@
 //! `base-assets overlay`: packs a reference board overlay (docs/formats/overlays.md) from its
 //! directory in `overlays/` and Debian's boot loader binaries.
 //!
-//! In: `overlays/<name>/{overlay.yaml,artifacts.txt}`, the unpacked packages `artifacts.txt`
-//! names (`--package NAME=DIR`; `kernel` is the arm64 kernel, whose release fills `{kver}`),
-//! SOURCE_DATE_EPOCH. Out: `<out>` — a gzip tar with `overlay.yaml` and `artifacts/…` at its
-//! root, sorted, uid/gid 0, mtime SOURCE_DATE_EPOCH: the same bytes from the same inputs.
+//! In: `overlays/<name>/{overlay.yaml,artifacts.txt,profiles/*.yaml}`, the unpacked packages
+//! `artifacts.txt` names (`--package NAME=DIR`; `kernel` is the arm64 kernel, whose release
+//! fills `{kver}`), SOURCE_DATE_EPOCH. Out: `<out>` — a gzip tar with `overlay.yaml`,
+//! `profiles/…` and `artifacts/…` at its root, sorted, uid/gid 0, mtime SOURCE_DATE_EPOCH: the
+//! same bytes from the same inputs.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -46,10 +47,32 @@ pub fn main(args: impl Iterator<Item = String>) -> Result<()> {
         mode: 0o644,
         source: a.src.join("overlay.yaml"),
     }];
+    let mut dirs = BTreeSet::new();
+    // the board profiles, usable as baseProfileName with this overlay
+    let pdir = a.src.join("profiles");
+    if pdir.is_dir() {
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(&pdir).with_context(|| format!("reading {}", pdir.display()))? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".yaml") {
+                names.push(name);
+            }
+        }
+        names.sort();
+        if !names.is_empty() {
+            dirs.insert("profiles".to_string());
+        }
+        for name in names {
+            files.push(LayerFile {
+                path: format!("profiles/{name}"),
+                mode: 0o644,
+                source: pdir.join(&name),
+            });
+        }
+    }
     let list = a.src.join("artifacts.txt");
     let text =
         std::fs::read_to_string(&list).with_context(|| format!("reading {}", list.display()))?;
-    let mut dirs = BTreeSet::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {

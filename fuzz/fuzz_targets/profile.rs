@@ -11,7 +11,7 @@ fuzz_target!(init: fuzz::write_seeds("profile"), |data: &[u8]| {
         return;
     };
     let _ = imager::profile::from_value(v.clone(), "fuzz");
-    if let Ok(r) = imager::profile::resolve(v, "fuzz", std::path::Path::new("/usr/install")) {
+    if let Ok(r) = imager::profile::resolve(v, "fuzz", std::path::Path::new("/usr/install"), &Default::default()) {
         let _ = r.profile.to_yaml();
     }
 });

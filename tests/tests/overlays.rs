@@ -22,21 +22,39 @@ fn overlay(name: &str) -> PathBuf {
 /// Builds `metal` for arm64 with an overlay (and extra flags), twice; asserts the same bytes;
 /// returns the raw image of the first build (decompressed).
 fn build_with(ov: &Path, board: &str, extra: &[&str], dir: &Path) -> PathBuf {
+    let mut args = vec!["metal", "--arch", "arm64", "--overlay-name", board];
+    args.extend(extra);
+    build_twice(ov, &args, "metal-arm64.raw.zst", dir)
+}
+
+/// Runs `imager ARGS --overlay-image OV` twice; asserts that `file` is the same bytes both
+/// times; returns it decompressed from the first build.
+fn build_twice(ov: &Path, args: &[&str], file: &str, dir: &Path) -> PathBuf {
     let mut sums = Vec::new();
     for sub in ["a", "b"] {
         let out = dir.join(sub);
         ok(imager()
-            .args(["metal", "--arch", "arm64", "--overlay-image"])
+            .args(args)
+            .arg("--overlay-image")
             .arg(ov)
-            .args(["--overlay-name", board, "--output"])
-            .arg(&out)
-            .args(extra));
-        sums.push(sha256_file(&out.join("metal-arm64.raw.zst")));
+            .arg("--output")
+            .arg(&out));
+        sums.push(sha256_file(&out.join(file)));
     }
-    assert_eq!(sums[0], sums[1], "{board}: two builds differ");
+    assert_eq!(sums[0], sums[1], "{args:?}: two builds differ");
     let raw = dir.join("disk.raw");
-    decompress(&dir.join("a/metal-arm64.raw.zst"), &raw);
+    decompress(&dir.join("a").join(file), &raw);
     raw
+}
+
+/// `len` bytes of `path` at `offset`.
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut v = vec![0; len];
+    f.read_exact(&mut v).unwrap();
+    v
 }
 
 /// A file of an overlay tarball.
@@ -59,10 +77,12 @@ fn rpi_generic_boots_on_raspberry_pi_u_boot_from_its_own_esp() {
     let t = tempfile::tempdir().unwrap();
     let value = t.path().join("meta.yaml");
     std::fs::write(&value, "hostname: pi\n").unwrap();
-    let raw = build_with(
+    // the overlay's own profile (profiles/rpi_generic.yaml) is the base: arm64, GRUB, the
+    // board, xz
+    let raw = build_twice(
         &overlay("rpi_generic"),
-        "rpi_generic",
         &[
+            "rpi_generic",
             "--extra-kernel-arg",
             "node_runtime.test_poweroff",
             "--meta",
@@ -70,6 +90,7 @@ fn rpi_generic_boots_on_raspberry_pi_u_boot_from_its_own_esp() {
             "--overlay-option",
             "configTxtAppend=dtparam=audio=on",
         ],
+        "metal-arm64.raw.xz",
         t.path(),
     );
     // GRUB-only, as SBC images are
@@ -219,6 +240,119 @@ fn qemu_virt_overlay_sets_its_console() {
         "{c}"
     );
     assert!(!c.contains("console=tty0"), "{c}");
+}
+
+#[test]
+fn overlay_profiles_are_base_profiles() {
+    let t = tempfile::tempdir().unwrap();
+    let rockchip = overlay("rockchip");
+    // the overlay's profile is the base: no --arch, no --overlay-name needed
+    let dump = ok(imager()
+        .args(["rockpro64", "--dump-profile", "--overlay-image"])
+        .arg(&rockchip));
+    for want in [
+        "arch: arm64",
+        "name: rockpro64",
+        "outFormat: .xz",
+        "diskSize: 2355101696",
+        "bootloader: grub",
+    ] {
+        assert!(dump.contains(want), "{want}:\n{dump}");
+    }
+    // --arch still wins over the base, as every flag does
+    let dump = ok(imager()
+        .args([
+            "rockpro64",
+            "--arch",
+            "amd64",
+            "--dump-profile",
+            "--overlay-image",
+        ])
+        .arg(&rockchip));
+    assert!(dump.contains("arch: amd64"), "{dump}");
+    // an unknown name lists both sets
+    let r = run(
+        imager()
+            .args(["rockpro65", "--dump-profile", "--overlay-image"])
+            .arg(&rockchip),
+        None,
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("the overlay's: rockpro64"), "{err}");
+    // the image the profile describes: the board's U-Boot at its sector, the profile's size
+    // with the version's BOOT growth (1000 MiB from 1.11, docs/formats/disk-layout.md)
+    let raw = build_twice(&rockchip, &["rockpro64"], "metal-arm64.raw.xz", t.path());
+    assert_eq!(
+        std::fs::metadata(&raw).unwrap().len(),
+        1306525696 + (1000 << 20)
+    );
+    let idb = overlay_file(
+        "rockchip",
+        "artifacts/arm64/u-boot/rockpro64-rk3399/idbloader.img",
+    );
+    assert_eq!(read_at(&raw, 32768, idb.len()), idb);
+    // an overlay's profile named like a built-in one comes first (Talos's order)
+    let board = "version: v1\nboards:\n  b: {}\n";
+    let shadow = hostile(
+        t.path(),
+        "shadow",
+        board,
+        &[(
+            "profiles/metal.yaml",
+            b"arch: arm64\nplatform: metal\noutput:\n  kind: cmdline\n  outFormat: raw\n",
+        )],
+    );
+    let dump = ok(imager()
+        .args(["metal", "--dump-profile", "--overlay-image"])
+        .arg(&shadow));
+    assert!(
+        dump.contains("kind: cmdline") && dump.contains("arch: arm64"),
+        "{dump}"
+    );
+    // profiles that name host files, re-point the overlay, or do not type are refused
+    let cases: [(&str, &[u8], &str); 3] = [
+        (
+            "host file",
+            b"input:\n  kernel:\n    path: /etc/shadow\n",
+            "may not set input",
+        ),
+        (
+            "another overlay",
+            b"overlay:\n  image:\n    tarballPath: /tmp/x.tar\n",
+            "may not set overlay.image",
+        ),
+        (
+            "unknown field",
+            b"output:\n  kindd: iso\n",
+            "profiles/evil.yaml",
+        ),
+    ];
+    for (i, (what, yaml, needle)) in cases.iter().enumerate() {
+        let ov = hostile(
+            t.path(),
+            &format!("p{i}"),
+            board,
+            &[("profiles/evil.yaml", yaml)],
+        );
+        let out = t.path().join(format!("pout{i}"));
+        let r = run(
+            imager()
+                .args(["evil", "--overlay-image"])
+                .arg(&ov)
+                .arg("--output")
+                .arg(&out),
+            None,
+        );
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {err}");
+        assert!(
+            !out.exists() || dir_entries(&out).is_empty(),
+            "{what}: left {:?}",
+            dir_entries(&out)
+        );
+    }
 }
 
 /// An overlay tarball with `overlay.yaml` = `yaml` and a few artifacts.

@@ -109,7 +109,7 @@ pub fn flags_profile(cli: &BuildArgs) -> Result<Value> {
     }
     let mut over = json!({
         "baseProfileName": cli.profile(),
-        "arch": cli.arch,
+        "arch": cli.arch.clone().unwrap_or_default(),
         "platform": cli.platform.clone().unwrap_or_default(),
         "input": Value::Object(input),
     });
@@ -153,7 +153,8 @@ pub fn flags_profile(cli: &BuildArgs) -> Result<Value> {
     });
     if let Some(img) = &cli.overlay_image {
         over["overlay"] = json!({
-            "name": cli.overlay_name.clone().unwrap_or_else(|| "default".into()),
+            // empty: the base profile's board (an overlay's profile), else `default`
+            "name": cli.overlay_name.clone().unwrap_or_default(),
             "image": asset(img),
             "options": Value::Object(overlay_options(&cli.overlay_options)?),
         });

@@ -18,7 +18,7 @@ use crate::error::{Error, ExitCode, Result};
 use crate::io::limits;
 use crate::profile::{self, BUILTIN, OutputKind};
 use clap::{Parser, Subcommand};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::path::PathBuf;
 
 fn after_help() -> String {
@@ -144,9 +144,10 @@ pub struct BuildArgs {
     #[arg(required = true)]
     profile: Option<String>,
 
-    /// Target architecture (amd64 or arm64); the default is the host's.
-    #[arg(long, default_value = host_arch())]
-    arch: String,
+    /// Target architecture (amd64 or arm64); the default is the base profile's when an
+    /// overlay's profile sets one, else the host's.
+    #[arg(long)]
+    arch: Option<String>,
 
     /// Platform (overrides the profile's), e.g. metal, aws, nocloud.
     #[arg(long)]
@@ -335,7 +336,8 @@ impl BuildArgs {
     }
 }
 
-/// Profile stage: the profile the arguments describe, merged, defaulted and validated.
+/// Profile stage: the profile the arguments describe, merged (onto an overlay's profile or a
+/// built-in one), defaulted and validated.
 fn resolve(cli: &BuildArgs) -> Result<profile::Resolved> {
     let (value, what) = if cli.profile() == "-" {
         let what = "profile (stdin)";
@@ -352,7 +354,58 @@ fn resolve(cli: &BuildArgs) -> Result<profile::Resolved> {
             format!("profile {}", cli.profile()),
         )
     };
-    profile::resolve(value, &what, std::path::Path::new(&cli.install_dir))
+    let mut value = value;
+    let extra = overlay_profiles(cli, &value)?;
+    if cli.profile() != "-" && cli.arch.is_none() {
+        let base_arch = extra
+            .get(cli.profile())
+            .and_then(|b| b.get("arch"))
+            .and_then(Value::as_str)
+            .is_some_and(|a| !a.is_empty());
+        if !base_arch && let Value::Object(m) = &mut value {
+            m.insert("arch".into(), Value::String(host_arch().into()));
+        }
+    }
+    profile::resolve(value, &what, std::path::Path::new(&cli.install_dir), &extra)
+}
+
+/// The profiles of the overlay image the unmerged profile `value` names (Talos reads them
+/// before the base profile is chosen): the image is read for the profile's architecture when
+/// it names one, else for the host's, in a scratch directory of the output directory.
+fn overlay_profiles(cli: &BuildArgs, value: &Value) -> Result<profile::OverlayProfiles> {
+    let Some(o) = value.get("overlay").filter(|o| !o.is_null()) else {
+        return Ok(Default::default());
+    };
+    // a malformed overlay or registries field is left to the typed profile, whose error
+    // names the exact field
+    let Ok(o) = serde_json::from_value::<profile::OverlayOptions>(o.clone()) else {
+        return Ok(Default::default());
+    };
+    if o.image.is_empty() {
+        return Ok(Default::default());
+    }
+    let arch = match value.get("arch").and_then(Value::as_str) {
+        Some(a @ ("amd64" | "arm64")) => a,
+        _ => host_arch(),
+    };
+    let registries = match value.pointer("/input/registries") {
+        Some(r) if !r.is_null() => serde_json::from_value(r.clone()).ok(),
+        _ => None,
+    };
+    let fetcher = if o.image.tarball_path.is_empty() && o.image.oci_path.is_empty() {
+        Some(crate::inputs::registry::Fetcher::new(&fetch_options(
+            cli, registries,
+        )?)?)
+    } else {
+        None
+    };
+    let out = output_dir(cli)?;
+    let work = crate::output::workdir::WorkDir::create(out.path())?;
+    let opts = crate::inputs::extensions::Options {
+        max_bytes: max_extension_bytes()?,
+        ..Default::default()
+    };
+    crate::inputs::overlay::profiles(&o.image, arch, fetcher.as_ref(), work.path(), &opts)
 }
 
 fn env_num<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
@@ -369,11 +422,9 @@ fn env_num<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
 /// Registry settings from the flags, the environment and the profile.
 fn fetch_options(
     cli: &BuildArgs,
-    p: Option<&profile::Profile>,
+    registries: Option<oci::RegistriesConfig>,
 ) -> Result<crate::inputs::registry::FetchOptions> {
-    let mut registries = p
-        .and_then(|p| p.input.registries.clone())
-        .unwrap_or_default();
+    let mut registries = registries.unwrap_or_default();
     if let Some(f) = &cli.registries_config {
         registries.merge(&crate::inputs::registry::registries_file(f)?);
     }
@@ -499,7 +550,7 @@ fn run_build(cli: &BuildArgs) -> Result<()> {
     let epoch = epoch()?;
     let max_bytes = max_extension_bytes()?;
     let out = output_dir(cli)?;
-    let fetch = fetch_options(cli, Some(p))?;
+    let fetch = fetch_options(cli, p.input.registries.clone())?;
     let push = match &cli.push {
         None => None,
         Some(r) => {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::extensions::{self, Archive, Source};
 use super::tree::{Kind, Tree};
 use crate::error::{Error, ExitCode, Result};
-use crate::profile::Profile;
+use crate::profile::{ContainerAsset, Profile};
 
 /// The declarative description's file name at the overlay image's root.
 pub const OVERLAY_YAML: &str = "overlay.yaml";
@@ -120,19 +120,13 @@ fn clean_path(source: &str, what: &str, p: &str) -> Result<String> {
     Ok(t.to_string())
 }
 
-/// The profile's overlay image as an extraction source.
+/// An overlay image as an extraction source (pulled for `arch` when it is a reference).
 fn source_of(
-    p: &Profile,
+    a: &ContainerAsset,
+    arch: &str,
     fetcher: Option<&super::registry::Fetcher>,
     staging: &Path,
 ) -> Result<Source> {
-    let Some(o) = &p.overlay else {
-        return Err(Error::new(
-            ExitCode::Unknown,
-            anyhow::anyhow!("no overlay in the profile"),
-        ));
-    };
-    let a = &o.image;
     Ok(if !a.tarball_path.is_empty() {
         Source {
             label: format!("overlay.image (tarballPath {})", a.tarball_path),
@@ -146,7 +140,7 @@ fn source_of(
     } else if !a.image_ref.is_empty() {
         let f = super::registry::required(fetcher)?;
         let dir = staging.join("overlay-pulled");
-        f.pull_layout("overlay.image", a, p.arch.as_str(), &dir)?;
+        f.pull_layout("overlay.image", a, arch, &dir)?;
         Source {
             label: format!("overlay.image (imageRef {})", a.image_ref),
             archive: Archive::Layout(dir),
@@ -156,6 +150,65 @@ fn source_of(
             "overlay.image: no imageRef, ociPath or tarballPath",
         ));
     })
+}
+
+/// Bound on the number of profiles one overlay image carries.
+const MAX_PROFILES: usize = 256;
+
+/// Top-level profile fields an overlay's profile may not set: `input` names host files and
+/// images, which are the user's to choose, not the overlay's (docs/formats/overlays.md).
+const PROFILE_REFUSED: &[&str] = &["input"];
+
+/// The profiles the overlay image `image` carries as `profiles/<name>.yaml`, by name, typed
+/// and checked (docs/formats/overlays.md): they are looked up as `baseProfileName` before the
+/// built-in ones. The image is read for `arch`; `staging` holds the extraction and is the
+/// caller's to remove.
+pub fn profiles(
+    image: &ContainerAsset,
+    arch: &str,
+    fetcher: Option<&super::registry::Fetcher>,
+    staging: &Path,
+    opts: &extensions::Options,
+) -> Result<BTreeMap<String, serde_json::Value>> {
+    let src = source_of(image, arch, fetcher, staging)?;
+    let tree = extensions::extract(&src, arch, &staging.join("overlay"), opts)?;
+    let mut out = BTreeMap::new();
+    for (rel, n) in tree.under("profiles") {
+        let Some(name) = rel.strip_suffix(".yaml") else {
+            continue;
+        };
+        if name.is_empty() || name.contains('/') {
+            continue;
+        }
+        let what = format!("{}: profiles/{rel}", src.label);
+        let Kind::File { blob, .. } = &n.kind else {
+            return Err(bad(&what, "not a regular file"));
+        };
+        if out.len() == MAX_PROFILES {
+            return Err(bad(
+                &src.label,
+                format!("more than {MAX_PROFILES} profiles"),
+            ));
+        }
+        let bytes = crate::io::read_bytes(blob, crate::io::limits::PROFILE, &what, ExitCode::Io)?;
+        let text = String::from_utf8(bytes).map_err(|_| bad(&what, "not UTF-8 text"))?;
+        let v = crate::profile::parse_yaml(&text, &what)?;
+        if let Some(k) = PROFILE_REFUSED.iter().find(|k| v.get(**k).is_some()) {
+            return Err(bad(
+                &what,
+                format!(
+                    "an overlay's profile may not set {k} (host files and images are the user's choice)"
+                ),
+            ));
+        }
+        if v.pointer("/overlay/image").is_some() {
+            return Err(bad(&what, "an overlay's profile may not set overlay.image"));
+        }
+        // typed now, so that an error names the overlay's file rather than the merged profile
+        crate::profile::from_value(v.clone(), &what)?;
+        out.insert(name.to_string(), v);
+    }
+    Ok(out)
 }
 
 /// A board's kernel arguments, from `overlay.yaml` or a program's `get-options`: at most
@@ -310,7 +363,7 @@ pub fn load(
     } else {
         po.name.as_str()
     };
-    let src = source_of(p, fetcher, staging)?;
+    let src = source_of(&po.image, p.arch.as_str(), fetcher, staging)?;
     let source = src.label.clone();
     let mut tree = extensions::extract(&src, p.arch.as_str(), &staging.join("overlay"), opts)?;
     if p.output.kind == crate::profile::OutputKind::Installer {

@@ -64,6 +64,12 @@ impl Profile {
                 }
             }
         }
+        // Talos's default board name of an overlay
+        if let Some(o) = self.overlay.as_mut()
+            && o.name.is_empty()
+        {
+            o.name = "default".into();
+        }
         match self.output.kind {
             OutputKind::Image => {
                 let explicit = self

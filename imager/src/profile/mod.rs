@@ -54,11 +54,20 @@ pub struct Resolved {
     pub defaulted: Defaulted,
 }
 
+/// Profiles an overlay image carries, by name (`profiles/<name>.yaml`), looked up as
+/// `baseProfileName` before the built-in ones (docs/formats/overlays.md).
+pub type OverlayProfiles = std::collections::BTreeMap<String, Value>;
+
 /// Types `value` (a profile merged onto its base), fills the defaults and validates.
 /// `what` names the source in errors; `install_dir` replaces `/usr/install` in default asset
-/// paths unless an explicit base installer supplies them.
-pub fn resolve(value: Value, what: &str, install_dir: &Path) -> Result<Resolved> {
-    let merged = resolve_base(value)?;
+/// paths unless an explicit base installer supplies them; `extra` are the overlay's profiles.
+pub fn resolve(
+    value: Value,
+    what: &str,
+    install_dir: &Path,
+    extra: &OverlayProfiles,
+) -> Result<Resolved> {
+    let merged = resolve_base(value, extra)?;
     let mut p = from_value(merged, what)?;
     let defaulted = Defaulted {
         kernel: p.input.kernel.path.is_empty(),
@@ -162,18 +171,33 @@ pub fn merge(left: &mut Value, right: Value) {
 
 /// The built-in profile `name` as a value.
 pub fn builtin(name: &str) -> Result<Value> {
+    base_profile(name, &OverlayProfiles::new())
+}
+
+/// The profile `name`: the overlay's if it carries one of that name, else the built-in one.
+fn base_profile(name: &str, extra: &OverlayProfiles) -> Result<Value> {
+    if let Some(v) = extra.get(name) {
+        return Ok(v.clone());
+    }
     let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name).ok_or_else(|| {
         let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+        let theirs = if extra.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = extra.keys().map(String::as_str).collect();
+            format!("; the overlay's: {}", names.join(", "))
+        };
         Error::invalid(format!(
-            "unknown profile {name:?} (built-in profiles: {})",
+            "unknown profile {name:?} (built-in profiles: {}{theirs})",
             names.join(", ")
         ))
     })?;
     parse_yaml(text, &format!("built-in profile {name}"))
 }
 
-/// Resolves `baseProfileName` (if any) and merges `v` onto it.
-pub fn resolve_base(v: Value) -> Result<Value> {
+/// Resolves `baseProfileName` (if any: an overlay's profile first, then a built-in one) and
+/// merges `v` onto it. As in Talos, a base profile's own `baseProfileName` is not followed.
+pub fn resolve_base(v: Value, extra: &OverlayProfiles) -> Result<Value> {
     let base = match v.get("baseProfileName") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -185,7 +209,7 @@ pub fn resolve_base(v: Value) -> Result<Value> {
         }
     };
     let mut out = match base {
-        Some(name) if !name.is_empty() => builtin(&name)?,
+        Some(name) if !name.is_empty() => base_profile(&name, extra)?,
         _ => Value::Object(Default::default()),
     };
     merge(&mut out, v);
@@ -302,9 +326,62 @@ mod tests {
     use serde_json::json;
 
     fn resolved(v: Value) -> Profile {
-        resolve(v, "test", Path::new("/usr/install"))
-            .unwrap()
-            .profile
+        resolve(
+            v,
+            "test",
+            Path::new("/usr/install"),
+            &OverlayProfiles::new(),
+        )
+        .unwrap()
+        .profile
+    }
+
+    #[test]
+    fn overlay_profiles_come_before_builtins() {
+        let mut extra = OverlayProfiles::new();
+        extra.insert(
+            "metal".into(),
+            json!({"arch": "arm64", "platform": "metal", "output": {"kind": "image",
+                   "outFormat": ".xz", "imageOptions": {"diskSize": 1306525696_u64,
+                   "diskFormat": "raw", "bootloader": "grub"}}}),
+        );
+        extra.insert(
+            "board".into(),
+            json!({"arch": "arm64", "platform": "metal", "baseProfileName": "aws",
+                   "output": {"kind": "iso"}}),
+        );
+        let r = |v: Value| resolve(v, "test", Path::new("/usr/install"), &extra).map(|r| r.profile);
+        // the overlay's `metal` shadows the built-in one, and the user's fields win
+        let p = r(json!({"baseProfileName": "metal",
+                         "customization": {"extraKernelArgs": ["a=1"]}}))
+        .unwrap();
+        assert_eq!(p.arch.as_str(), "arm64");
+        assert_eq!(p.output.out_format.suffix(), ".xz");
+        let io = p.output.image_options.as_ref().unwrap();
+        // with the default version's BOOT growth (1000 MiB)
+        assert_eq!(io.disk_size, 1306525696 + 1000 * MIB);
+        assert_eq!(p.customization.extra_kernel_args, ["a=1"]);
+        // a base profile's own baseProfileName is not followed (Talos)
+        let p = r(json!({"baseProfileName": "board"})).unwrap();
+        assert_eq!(p.platform, "metal");
+        // unknown names list both sets
+        let e = r(json!({"baseProfileName": "nope"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("built-in profiles: ") && e.contains("the overlay's: board, metal"),
+            "{e}"
+        );
+        // without the overlay, the built-in metal is amd64-capable again
+        let p = resolve(
+            json!({"baseProfileName": "metal", "arch": "amd64"}),
+            "t",
+            Path::new("/usr/install"),
+            &OverlayProfiles::new(),
+        )
+        .unwrap()
+        .profile;
+        assert_eq!(p.output.kind, OutputKind::Image);
     }
 
     #[test]
@@ -438,6 +515,7 @@ mod tests {
                    "output": {"kind": "iso", "outFormat": "raw"}}),
             "t",
             Path::new("/usr/install"),
+            &OverlayProfiles::new(),
         );
         // "" is refused as a kernel argument; the rest is what a user may write
         assert!(p.is_err());
