@@ -75,3 +75,76 @@ pub fn build(r: &Resolved, o: &BuildOptions) -> Result<Vec<Artifact>> {
     }
     Ok(artifacts)
 }
+
+/// A UKI made elsewhere (an installer image's `vmlinuz.efi`), booted as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct PrebuiltUki<'a> {
+    /// The UKI.
+    pub path: &'a std::path::Path,
+    /// Its `.cmdline`, which GRUB layouts boot the kernel and initramfs taken out of it with.
+    pub cmdline: &'a str,
+}
+
+/// An installation's disk layout (docs/formats/install.md): the image `r` describes (kind
+/// `image`), with STATE and EPHEMERAL whatever the version's image quirks say, written into
+/// `out` (truncated to `disk_size` first, so it reads as zeros but for what is written). With
+/// `uki`, systemd-boot boots that UKI instead of one assembled here. `tmp` holds the staging
+/// files. Returns the layout; STATE and EPHEMERAL are left for the caller to format.
+pub fn install(
+    r: &Resolved,
+    o: &BuildOptions,
+    disk_size: u64,
+    out: &mut std::fs::File,
+    tmp: &std::path::Path,
+    uki: Option<PrebuiltUki<'_>>,
+) -> Result<installer::Layout> {
+    let p = &r.profile;
+    let decided = assemble::from_profile(p)?;
+    let staging = if inputs::needs_staging(r) {
+        let s = tmp.join("staging");
+        std::fs::create_dir(&s).code(ExitCode::Io, || format!("creating {}", s.display()))?;
+        Some(s)
+    } else {
+        None
+    };
+    let mut inputs = inputs::resolve(r, &o.inputs, staging.as_deref())?;
+    let assembly = assemble::assemble(
+        p,
+        decided,
+        &mut inputs,
+        &o.inputs.extensions,
+        staging.as_deref(),
+        o.epoch,
+    )?;
+    let mut spec = output::disk::image_spec(p, &inputs, &assembly)?;
+    spec.data_partitions = true;
+    spec.disk_size = disk_size;
+    spec.epoch = o.epoch;
+    if let Some(u) = uki {
+        spec.cmdline = u.cmdline.to_string();
+    }
+    installer::table(&spec).map_err(|e| {
+        crate::error::Error::new(
+            ExitCode::Assembly,
+            anyhow::anyhow!("a disk of {disk_size} bytes cannot hold the installation: {e}"),
+        )
+    })?;
+    let layout = output::disk::write_into(
+        p,
+        &mut spec,
+        inputs.sd_stub.as_deref(),
+        uki.map(|u| u.path),
+        tmp,
+        out,
+    )?;
+    // an installation's META is always initialized, values or not
+    if spec.meta.is_empty()
+        && let Some(m) = layout.by_name("META")
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        out.seek(SeekFrom::Start(m.offset(spec.sector_size)))
+            .and_then(|_| out.write_all(&adv::Adv::new().to_partition()))
+            .code(ExitCode::Io, || "writing META".to_string())?;
+    }
+    Ok(layout)
+}

@@ -31,10 +31,10 @@ pub fn boottime_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Says `poweroff`, syncs and powers the machine off.
+/// Says `poweroff`, syncs, unmounts an installation's volumes and powers the machine off.
 pub fn poweroff() {
     say("poweroff");
-    nix::unistd::sync();
+    crate::volumes::unmount();
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
 }
 

@@ -22,6 +22,7 @@ mod services;
 mod stage1;
 mod stage2;
 mod sys;
+mod volumes;
 
 use cmdline::Cmdline;
 use console::{POWEROFF_FLAG, START_ENV, boottime_ns, idle, poweroff, say};

@@ -52,7 +52,6 @@ impl Found {
     }
 
     /// Deletes `key` in memory; [`Found::flush`] writes it.
-    #[allow(dead_code)]
     pub fn delete(&mut self, key: u8) -> bool {
         self.adv.delete(key)
     }
@@ -148,10 +147,17 @@ pub fn find(wait: Duration) -> Result<Option<Found>> {
     }
 }
 
+/// META values by key.
+pub type Values = BTreeMap<u8, Vec<u8>>;
+
+/// META key of disk images (`DiskImageBootloader`), deleted at the first boot as Talos does.
+const DISK_IMAGE_BOOTLOADER: u8 = 0x11;
+
 /// Stage 2's META step: finds META (waiting up to 2 s for disks to appear), reports what was
-/// found, imports the cmdline keys it lacks and writes those back into it. Returns every value
-/// by key (empty without META and cmdline keys).
-pub fn at_boot(cmd: &Cmdline) -> Result<BTreeMap<u8, Vec<u8>>> {
+/// found, imports the cmdline keys it lacks and writes those back into it, and deletes the
+/// image-mode key 0x11 from the disk (the values returned still show it, as read at boot).
+/// Returns every value by key (empty without META and cmdline keys) and the disk META is on.
+pub fn at_boot(cmd: &Cmdline) -> Result<(Values, Option<String>)> {
     let mut found = find(Duration::from_secs(2))?;
     let mut values: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
     match &found {
@@ -166,7 +172,22 @@ pub fn at_boot(cmd: &Cmdline) -> Result<BTreeMap<u8, Vec<u8>>> {
     if let (Some(f), false) = (found.as_mut(), added.is_empty()) {
         write_back(f, &added, &values);
     }
-    Ok(values)
+    if let Some(f) = found.as_mut()
+        && f.delete(DISK_IMAGE_BOOTLOADER)
+    {
+        match f.flush() {
+            Ok(()) => say(&format!(
+                "meta-delete disk={} keys=0x{DISK_IMAGE_BOOTLOADER:02x}",
+                f.disk
+            )),
+            Err(e) => say(&format!(
+                "meta-delete disk={} error={:?}",
+                f.disk,
+                format!("{e:#}")
+            )),
+        }
+    }
+    Ok((values, found.map(|f| f.disk)))
 }
 
 /// The `meta disk=… partition=… source=… keys=N` line.

@@ -30,17 +30,14 @@ fn efi_var(name: &str) -> Option<u8> {
     Some(b[4])
 }
 
-/// `enabled`, `setup` (no platform key: keys may be enrolled), `disabled`, or `none` (not an
-/// EFI boot, or no efivarfs).
-pub fn secureboot_state() -> &'static str {
-    if !Path::new("/sys/firmware/efi").is_dir() {
-        return "none";
-    }
-    if !Path::new(EFIVARS)
-        .join(format!("SecureBoot-{GLOBAL_GUID}"))
-        .exists()
-    {
-        // efivarfs (a module, loaded from the floor list) is mounted once, read-only
+/// Mounts efivarfs (a module, loaded from the floor list) read-only at
+/// `/sys/firmware/efi/efivars`, once, on an EFI boot.
+pub fn mount_efivars() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if !Path::new("/sys/firmware/efi").is_dir() {
+            return;
+        }
         let _ = nix::mount::mount(
             Some("efivarfs"),
             EFIVARS,
@@ -51,7 +48,16 @@ pub fn secureboot_state() -> &'static str {
                 | nix::mount::MsFlags::MS_NODEV,
             None::<&str>,
         );
+    });
+}
+
+/// `enabled`, `setup` (no platform key: keys may be enrolled), `disabled`, or `none` (not an
+/// EFI boot, or no efivarfs).
+pub fn secureboot_state() -> &'static str {
+    if !Path::new("/sys/firmware/efi").is_dir() {
+        return "none";
     }
+    mount_efivars();
     match (efi_var("SecureBoot"), efi_var("SetupMode")) {
         (Some(1), _) => "enabled",
         (_, Some(1)) => "setup",

@@ -2,11 +2,11 @@
 //!
 //! In boot order: the `init stage=rootfs` line; PCR 11 extended with `enter-machined`; the writable points (/system, /tmp,
 //! /etc/hosts, /etc/resolv.conf); META (read from the boot disk, cmdline keys imported and
-//! written back); coldplug modules (modalias), then the `modules-load.d` lists; the
+//! written back); an installation's STATE and EPHEMERAL ([`volumes`]); coldplug modules (modalias), then the `modules-load.d` lists; the
 //! network (static configuration now, DHCP in the background); the `test-stat` lines; the
 //! extension services (in the background); the ready line:
 //!
-//! `node-runtime: ready meta=0x0a:<sha256 of value>[,0x..:..] extensions=<name>@<version>[,…]|none boot_ms=<ms since /init> secureboot=enabled|disabled|setup|none pcr11=<hex>|none`
+//! `node-runtime: ready meta=0x0a:<sha256 of value>[,0x..:..] extensions=<name>@<version>[,…]|none boot_ms=<ms since /init> secureboot=enabled|disabled|setup|none pcr11=<hex>|none installed=true version=<v> disk=<dev>|installed=false`
 //!
 //! and, with `node_runtime.test_poweroff` on the kernel cmdline, the poweroff (after
 //! `node_runtime.test_poweroff=N` seconds, if given). Module loading failures are reported
@@ -19,7 +19,7 @@ use crate::cmdline::Cmdline;
 use crate::console::{POWEROFF_FLAG, boottime_ns, poweroff, say};
 use crate::mounts::LAYERS_DIR;
 use crate::readiness::Readiness;
-use crate::{meta, modules, mounts, net, security, services};
+use crate::{meta, modules, mounts, net, security, services, volumes};
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -32,7 +32,11 @@ pub fn run(start_ns: u64) -> Result<()> {
     say("init stage=rootfs");
     security::measure_phase(security::ENTER_MACHINED);
     mounts::writable()?;
-    let values = meta::at_boot(&cmd)?;
+    let (values, meta_disk) = meta::at_boot(&cmd)?;
+    let installed = match &meta_disk {
+        Some(d) => volumes::mount_installed(d)?,
+        None => None,
+    };
     if let Err(e) = modules::coldplug() {
         say(&format!("modalias error={:?}", format!("{e:#}")));
     }
@@ -50,8 +54,12 @@ pub fn run(start_ns: u64) -> Result<()> {
     // services: end
     let summary = meta_summary(&values);
     let boot_ms = boottime_ns().saturating_sub(start_ns) / 1_000_000;
+    let install = match &installed {
+        Some(i) => format!("installed=true version={} disk={}", i.version, i.disk),
+        None => "installed=false".to_string(),
+    };
     say(&format!(
-        "ready meta={summary} extensions={exts} boot_ms={boot_ms} secureboot={} pcr11={}",
+        "ready meta={summary} extensions={exts} boot_ms={boot_ms} secureboot={} pcr11={} {install}",
         security::secureboot_state(),
         security::pcr11()
     ));

@@ -105,32 +105,9 @@ pub fn write(
     let fmt = p.output.out_format;
     let mut spec = spec.clone();
     spec.epoch = w.epoch;
-    // kept until the image is written: the boot set's files live in its directory
-    let _boot = if spec.bootloader == installer::Bootloader::Grub {
-        None
-    } else {
-        let f = &spec.files;
-        let set = super::efi::prepare(
-            p,
-            &spec.cmdline,
-            &super::efi::EfiInputs {
-                kernel: &f.kernel,
-                initramfs: &f.initramfs,
-                sd_boot: &f.sd_boot,
-                sd_stub,
-            },
-            &w.tmp,
-            w.epoch,
-        )?;
-        spec.files.sd_boot = set.sd_boot.clone();
-        spec.files.uki = set.uki.clone();
-        spec.files.enroll_keys = set.keys.clone();
-        spec.files.secure_boot_enroll = set.enroll.map(str::to_string);
-        Some(set)
-    };
     let write_raw = |f: &mut File| {
-        installer::write_image(f, &spec)
-            .map_err(|e| Error::from_install(e).context(format!("writing disk image {name}")))?;
+        write_into(p, &mut spec.clone(), sd_stub, None, &w.tmp, f)
+            .map_err(|e| e.context(format!("writing disk image {name}")))?;
         Ok(())
     };
     if io.disk_format == "raw" {
@@ -149,6 +126,48 @@ pub fn write(
             w.epoch,
         )
     })
+}
+
+/// Writes the raw layout of `spec` into `f` (truncated to the disk size first): systemd-boot's
+/// boot set is made in `tmp` (the UKI from `sd_stub` when the profile boots one), or `uki`
+/// is booted as it is (an installation from an installer image). Returns the layout.
+pub fn write_into(
+    p: &Profile,
+    spec: &mut installer::ImageSpec,
+    sd_stub: Option<&std::path::Path>,
+    uki: Option<&std::path::Path>,
+    tmp: &std::path::Path,
+    f: &mut File,
+) -> Result<installer::Layout> {
+    // kept until the image is written: the boot set's files live in its directory
+    let _boot = match (spec.bootloader, uki) {
+        (installer::Bootloader::Grub, _) => None,
+        (_, Some(u)) => {
+            spec.files.uki = Some(u.to_path_buf());
+            None
+        }
+        (_, None) => {
+            let fl = &spec.files;
+            let set = super::efi::prepare(
+                p,
+                &spec.cmdline,
+                &super::efi::EfiInputs {
+                    kernel: &fl.kernel,
+                    initramfs: &fl.initramfs,
+                    sd_boot: &fl.sd_boot,
+                    sd_stub,
+                },
+                tmp,
+                spec.epoch,
+            )?;
+            spec.files.sd_boot = set.sd_boot.clone();
+            spec.files.uki = set.uki.clone();
+            spec.files.enroll_keys = set.keys.clone();
+            spec.files.secure_boot_enroll = set.enroll.map(str::to_string);
+            Some(set)
+        }
+    };
+    installer::write_image(f, spec).map_err(Error::from_install)
 }
 
 /// Converts a sparse raw disk image into `io.disk_format`.

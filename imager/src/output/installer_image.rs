@@ -12,7 +12,8 @@
 //! mode and size (uid/gid 0, mtime 0, mode 0: Talos's `filemap`). Unlike Talos, `created` is
 //! SOURCE_DATE_EPOCH, so two builds give the same manifest digest. The artifacts layer carries
 //! `usr/install/<arch>/{vmlinuz.efi,systemd-boot.efi}` (a UKI, [`super::uki`]) from Talos 1.10
-//! on, and `usr/install/<arch>/{vmlinuz,initramfs.xz,systemd-boot.efi}` before.
+//! on, and `usr/install/<arch>/{vmlinuz,initramfs.xz,systemd-boot.efi,version}` before (the
+//! `version` file is this project's: the installer reads the target version from it).
 
 use super::{Artifact, Writer};
 use crate::error::{Error, ExitCode, Result, WithCode};
@@ -77,6 +78,12 @@ pub fn assemble(
         None => {
             sources.push(("vmlinuz", boot.kernel.to_path_buf()));
             sources.push(("initramfs.xz", boot.initramfs.to_path_buf()));
+            // without a UKI (whose .osrel says it), the installer learns the version here
+            // (docs/formats/install.md)
+            let v = work.path().join("version");
+            std::fs::write(&v, format!("{}\n", p.version))
+                .code(ExitCode::Io, || "writing the version file".to_string())?;
+            sources.push(("version", v));
         }
     }
     sources.push(("systemd-boot.efi", set.sd_boot.clone()));

@@ -1,0 +1,435 @@
+//! `installer`: the entrypoint of installer images (docs/formats/install.md), as Talos's
+//! `installer install`: writes the installed layout of the target version — EFI, BIOS, BOOT,
+//! META, STATE and EPHEMERAL per the version's layout, STATE and EPHEMERAL formatted as
+//! ext4 — onto a block device or a disk image file, from the boot assets under
+//! `/usr/install/<arch>/`.
+//!
+//! In: the flags (Talos's where they exist), `INSTALLER_META_BASE64`, the boot assets: either
+//! an installer image's UKI (`vmlinuz.efi`, version and command line taken from it; GRUB
+//! layouts boot its kernel and initramfs) or the base assets (`vmlinuz`, `initramfs.xz`,
+//! `systemd-stub.efi`; the UKI is assembled here). Out: the disk. Everything but the two
+//! filesystems is the imager's disk layout, made by the imager library; a block device gets
+//! it copied extent by extent after the boot partitions are zeroed.
+
+use anyhow::anyhow;
+use clap::{Args, Parser, Subcommand};
+use imager::error::{Error, ExitCode, Result, WithCode};
+use serde_json::{Value, json};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+/// Partition names of the layouts this installer writes: a disk holding only these is a
+/// previous installation, not a foreign one.
+const OWN_PARTITIONS: &[&str] = &["EFI", "BIOS", "BOOT", "META", "STATE", "EPHEMERAL"];
+/// Bound on an installer image's UKI.
+const MAX_UKI: u64 = 1 << 30;
+
+#[derive(Parser)]
+#[command(
+    name = "installer",
+    version,
+    about = "Install the operating system onto a disk (the entrypoint of installer images)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the installed layout onto a disk.
+    Install(InstallArgs),
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// The disk: a block device, or a disk image file (kept at its size).
+    #[arg(long)]
+    disk: PathBuf,
+    /// Platform (`talos.platform=`).
+    #[arg(long, default_value = "metal")]
+    platform: String,
+    /// Target architecture (amd64 or arm64).
+    #[arg(long, default_value = host_arch())]
+    arch: String,
+    /// An extra kernel argument (repeatable; not for a UKI, which carries its command line).
+    #[arg(long = "extra-kernel-arg", value_name = "ARG")]
+    extra_kernel_args: Vec<String>,
+    /// A META value, `KEY=VALUE` (repeatable; after those of INSTALLER_META_BASE64).
+    #[arg(long, value_name = "KEY=VALUE")]
+    meta: Vec<String>,
+    /// The value of `talos.config=` on the installed kernel command line.
+    #[arg(long)]
+    config: Option<String>,
+    /// Boot loader layout: sd-boot, grub or dual-boot (default: sd-boot when running under
+    /// UEFI, else grub; grub with a board overlay).
+    #[arg(long)]
+    bootloader: Option<String>,
+    /// Write zeros over the whole disk first.
+    #[arg(long)]
+    zero: bool,
+    /// Install over a disk that holds another partition table.
+    #[arg(long)]
+    force: bool,
+    /// Where the boot assets are (`<dir>/<arch>/`).
+    #[arg(
+        long = "install-dir",
+        env = "INSTALLER_INSTALL_DIR",
+        default_value = "/usr/install"
+    )]
+    install_dir: PathBuf,
+}
+
+const fn host_arch() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    }
+}
+
+fn epoch() -> Result<i64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| Error::invalid(format!("SOURCE_DATE_EPOCH={v:?} is not an integer"))),
+        _ => Ok(0),
+    }
+}
+
+/// META values: INSTALLER_META_BASE64's, then `--meta`'s (a later key replaces an earlier one).
+fn meta_values(a: &InstallArgs) -> Result<Vec<(u8, String)>> {
+    let mut out = Vec::new();
+    if let Ok(enc) = std::env::var("INSTALLER_META_BASE64")
+        && !enc.is_empty()
+    {
+        out.extend(
+            adv::env::decode(&enc)
+                .map_err(|e| Error::invalid(format!("INSTALLER_META_BASE64: {e}")))?,
+        );
+    }
+    for m in &a.meta {
+        let (k, v) = m
+            .split_once('=')
+            .ok_or_else(|| Error::invalid(format!("--meta {m:?}: expected KEY=VALUE")))?;
+        let key =
+            adv::env::parse_key(k).map_err(|e| Error::invalid(format!("--meta {m:?}: {e}")))?;
+        out.push((key, v.to_string()));
+    }
+    Ok(out)
+}
+
+/// An installer image's UKI, taken apart.
+struct Uki {
+    path: PathBuf,
+    version: String,
+    cmdline: String,
+}
+
+/// Reads `vmlinuz.efi`: its version (`.osrel` VERSION_ID) and command line, and writes its
+/// kernel and initramfs into `work` (GRUB layouts boot them).
+fn open_uki(path: &Path, work: &Path) -> Result<Uki> {
+    let what = || format!("{}", path.display());
+    let f = File::open(path).code(ExitCode::Io, what)?;
+    let mut data = Vec::new();
+    f.take(MAX_UKI + 1)
+        .read_to_end(&mut data)
+        .code(ExitCode::Io, what)?;
+    if data.len() as u64 > MAX_UKI {
+        return Err(Error::invalid(format!(
+            "{}: larger than {MAX_UKI} bytes",
+            what()
+        )));
+    }
+    let pe = pe::Pe::parse(&data).map_err(|e| Error::invalid(format!("{}: {e}", what())))?;
+    let section = |name: &str| {
+        pe.section(name)
+            .map(|s| pe.section_data(s))
+            .ok_or_else(|| Error::invalid(format!("{}: no {name} section", what())))
+    };
+    let text = |name: &str| -> Result<String> {
+        let b = section(name)?;
+        let s = std::str::from_utf8(b)
+            .map_err(|_| Error::invalid(format!("{}: {name} is not UTF-8", what())))?;
+        Ok(s.trim_end_matches(['\0', '\n']).to_string())
+    };
+    let osrel = text(".osrel")?;
+    let version = osrel
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .map(|v| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_graphic()))
+        .ok_or_else(|| Error::invalid(format!("{}: .osrel has no VERSION_ID", what())))?;
+    let cmdline = text(".cmdline")?;
+    if cmdline.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "{}: control characters in .cmdline",
+            what()
+        )));
+    }
+    for (name, file) in [(".linux", "vmlinuz"), (".initrd", "initramfs.xz")] {
+        let out = work.join(file);
+        std::fs::write(&out, section(name)?)
+            .code(ExitCode::Io, || format!("writing {}", out.display()))?;
+    }
+    Ok(Uki {
+        path: path.to_path_buf(),
+        version,
+        cmdline,
+    })
+}
+
+/// What else the disk holds, when it is not blank and not a previous installation.
+fn foreign(f: &mut File, size: u64) -> Option<String> {
+    if let Ok(l) = gpt::read(f, 512, size) {
+        let other: Vec<String> = l
+            .partitions
+            .iter()
+            .filter(|p| !OWN_PARTITIONS.contains(&p.name.as_str()))
+            .map(|p| format!("{:?}", p.name))
+            .collect();
+        return (!other.is_empty())
+            .then(|| format!("a GPT with the partitions {}", other.join(", ")));
+    }
+    let mut mbr = [0u8; 512];
+    if f.seek(SeekFrom::Start(0)).is_err() || f.read_exact(&mut mbr).is_err() {
+        return None;
+    }
+    let used = (0..4).any(|i| {
+        let t = mbr[446 + i * 16 + 4];
+        t != 0 && t != 0xEE
+    });
+    (mbr[510..512] == [0x55, 0xAA] && used).then(|| "an MBR partition table".to_string())
+}
+
+nix::ioctl_write_ptr_bad!(blk_zero_out, nix::request_code_none!(0x12, 127), [u64; 2]);
+
+/// BLKZEROOUT over `[off, off + len)`.
+#[allow(unsafe_code)]
+fn blkzeroout(dev: &File, off: u64, len: u64) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    let range = [off, len];
+    // SAFETY: the ioctl reads the [u64; 2] the pointer refers to, alive for the call
+    unsafe { blk_zero_out(dev.as_raw_fd(), &range) }.map(|_| ())
+}
+
+/// Makes `[off, off + len)` of the device read as zeros: BLKZEROOUT, else written zeros.
+fn zero_range(dev: &mut File, off: u64, len: u64) -> std::io::Result<()> {
+    if blkzeroout(dev, off, len).is_ok() {
+        return Ok(());
+    }
+    let buf = vec![0u8; 1 << 20];
+    dev.seek(SeekFrom::Start(off))?;
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        dev.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Copies the data extents of the sparse image `img` onto the device.
+fn copy_extents(img: &File, dev: &mut File, end: u64) -> std::io::Result<u64> {
+    use nix::unistd::{Whence, lseek};
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos: i64 = 0;
+    let mut copied = 0u64;
+    let mut src = img;
+    while (pos as u64) < end {
+        let data = match lseek(img, pos, Whence::SeekData) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let hole = lseek(img, data, Whence::SeekHole)?;
+        src.seek(SeekFrom::Start(data as u64))?;
+        dev.seek(SeekFrom::Start(data as u64))?;
+        let mut left = (hole - data) as u64;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            src.read_exact(&mut buf[..n])?;
+            dev.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        copied += (hole - data) as u64;
+        pos = hole;
+    }
+    Ok(copied)
+}
+
+fn install(a: &InstallArgs) -> Result<()> {
+    let epoch = epoch()?;
+    let meta = meta_values(a)?;
+    let assets = a.install_dir.join(&a.arch);
+    let tmp = std::env::temp_dir();
+    let work = tempfile::Builder::new()
+        .prefix("installer.")
+        .tempdir_in(&tmp)
+        .code(ExitCode::Io, || {
+            format!("creating a directory in {}", tmp.display())
+        })?;
+    let uki_path = assets.join("vmlinuz.efi");
+    let uki = if uki_path.is_file() {
+        Some(open_uki(&uki_path, work.path())?)
+    } else {
+        None
+    };
+    let version = match &uki {
+        Some(u) => u.version.clone(),
+        None => match std::fs::read_to_string(assets.join("version")) {
+            Ok(v) => v.trim().to_string(),
+            Err(_) => imager::profile::quirks::DEFAULT_VERSION.to_string(),
+        },
+    };
+    if uki.is_some() && !a.extra_kernel_args.is_empty() {
+        return Err(Error::invalid(
+            "--extra-kernel-arg: the installer image boots a UKI, whose command line is fixed \
+             when it is built",
+        ));
+    }
+    let mut args = a.extra_kernel_args.clone();
+    if let Some(c) = &a.config {
+        args.push(format!("talos.config={c}"));
+    }
+    let bootloader = match &a.bootloader {
+        Some(b) => b.clone(),
+        None if Path::new("/sys/firmware/efi").exists() || a.arch == "arm64" => "sd-boot".into(),
+        None => "grub".into(),
+    };
+    if installer::Bootloader::parse(&bootloader).is_none() {
+        return Err(Error::invalid(format!(
+            "--bootloader {bootloader:?}: not one of sd-boot, grub, dual-boot"
+        )));
+    }
+    // the disk
+    let what = || format!("--disk {}", a.disk.display());
+    let mut dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&a.disk)
+        .code(ExitCode::Io, what)?;
+    let is_block = dev
+        .metadata()
+        .code(ExitCode::Io, what)?
+        .file_type()
+        .is_block_device();
+    let size = dev.seek(SeekFrom::End(0)).code(ExitCode::Io, what)?;
+    if !a.force
+        && let Some(f) = foreign(&mut dev, size)
+    {
+        return Err(Error::new(
+            ExitCode::Assembly,
+            anyhow!(
+                "{} holds {f}; refusing to install over it without --force",
+                a.disk.display()
+            ),
+        ));
+    }
+    let mut input = serde_json::Map::new();
+    if uki.is_some() {
+        input.insert(
+            "kernel".into(),
+            json!({"path": work.path().join("vmlinuz").to_string_lossy()}),
+        );
+        input.insert(
+            "initramfs".into(),
+            json!({"path": work.path().join("initramfs.xz").to_string_lossy()}),
+        );
+    }
+    let value = json!({
+        "baseProfileName": "metal",
+        "arch": a.arch,
+        "platform": a.platform,
+        "version": version,
+        "input": Value::Object(input),
+        "customization": {
+            "extraKernelArgs": args,
+            "metaContents": meta.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+        },
+        "output": {
+            "kind": "image",
+            "outFormat": "raw",
+            "imageOptions": {"diskSize": size, "diskFormat": "raw", "bootloader": bootloader},
+        },
+    });
+    let r = imager::profile::resolve(value, "installation", &a.install_dir, &Default::default())?;
+    let opts = imager::build::BuildOptions {
+        output_dir: work.path().to_path_buf(),
+        epoch,
+        digests: false,
+        inputs: Default::default(),
+        push: None,
+        sign: None,
+    };
+    let prebuilt = uki.as_ref().map(|u| imager::build::PrebuiltUki {
+        path: &u.path,
+        cmdline: &u.cmdline,
+    });
+    if a.zero {
+        if is_block {
+            zero_range(&mut dev, 0, size).code(ExitCode::Io, || format!("zeroing {}", what()))?;
+        } else {
+            dev.set_len(0).code(ExitCode::Io, what)?;
+        }
+    }
+    let layout = if is_block {
+        // the layout goes into a sparse file first, then onto the device over zeroed boot
+        // partitions (the FAT writer leaves free space unwritten)
+        let img_path = work.path().join("disk.raw");
+        let mut img = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&img_path)
+            .code(ExitCode::Io, || format!("creating {}", img_path.display()))?;
+        let layout = imager::build::install(&r, &opts, size, &mut img, work.path(), prebuilt)?;
+        let meta_end = layout
+            .by_name("META")
+            .map(|p| p.offset(512) + p.size(512))
+            .ok_or_else(|| Error::new(ExitCode::Assembly, anyhow!("the layout has no META")))?;
+        zero_range(&mut dev, 0, meta_end).code(ExitCode::Io, || format!("zeroing {}", what()))?;
+        copy_extents(&img, &mut dev, size).code(ExitCode::Io, || format!("writing {}", what()))?;
+        layout
+    } else {
+        imager::build::install(&r, &opts, size, &mut dev, work.path(), prebuilt)?
+    };
+    let mut formatted = Vec::new();
+    for label in ["STATE", "EPHEMERAL"] {
+        let p = layout
+            .by_name(label)
+            .ok_or_else(|| Error::new(ExitCode::Assembly, anyhow!("the layout has no {label}")))?;
+        let o = extfs::Options::from_label(label, u32::try_from(epoch).unwrap_or(0), !is_block);
+        extfs::format(&mut dev, p.offset(512), p.size(512), &o)
+            .map_err(|e| Error::new(ExitCode::Io, anyhow!("formatting {label}: {e}")))?;
+        formatted.push(format!("{label} ext4 {} MiB", p.size(512) >> 20));
+    }
+    dev.sync_all().code(ExitCode::Io, what)?;
+    eprintln!(
+        "installer: installed {version} ({bootloader}, {}) on {}: {}",
+        if uki.is_some() { "UKI" } else { "base assets" },
+        a.disk.display(),
+        formatted.join(", ")
+    );
+    Ok(())
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let r = match &cli.command {
+        Command::Install(a) => install(a),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {}", imager::error::printable(&e.to_string()));
+        std::process::exit(e.exit_code());
+    }
+}

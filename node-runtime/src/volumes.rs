@@ -1,0 +1,179 @@
+//! An installed system's volumes (docs/formats/install.md): STATE and EPHEMERAL of the boot
+//! disk, and which installed version booted.
+//!
+//! Stage 2 runs [`mount_installed`] after META, on the disk META came from. In: that disk's
+//! GPT, its partitions' device nodes, the boot loader's state (systemd-boot's
+//! `LoaderEntrySelected` variable, or GRUB's default entry in BOOT's `grub/grub.cfg`). Out:
+//! STATE (ext4) mounted at `/system/state` and EPHEMERAL (ext4) at `/var`, the boot counter
+//! `/var/lib/node-runtime/boots` incremented, the lines `volume name=… device=… fs=ext4
+//! mount=…` and the version for the ready line. A disk without both partitions is not an
+//! installation (an image before its first install, an ISO, PXE): nothing is mounted.
+//! [`unmount`] syncs and unmounts both before a poweroff or reboot.
+
+use crate::console::say;
+use crate::mounts::mount_fs;
+use anyhow::{Context, Result};
+use nix::mount::MsFlags;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Where STATE is mounted.
+pub const STATE_MOUNT: &str = "/system/state";
+/// Where EPHEMERAL is mounted.
+pub const EPHEMERAL_MOUNT: &str = "/var";
+/// systemd-boot's vendor GUID for its loader variables.
+const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+
+/// An installation, booted.
+#[derive(Debug)]
+pub struct Installed {
+    /// The disk, e.g. `/dev/vda`.
+    pub disk: String,
+    /// The booted version, e.g. `v1.14.0` (`unknown` when the boot loader does not say).
+    pub version: String,
+}
+
+/// `/dev/vda` + 5 → `/dev/vda5`; `/dev/nvme0n1` + 5 → `/dev/nvme0n1p5`.
+pub fn partition_device(disk: &str, number: u32) -> String {
+    if disk.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{disk}p{number}")
+    } else {
+        format!("{disk}{number}")
+    }
+}
+
+fn wait_for(dev: &str) -> Result<()> {
+    let start = Instant::now();
+    while !Path::new(dev).exists() {
+        if start.elapsed() > Duration::from_secs(5) {
+            anyhow::bail!("{dev} did not appear");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Mounts STATE and EPHEMERAL of `disk` when it has both; returns the installation.
+pub fn mount_installed(disk: &str) -> Result<Option<Installed>> {
+    let mut f = File::open(disk).with_context(|| format!("opening {disk}"))?;
+    let size = f.seek(SeekFrom::End(0))?;
+    let layout =
+        gpt::read(&mut f, 512, size).with_context(|| format!("reading the GPT of {disk}"))?;
+    let (Some(state), Some(eph)) = (layout.by_name("STATE"), layout.by_name("EPHEMERAL")) else {
+        return Ok(None);
+    };
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    for (name, p, target, flags) in [
+        ("STATE", state, STATE_MOUNT, nosuid | MsFlags::MS_NOEXEC),
+        ("EPHEMERAL", eph, EPHEMERAL_MOUNT, nosuid),
+    ] {
+        let dev = partition_device(disk, p.number);
+        wait_for(&dev)?;
+        mount_fs(&dev, target, "ext4", flags, None)
+            .with_context(|| format!("mounting {name} ({dev})"))?;
+        let extra = if name == "EPHEMERAL" {
+            format!(" boots={}", count_boot()?)
+        } else {
+            String::new()
+        };
+        say(&format!(
+            "volume name={name} device={dev} fs=ext4 mount={target}{extra}"
+        ));
+    }
+    let version = booted_version(&mut f, &layout).unwrap_or_else(|| "unknown".into());
+    Ok(Some(Installed {
+        disk: disk.to_string(),
+        version,
+    }))
+}
+
+/// Increments `/var/lib/node-runtime/boots`, which shows that EPHEMERAL keeps what is
+/// written to it from one boot to the next.
+fn count_boot() -> Result<u64> {
+    use std::io::Write;
+    let dir = Path::new(EPHEMERAL_MOUNT).join("lib/node-runtime");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("boots");
+    let n = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    let mut f = File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{n}")?;
+    f.sync_all()?;
+    Ok(n)
+}
+
+/// The version the boot loader booted: systemd-boot names the entry it chose
+/// (`<os>-<version>.efi`, or `.conf` for a type #1 entry); GRUB's default entry is
+/// `A - <os> <version>`.
+fn booted_version(disk: &mut File, layout: &gpt::Layout) -> Option<String> {
+    if let Some(entry) = loader_entry_selected() {
+        let id = entry.trim_end_matches(".efi").trim_end_matches(".conf");
+        // boot counting appends `+LEFT[-DONE]`
+        let id = id.split('+').next().unwrap_or(id);
+        return id.split_once('-').map(|(_, v)| v.to_string());
+    }
+    let boot = layout.by_name("BOOT")?;
+    let mut r = fat::read::FatReader::open(&mut *disk, boot.offset(512)).ok()?;
+    let mut cfg = Vec::new();
+    for (path, e) in r.walk().ok()? {
+        if path.trim_start_matches('/') == "grub/grub.cfg" {
+            r.read_file(&e, &mut cfg).ok()?;
+        }
+    }
+    let cfg = String::from_utf8(cfg).ok()?;
+    cfg.lines()
+        .find_map(|l| l.strip_prefix("set default=\""))
+        .and_then(|l| l.trim_end_matches('"').rsplit(' ').next())
+        .map(str::to_string)
+}
+
+/// `LoaderEntrySelected` (UTF-16LE after efivarfs's 4 attribute bytes).
+fn loader_entry_selected() -> Option<String> {
+    crate::security::mount_efivars();
+    let path = format!("/sys/firmware/efi/efivars/LoaderEntrySelected-{LOADER_GUID}");
+    let mut b = Vec::new();
+    File::open(path).ok()?.take(4096).read_to_end(&mut b).ok()?;
+    let units: Vec<u16> = b
+        .get(4..)?
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0)
+        .collect();
+    let s = String::from_utf16(&units).ok()?;
+    (!s.is_empty() && s.chars().all(|c| c.is_ascii_graphic())).then_some(s)
+}
+
+/// Syncs and unmounts EPHEMERAL and STATE (read-only if busy), so that the filesystems are
+/// clean when the machine goes down.
+pub fn unmount() {
+    nix::unistd::sync();
+    for target in [EPHEMERAL_MOUNT, STATE_MOUNT] {
+        if nix::mount::umount(target).is_err() {
+            let _ = nix::mount::mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_devices() {
+        assert_eq!(partition_device("/dev/vda", 5), "/dev/vda5");
+        assert_eq!(partition_device("/dev/sda", 12), "/dev/sda12");
+        assert_eq!(partition_device("/dev/nvme0n1", 5), "/dev/nvme0n1p5");
+        assert_eq!(partition_device("/dev/mmcblk0", 6), "/dev/mmcblk0p6");
+    }
+}
