@@ -3,7 +3,8 @@
 //! In: an assets directory (`<dir>/<arch>/{vmlinuz, initramfs.xz, systemd-boot.efi,
 //! systemd-stub.efi, grub/…}`), SOURCE_DATE_EPOCH. Out: an OCI layout directory and/or a push
 //! to a registry. The image has two layers, as Talos's installer images do: the base
-//! (`usr/install/<arch>/` bootloaders and GRUB images) and the artifacts (`vmlinuz`,
+//! (`usr/install/<arch>/` bootloaders and GRUB images, and with `--installer` the
+//! `/usr/bin/installer` entrypoint) and the artifacts (`vmlinuz`,
 //! `initramfs.xz`), which the imager's installer output replaces (docs/formats/outputs.md,
 //! "Installer image"). Reproducible: sorted tar entries, uid/gid 0, mtime and config `created` =
 //! SOURCE_DATE_EPOCH.
@@ -36,6 +37,10 @@ struct Args {
     /// Plain HTTP for --push.
     #[arg(long)]
     insecure: bool,
+    /// The static `installer` binary for the architecture: the image's entrypoint,
+    /// `/usr/bin/installer` (docs/formats/install.md).
+    #[arg(long)]
+    installer: Option<PathBuf>,
 }
 
 fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
@@ -78,6 +83,13 @@ pub fn main(args: impl Iterator<Item = String>) -> Result<()> {
             base_files.push(f);
         }
     }
+    if let Some(bin) = &a.installer {
+        base_files.push(LayerFile {
+            path: "usr/bin/installer".into(),
+            mode: 0o755,
+            source: bin.clone(),
+        });
+    }
     if art_files.len() != 2 {
         bail!("{}: vmlinuz and initramfs.xz are required", src.display());
     }
@@ -95,7 +107,15 @@ pub fn main(args: impl Iterator<Item = String>) -> Result<()> {
         architecture: a.arch.clone(),
         os: "linux".into(),
         created: Some(civil::rfc3339(epoch)),
-        config: serde_json::json!({"Labels": {"org.opencontainers.image.title": "talos-rs installer-base"}}),
+        config: match &a.installer {
+            Some(_) => serde_json::json!({
+                "Entrypoint": ["/usr/bin/installer"],
+                "Labels": {"org.opencontainers.image.title": "talos-rs installer-base"},
+            }),
+            None => {
+                serde_json::json!({"Labels": {"org.opencontainers.image.title": "talos-rs installer-base"}})
+            }
+        },
         rootfs: RootFs {
             kind: "layers".into(),
             diff_ids: layers.iter().map(|l| l.diff_id.to_string()).collect(),

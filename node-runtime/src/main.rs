@@ -11,11 +11,13 @@
 //! Either way PID 1 never exits: it ends reaping children ([`console::idle`]).
 
 mod cmdline;
+mod config;
 mod console;
 mod meta;
 mod modules;
 mod mounts;
 mod net;
+mod provision;
 mod readiness;
 mod security;
 mod services;

@@ -47,7 +47,16 @@ pub fn run(start_ns: u64) -> Result<()> {
     // services: begin (extension services; network readiness is reported into `ready`)
     let ready = Readiness::new();
     // services: end
-    net::start(&cmd, values.get(&0x0a).map(Vec::as_slice), ready.clone());
+    // an installation's configuration, stored in STATE at install time
+    let machine_config = installed
+        .as_ref()
+        .and_then(|_| crate::config::load_stored());
+    net::start(
+        &cmd,
+        values.get(&0x0a).map(Vec::as_slice),
+        machine_config.as_ref().map(|c| c.network_layer()),
+        ready.clone(),
+    );
     test_stat(&cmd);
     // services: begin
     services::start(Path::new("/usr/local/etc/containers"), ready.clone());
@@ -63,6 +72,21 @@ pub fn run(start_ns: u64) -> Result<()> {
         security::secureboot_state(),
         security::pcr11()
     ));
+    if installed.is_some() && cmd.get("talos.halt_if_installed") == Some("1") {
+        // the ISO's flag: an installed machine boots from its disk, not from the ISO again
+        say(&format!(
+            "halt reason=installed disk={} (talos.halt_if_installed=1: boot from the disk)",
+            installed.as_ref().map_or("", |i| i.disk.as_str())
+        ));
+        crate::volumes::unmount();
+        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_HALT_SYSTEM);
+        return Ok(());
+    }
+    if installed.is_none() && !cmd.flag(POWEROFF_FLAG) {
+        // maintenance mode, in the background: PID 1 goes on reaping
+        let meta = values.clone();
+        std::thread::spawn(move || crate::provision::run(&Cmdline::read(), &meta));
+    }
     if cmd.flag(POWEROFF_FLAG) {
         // `node_runtime.test_poweroff=N` keeps the node up N seconds after ready (services)
         if let Some(secs) = cmd.get(POWEROFF_FLAG).and_then(|v| v.parse::<u64>().ok()) {

@@ -94,3 +94,62 @@ pub fn loop_attach_ro(backing: &Path) -> Result<PathBuf> {
     }
     bail!("no free loop device for {}", backing.display())
 }
+
+/// Runs `path` with `args` (argv without argv\[0\]) and the environment `env` in a private
+/// mount namespace (mounts it makes stay its own), stdout and stderr on the console, and
+/// waits for it through PID 1's reaper. Returns its exit.
+pub fn run_in_mount_ns(
+    path: &Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<crate::services::reaper::Exit> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    // everything the child touches is allocated before the fork
+    let prog = CString::new(path.as_os_str().as_bytes()).context("program path")?;
+    let mut argv = vec![prog.clone()];
+    for a in args {
+        argv.push(CString::new(a.as_str()).context("argument")?);
+    }
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect::<Result<_, _>>()
+        .context("environment")?;
+    let argv_p: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp_p: Vec<*const libc::c_char> = envp
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let pid = crate::services::reaper::fork_watched(|| {
+        // SAFETY: the child only makes async-signal-safe system calls on data prepared above
+        // and ends in execve or _exit
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                let null = std::ptr::null();
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    || libc::mount(
+                        null,
+                        c"/".as_ptr(),
+                        null,
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        null.cast(),
+                    ) != 0
+                {
+                    libc::_exit(126);
+                }
+                libc::execve(prog.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr());
+                libc::_exit(127)
+            },
+            p if p > 0 => Some(nix::unistd::Pid::from_raw(p)),
+            _ => None,
+        }
+    })
+    .ok_or_else(|| anyhow::anyhow!("fork: {}", std::io::Error::last_os_error()))?;
+    crate::services::reaper::wait(pid).ok_or_else(|| anyhow::anyhow!("{pid} was not watched"))
+}

@@ -205,6 +205,16 @@ fn foreign(f: &mut File, size: u64) -> Option<String> {
     (mbr[510..512] == [0x55, 0xAA] && used).then(|| "an MBR partition table".to_string())
 }
 
+nix::ioctl_none!(blk_rr_part, 0x12, 95);
+
+/// BLKRRPART: the kernel rereads the partition table just written.
+#[allow(unsafe_code)]
+fn reread_partitions(dev: &File) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the ioctl takes no argument
+    unsafe { blk_rr_part(dev.as_raw_fd()) }.map(|_| ())
+}
+
 nix::ioctl_write_ptr_bad!(blk_zero_out, nix::request_code_none!(0x12, 127), [u64; 2]);
 
 /// BLKZEROOUT over `[off, off + len)`.
@@ -408,6 +418,13 @@ fn install(a: &InstallArgs) -> Result<()> {
         formatted.push(format!("{label} ext4 {} MiB", p.size(512) >> 20));
     }
     dev.sync_all().code(ExitCode::Io, what)?;
+    if is_block && let Err(e) = reread_partitions(&dev) {
+        eprintln!(
+            "installer: warning: {}: the kernel did not reread the partition table ({e}); \
+             it will at the next boot",
+            a.disk.display()
+        );
+    }
     eprintln!(
         "installer: installed {version} ({bootloader}, {}) on {}: {}",
         if uki.is_some() { "UKI" } else { "base assets" },

@@ -89,6 +89,8 @@ pub enum Layer {
     Cmdline,
     /// META 0xa.
     Platform,
+    /// The machine configuration's `machine.network`.
+    Configuration,
 }
 
 impl Layer {
@@ -98,6 +100,7 @@ impl Layer {
             Layer::Default => "default",
             Layer::Cmdline => "cmdline",
             Layer::Platform => "platform",
+            Layer::Configuration => "configuration",
         }
     }
 }

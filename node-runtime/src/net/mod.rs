@@ -313,7 +313,12 @@ fn status_endpoint(state: Arc<Mutex<State>>) {
 
 /// Configures the network from the cmdline and META 0xa (`platform`); DHCP runs in
 /// background threads. Returns once static configuration is applied.
-pub fn start(cmd: &Cmdline, platform: Option<&[u8]>, ready: Arc<Readiness>) {
+pub fn start(
+    cmd: &Cmdline,
+    platform: Option<&[u8]>,
+    configuration: Option<PlatformConfig>,
+    ready: Arc<Readiness>,
+) {
     let state = Arc::new(Mutex::new(State::default()));
     let (cmdline_layer, ignored) = config::from_cmdline(cmd);
     let mut m = Merged {
@@ -337,6 +342,14 @@ pub fn start(cmd: &Cmdline, platform: Option<&[u8]>, ready: Arc<Readiness>) {
                 e.to_string()
             )),
         }
+    }
+    if let Some(c) = &configuration {
+        say(&format!(
+            "network configuration-layer source=machine-config hostnames={} resolvers={}",
+            c.hostnames.len(),
+            c.resolvers.len()
+        ));
+        m.add(Layer::Configuration, c);
     }
     let mut nl = match Netlink::open() {
         Ok(n) => n,

@@ -28,7 +28,7 @@
 //! services stay `Waiting`; there is no way to stop or restart a service from outside.
 
 mod config;
-mod reaper;
+pub(crate) mod reaper;
 mod spawn;
 mod supervisor;
 
