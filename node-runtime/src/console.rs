@@ -43,3 +43,17 @@ pub fn poweroff() {
 pub fn idle() -> ! {
     crate::services::reap_forever()
 }
+
+/// `s` with control characters escaped (`\u{1b}`), so that text from outside never drives
+/// the console.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

@@ -10,6 +10,7 @@
 //! cmdline the machine then powers off, which lets tests and the quickstart end QEMU cleanly.
 //! Either way PID 1 never exits: it ends reaping children ([`console::idle`]).
 
+mod api;
 mod cmdline;
 mod config;
 mod console;

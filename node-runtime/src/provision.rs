@@ -1,9 +1,10 @@
 //! Maintenance mode and the install (docs/formats/install.md, "From the node").
 //!
 //! A node booted without an installation (an ISO, PXE, a fresh image) waits for a machine
-//! configuration ([`crate::config`]). So far it comes from `talos.config=URL` on the kernel
-//! command line (HTTP or HTTPS; `${uuid}`, `${serial}`, `${mac}`, `${hostname}` and `${code}`
-//! substituted as Talos does; retried with backoff, one console line per attempt). A
+//! configuration ([`crate::config`]) from whichever source gives one first: the maintenance
+//! API ([`crate::api`]), `talos.config=URL` on the kernel command line (HTTP or HTTPS;
+//! `${uuid}`, `${serial}`, `${mac}`, `${hostname}` and `${code}` substituted as Talos does;
+//! retried with backoff, one console line per attempt), or the `embedded-config` extension. A
 //! configuration that names a disk is installed: the installer image of
 //! `machine.install.image` is pulled through `machine.registries`' mirrors (every blob
 //! digest-checked), its layers are unpacked into `/system/installer`, and its
@@ -28,41 +29,85 @@ const OCI_CACHE: &str = "/system/oci-cache";
 /// Bound on one layer's unpacked size.
 const MAX_UNPACKED: u64 = 2 << 30;
 
-/// Maintenance mode: waits for a configuration, then installs and reboots. Returns only on a
-/// failure, which is reported; the node stays in maintenance.
-pub fn run(cmd: &Cmdline, meta: &crate::meta::Values) {
-    let Some(url) = cmd.get("talos.config").map(str::to_string) else {
-        say("maintenance waiting for a machine configuration (talos.config= is not set)");
-        return;
-    };
+/// Where the `embedded-config` extension puts the configuration (docs/formats/extensions.md).
+const EMBEDDED: &str = "/usr/local/etc/talos/config.yaml";
+
+/// Maintenance mode: waits for a configuration from whichever source gives one first — the
+/// API ([`crate::api`]), `talos.config=URL`, or the embedded one — then installs it and
+/// reboots. A failed install is reported and the node goes on waiting.
+pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
+    let (tx, rx) = std::sync::mpsc::channel::<crate::api::Incoming>();
     say("maintenance waiting for a machine configuration");
-    let url = substitute(&url, meta);
-    let text = fetch_config(&url);
-    let cfg = match config::parse(&text) {
-        Ok(c) => c,
-        Err(e) => {
-            say(&format!("config source={url:?} error={e:?}"));
-            return;
+    let state = std::sync::Arc::new(crate::api::State {
+        version: version.to_string(),
+        meta: meta.clone(),
+        tx: tx.clone(),
+    });
+    // in its own thread: its key needs the kernel's random pool, which may still be filling
+    std::thread::spawn(move || {
+        if let Err(e) = crate::api::serve(state) {
+            say(&format!("maintenance api error={:?}", format!("{e:#}")));
         }
-    };
-    say(&format!(
-        "config source={url:?} install-disk={} install-image={}",
-        if cfg.install.disk.is_empty() {
-            "none"
-        } else {
-            &cfg.install.disk
-        },
-        if cfg.install.image.is_empty() {
-            "none"
-        } else {
-            &cfg.install.image
+    });
+    if let Ok(text) = std::fs::read_to_string(EMBEDDED) {
+        match config::parse(&text) {
+            Ok(c) => {
+                let _ = tx.send(crate::api::Incoming {
+                    source: "embedded".into(),
+                    config: c,
+                });
+            }
+            Err(e) => say(&format!("config source=embedded error={e:?}")),
         }
-    ));
-    for s in &cfg.not_applied {
-        say(&format!("config not-applied={s}"));
     }
-    if let Err(e) = install(cmd, &cfg) {
-        say(&format!("install error={:?}", format!("{e:#}")));
+    if let Some(url) = cmd.get("talos.config") {
+        let url = substitute(url, meta);
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            // a configuration that does not parse is fetched again (it may be fixed)
+            loop {
+                let text = fetch_config(&url);
+                match config::parse(&text) {
+                    Ok(c) => {
+                        let _ = tx.send(crate::api::Incoming {
+                            source: format!("url {url}"),
+                            config: c,
+                        });
+                        return;
+                    }
+                    Err(e) => say(&format!(
+                        "config source={:?} error={e:?}",
+                        format!("url {url}")
+                    )),
+                }
+                std::thread::sleep(Duration::from_secs(30));
+            }
+        });
+    }
+    drop(tx);
+    while let Ok(inc) = rx.recv() {
+        let cfg = inc.config;
+        say(&format!(
+            "config source={:?} install-disk={} install-image={}",
+            inc.source,
+            if cfg.install.disk.is_empty() {
+                "none"
+            } else {
+                &cfg.install.disk
+            },
+            if cfg.install.image.is_empty() {
+                "none"
+            } else {
+                &cfg.install.image
+            }
+        ));
+        for s in &cfg.not_applied {
+            say(&format!("config not-applied={s}"));
+        }
+        if let Err(e) = install(cmd, &cfg, meta) {
+            say(&format!("install error={:?}", format!("{e:#}")));
+            say("maintenance waiting for a machine configuration");
+        }
     }
 }
 
@@ -192,20 +237,197 @@ fn pull_installer(image: &str, cfg: &MachineConfig) -> Result<PathBuf> {
     Ok(root)
 }
 
-/// The disk of `machine.install.disk`, which must exist.
+/// The disk to install to: `machine.install.disk`, which must exist, else the only disk
+/// `machine.install.diskSelector` matches.
 fn install_disk(cfg: &MachineConfig) -> Result<String> {
     let d = &cfg.install.disk;
-    if d.is_empty() {
-        bail!("machine.install.disk is not set (diskSelector is not supported yet)");
+    if !d.is_empty() {
+        if !Path::new(d).exists() {
+            bail!("machine.install.disk {d}: no such disk");
+        }
+        return Ok(d.clone());
     }
-    if !Path::new(d).exists() {
-        bail!("machine.install.disk {d}: no such disk");
+    let Some(sel) = &cfg.install.disk_selector else {
+        bail!("neither machine.install.disk nor machine.install.diskSelector is set");
+    };
+    let mut names: Vec<String> = std::fs::read_dir("/sys/block")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !["loop", "ram", "sr", "zram", "dm-", "md"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    names.sort();
+    let mut matched = Vec::new();
+    for n in names {
+        let disk = SysDisk::read(&n);
+        match selector_matches(sel, &disk) {
+            Ok(true) => matched.push(format!("/dev/{n}")),
+            Ok(false) => {}
+            Err(e) => bail!("machine.install.diskSelector: {e}"),
+        }
     }
-    Ok(d.clone())
+    say(&format!(
+        "install disk-selector matched={}",
+        if matched.is_empty() {
+            "none".to_string()
+        } else {
+            matched.join(",")
+        }
+    ));
+    match matched.len() {
+        1 => Ok(matched.remove(0)),
+        0 => bail!("machine.install.diskSelector matches no disk"),
+        _ => bail!(
+            "machine.install.diskSelector matches {} disks; it must choose one",
+            matched.len()
+        ),
+    }
 }
 
-/// Installs `cfg` and reboots.
-fn install(cmd: &Cmdline, cfg: &MachineConfig) -> Result<()> {
+/// What sysfs says about one disk.
+#[derive(Debug, Default)]
+struct SysDisk {
+    size: u64,
+    model: String,
+    serial: String,
+    kind: String,
+    bus_path: String,
+}
+
+impl SysDisk {
+    fn read(name: &str) -> Self {
+        let base = Path::new("/sys/block").join(name);
+        let text = |p: &str| {
+            std::fs::read_to_string(base.join(p))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        let serial = match text("device/serial") {
+            s if s.is_empty() => text("serial"),
+            s => s,
+        };
+        let kind = if name.starts_with("nvme") {
+            "nvme"
+        } else if name.starts_with("mmcblk") {
+            "sd"
+        } else if text("queue/rotational") == "1" {
+            "hdd"
+        } else {
+            "ssd"
+        };
+        // the device's path under /sys/devices, without the block part
+        let bus_path = std::fs::canonicalize(base.join("device"))
+            .map(|p| {
+                p.to_string_lossy()
+                    .trim_start_matches("/sys/devices")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        SysDisk {
+            size: text("size").parse::<u64>().unwrap_or(0) * 512,
+            model: text("device/model"),
+            serial,
+            kind: kind.into(),
+            bus_path,
+        }
+    }
+}
+
+/// A size as Talos writes it: bytes, or a number with `kB`/`MB`/`GB`/`TB` (powers of 1000)
+/// or `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("size {s:?}: not a number"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        u => return Err(format!("size {s:?}: unknown unit {u:?}")),
+    };
+    let v = n * mult;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("size {s:?}: out of range"));
+    }
+    Ok(v as u64)
+}
+
+/// Talos's matching: every given field must match; `size` is exact or `>=`/`<=` a size,
+/// `model` and `serial` are globs (`*`), `busPath` a glob on the sysfs device path.
+fn selector_matches(sel: &config::DiskSelector, d: &SysDisk) -> Result<bool, String> {
+    if let Some(size) = &sel.size {
+        let t = size.trim();
+        let ok = if let Some(v) = t.strip_prefix(">=") {
+            d.size >= parse_size(v)?
+        } else if let Some(v) = t.strip_prefix("<=") {
+            d.size <= parse_size(v)?
+        } else {
+            d.size == parse_size(t)?
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    for (want, have) in [
+        (&sel.model, &d.model),
+        (&sel.serial, &d.serial),
+        (&sel.bus_path, &d.bus_path),
+    ] {
+        if let Some(w) = want
+            && !glob(w, have)
+        {
+            return Ok(false);
+        }
+    }
+    if let Some(k) = &sel.kind
+        && !k.eq_ignore_ascii_case(&d.kind)
+    {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// `*` matches any run of characters; everything else itself.
+fn glob(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let mut rest = s;
+    for (i, p) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(p) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(p);
+        } else if let Some(at) = rest.find(p) {
+            rest = &rest[at + p.len()..];
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Installs `cfg` and reboots; the node's META values (those it booted with, the cmdline's
+/// included) go to the installed disk's META, as Talos's installer carries them over.
+fn install(cmd: &Cmdline, cfg: &MachineConfig, meta: &crate::meta::Values) -> Result<()> {
     if cfg.install.image.is_empty() {
         bail!("machine.install.image is not set");
     }
@@ -256,6 +478,13 @@ fn install(cmd: &Cmdline, cfg: &MachineConfig) -> Result<()> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     env.push(("TMPDIR".into(), tmp.to_string_lossy().into_owned()));
+    if !meta.is_empty() {
+        let pairs: Vec<(u8, String)> = meta
+            .iter()
+            .map(|(k, v)| (*k, String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        env.push((adv::env::VAR.into(), adv::env::encode(&pairs, true)));
+    }
     env.push(("PATH".into(), "/usr/bin:/bin".into()));
     say(&format!("install disk={disk} image={}", cfg.install.image));
     let exit = crate::sys::run_in_mount_ns(&bin, &args, &env)?;
@@ -306,4 +535,43 @@ fn store_config(disk: &str, cfg: &MachineConfig) -> Result<()> {
     r.with_context(|| format!("writing {}", path.display()))?;
     say(&format!("install config-stored device={dev}"));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_selectors() {
+        assert_eq!(parse_size("8GB"), Ok(8_000_000_000));
+        assert_eq!(parse_size("6GiB"), Ok(6 << 30));
+        assert_eq!(parse_size(" 512 "), Ok(512));
+        assert_eq!(parse_size("1.5 TB"), Ok(1_500_000_000_000));
+        assert!(parse_size("8 parsecs").is_err());
+        assert!(parse_size("").is_err());
+        let d = SysDisk {
+            size: 6 << 30,
+            model: "QEMU HARDDISK".into(),
+            serial: "abc123".into(),
+            kind: "hdd".into(),
+            bus_path: "/pci0000:00/0000:00:03.0/virtio1".into(),
+        };
+        let sel = |f: &dyn Fn(&mut config::DiskSelector)| {
+            let mut s = config::DiskSelector::default();
+            f(&mut s);
+            selector_matches(&s, &d)
+        };
+        assert_eq!(sel(&|s| s.size = Some(">= 4GB".into())), Ok(true));
+        assert_eq!(sel(&|s| s.size = Some("<= 4GB".into())), Ok(false));
+        assert_eq!(sel(&|s| s.size = Some("6GiB".into())), Ok(true));
+        assert_eq!(sel(&|s| s.model = Some("QEMU*".into())), Ok(true));
+        assert_eq!(sel(&|s| s.serial = Some("abc*9".into())), Ok(false));
+        assert_eq!(
+            sel(&|s| s.bus_path = Some("/pci0000:00/*".into())),
+            Ok(true)
+        );
+        assert_eq!(sel(&|s| s.kind = Some("ssd".into())), Ok(false));
+        assert!(sel(&|s| s.size = Some(">= lots".into())).is_err());
+        assert!(glob("*", "") && glob("a*c", "abc") && !glob("a*c", "abd") && glob("x", "x"));
+    }
 }

@@ -7,7 +7,8 @@
 //! STATE (ext4) mounted at `/system/state` and EPHEMERAL (ext4) at `/var`, the boot counter
 //! `/var/lib/node-runtime/boots` incremented, the lines `volume name=… device=… fs=ext4
 //! mount=…` and the version for the ready line. A disk without both partitions is not an
-//! installation (an image before its first install, an ISO, PXE): nothing is mounted.
+//! installation (an image before its first install, an ISO, PXE): nothing is mounted; nor is
+//! one whose partitions do not mount (an install that was cut short).
 //! [`unmount`] syncs and unmounts both before a poweroff or reboot.
 
 use crate::console::say;
@@ -65,14 +66,25 @@ pub fn mount_installed(disk: &str) -> Result<Option<Installed>> {
         return Ok(None);
     };
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let mut mounted: Vec<&str> = Vec::new();
     for (name, p, target, flags) in [
         ("STATE", state, STATE_MOUNT, nosuid | MsFlags::MS_NOEXEC),
         ("EPHEMERAL", eph, EPHEMERAL_MOUNT, nosuid),
     ] {
         let dev = partition_device(disk, p.number);
-        wait_for(&dev)?;
-        mount_fs(&dev, target, "ext4", flags, None)
-            .with_context(|| format!("mounting {name} ({dev})"))?;
+        // partitions that do not mount are a half-written install, not an installation: the
+        // node goes to maintenance and can be installed again
+        if let Err(e) = wait_for(&dev).and_then(|_| mount_fs(&dev, target, "ext4", flags, None)) {
+            say(&format!(
+                "volume name={name} device={dev} error={:?} installed=false",
+                format!("{e:#}")
+            ));
+            for m in mounted {
+                let _ = nix::mount::umount(m);
+            }
+            return Ok(None);
+        }
+        mounted.push(target);
         let extra = if name == "EPHEMERAL" {
             format!(" boots={}", count_boot()?)
         } else {

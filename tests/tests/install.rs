@@ -307,3 +307,78 @@ fn another_systems_disk_is_refused_without_force() {
     assert_eq!(names, ["EFI", "META", "STATE", "EPHEMERAL"]);
     fsck_volumes(&raw, t.path());
 }
+
+/// The install-mode layouts of Talos 1.7 (from an installer image without a UKI, whose
+/// `version` file says 1.7.0) and 1.14 (the base assets): partition names and sizes as
+/// docs/formats/disk-layout.md gives them (BOOT 1000 MiB before 1.11, 2000 MiB after; STATE
+/// 100 MiB; EPHEMERAL the rest), `sgdisk -v` clean, and two runs give the same bytes.
+#[test]
+fn layouts_of_1_7_and_1_14_are_as_documented_and_reproducible() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    publish_base_layout("amd64", &base);
+    let profile = format!(
+        "baseProfileName: installer\narch: amd64\nversion: v1.7.0\ninput:\n  baseInstaller:\n    \
+         ociPath: {}\n",
+        base.display()
+    );
+    let out = t.path().join("out");
+    let o = run(
+        imager().args(["-", "--output"]).arg(&out),
+        Some(profile.as_bytes()),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let root = t.path().join("image");
+    unpack_layout(&out.join("installer-amd64"), &root);
+    assert_eq!(
+        std::fs::read_to_string(root.join("usr/install/amd64/version")).unwrap(),
+        "v1.7.0\n"
+    );
+    const SMALL: u64 = 3 << 30;
+    for (version, dir, boot_mib) in [
+        ("v1.7.0", root.join("usr/install"), 1000),
+        ("v1.14.0", assets(), 2000),
+    ] {
+        let mut sums = Vec::new();
+        for run_no in 0..2 {
+            let raw = t.path().join(format!("{version}-{run_no}.raw"));
+            std::fs::File::create(&raw).unwrap().set_len(SMALL).unwrap();
+            let o = run(
+                installer()
+                    .env("INSTALLER_INSTALL_DIR", &dir)
+                    .args(["install", "--bootloader", "grub", "--disk"])
+                    .arg(&raw),
+                None,
+            );
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{err}");
+            assert!(err.contains(&format!("installed {version} (grub")), "{err}");
+            let v = ok(Command::new("sgdisk").arg("-v").arg(&raw));
+            assert!(v.contains("No problems found"), "{version}: {v}");
+            let l = gpt::read(&mut std::fs::File::open(&raw).unwrap(), 512, SMALL).unwrap();
+            let got: Vec<(String, u64)> = l
+                .partitions
+                .iter()
+                .map(|p| (p.name.clone(), p.size(512) >> 20))
+                .collect();
+            let eph = l.by_name("EPHEMERAL").unwrap();
+            assert_eq!(
+                got,
+                [
+                    ("EFI".to_string(), 100),
+                    ("BIOS".to_string(), 1),
+                    ("BOOT".to_string(), boot_mib),
+                    ("META".to_string(), 1),
+                    ("STATE".to_string(), 100),
+                    ("EPHEMERAL".to_string(), eph.size(512) >> 20),
+                ],
+                "{version}"
+            );
+            // EPHEMERAL runs to the last usable sector
+            assert_eq!(eph.last_lba, l.last_usable, "{version}");
+            sums.push(sha256_file(&raw));
+            std::fs::remove_file(&raw).unwrap();
+        }
+        assert_eq!(sums[0], sums[1], "{version}: two installs differ");
+    }
+}

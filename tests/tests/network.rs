@@ -118,7 +118,7 @@ fn build(out: &Path, meta: Option<&str>) -> String {
     std::fs::read_to_string(out.join("cmdline-metal-amd64")).unwrap()
 }
 
-/// Boots the PXE set with a virtio NIC whose guest `guest_ip:50000` is forwarded to a local
+/// Boots the PXE set with a virtio NIC whose guest `guest_ip:50100` (the status endpoint) is forwarded to a local
 /// port; waits for `until` on the console, probes the status endpoint, returns (console,
 /// probe answer).
 fn boot(
@@ -138,7 +138,7 @@ fn boot(
         )),
         extra: user_nic(
             "n0",
-            &format!(",hostfwd=tcp:127.0.0.1:{port}-{guest_ip}:50000"),
+            &format!(",hostfwd=tcp:127.0.0.1:{port}-{guest_ip}:50100"),
         )
         .into_iter()
         .chain(if second_nic {

@@ -6,30 +6,36 @@
 //! to `installed=true` with the configuration's hostname applied.
 #![allow(clippy::unwrap_used)]
 
-use e2e::registry::Registry;
+use e2e::registry::{Registry, free_port};
 use e2e::*;
 use qemu_harness::{DiskKind, Firmware, Machine, field, user_nic};
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Serves `body` at any path on 127.0.0.1; the first request gets a 503. Returns the port and
-/// the request counter.
-fn serve(body: String) -> (u16, Arc<AtomicUsize>) {
+/// Serves `body` at any path on 127.0.0.1; the first two requests get a 503. Returns the
+/// port, the request counter and the request lines seen.
+fn serve(body: String) -> (u16, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (c, sn) = (count.clone(), seen.clone());
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
             let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
+            let n = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            sn.lock()
+                .unwrap()
+                .push(head.lines().next().unwrap_or("").to_string());
             let n = c.fetch_add(1, Ordering::SeqCst);
-            let resp = if n == 0 {
+            let resp = if n < 2 {
                 "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                     .to_string()
             } else {
@@ -41,7 +47,7 @@ fn serve(body: String) -> (u16, Arc<AtomicUsize>) {
             let _ = s.write_all(resp.as_bytes());
         }
     });
-    (port, count)
+    (port, count, seen)
 }
 
 fn publish_installer(reg: &Registry, dir: &Path) -> String {
@@ -70,6 +76,8 @@ fn publish_installer(reg: &Registry, dir: &Path) -> String {
     target
 }
 
+const UUID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+
 #[test]
 fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
     let t = tempfile::tempdir().unwrap();
@@ -82,7 +90,7 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
          hostname: installed-node\n  registries:\n    mirrors:\n      10.0.2.2:{port}:\n        \
          endpoints: [http://10.0.2.2:{port}]\n  kubelet:\n    image: x\ncluster:\n  clusterName: c\n"
     );
-    let (http, requests) = serve(config);
+    let (http, requests, seen) = serve(config.clone());
     let iso_dir = t.path().join("iso");
     ok(imager()
         .args(["iso", "--output"])
@@ -90,7 +98,7 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
         .args(["--extra-kernel-arg", "console=ttyS0"])
         .args([
             "--extra-kernel-arg",
-            &format!("talos.config=http://10.0.2.2:{http}/config.yaml?u=${{uuid}}"),
+            &format!("talos.config=http://10.0.2.2:{http}/${{uuid}}"),
         ]));
     let iso = iso_dir.join("metal-amd64.iso");
     let disk = t.path().join("disk.raw");
@@ -98,13 +106,15 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
         .unwrap()
         .set_len(6 << 30)
         .unwrap();
+    let mut extra = user_nic("n0", "");
+    extra.extend(["-uuid".to_string(), UUID.to_string()]);
     let m = Machine {
         firmware: Firmware::Uefi,
         disks: vec![
             (disk.clone(), DiskKind::VirtioWritable),
             (iso.clone(), DiskKind::Cdrom),
         ],
-        extra: user_nic("n0", ""),
+        extra,
         memory_mib: 2048,
         ..Default::default()
     };
@@ -116,7 +126,7 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
             "node-runtime: install done",
             &failures,
             Duration::from_secs(600),
-            false,
+            std::env::var_os("E2E_ECHO").is_some(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
     let console = run.console().to_vec();
@@ -129,10 +139,20 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
     };
     assert!(line("node-runtime: ready meta=").contains("installed=false"));
     assert!(line("node-runtime: maintenance waiting").contains("machine configuration"));
-    // the first fetch failed and was retried
+    // the first two fetches failed and were retried; ${uuid} is the machine's
     assert!(line("node-runtime: config-fetch").contains("attempt=1 error="));
-    assert!(line("attempt=2 bytes=").contains("config-fetch"));
-    assert!(requests.load(Ordering::SeqCst) >= 2);
+    assert!(line("config-fetch url=").contains(UUID));
+    assert!(line("attempt=2 error=").contains("retry_in=2s"));
+    assert!(line("attempt=3 bytes=").contains("config-fetch"));
+    assert!(requests.load(Ordering::SeqCst) >= 3);
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|r| r == &format!("GET /{UUID} HTTP/1.1")),
+        "{:?}",
+        seen.lock().unwrap()
+    );
     assert!(line("node-runtime: config source=").contains("install-disk=/dev/vda"));
     for na in ["cluster", "machine.kubelet", "machine.type"] {
         assert!(
@@ -174,6 +194,35 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
         b.console.join("\n")
     );
     assert!(b.powered_off);
+    assert!(
+        b.console
+            .iter()
+            .any(|l| l.contains("node-runtime: volume name=EPHEMERAL")
+                && l.contains("mount=/var boots=1")),
+        "{}",
+        b.console.join("\n")
+    );
+    // independent tools find the install-mode partitions, their filesystems, and the
+    // configuration in STATE
+    let p = ok(Command::new("sgdisk").arg("-p").arg(&disk));
+    for name in ["EFI", "META", "STATE", "EPHEMERAL"] {
+        assert!(p.contains(&format!("  {name}\n")), "{name}:\n{p}");
+    }
+    let l = gpt::read(&mut std::fs::File::open(&disk).unwrap(), 512, 6 << 30).unwrap();
+    for (name, fs) in [("EFI", "vfat"), ("STATE", "ext4"), ("EPHEMERAL", "ext4")] {
+        let part = l.by_name(name).unwrap();
+        let img = t.path().join(format!("{name}.img"));
+        extract(&disk, part.offset(512), part.size(512).min(256 << 20), &img);
+        let id = ok(Command::new("blkid").arg("-p").arg(&img));
+        assert!(id.contains(&format!("TYPE=\"{fs}\"")), "{name}: {id}");
+        if name == "STATE" {
+            let cat = ok(Command::new("debugfs")
+                .args(["-R", "cat /config.yaml"])
+                .arg(&img));
+            assert_eq!(cat, config, "the configuration in STATE");
+        }
+        std::fs::remove_file(&img).unwrap();
+    }
     // the ISO again (SeaBIOS told to boot the CD), with the disk installed: it halts
     // instead of installing twice
     let mut extra = user_nic("n0", "");
@@ -196,4 +245,255 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(halt.contains("disk=/dev/vda"), "{halt}");
     drop(run);
+}
+
+fn nodectl(port: u16, args: &[&str]) -> std::process::Output {
+    run(
+        Command::new(bin("nodectl"))
+            .args(["--nodes", "127.0.0.1", "--port", &port.to_string()])
+            .args(args),
+        None,
+    )
+}
+
+/// The maintenance API: `nodectl` (talosctl's role) reads the version and META of a node in
+/// maintenance, a configuration that does not parse comes back as an error and the node stays
+/// in maintenance, a valid one is installed; `--insecure` is required; an embedded
+/// configuration is taken at once; `reboot` reboots.
+#[test]
+fn maintenance_api_takes_the_configuration_from_nodectl() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start();
+    publish_installer(&reg, t.path());
+    let port = reg.addr().port();
+    let meta = t.path().join("meta.yaml");
+    std::fs::write(&meta, "hostname: from-iso\n").unwrap();
+    let iso_dir = t.path().join("iso");
+    ok(imager()
+        .args(["iso", "--output"])
+        .arg(&iso_dir)
+        .args(["--extra-kernel-arg", "console=ttyS0"])
+        .arg("--meta")
+        .arg(format!("0xc=@{}", meta.display())));
+    let iso = iso_dir.join("metal-amd64.iso");
+    let disk = t.path().join("disk.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    let api = free_port();
+    let machine = |disks: Vec<(std::path::PathBuf, DiskKind)>| Machine {
+        firmware: Firmware::Uefi,
+        disks,
+        extra: user_nic("n0", &format!(",hostfwd=tcp:127.0.0.1:{api}-:50000")),
+        memory_mib: 2048,
+        ..Default::default()
+    };
+    let mut run = machine(vec![
+        (disk.clone(), DiskKind::VirtioWritable),
+        (iso.clone(), DiskKind::Cdrom),
+    ])
+    .start()
+    .unwrap();
+    let listening = run
+        .wait_for(
+            "node-runtime: maintenance api listening",
+            qemu_harness::DEFAULT_FAILURES,
+            Duration::from_secs(300),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(listening.contains("client-auth=none"), "{listening}");
+    // the authenticated API does not exist yet: without --insecure nothing is sent
+    let o = nodectl(api, &["version"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = String::from_utf8(nodectl(api, &["--insecure", "version"]).stdout).unwrap();
+    assert!(
+        v.contains("maintenance: true") && v.contains("arch: amd64"),
+        "{v}"
+    );
+    let m = String::from_utf8(nodectl(api, &["--insecure", "get", "meta"]).stdout).unwrap();
+    assert!(m.contains("0x0c  hostname: from-iso"), "{m}");
+    // schema errors go back to the sender; the node stays in maintenance
+    let bad = t.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "version: v1alpha1\nmachine:\n  install:\n    disk: vda\n",
+    )
+    .unwrap();
+    let o = nodectl(
+        api,
+        &[
+            "--insecure",
+            "apply-config",
+            "--file",
+            bad.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("machine.install.disk") && err.contains("not a /dev path"),
+        "{err}"
+    );
+    // a disk that does not exist: one clear line, nothing written, still in maintenance
+    let nodisk = t.path().join("nodisk.yaml");
+    std::fs::write(
+        &nodisk,
+        format!(
+            "version: v1alpha1\nmachine:\n  install:\n    disk: /dev/vdz\n    image: \
+             10.0.2.2:{port}/installer:v1\n"
+        ),
+    )
+    .unwrap();
+    let o = nodectl(
+        api,
+        &[
+            "--insecure",
+            "apply-config",
+            "--file",
+            nodisk.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = run
+        .wait_for(
+            "node-runtime: install error",
+            qemu_harness::DEFAULT_FAILURES,
+            Duration::from_secs(120),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(e.contains("/dev/vdz: no such disk"), "{e}");
+    assert_eq!(
+        std::fs::metadata(&disk).unwrap().blocks(),
+        0,
+        "the disk was written"
+    );
+    let good = t.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        format!(
+            "version: v1alpha1\nmachine:\n  install:\n    diskSelector:\n      size: '>= 4GB'\n    \
+             image: 10.0.2.2:{port}/installer:v1\n  network:\n    hostname: api-node\n  \
+             registries:\n    mirrors:\n      10.0.2.2:{port}:\n        endpoints: \
+             [http://10.0.2.2:{port}]\ncluster: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let o = nodectl(
+        api,
+        &[
+            "--insecure",
+            "apply-config",
+            "--file",
+            good.to_str().unwrap(),
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("install disk none") && out.contains("cluster"),
+        "{out}"
+    );
+    let mut failures = vec!["node-runtime: install error"];
+    failures.extend(qemu_harness::DEFAULT_FAILURES);
+    run.wait_for(
+        "node-runtime: install done",
+        &failures,
+        Duration::from_secs(600),
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let console = run.console().to_vec();
+    assert!(
+        console
+            .iter()
+            .any(|l| l.contains("api peer=10.0.2.2 request=\"POST /v1/apply-config\" status=400")),
+        "{}",
+        console.join("\n")
+    );
+    assert!(
+        console
+            .iter()
+            .any(|l| l.contains("config source=\"api\" install-disk=none"))
+    );
+    // the selector chose the one disk of at least 4 GB (the CD is not a candidate)
+    assert!(
+        console
+            .iter()
+            .any(|l| l.contains("install disk-selector matched=/dev/vda")),
+        "{}",
+        console.join("\n")
+    );
+    assert!(
+        run.finish(Duration::from_secs(60)),
+        "no reboot after the install"
+    );
+    let b = boot_to_ready(&machine(vec![(disk, DiskKind::VirtioWritable)]));
+    assert_eq!(field(&b.line, "installed"), Some("true"), "{}", b.line);
+    // the ISO's META (from its cmdline) went into the disk's META; the hostname is applied
+    let want = format!("0x0c:{}", sha256(b"hostname: from-iso\n"));
+    assert!(
+        field(&b.line, "meta").is_some_and(|m| m.contains(&want)),
+        "{}",
+        b.line
+    );
+    assert!(
+        b.console
+            .iter()
+            .any(|l| l.contains("config source=state hostname=api-node")),
+        "{}",
+        b.console.join("\n")
+    );
+    // an ISO with an embedded configuration (the embedded-config extension) takes it at
+    // once; without a disk its install fails and the node stays in maintenance, where the
+    // API reboots it: QEMU (-no-reboot) ends
+    let embedded = t.path().join("embedded");
+    ok(imager()
+        .args(["iso", "--output"])
+        .arg(&embedded)
+        .args([
+            "--extra-kernel-arg",
+            "console=ttyS0",
+            "--embedded-config-path",
+        ])
+        .arg(&good));
+    let mut run = machine(vec![(embedded.join("metal-amd64.iso"), DiskKind::Cdrom)])
+        .start()
+        .unwrap();
+    let err = run
+        .wait_for(
+            "node-runtime: install error",
+            qemu_harness::DEFAULT_FAILURES,
+            Duration::from_secs(300),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(err.contains("diskSelector matches no disk"), "{err}");
+    assert!(
+        run.console()
+            .iter()
+            .any(|l| l.contains("config source=\"embedded\" install-disk=none"))
+    );
+    // the API may start after the embedded configuration was tried
+    let mut tries = 0;
+    let o = loop {
+        let o = nodectl(api, &["--insecure", "reboot"]);
+        tries += 1;
+        if o.status.success() || tries == 30 {
+            break o;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        run.finish(Duration::from_secs(60)),
+        "the node did not reboot"
+    );
 }

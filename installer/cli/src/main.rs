@@ -242,30 +242,33 @@ fn zero_range(dev: &mut File, off: u64, len: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Copies the data extents of the sparse image `img` onto the device.
-fn copy_extents(img: &File, dev: &mut File, end: u64) -> std::io::Result<u64> {
+/// Copies the data extents of the sparse image `img` within `[from, to)` onto the device.
+fn copy_extents(img: &File, dev: &mut File, from: u64, to: u64) -> std::io::Result<u64> {
     use nix::unistd::{Whence, lseek};
     let mut buf = vec![0u8; 1 << 20];
-    let mut pos: i64 = 0;
+    let mut pos = from;
     let mut copied = 0u64;
     let mut src = img;
-    while (pos as u64) < end {
-        let data = match lseek(img, pos, Whence::SeekData) {
-            Ok(d) => d,
+    while pos < to {
+        let data = match lseek(img, pos as i64, Whence::SeekData) {
+            Ok(d) => d as u64,
             Err(nix::errno::Errno::ENXIO) => break,
             Err(e) => return Err(e.into()),
         };
-        let hole = lseek(img, data, Whence::SeekHole)?;
-        src.seek(SeekFrom::Start(data as u64))?;
-        dev.seek(SeekFrom::Start(data as u64))?;
-        let mut left = (hole - data) as u64;
+        if data >= to {
+            break;
+        }
+        let hole = (lseek(img, data as i64, Whence::SeekHole)? as u64).min(to);
+        src.seek(SeekFrom::Start(data))?;
+        dev.seek(SeekFrom::Start(data))?;
+        let mut left = hole - data;
         while left > 0 {
             let n = left.min(buf.len() as u64) as usize;
             src.read_exact(&mut buf[..n])?;
             dev.write_all(&buf[..n])?;
             left -= n as u64;
         }
-        copied += (hole - data) as u64;
+        copied += hole - data;
         pos = hole;
     }
     Ok(copied)
@@ -386,6 +389,9 @@ fn install(a: &InstallArgs) -> Result<()> {
             dev.set_len(0).code(ExitCode::Io, what)?;
         }
     }
+    // a block device gets the layout from a sparse file, its partition tables last: an
+    // install cut short leaves a disk without a table, not a half installation
+    let mut tables: Option<(File, u64, u64)> = None;
     let layout = if is_block {
         // the layout goes into a sparse file first, then onto the device over zeroed boot
         // partitions (the FAT writer leaves free space unwritten)
@@ -401,8 +407,21 @@ fn install(a: &InstallArgs) -> Result<()> {
             .by_name("META")
             .map(|p| p.offset(512) + p.size(512))
             .ok_or_else(|| Error::new(ExitCode::Assembly, anyhow!("the layout has no META")))?;
-        zero_range(&mut dev, 0, meta_end).code(ExitCode::Io, || format!("zeroing {}", what()))?;
-        copy_extents(&img, &mut dev, size).code(ExitCode::Io, || format!("writing {}", what()))?;
+        let first = layout
+            .partitions
+            .iter()
+            .map(|p| p.first_lba)
+            .min()
+            .unwrap_or(layout.first_usable)
+            * 512;
+        let backup = (layout.last_usable + 1) * 512;
+        // the old tables go first (the backup one too, which a reader would fall back to)
+        zero_range(&mut dev, 0, meta_end)
+            .and_then(|_| zero_range(&mut dev, backup, size - backup))
+            .code(ExitCode::Io, || format!("zeroing {}", what()))?;
+        copy_extents(&img, &mut dev, first, backup)
+            .code(ExitCode::Io, || format!("writing {}", what()))?;
+        tables = Some((img, first, backup));
         layout
     } else {
         imager::build::install(&r, &opts, size, &mut dev, work.path(), prebuilt)?
@@ -416,6 +435,14 @@ fn install(a: &InstallArgs) -> Result<()> {
         extfs::format(&mut dev, p.offset(512), p.size(512), &o)
             .map_err(|e| Error::new(ExitCode::Io, anyhow!("formatting {label}: {e}")))?;
         formatted.push(format!("{label} ext4 {} MiB", p.size(512) >> 20));
+    }
+    if let Some((img, first, backup)) = &tables {
+        dev.sync_all().code(ExitCode::Io, what)?;
+        copy_extents(img, &mut dev, 0, *first)
+            .and_then(|_| copy_extents(img, &mut dev, *backup, size))
+            .code(ExitCode::Io, || {
+                format!("writing the partition tables of {}", what())
+            })?;
     }
     dev.sync_all().code(ExitCode::Io, what)?;
     if is_block && let Err(e) = reread_partitions(&dev) {

@@ -2,7 +2,7 @@
 //! the cmdline and META 0xa layers merged, applied through rtnetlink (links incl. bond and
 //! VLAN, addresses, routes), DHCPv4 on physical links nothing else configures, the hostname
 //! and `/system/etc/{hosts,resolv.conf}` written, readiness reported to the services, and a
-//! TCP status endpoint on port 50000 answering one line (`node-runtime hostname=…
+//! TCP status endpoint on port 50100 answering one line (`node-runtime hostname=…
 //! addresses=…`) so that a probe from outside sees the node.
 //!
 //! Stage 2 starts it after META and the modules, before the services: [`start`] applies the
@@ -27,8 +27,9 @@ use netlink::{Link, Netlink, Route};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-/// TCP port of the status endpoint (Talos's apid port).
-pub const STATUS_PORT: u16 = 50000;
+/// TCP port of the status endpoint (not a Talos port: 50000, Talos's apid port, is the node
+/// API's, docs/formats/api.md).
+pub const STATUS_PORT: u16 = 50100;
 
 /// What the node ended up with (shared with the status endpoint).
 #[derive(Default)]
