@@ -298,26 +298,40 @@ pub fn rsa_key(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-/// The last layer of the (single) image of an OCI layout directory, extracted by tar into
-/// `dir`.
-pub fn last_layer(layout: &Path, dir: &Path) -> PathBuf {
+/// The layer blobs of the (single) image of an OCI layout directory, in order.
+fn layout_layers(layout: &Path) -> Vec<PathBuf> {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let blobs = layout.join("blobs/sha256");
     let md = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(blobs.join(md)).unwrap()).unwrap();
-    let last = m["layers"].as_array().unwrap().last().unwrap()["digest"]
-        .as_str()
-        .unwrap()[7..]
-        .to_string();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| blobs.join(&l["digest"].as_str().unwrap()[7..]))
+        .collect()
+}
+
+fn untar_gz(blob: &Path, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    ok(Command::new("tar")
-        .arg("-xzf")
-        .arg(blobs.join(last))
-        .arg("-C")
-        .arg(dir));
+    ok(Command::new("tar").arg("-xzf").arg(blob).arg("-C").arg(dir));
+}
+
+/// The last layer of the (single) image of an OCI layout directory, extracted by tar into
+/// `dir`.
+pub fn last_layer(layout: &Path, dir: &Path) -> PathBuf {
+    untar_gz(layout_layers(layout).last().unwrap(), dir);
     dir.to_path_buf()
+}
+
+/// Every layer of the (single) image of an OCI layout directory, extracted by tar into
+/// `dir` in order (the image's root filesystem).
+pub fn unpack_layout(layout: &Path, dir: &Path) {
+    for l in layout_layers(layout) {
+        untar_gz(&l, dir);
+    }
 }
 
 /// A file of an ISO 9660 tree, read with isoinfo.

@@ -158,25 +158,6 @@ fn grub_install_boots_under_seabios() {
     fsck_volumes(&raw, t.path());
 }
 
-/// Extracts every layer of the one image of an OCI layout into `dir`, in order.
-fn unpack_layout(layout: &Path, dir: &Path) {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let blobs = layout.join("blobs/sha256");
-    let md = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blobs.join(md)).unwrap()).unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    for l in m["layers"].as_array().unwrap() {
-        let d = &l["digest"].as_str().unwrap()[7..];
-        ok(Command::new("tar")
-            .arg("-xzf")
-            .arg(blobs.join(d))
-            .arg("-C")
-            .arg(dir));
-    }
-}
-
 #[test]
 fn install_from_an_installer_image_boots_its_uki() {
     let t = tempfile::tempdir().unwrap();

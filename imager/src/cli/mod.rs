@@ -311,7 +311,8 @@ pub struct BuildArgs {
     json: bool,
 }
 
-pub(crate) const fn host_arch() -> &'static str {
+/// The architecture this binary runs on (`amd64` or `arm64`).
+pub const fn host_arch() -> &'static str {
     if cfg!(target_arch = "aarch64") {
         "arm64"
     } else {
@@ -319,7 +320,8 @@ pub(crate) const fn host_arch() -> &'static str {
     }
 }
 
-fn epoch() -> Result<i64> {
+/// SOURCE_DATE_EPOCH (0 when unset), refused when it is not an integer.
+pub fn epoch() -> Result<i64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.trim().is_empty() => v
             .trim()

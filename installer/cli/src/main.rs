@@ -52,7 +52,7 @@ struct InstallArgs {
     #[arg(long, default_value = "metal")]
     platform: String,
     /// Target architecture (amd64 or arm64).
-    #[arg(long, default_value = host_arch())]
+    #[arg(long, default_value = imager::cli::host_arch())]
     arch: String,
     /// An extra kernel argument (repeatable; not for a UKI, which carries its command line).
     #[arg(long = "extra-kernel-arg", value_name = "ARG")]
@@ -80,24 +80,6 @@ struct InstallArgs {
         default_value = "/usr/install"
     )]
     install_dir: PathBuf,
-}
-
-const fn host_arch() -> &'static str {
-    if cfg!(target_arch = "aarch64") {
-        "arm64"
-    } else {
-        "amd64"
-    }
-}
-
-fn epoch() -> Result<i64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| Error::invalid(format!("SOURCE_DATE_EPOCH={v:?} is not an integer"))),
-        _ => Ok(0),
-    }
 }
 
 /// META values: INSTALLER_META_BASE64's, then `--meta`'s (a later key replaces an earlier one).
@@ -275,7 +257,7 @@ fn copy_extents(img: &File, dev: &mut File, from: u64, to: u64) -> std::io::Resu
 }
 
 fn install(a: &InstallArgs) -> Result<()> {
-    let epoch = epoch()?;
+    let epoch = imager::cli::epoch()?;
     let meta = meta_values(a)?;
     let assets = a.install_dir.join(&a.arch);
     let tmp = std::env::temp_dir();
