@@ -84,8 +84,8 @@ pub fn run(start_ns: u64) -> Result<()> {
     }
     if installed.is_none() && !cmd.flag(POWEROFF_FLAG) {
         // maintenance mode, in the background: PID 1 goes on reaping
-        let meta = values.clone();
-        std::thread::spawn(move || crate::provision::run(&Cmdline::read(), &meta, "unknown"));
+        let (meta, cmd) = (values.clone(), cmd.clone());
+        std::thread::spawn(move || crate::provision::run(&cmd, &meta, "unknown"));
     }
     if cmd.flag(POWEROFF_FLAG) {
         // `node_runtime.test_poweroff=N` keeps the node up N seconds after ready (services)

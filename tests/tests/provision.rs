@@ -256,6 +256,19 @@ fn nodectl(port: u16, args: &[&str]) -> std::process::Output {
     )
 }
 
+/// `nodectl --insecure apply-config --file F` against the forwarded API port.
+fn apply_config(port: u16, file: &Path) -> std::process::Output {
+    nodectl(
+        port,
+        &[
+            "--insecure",
+            "apply-config",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    )
+}
+
 /// The maintenance API: `nodectl` (talosctl's role) reads the version and META of a node in
 /// maintenance, a configuration that does not parse comes back as an error and the node stays
 /// in maintenance, a valid one is installed; `--insecure` is required; an embedded
@@ -326,15 +339,7 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         "version: v1alpha1\nmachine:\n  install:\n    disk: vda\n",
     )
     .unwrap();
-    let o = nodectl(
-        api,
-        &[
-            "--insecure",
-            "apply-config",
-            "--file",
-            bad.to_str().unwrap(),
-        ],
-    );
+    let o = apply_config(api, &bad);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
@@ -351,15 +356,7 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         ),
     )
     .unwrap();
-    let o = nodectl(
-        api,
-        &[
-            "--insecure",
-            "apply-config",
-            "--file",
-            nodisk.to_str().unwrap(),
-        ],
-    );
+    let o = apply_config(api, &nodisk);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let e = run
         .wait_for(
@@ -386,15 +383,7 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         ),
     )
     .unwrap();
-    let o = nodectl(
-        api,
-        &[
-            "--insecure",
-            "apply-config",
-            "--file",
-            good.to_str().unwrap(),
-        ],
-    );
+    let o = apply_config(api, &good);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
