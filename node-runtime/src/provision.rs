@@ -15,7 +15,7 @@
 //! `maintenance …`, `config-fetch …`, `config …`, `install …`, then a reboot.
 
 use crate::cmdline::Cmdline;
-use crate::config::{self, MachineConfig};
+use crate::config::{self, MachineConfig, glob};
 use crate::console::say;
 use anyhow::{Context, Result, bail};
 use std::io::Read;
@@ -209,8 +209,12 @@ fn pull_installer(image: &str, cfg: &MachineConfig) -> Result<PathBuf> {
         ..Default::default()
     };
     let client = oci::Client::new(opts, cache).context("the registry client")?;
+    let top = client
+        .resolve(&r, false)
+        .with_context(|| format!("pulling {r}"))?;
+    verify_installer(&client, &r, &top.digest, cfg)?;
     let img = client
-        .pull(&r, arch(), false)
+        .pull_resolved(&r, top, arch(), false)
         .with_context(|| format!("pulling {r}"))?;
     say(&format!(
         "install pulled={r} digest={} layers={}",
@@ -235,6 +239,61 @@ fn pull_installer(image: &str, cfg: &MachineConfig) -> Result<PathBuf> {
             .with_context(|| format!("unpacking layer {}", l.digest))?;
     }
     Ok(root)
+}
+
+/// Checks the installer image's signature under the configuration's `ImageVerificationConfig`
+/// (docs/formats/machine-config.md): no matching rule pulls unverified, as Talos does; `deny`
+/// refuses; `skip` pulls unverified; otherwise a cosign signature of `digest` must verify.
+fn verify_installer(
+    client: &oci::Client,
+    r: &oci::Reference,
+    digest: &oci::Digest,
+    cfg: &MachineConfig,
+) -> Result<()> {
+    let repo = r.name();
+    let Some(rule) = cfg.image_rule(&repo) else {
+        say(&format!("install verify={repo} result=no-rule"));
+        return Ok(());
+    };
+    if rule.deny {
+        bail!("{r}: denied by image verification rule {:?}", rule.image);
+    }
+    let verifier = match rule.verifier() {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            say(&format!(
+                "install verify={repo} result=skipped rule={:?}",
+                rule.image
+            ));
+            return Ok(());
+        }
+        Err(e) => bail!("image verification rule {:?}: {e}", rule.image),
+    };
+    let layers: Vec<cosign::SignatureLayer> = client
+        .signatures(r, digest, false)
+        .with_context(|| format!("fetching the signatures of {r}"))?
+        .into_iter()
+        .map(|s| cosign::SignatureLayer {
+            payload: s.payload,
+            annotations: s.annotations,
+        })
+        .collect();
+    let verified =
+        cosign::verify_image_then_referrers(&verifier, &repo, digest.as_str(), &layers, || {
+            client.referrer_bundles(r, digest, false)
+        })
+        .with_context(|| format!("fetching the referrers of {r}"))?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{r}@{digest}: signature verification failed under rule {:?}: {e}",
+                rule.image
+            )
+        })?;
+    say(&format!(
+        "install verify={repo} result=verified digest={digest} rule={:?} by={:?}",
+        rule.image, verified.description
+    ));
+    Ok(())
 }
 
 /// The disk to install to: `machine.install.disk`, which must exist, else the only disk
@@ -399,30 +458,6 @@ fn selector_matches(sel: &config::DiskSelector, d: &SysDisk) -> Result<bool, Str
         return Ok(false);
     }
     Ok(true)
-}
-
-/// `*` matches any run of characters; everything else itself.
-fn glob(pattern: &str, s: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == s;
-    }
-    let mut rest = s;
-    for (i, p) in parts.iter().enumerate() {
-        if i == 0 {
-            let Some(r) = rest.strip_prefix(p) else {
-                return false;
-            };
-            rest = r;
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(p);
-        } else if let Some(at) = rest.find(p) {
-            rest = &rest[at + p.len()..];
-        } else {
-            return false;
-        }
-    }
-    true
 }
 
 /// Installs `cfg` and reboots; the node's META values (those it booted with, the cmdline's

@@ -54,7 +54,9 @@ pub fn run(start_ns: u64) -> Result<()> {
     net::start(
         &cmd,
         values.get(&0x0a).map(Vec::as_slice),
-        machine_config.as_ref().map(|c| c.network_layer()),
+        machine_config
+            .as_ref()
+            .map(|c| c.network_layer(&crate::config::SysLink::scan())),
         ready.clone(),
     );
     test_stat(&cmd);

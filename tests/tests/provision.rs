@@ -50,28 +50,33 @@ fn serve(body: String) -> (u16, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
     (port, count, seen)
 }
 
-fn publish_installer(reg: &Registry, dir: &Path) -> String {
+/// Builds the installer image and pushes it as `<registry>/<repo>:v1`, signed with `key`
+/// when given; returns the reference.
+fn publish_installer(reg: &Registry, dir: &Path, repo: &str, key: Option<&Path>) -> String {
     let base = dir.join("base");
-    ok(Command::new(bin("base-assets"))
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args(["publish", "--arch", "amd64", "--assets"])
-        .arg(assets())
-        .arg("--installer")
-        .arg(bin("installer"))
-        .arg("--oci-layout")
-        .arg(&base));
+    if !base.exists() {
+        ok(Command::new(bin("base-assets"))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["publish", "--arch", "amd64", "--assets"])
+            .arg(assets())
+            .arg("--installer")
+            .arg(bin("installer"))
+            .arg("--oci-layout")
+            .arg(&base));
+    }
     let profile = format!(
         "baseProfileName: installer\narch: amd64\ninput:\n  baseInstaller:\n    ociPath: {}\n\
          customization:\n  extraKernelArgs:\n    - console=ttyS0\n    - node_runtime.test_poweroff\n",
         base.display()
     );
-    let target = format!("{}/installer:v1", reg.host());
-    let o = run(
-        imager()
-            .args(["-", "--insecure", "--push", &target, "--output"])
-            .arg(dir.join("out")),
-        Some(profile.as_bytes()),
-    );
+    let target = format!("{}/{repo}:v1", reg.host());
+    let mut c = imager();
+    c.args(["-", "--insecure", "--push", &target, "--output"])
+        .arg(dir.join(format!("out-{}", repo.replace('/', "-"))));
+    if let Some(k) = key {
+        c.arg("--sign-key").arg(k);
+    }
+    let o = run(&mut c, Some(profile.as_bytes()));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     target
 }
@@ -82,7 +87,7 @@ const UUID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
 fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
     let t = tempfile::tempdir().unwrap();
     let reg = Registry::start();
-    publish_installer(&reg, t.path());
+    publish_installer(&reg, t.path(), "installer", None);
     let port = reg.addr().port();
     let config = format!(
         "version: v1alpha1\nmachine:\n  type: controlplane\n  install:\n    disk: /dev/vda\n    \
@@ -277,8 +282,16 @@ fn apply_config(port: u16, file: &Path) -> std::process::Output {
 fn maintenance_api_takes_the_configuration_from_nodectl() {
     let t = tempfile::tempdir().unwrap();
     let reg = Registry::start();
-    publish_installer(&reg, t.path());
     let port = reg.addr().port();
+    // the installer image signed with a release key, under the name the node verifies (it
+    // pulls 127.0.0.1:<port>/… through the configuration's mirror 10.0.2.2:<port>)
+    let release = cosign::SigningKey::from_seed(b"release");
+    let release_key = t.path().join("release.key");
+    std::fs::write(&release_key, release.to_pkcs8_pem()).unwrap();
+    let image = publish_installer(&reg, t.path(), "signed/installer", Some(&release_key));
+    let other_pub = cosign::SigningKey::from_seed(b"other")
+        .public_key()
+        .to_pem();
     let meta = t.path().join("meta.yaml");
     std::fs::write(&meta, "hostname: from-iso\n").unwrap();
     let iso_dir = t.path().join("iso");
@@ -372,14 +385,116 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         0,
         "the disk was written"
     );
+    // a configuration for the signed image: `machine` lines added, documents appended
+    let config = |machine: &str, docs: &str| {
+        format!(
+            "version: v1alpha1\nmachine:\n  install:\n    diskSelector:\n      size: '>= 4GB'\n    \
+             image: {image}\n{machine}  registries:\n    mirrors:\n      127.0.0.1:{port}:\n        \
+             endpoints: [http://10.0.2.2:{port}]\ncluster: {{}}\n{docs}"
+        )
+    };
+    let policy = |pem: &str| {
+        format!(
+            "---\napiVersion: v1alpha1\nkind: ImageVerificationConfig\nrules:\n  - image: \
+             '127.0.0.1:*/signed/*'\n    publicKey:\n      certificate: |\n{}",
+            pem.lines()
+                .map(|l| format!("        {l}\n"))
+                .collect::<String>()
+        )
+    };
+    let mut failures = vec!["node-runtime: install error"];
+    failures.extend(qemu_harness::DEFAULT_FAILURES);
+    // signed, but not by the key the policy names: refused before anything is written
+    let wrong = t.path().join("wrong-key.yaml");
+    std::fs::write(&wrong, config("", &policy(&other_pub))).unwrap();
+    assert!(apply_config(api, &wrong).status.success());
+    let e = run
+        .wait_for(
+            "node-runtime: install error",
+            qemu_harness::DEFAULT_FAILURES,
+            Duration::from_secs(300),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        e.contains("signature verification failed under rule \\\"127.0.0.1:*/signed/*\\\""),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::metadata(&disk).unwrap().blocks(),
+        0,
+        "the disk was written"
+    );
+    // the right key, and the installer's test hook: power is cut once everything but the
+    // partition tables is on the disk
+    let paused = t.path().join("paused.yaml");
+    std::fs::write(
+        &paused,
+        config(
+            "  env:\n    INSTALLER_TEST_PAUSE: '1'\n",
+            &policy(&release.public_key().to_pem()),
+        ),
+    )
+    .unwrap();
+    assert!(apply_config(api, &paused).status.success());
+    run.wait_for(
+        "installer: test pause",
+        &failures,
+        Duration::from_secs(600),
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let verified = run
+        .console()
+        .iter()
+        .find(|l| l.contains("install verify="))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        verified.contains(&format!(
+            "install verify=127.0.0.1:{port}/signed/installer result=verified"
+        )) && verified.contains("signed by key"),
+        "{verified}"
+    );
+    drop(run);
+    assert!(
+        std::fs::metadata(&disk).unwrap().blocks() > 0,
+        "nothing written"
+    );
+    assert!(
+        gpt::read(&mut std::fs::File::open(&disk).unwrap(), 512, 6 << 30).is_err(),
+        "a partition table after the install was cut"
+    );
+    // the ISO boots into maintenance again and installs
+    let mut run = machine(vec![
+        (disk.clone(), DiskKind::VirtioWritable),
+        (iso.clone(), DiskKind::Cdrom),
+    ])
+    .start()
+    .unwrap();
+    run.wait_for(
+        "node-runtime: maintenance api listening",
+        qemu_harness::DEFAULT_FAILURES,
+        Duration::from_secs(300),
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        run.console()
+            .iter()
+            .any(|l| l.contains("node-runtime: ready meta=") && l.ends_with("installed=false")),
+        "{}",
+        run.console().join("\n")
+    );
     let good = t.path().join("good.yaml");
     std::fs::write(
         &good,
-        format!(
-            "version: v1alpha1\nmachine:\n  install:\n    diskSelector:\n      size: '>= 4GB'\n    \
-             image: 10.0.2.2:{port}/installer:v1\n  network:\n    hostname: api-node\n  \
-             registries:\n    mirrors:\n      10.0.2.2:{port}:\n        endpoints: \
-             [http://10.0.2.2:{port}]\ncluster: {{}}\n"
+        config(
+            "  network:\n    hostname: api-node\n    interfaces:\n      - deviceSelector:\n          \
+             hardwareAddr: '52:54:00:*'\n          driver: virtio_net\n        dhcp: true\n        \
+             addresses: [192.168.77.5/24]\n        routes:\n          - network: 198.51.100.0/24\n            \
+             gateway: 192.168.77.1\n            metric: 100\n        vip:\n          ip: 192.168.77.9\n",
+            &policy(&release.public_key().to_pem()),
         ),
     )
     .unwrap();
@@ -390,8 +505,6 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         out.contains("install disk none") && out.contains("cluster"),
         "{out}"
     );
-    let mut failures = vec!["node-runtime: install error"];
-    failures.extend(qemu_harness::DEFAULT_FAILURES);
     run.wait_for(
         "node-runtime: install done",
         &failures,
@@ -403,14 +516,16 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
     assert!(
         console
             .iter()
-            .any(|l| l.contains("api peer=10.0.2.2 request=\"POST /v1/apply-config\" status=400")),
+            .any(|l| l.contains("config source=\"api\" install-disk=none")),
         "{}",
         console.join("\n")
     );
     assert!(
         console
             .iter()
-            .any(|l| l.contains("config source=\"api\" install-disk=none"))
+            .any(|l| l.ends_with("config not-applied=machine.network.interfaces[0].vip")),
+        "{}",
+        console.join("\n")
     );
     // the selector chose the one disk of at least 4 GB (the CD is not a candidate)
     assert!(
@@ -433,13 +548,18 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         "{}",
         b.line
     );
-    assert!(
-        b.console
-            .iter()
-            .any(|l| l.contains("config source=state hostname=api-node")),
-        "{}",
-        b.console.join("\n")
-    );
+    let has = |needle: &str| {
+        assert!(
+            b.console.iter().any(|l| l.contains(needle)),
+            "no {needle:?}:\n{}",
+            b.console.join("\n")
+        )
+    };
+    has("config source=state hostname=api-node");
+    // machine.network.interfaces: the selector found eth0, its address and route applied
+    // from the configuration layer
+    has("network address address=192.168.77.5/24 link=eth0 layer=configuration");
+    has("network route dst=198.51.100.0/24 gateway=192.168.77.1 link=eth0 layer=configuration");
     // an ISO with an embedded configuration (the embedded-config extension) takes it at
     // once; without a disk its install fails and the node stays in maintenance, where the
     // API reboots it: QEMU (-no-reboot) ends

@@ -44,7 +44,7 @@ pub use payload::{
 };
 pub use policy::{Identity, Issuer, Policy, Rule, Verifier, glob_match};
 pub use trust::TrustRoot;
-pub use verify::{Verified, verify_image, verify_image_with_bundles};
+pub use verify::{Verified, verify_image, verify_image_then_referrers, verify_image_with_bundles};
 
 /// Errors of this crate; every message names what failed.
 #[derive(Debug, thiserror::Error)]

@@ -33,6 +33,46 @@ pub struct Verified {
     pub description: String,
 }
 
+/// Verifies an image the way cosign finds its signatures: the signature image's `layers`
+/// (cosign's `sha256-<hex>.sig` tag) first, and only when none of them verifies, the cosign
+/// v3 referrer bundles that `referrers` fetches (bundles, and reasons for referrers it
+/// skipped), so that a stale referrer never stands in the way of a valid tag signature.
+/// The outer result is `referrers`' own failure; the inner one the verification's, with the
+/// reasons of both formats.
+pub fn verify_image_then_referrers<E>(
+    verifier: &Verifier,
+    repository: &str,
+    manifest_digest: &str,
+    layers: &[SignatureLayer],
+    referrers: impl FnOnce() -> Result<(Vec<Vec<u8>>, Vec<String>), E>,
+) -> Result<Result<Verified, Error>, E> {
+    let tag_format = match verify_image(verifier, repository, manifest_digest, layers) {
+        Ok(v) => return Ok(Ok(v)),
+        Err(e) => e,
+    };
+    let (bundles, skipped) = referrers()?;
+    Ok(
+        verify_image_with_bundles(verifier, repository, manifest_digest, &[], &bundles).map_err(
+            |by_referrers| {
+                let reasons: Vec<String> = [tag_format, by_referrers]
+                    .into_iter()
+                    .flat_map(|e| match e {
+                        Error::NoSignatures => Vec::new(),
+                        Error::NoneVerified(r) => r,
+                        e => vec![e.to_string()],
+                    })
+                    .chain(skipped)
+                    .collect();
+                if reasons.is_empty() {
+                    Error::NoSignatures
+                } else {
+                    Error::NoneVerified(reasons)
+                }
+            },
+        ),
+    )
+}
+
 /// Verifies that at least one of `layers` is a valid cosign signature of `manifest_digest`
 /// in `repository` under `verifier`. See the module documentation for the checks.
 pub fn verify_image(

@@ -825,7 +825,7 @@ impl Client {
         let sig_ref = r.with_tag(&format!("sha256-{}.sig", digest.hex()));
         let res = match self.resolve(&sig_ref, insecure) {
             Ok(r) => r,
-            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) if e.is_absent() => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         let m = match parse_document(&res.bytes, &res.media_type, &sig_ref.to_string())? {
@@ -921,13 +921,13 @@ impl Client {
             // no referrers API (404, or a registry that answers the route otherwise): the
             // tag schema
             Err(e) => {
-                if !e.is_not_found() {
+                if !e.is_absent() {
                     skipped.push(format!("referrers API: {e}"));
                 }
                 let tag = r.with_tag(&format!("sha256-{}", digest.hex()));
                 match self.resolve(&tag, insecure) {
                     Ok(res) => parse(&res.bytes)?,
-                    Err(e) if e.is_not_found() => return Ok((Vec::new(), skipped)),
+                    Err(e) if e.is_absent() => return Ok((Vec::new(), skipped)),
                     Err(e) => return Err(e),
                 }
             }
@@ -1174,6 +1174,21 @@ mod tests {
         );
         assert_eq!(next_link(r#"<https://x/p>; rel="prev""#), None);
         assert_eq!(next_link("garbage"), None);
+    }
+
+    #[test]
+    fn a_mirror_without_it_is_absence_for_optional_lookups() {
+        let e = |errors: &str| Error::Endpoints {
+            reference: "r".into(),
+            errors: errors.into(),
+        };
+        let mirror = "http://m:5000: not found: http://m:5000/v2/x/manifests/t: HTTP 404";
+        let down = "https://up: giving up after 4 attempt(s): io: Connection refused";
+        assert!(!e(&format!("{mirror}; {down}")).is_not_found());
+        assert!(e(&format!("{mirror}; {down}")).is_absent());
+        assert!(e(&format!("{mirror}; {mirror}")).is_not_found());
+        assert!(!e(&format!("{down}; {down}")).is_absent());
+        assert!(Error::NotFound("x".into()).is_absent());
     }
 
     #[test]

@@ -129,4 +129,17 @@ impl Error {
             _ => false,
         }
     }
+
+    /// For optional lookups (signature and referrer tags): whether some endpoint said the
+    /// thing does not exist, whatever the others did (a mirror without it while the
+    /// registry behind it is unreachable, as on air-gapped sites). Safe for signatures only
+    /// because a missing signature fails verification closed.
+    pub fn is_absent(&self) -> bool {
+        match self {
+            Error::Endpoints { errors, .. } => {
+                errors.split("; ").any(|e| e.contains("not found: "))
+            }
+            e => e.is_not_found(),
+        }
+    }
 }

@@ -195,45 +195,23 @@ impl Fetcher {
                 annotations: s.annotations,
             })
             .collect();
-        // cosign's tag format first; the referrers (cosign v3) only when it does not verify,
-        // so that a stale referrer never stands in the way of a valid signature
-        let result =
-            match cosign::verify_image(&rule.verifier, &r.name(), top.digest.as_str(), &layers) {
-                Ok(v) => Ok(v),
-                Err(tag_format) => {
-                    let (bundles, skipped) = self
-                        .client
-                        .referrer_bundles(r, &top.digest, insecure)
-                        .map_err(|e| oci_err(&format!("{field}: fetching referrers of {r}"), e))?;
-                    for s in &skipped {
-                        eprintln!("imager: {r}: skipped {s}");
-                    }
-                    // the layers were tried above: only the bundles now, reasons from both
-                    cosign::verify_image_with_bundles(
-                        &rule.verifier,
-                        &r.name(),
-                        top.digest.as_str(),
-                        &[],
-                        &bundles,
-                    )
-                    .map_err(|referrers| {
-                        let reasons: Vec<String> = [tag_format, referrers]
-                            .into_iter()
-                            .flat_map(|e| match e {
-                                cosign::Error::NoSignatures => Vec::new(),
-                                cosign::Error::NoneVerified(r) => r,
-                                e => vec![e.to_string()],
-                            })
-                            .chain(skipped)
-                            .collect();
-                        if reasons.is_empty() {
-                            cosign::Error::NoSignatures
-                        } else {
-                            cosign::Error::NoneVerified(reasons)
-                        }
-                    })
+        // cosign's tag format first; the referrers (cosign v3) only when it does not verify
+        let result = cosign::verify_image_then_referrers(
+            &rule.verifier,
+            &r.name(),
+            top.digest.as_str(),
+            &layers,
+            || {
+                let (bundles, skipped) = self
+                    .client
+                    .referrer_bundles(r, &top.digest, insecure)
+                    .map_err(|e| oci_err(&format!("{field}: fetching referrers of {r}"), e))?;
+                for s in &skipped {
+                    eprintln!("imager: {r}: skipped {s}");
                 }
-            };
+                Ok::<_, Error>((bundles, skipped))
+            },
+        )?;
         match result {
             Ok(v) => {
                 eprintln!(

@@ -420,6 +420,7 @@ fn install(a: &InstallArgs) -> Result<()> {
     }
     if let Some((img, first, backup)) = &tables {
         dev.sync_all().code(ExitCode::Io, what)?;
+        test_pause();
         copy_extents(img, &mut dev, 0, *first)
             .and_then(|_| copy_extents(img, &mut dev, *backup, size))
             .code(ExitCode::Io, || {
@@ -442,6 +443,21 @@ fn install(a: &InstallArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// Test hook (docs/formats/install.md): with `INSTALLER_TEST_PAUSE=1`, a block-device
+/// install stops for good once everything but the partition tables is on the disk, so that a
+/// test can cut the machine's power at the worst moment.
+fn test_pause() {
+    if std::env::var_os(TEST_PAUSE).is_some_and(|v| v == "1") {
+        eprintln!("installer: test pause: all but the partition tables written ({TEST_PAUSE})");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
+/// The test hook's variable.
+const TEST_PAUSE: &str = "INSTALLER_TEST_PAUSE";
 
 fn main() {
     let cli = match Cli::try_parse() {

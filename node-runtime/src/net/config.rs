@@ -272,6 +272,19 @@ impl PlatformConfig {
     }
 }
 
+/// The machine configuration's layer: its specs, and how DHCP treats the links it names.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigLayer {
+    /// Links, addresses, routes, hostname, resolvers.
+    pub specs: PlatformConfig,
+    /// Links that run DHCP even with static addresses (`dhcp: true`).
+    pub dhcp: Vec<String>,
+    /// Links DHCP leaves alone (named without `dhcp: true`, or `ignore: true`).
+    pub no_dhcp: Vec<String>,
+    /// Interfaces whose `deviceSelector` matched no link.
+    pub unmatched: Vec<String>,
+}
+
 /// Parses `ip/prefix`.
 pub fn parse_prefix(s: &str) -> Result<(IpAddr, u8), PrefixError> {
     let (a, p) = s
@@ -307,6 +320,8 @@ pub struct Merged {
     pub time_servers: Option<(Layer, Vec<String>)>,
     /// Links DHCP must not touch.
     pub ignored: Vec<String>,
+    /// Links DHCP runs on even when they have static addresses.
+    pub dhcp: Vec<String>,
 }
 
 impl Merged {

@@ -317,7 +317,7 @@ fn status_endpoint(state: Arc<Mutex<State>>) {
 pub fn start(
     cmd: &Cmdline,
     platform: Option<&[u8]>,
-    configuration: Option<PlatformConfig>,
+    configuration: Option<config::ConfigLayer>,
     ready: Arc<Readiness>,
 ) {
     let state = Arc::new(Mutex::new(State::default()));
@@ -346,11 +346,21 @@ pub fn start(
     }
     if let Some(c) = &configuration {
         say(&format!(
-            "network configuration-layer source=machine-config hostnames={} resolvers={}",
-            c.hostnames.len(),
-            c.resolvers.len()
+            "network configuration-layer source=machine-config hostnames={} resolvers={} links={} addresses={} routes={}",
+            c.specs.hostnames.len(),
+            c.specs.resolvers.len(),
+            c.specs.links.len(),
+            c.specs.addresses.len(),
+            c.specs.routes.len()
         ));
-        m.add(Layer::Configuration, c);
+        for u in &c.unmatched {
+            say(&format!(
+                "network error=\"{u}.deviceSelector matches no link\""
+            ));
+        }
+        m.add(Layer::Configuration, &c.specs);
+        m.ignored.extend(c.no_dhcp.iter().cloned());
+        m.dhcp.extend(c.dhcp.iter().cloned());
     }
     let mut nl = match Netlink::open() {
         Ok(n) => n,
@@ -424,8 +434,8 @@ pub fn start(
             l.kind == netlink::ARPHRD_ETHER
                 && l.info_kind.is_none()
                 && l.master.is_none()
-                && !configured.contains(&l.name)
-                && !m.ignored.contains(&l.name)
+                && (!configured.contains(&l.name) || m.dhcp.contains(&l.name))
+                && (!m.ignored.contains(&l.name) || m.dhcp.contains(&l.name))
                 && !enslaved.contains(&&l.name)
         })
         .collect();
