@@ -1,11 +1,13 @@
 //! The maintenance API (docs/formats/api.md): HTTPS with JSON on port 50000, served only
 //! while the node waits for its configuration.
 //!
-//! **Insecure by design, as Talos's maintenance mode is**: the certificate is generated on
-//! the node at boot (ECDSA P-256, self-signed; its SHA-256 fingerprint is printed on the
-//! console for those who check it), and no client certificate is asked for. Anyone who
-//! reaches the port can send a configuration; the node accepts one and installs it. After
-//! the install, the API is gone (the mutual-TLS API of an installed node is issue 19).
+//! **In maintenance, insecure by design, as Talos's maintenance mode is**: the certificate is
+//! generated on the node at boot (ECDSA P-256, self-signed; its SHA-256 fingerprint is
+//! printed on the console for those who check it), and no client certificate is asked for.
+//! Anyone who reaches the port can send a configuration; the node accepts one and installs
+//! it. **On an installed node whose configuration has `machine.ca`**, the API requires mutual
+//! TLS: the node's certificate is issued by that CA at boot (names: its addresses,
+//! `localhost`, its host name), and a client must present a certificate the CA issued.
 //!
 //! In: requests (`GET /v1/version`, `GET /v1/meta`, `POST /v1/apply-config` with the YAML as
 //! body, `POST /v1/reboot`), bounded: 16 connections at once, a 16 KiB request head, a 1 MiB
@@ -27,9 +29,6 @@ use std::time::Duration;
 pub const PORT: u16 = 50000;
 const MAX_CONNECTIONS: usize = 16;
 const MAX_HEAD: usize = 16 << 10;
-/// ecdsa-with-SHA256.
-const ECDSA_SHA256: spki::ObjectIdentifier =
-    spki::ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 
 /// A configuration that arrived, with its source (`api`, `url`, `embedded`).
 #[derive(Debug)]
@@ -47,93 +46,119 @@ pub struct State {
     pub version: String,
     /// META values as read at boot.
     pub meta: crate::meta::Values,
-    /// Where accepted configurations go.
-    pub tx: mpsc::Sender<Incoming>,
+    /// Where accepted configurations go (maintenance only).
+    pub tx: Option<mpsc::Sender<Incoming>>,
+    /// The configuration's CA: the authenticated API of an installed node.
+    pub ca: Option<config::Ca>,
 }
 
-/// A self-signed P-256 certificate and its PKCS#8 key (DER), and the certificate's SHA-256.
-fn self_signed() -> Result<(Vec<u8>, Vec<u8>, String)> {
-    use der::asn1::{BitString, GeneralizedTime, UtcTime};
-    use der::{Decode as _, Encode as _};
-    use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _};
+/// Unix seconds now (the node's clock: certificates are runtime secrets, not build outputs).
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The node's addresses and names for its server certificate: every address of its links
+/// (127.0.0.1 and ::1 included), `localhost` and the host name.
+fn node_names() -> (Vec<String>, Vec<std::net::IpAddr>) {
+    let mut ips: Vec<std::net::IpAddr> = vec![
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::Ipv6Addr::LOCALHOST.into(),
+    ];
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let ip = a.address.as_ref().and_then(|s| {
+                s.as_sockaddr_in()
+                    .map(|v| std::net::IpAddr::V4(v.ip()))
+                    .or_else(|| s.as_sockaddr_in6().map(|v| std::net::IpAddr::V6(v.ip())))
+            });
+            if let Some(ip) = ip
+                && !ips.contains(&ip)
+            {
+                ips.push(ip);
+            }
+        }
+    }
+    let mut dns = vec!["localhost".to_string()];
+    if let Ok(h) = nix::unistd::gethostname()
+        && let Some(h) = h.to_str()
+        && !h.is_empty()
+        && h != "localhost"
+        && h.is_ascii()
+    {
+        dns.push(h.to_string());
+    }
+    (dns, ips)
+}
+
+/// The API's TLS: in maintenance a self-signed certificate and no client authentication;
+/// with the configuration's CA a certificate it issues and client certificates it must have
+/// issued. Returns the config and the console's description.
+fn tls(ca: Option<&config::Ca>) -> Result<(rustls::ServerConfig, String)> {
     use sha2::Digest as _;
-    use signature::Signer as _;
-    use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
-    use std::str::FromStr as _;
-    use x509_cert::certificate::{Certificate, TbsCertificate, Version};
-    use x509_cert::name::Name;
-    use x509_cert::serial_number::SerialNumber;
-    use x509_cert::time::{Time, Validity};
-    let mut seed = [0u8; 48];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut seed))
-        .context("reading /dev/urandom")?;
-    let key = p256::ecdsa::SigningKey::from_slice(&seed[..32]).context("the API key")?;
-    let pkcs8 = key.to_pkcs8_der().context("encoding the API key")?;
-    let spki_der = key
-        .verifying_key()
-        .to_public_key_der()
-        .context("encoding the API public key")?;
-    let alg = AlgorithmIdentifierOwned {
-        oid: ECDSA_SHA256,
-        parameters: None,
-    };
-    let mut serial = seed[32..48].to_vec();
-    serial[0] = (serial[0] & 0x7f) | 0x01;
-    let name = Name::from_str("CN=talos-maintenance").context("the API certificate name")?;
-    let tbs = TbsCertificate {
-        version: Version::V3,
-        serial_number: SerialNumber::new(&serial).context("serial")?,
-        signature: alg.clone(),
-        issuer: name.clone(),
-        // no expiry (RFC 5280's 99991231235959Z): the node's clock may be anything in
-        // maintenance mode, and clients do not verify this certificate
-        validity: Validity {
-            not_before: Time::UtcTime(
-                UtcTime::from_unix_duration(Duration::ZERO).context("notBefore")?,
-            ),
-            not_after: Time::GeneralTime(
-                GeneralizedTime::from_unix_duration(Duration::from_secs(253_402_300_799))
-                    .context("notAfter")?,
-            ),
-        },
-        subject: name,
-        subject_public_key_info: SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes())
-            .context("the API public key")?,
-        issuer_unique_id: None,
-        subject_unique_id: None,
-        extensions: None,
-    };
-    let tbs_der = tbs.to_der().context("encoding the certificate")?;
-    let sig: p256::ecdsa::DerSignature = key.sign(&tbs_der);
-    let cert = Certificate {
-        tbs_certificate: tbs,
-        signature_algorithm: alg,
-        signature: BitString::from_bytes(sig.as_bytes()).context("signature")?,
-    };
-    let der = cert.to_der().context("encoding the certificate")?;
-    let fp = hex::encode(sha2::Sha256::digest(&der));
-    Ok((der, pkcs8.as_bytes().to_vec(), fp))
+    let key = pki::new_key().context("the API key")?;
+    let (dns, ips) = node_names();
+    let kind = pki::Kind::Server { dns, ips };
+    // an hour of slack for clocks that disagree a little
+    let (from, to) = (now().saturating_sub(3600), now() + 10 * 365 * 86400);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?;
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(pki::key_pkcs8(&key)?.into());
+    match ca {
+        None => {
+            let cert = pki::issue("CN=talos-maintenance", &key, &kind, None, from, to)
+                .context("the API certificate")?;
+            let fp = hex::encode(sha2::Sha256::digest(&cert));
+            let tls = builder
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.into()], key_der)
+                .context("the API certificate")?;
+            Ok((tls, format!("tls=self-signed sha256={fp} client-auth=none")))
+        }
+        Some(ca) => {
+            let issuer = pki::Issuer {
+                cert_der: &ca.cert_der,
+                key: &ca.key,
+            };
+            let cert = pki::issue("O=talos,CN=node-api", &key, &kind, Some(&issuer), from, to)
+                .context("the API certificate")?;
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(ca.cert_der.clone().into())
+                .context("machine.ca as a trust root")?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .context("the client verifier")?;
+            let fp = hex::encode(sha2::Sha256::digest(&ca.cert_der));
+            let tls = builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(vec![cert.into(), ca.cert_der.clone().into()], key_der)
+                .context("the API certificate")?;
+            Ok((
+                tls,
+                format!("tls=machine-ca ca-sha256={fp} client-auth=required"),
+            ))
+        }
+    }
 }
 
 /// Starts the API in the background; returns once it listens.
 pub fn serve(state: Arc<State>) -> Result<()> {
-    let (cert, key, fp) = self_signed()?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.into()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
-        )
-        .context("the API certificate")?;
+    let (tls, described) = tls(state.ca.as_ref())?;
     let tls = Arc::new(tls);
     let l = TcpListener::bind(("0.0.0.0", PORT)).with_context(|| format!("binding port {PORT}"))?;
-    say(&format!(
-        "maintenance api listening=0.0.0.0:{PORT} tls=self-signed sha256={fp} client-auth=none"
-    ));
+    let who = if state.ca.is_some() {
+        "api"
+    } else {
+        "maintenance api"
+    };
+    say(&format!("{who} listening=0.0.0.0:{PORT} {described}"));
     let active = Arc::new(AtomicUsize::new(0));
     std::thread::spawn(move || {
         for s in l.incoming() {
@@ -237,7 +262,7 @@ fn route(method: &str, path: &str, body: &[u8], state: &State) -> (u16, serde_js
                 "version": state.version,
                 "arch": if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" },
                 "kernel": crate::modules::kernel_release().unwrap_or_default(),
-                "maintenance": true,
+                "maintenance": state.ca.is_none(),
             }),
         ),
         ("GET", "/v1/meta") => {
@@ -265,8 +290,13 @@ fn route(method: &str, path: &str, body: &[u8], state: &State) -> (u16, serde_js
                         "installDisk": c.install.disk,
                         "notApplied": c.not_applied,
                     });
-                    if state
-                        .tx
+                    let Some(tx) = &state.tx else {
+                        return (
+                            400,
+                            json!({"error": "an installed node does not take a new configuration yet"}),
+                        );
+                    };
+                    if tx
                         .send(Incoming {
                             source: "api".into(),
                             config: c,

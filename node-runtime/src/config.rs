@@ -212,8 +212,56 @@ struct Machine {
     registries: Option<oci::RegistriesConfig>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    ca: Option<CaText>,
     #[serde(flatten)]
     other: BTreeMap<String, serde_json::Value>,
+}
+
+/// `machine.ca` as written: base64 of PEM, as Talos writes it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaText {
+    #[serde(default)]
+    crt: String,
+    #[serde(default)]
+    key: String,
+}
+
+/// `machine.ca`: the CA the node's API certificate is issued by and client certificates
+/// must chain to (docs/formats/api.md).
+#[derive(Clone)]
+pub struct Ca {
+    /// The CA certificate (DER).
+    pub cert_der: Vec<u8>,
+    /// Its key (ECDSA P-256).
+    pub key: pki::SigningKey,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never the key
+        write!(f, "Ca({} bytes of certificate)", self.cert_der.len())
+    }
+}
+
+impl CaText {
+    fn decode(&self) -> Result<Ca, String> {
+        use base64::Engine as _;
+        let text = |field: &str, v: &str| -> Result<String, String> {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .map_err(|e| format!("field machine.ca.{field}: not base64: {e}"))?;
+            String::from_utf8(raw).map_err(|_| format!("field machine.ca.{field}: not PEM text"))
+        };
+        let crt = text("crt", &self.crt)?;
+        let cert_der =
+            pki::from_pem(&crt, "CERTIFICATE").map_err(|e| format!("field machine.ca.crt: {e}"))?;
+        let key = pki::key_from_pem(&text("key", &self.key)?)
+            .map_err(|e| format!("field machine.ca.key: {e}"))?;
+        pki::check_pair(&cert_der, &key).map_err(|e| format!("field machine.ca: {e}"))?;
+        Ok(Ca { cert_der, key })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +286,8 @@ pub struct MachineConfig {
     pub registries: oci::RegistriesConfig,
     /// `machine.env`.
     pub env: BTreeMap<String, String>,
+    /// `machine.ca`: with it, the installed node serves its API with mutual TLS.
+    pub ca: Option<Ca>,
     /// The `ImageVerificationConfig` rules, in order (the first whose pattern matches an
     /// image decides).
     pub image_rules: Vec<ImageRule>,
@@ -902,6 +952,10 @@ pub fn parse(text: &str) -> Result<MachineConfig, String> {
         network: m.network,
         registries: m.registries.unwrap_or_default(),
         env: m.env,
+        ca: match &m.ca {
+            Some(c) if !c.crt.is_empty() || !c.key.is_empty() => Some(c.decode()?),
+            _ => None,
+        },
         image_rules,
         not_applied,
     })

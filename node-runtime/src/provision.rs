@@ -41,7 +41,8 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
     let state = std::sync::Arc::new(crate::api::State {
         version: version.to_string(),
         meta: meta.clone(),
-        tx: tx.clone(),
+        tx: Some(tx.clone()),
+        ca: None,
     });
     // in its own thread: its key needs the kernel's random pool, which may still be filling
     std::thread::spawn(move || {

@@ -84,6 +84,23 @@ pub fn run(start_ns: u64) -> Result<()> {
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_HALT_SYSTEM);
         return Ok(());
     }
+    if let (Some(i), Some(ca)) = (
+        &installed,
+        machine_config.as_ref().and_then(|c| c.ca.clone()),
+    ) {
+        // the installed node's API: mutual TLS under the configuration's CA
+        let state = std::sync::Arc::new(crate::api::State {
+            version: i.version.clone(),
+            meta: values.clone(),
+            tx: None,
+            ca: Some(ca),
+        });
+        std::thread::spawn(move || {
+            if let Err(e) = crate::api::serve(state) {
+                say(&format!("api error={:?}", format!("{e:#}")));
+            }
+        });
+    }
     if installed.is_none() && !cmd.flag(POWEROFF_FLAG) {
         // maintenance mode, in the background: PID 1 goes on reaping
         let (meta, cmd) = (values.clone(), cmd.clone());

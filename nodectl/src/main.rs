@@ -1,11 +1,13 @@
 //! `nodectl`: the host-side client of node-runtime's API (docs/formats/api.md), in
-//! talosctl's role and with its flags where they exist: `apply-config --insecure --nodes IP
-//! --file F`, `version`, `get meta`, `reboot`.
+//! talosctl's role and with its flags where they exist: `gen config NAME ENDPOINT`,
+//! `apply-config --insecure --nodes IP --file F`, `version`, `get meta`, `reboot`.
 //!
-//! Only the maintenance API exists so far, which is insecure by design: `--insecure` is
-//! required and the node's self-signed certificate is not verified (the authenticated API of
-//! an installed node is issue 19). Exit codes: 0 done, 2 refused by the node or bad usage, 3
-//! not supported, 4 the node cannot be reached or answered nonsense.
+//! Two ways to talk to a node: `--insecure` (the maintenance API: TLS without verifying the
+//! node's certificate, no client certificate), or a client configuration (`--talosconfig`,
+//! `$TALOSCONFIG`, else `~/.talos/config`, written by `gen config`): mutual TLS, the node's
+//! certificate verified against the configuration's CA and a client certificate the CA
+//! issued. Exit codes: 0 done, 2 refused by the node or bad usage, 3 neither way given,
+//! 4 the node cannot be reached, refused the connection or answered nonsense, 6 files.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use std::time::Duration;
 #[command(
     name = "nodectl",
     version,
-    about = "Talk to a node's API (maintenance mode): apply-config, version, get meta, reboot"
+    about = "Talk to a node's API: gen config, apply-config, version, get meta, reboot"
 )]
 struct Cli {
     /// The node's address.
@@ -28,6 +30,10 @@ struct Cli {
     /// certificate (what Talos's maintenance mode accepts).
     #[arg(short = 'i', long, global = true)]
     insecure: bool,
+    /// The client configuration (CA, client certificate and key, endpoints) for the
+    /// authenticated API; default `$TALOSCONFIG`, else `~/.talos/config`.
+    #[arg(long, global = true, value_name = "FILE")]
+    talosconfig: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +55,210 @@ enum Command {
     },
     /// Reboot the node.
     Reboot,
+    /// Generate configurations.
+    Gen {
+        #[command(subcommand)]
+        what: Gen,
+    },
+}
+
+#[derive(Subcommand)]
+enum Gen {
+    /// A machine configuration pair (controlplane.yaml, worker.yaml) with a fresh CA in
+    /// `machine.ca`, and the client configuration `talosconfig` with a client certificate
+    /// that CA issued.
+    Config {
+        /// The cluster's name.
+        cluster_name: String,
+        /// The cluster's endpoint (`https://IP:6443`).
+        cluster_endpoint: String,
+        /// Where the three files go.
+        #[arg(short = 'o', long, default_value = ".")]
+        output_dir: PathBuf,
+        /// `machine.install.disk`.
+        #[arg(long, default_value = "/dev/sda")]
+        install_disk: String,
+        /// `machine.install.image`.
+        #[arg(long, default_value = "ghcr.io/siderolabs/installer:v1.14.0")]
+        install_image: String,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The client configuration (talosctl's `talosconfig`).
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct TalosConfig {
+    context: String,
+    contexts: std::collections::BTreeMap<String, Context>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone)]
+struct Context {
+    #[serde(default)]
+    endpoints: Vec<String>,
+    #[serde(default)]
+    nodes: Vec<String>,
+    /// base64 of the CA's PEM.
+    ca: String,
+    /// base64 of the client certificate's PEM.
+    crt: String,
+    /// base64 of the client key's PEM.
+    key: String,
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn unb64(field: &str, s: &str) -> Result<Vec<u8>, Fail> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|e| Fail(2, format!("talosconfig {field}: not base64: {e}")))
+}
+
+/// The current context of the client configuration, when one is given or exists.
+fn load_context(cli: &Cli) -> Result<Option<Context>, Fail> {
+    let path = match (&cli.talosconfig, std::env::var_os("TALOSCONFIG")) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => PathBuf::from(p),
+        (None, None) => match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".talos/config"),
+            None => return Ok(None),
+        },
+    };
+    if cli.talosconfig.is_none() && !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Fail(6, format!("--talosconfig {}: {e}", path.display())))?;
+    if text.len() > 1 << 20 {
+        return Err(Fail(2, format!("{}: larger than 1 MiB", path.display())));
+    }
+    let c: TalosConfig =
+        serde_saphyr::from_str(&text).map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
+    let ctx = c.contexts.get(&c.context).cloned().ok_or_else(|| {
+        Fail(
+            2,
+            format!("{}: no context {:?}", path.display(), printable(&c.context)),
+        )
+    })?;
+    Ok(Some(ctx))
+}
+
+fn gen_config(
+    name: &str,
+    endpoint: &str,
+    dir: &std::path::Path,
+    disk: &str,
+    image: &str,
+    force: bool,
+) -> Result<(), Fail> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    for (what, v) in [
+        ("cluster name", name),
+        ("endpoint", endpoint),
+        ("--install-disk", disk),
+        ("--install-image", image),
+    ] {
+        if v.is_empty() || v.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+            return Err(Fail(
+                2,
+                format!("{what} {:?}: empty or not printable", printable(v)),
+            ));
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let from = now.saturating_sub(3600);
+    let pk = |e: pki::Error| Fail(4, format!("generating keys: {e}"));
+    let ca_key = pki::new_key().map_err(pk)?;
+    let ca = pki::issue(
+        "O=talos",
+        &ca_key,
+        &pki::Kind::Ca,
+        None,
+        from,
+        now + 10 * 365 * 86400,
+    )
+    .map_err(pk)?;
+    let client_key = pki::new_key().map_err(pk)?;
+    let issuer = pki::Issuer {
+        cert_der: &ca,
+        key: &ca_key,
+    };
+    let client = pki::issue(
+        "O=os:admin",
+        &client_key,
+        &pki::Kind::Client,
+        Some(&issuer),
+        from,
+        now + 365 * 86400,
+    )
+    .map_err(pk)?;
+    let ca_pem = pki::to_pem("CERTIFICATE", &ca);
+    let ca_key_pem = pki::to_pem("PRIVATE KEY", &pki::key_pkcs8(&ca_key).map_err(pk)?);
+    let machine = |kind: &str| {
+        format!(
+            "version: v1alpha1\ndebug: false\npersist: true\nmachine:\n  type: {kind}\n  ca:\n    \
+             crt: {}\n    key: {}\n  install:\n    disk: \"{disk}\"\n    image: \"{image}\"\n    \
+             wipe: false\ncluster:\n  clusterName: \"{name}\"\n  controlPlane:\n    endpoint: \"{endpoint}\"\n",
+            b64(&ca_pem),
+            b64(&ca_key_pem)
+        )
+    };
+    let host = endpoint
+        .trim_start_matches("https://")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let mut contexts = std::collections::BTreeMap::new();
+    contexts.insert(
+        name.to_string(),
+        Context {
+            endpoints: vec![host],
+            nodes: Vec::new(),
+            ca: b64(&ca_pem),
+            crt: b64(&pki::to_pem("CERTIFICATE", &client)),
+            key: b64(&pki::to_pem(
+                "PRIVATE KEY",
+                &pki::key_pkcs8(&client_key).map_err(pk)?,
+            )),
+        },
+    );
+    let talosconfig = serde_json::to_string_pretty(&TalosConfig {
+        context: name.to_string(),
+        contexts,
+    })
+    .map_err(|e| Fail(4, e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| Fail(6, format!("{}: {e}", dir.display())))?;
+    for (file, text) in [
+        ("controlplane.yaml", machine("controlplane")),
+        ("worker.yaml", machine("worker")),
+        ("talosconfig", talosconfig + "\n"),
+    ] {
+        let p = dir.join(file);
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).mode(0o600);
+        if force {
+            o.create(true).truncate(true);
+        } else {
+            o.create_new(true);
+        }
+        let mut f = o
+            .open(&p)
+            .map_err(|e| Fail(6, format!("{}: {e} (--force overwrites)", p.display())))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| Fail(6, format!("{}: {e}", p.display())))?;
+        println!("created {}", p.display());
+    }
+    Ok(())
 }
 
 /// A failure with its exit code.
@@ -72,21 +282,46 @@ fn call(
     path: &str,
     body: Option<&[u8]>,
 ) -> Result<(u16, serde_json::Value), Fail> {
+    let ctx = if cli.insecure {
+        None
+    } else {
+        load_context(cli)?
+    };
     let node = cli
         .nodes
-        .as_deref()
+        .clone()
+        .or_else(|| {
+            ctx.as_ref()
+                .and_then(|c| c.nodes.first().or(c.endpoints.first()).cloned())
+        })
         .ok_or_else(|| Fail(2, "--nodes IP is required".into()))?;
-    if !cli.insecure {
-        return Err(Fail(
-            3,
-            "only the maintenance API exists so far: give --insecure (the authenticated API \
-             of an installed node is not implemented yet)"
-                .into(),
-        ));
-    }
-    let tls = ureq::tls::TlsConfig::builder()
-        .disable_verification(true)
-        .build();
+    let node = node.as_str();
+    let tls = match (&ctx, cli.insecure) {
+        (_, true) => ureq::tls::TlsConfig::builder()
+            .disable_verification(true)
+            .build(),
+        (Some(c), false) => {
+            use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts};
+            let ca = Certificate::from_pem(&unb64("ca", &c.ca)?)
+                .map_err(|e| Fail(2, format!("talosconfig ca: {e}")))?;
+            let crt = Certificate::from_pem(&unb64("crt", &c.crt)?)
+                .map_err(|e| Fail(2, format!("talosconfig crt: {e}")))?;
+            let key = PrivateKey::from_pem(&unb64("key", &c.key)?)
+                .map_err(|e| Fail(2, format!("talosconfig key: {e}")))?;
+            ureq::tls::TlsConfig::builder()
+                .root_certs(RootCerts::Specific(std::sync::Arc::new(vec![ca])))
+                .client_cert(Some(ClientCert::new_with_certs(&[crt], key)))
+                .build()
+        }
+        (None, false) => {
+            return Err(Fail(
+                3,
+                "no client configuration (--talosconfig, $TALOSCONFIG, ~/.talos/config; \
+                 `nodectl gen config` writes one); a node in maintenance takes --insecure"
+                    .into(),
+            ));
+        }
+    };
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .tls_config(tls)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -126,6 +361,24 @@ fn error_of(v: &serde_json::Value) -> String {
 
 fn run(cli: &Cli) -> Result<(), Fail> {
     match &cli.command {
+        Command::Gen {
+            what:
+                Gen::Config {
+                    cluster_name,
+                    cluster_endpoint,
+                    output_dir,
+                    install_disk,
+                    install_image,
+                    force,
+                },
+        } => gen_config(
+            cluster_name,
+            cluster_endpoint,
+            output_dir,
+            install_disk,
+            install_image,
+            *force,
+        )?,
         Command::ApplyConfig { file } => {
             let data = std::fs::read(file)
                 .map_err(|e| Fail(2, format!("--file {}: {e}", file.display())))?;

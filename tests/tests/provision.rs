@@ -51,8 +51,15 @@ fn serve(body: String) -> (u16, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
 }
 
 /// Builds the installer image and pushes it as `<registry>/<repo>:v1`, signed with `key`
-/// when given; returns the reference.
-fn publish_installer(reg: &Registry, dir: &Path, repo: &str, key: Option<&Path>) -> String {
+/// when given; its systems power off `poweroff` (`node_runtime.test_poweroff[=N]`) after
+/// ready. Returns the reference.
+fn publish_installer(
+    reg: &Registry,
+    dir: &Path,
+    repo: &str,
+    key: Option<&Path>,
+    poweroff: &str,
+) -> String {
     let base = dir.join("base");
     if !base.exists() {
         ok(Command::new(bin("base-assets"))
@@ -66,7 +73,7 @@ fn publish_installer(reg: &Registry, dir: &Path, repo: &str, key: Option<&Path>)
     }
     let profile = format!(
         "baseProfileName: installer\narch: amd64\ninput:\n  baseInstaller:\n    ociPath: {}\n\
-         customization:\n  extraKernelArgs:\n    - console=ttyS0\n    - node_runtime.test_poweroff\n",
+         customization:\n  extraKernelArgs:\n    - console=ttyS0\n    - {poweroff}\n",
         base.display()
     );
     let target = format!("{}/{repo}:v1", reg.host());
@@ -87,7 +94,13 @@ const UUID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
 fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
     let t = tempfile::tempdir().unwrap();
     let reg = Registry::start();
-    publish_installer(&reg, t.path(), "installer", None);
+    publish_installer(
+        &reg,
+        t.path(),
+        "installer",
+        None,
+        "node_runtime.test_poweroff",
+    );
     let port = reg.addr().port();
     let config = format!(
         "version: v1alpha1\nmachine:\n  type: controlplane\n  install:\n    disk: /dev/vda\n    \
@@ -252,6 +265,25 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
     drop(run);
 }
 
+/// `nodectl version` with neither `--insecure` nor a client configuration (no
+/// `$TALOSCONFIG`, a `$HOME` without `.talos/config`).
+fn run_env_free_nodectl(port: u16) -> std::process::Output {
+    let home = tempfile::tempdir().unwrap();
+    run(
+        Command::new(bin("nodectl"))
+            .env_remove("TALOSCONFIG")
+            .env("HOME", home.path())
+            .args([
+                "--nodes",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "version",
+            ]),
+        None,
+    )
+}
+
 fn nodectl(port: u16, args: &[&str]) -> std::process::Output {
     run(
         Command::new(bin("nodectl"))
@@ -288,7 +320,45 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
     let release = cosign::SigningKey::from_seed(b"release");
     let release_key = t.path().join("release.key");
     std::fs::write(&release_key, release.to_pkcs8_pem()).unwrap();
-    let image = publish_installer(&reg, t.path(), "signed/installer", Some(&release_key));
+    // the installed system stays up two minutes after ready: its API is called
+    let image = publish_installer(
+        &reg,
+        t.path(),
+        "signed/installer",
+        Some(&release_key),
+        "node_runtime.test_poweroff=120",
+    );
+    // the cluster's CA and a client configuration (talosctl gen config's role), and another
+    // pair whose CA the node does not know
+    let gen_config = |dir: &str| {
+        let d = t.path().join(dir);
+        let o = run(
+            Command::new(bin("nodectl"))
+                .args([
+                    "gen",
+                    "config",
+                    "lab",
+                    "https://10.0.2.2:6443",
+                    "--output-dir",
+                ])
+                .arg(&d),
+            None,
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        d
+    };
+    let (lab, stranger) = (gen_config("lab"), gen_config("stranger"));
+    let generated = std::fs::read_to_string(lab.join("controlplane.yaml")).unwrap();
+    let ca_block: String = generated
+        .lines()
+        .skip_while(|l| *l != "  ca:")
+        .take(3)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        ca_block.contains("    crt: ") && ca_block.contains("    key: "),
+        "{generated}"
+    );
     let other_pub = cosign::SigningKey::from_seed(b"other")
         .public_key()
         .to_pem();
@@ -330,11 +400,26 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(listening.contains("client-auth=none"), "{listening}");
-    // the authenticated API does not exist yet: without --insecure nothing is sent
-    let o = nodectl(api, &["version"]);
+    // without --insecure or a client configuration nothing is sent; a client configuration
+    // does not trust the maintenance certificate
+    let o = run_env_free_nodectl(api);
     assert_eq!(
         o.status.code(),
         Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = nodectl(
+        api,
+        &[
+            "--talosconfig",
+            lab.join("talosconfig").to_str().unwrap(),
+            "version",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(4),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
@@ -490,10 +575,10 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
     std::fs::write(
         &good,
         config(
-            "  network:\n    hostname: api-node\n    interfaces:\n      - deviceSelector:\n          \
+            &format!("{ca_block}  network:\n    hostname: api-node\n    interfaces:\n      - deviceSelector:\n          \
              hardwareAddr: '52:54:00:*'\n          driver: virtio_net\n        dhcp: true\n        \
              addresses: [192.168.77.5/24]\n        routes:\n          - network: 198.51.100.0/24\n            \
-             gateway: 192.168.77.1\n            metric: 100\n        vip:\n          ip: 192.168.77.9\n",
+             gateway: 192.168.77.1\n            metric: 100\n        vip:\n          ip: 192.168.77.9\n"),
             &policy(&release.public_key().to_pem()),
         ),
     )
@@ -539,27 +624,87 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         run.finish(Duration::from_secs(60)),
         "no reboot after the install"
     );
-    let b = boot_to_ready(&machine(vec![(disk, DiskKind::VirtioWritable)]));
-    assert_eq!(field(&b.line, "installed"), Some("true"), "{}", b.line);
+    let mut run = machine(vec![(disk, DiskKind::VirtioWritable)])
+        .start()
+        .unwrap();
+    let listening = run
+        .wait_for(
+            "node-runtime: api listening",
+            qemu_harness::DEFAULT_FAILURES,
+            Duration::from_secs(300),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        listening.contains("tls=machine-ca") && listening.contains("client-auth=required"),
+        "{listening}"
+    );
+    let console = run.console().to_vec();
+    let ready = console
+        .iter()
+        .find(|l| l.contains("node-runtime: ready meta="))
+        .unwrap_or_else(|| panic!("{}", console.join("\n")));
+    assert_eq!(field(ready, "installed"), Some("true"), "{ready}");
     // the ISO's META (from its cmdline) went into the disk's META; the hostname is applied
     let want = format!("0x0c:{}", sha256(b"hostname: from-iso\n"));
     assert!(
-        field(&b.line, "meta").is_some_and(|m| m.contains(&want)),
-        "{}",
-        b.line
+        field(ready, "meta").is_some_and(|m| m.contains(&want)),
+        "{ready}"
     );
     let has = |needle: &str| {
         assert!(
-            b.console.iter().any(|l| l.contains(needle)),
+            console.iter().any(|l| l.contains(needle)),
             "no {needle:?}:\n{}",
-            b.console.join("\n")
+            console.join("\n")
         )
     };
+    // the installed node's API: mutual TLS under machine.ca
+    let authed = |dir: &Path, args: &[&str]| {
+        let tc = dir.join("talosconfig");
+        let mut a = vec!["--talosconfig", tc.to_str().unwrap()];
+        a.extend(args);
+        nodectl(api, &a)
+    };
+    let o = authed(&lab, &["version"]);
+    let v = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        v.contains("maintenance: false") && v.contains("version: v1.14.0"),
+        "{v}"
+    );
+    let m = String::from_utf8(authed(&lab, &["get", "meta"]).stdout).unwrap();
+    assert!(m.contains("0x0c  hostname: from-iso"), "{m}");
+    // a client certificate from another CA, and a TLS client without one, are refused
+    for o in [
+        authed(&stranger, &["version"]),
+        nodectl(api, &["--insecure", "version"]),
+    ] {
+        assert_eq!(
+            o.status.code(),
+            Some(4),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // without any client configuration nothing is sent
+    let o = run_env_free_nodectl(api);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     has("config source=state hostname=api-node");
     // machine.network.interfaces: the selector found eth0, its address and route applied
     // from the configuration layer
     has("network address address=192.168.77.5/24 link=eth0 layer=configuration");
     has("network route dst=198.51.100.0/24 gateway=192.168.77.1 link=eth0 layer=configuration");
+    assert!(authed(&lab, &["reboot"]).status.success());
+    assert!(
+        run.finish(Duration::from_secs(60)),
+        "the node did not reboot"
+    );
     // an ISO with an embedded configuration (the embedded-config extension) takes it at
     // once; without a disk its install fails and the node stays in maintenance, where the
     // API reboots it: QEMU (-no-reboot) ends
