@@ -291,6 +291,8 @@ pub struct MachineConfig {
     /// The `ImageVerificationConfig` rules, in order (the first whose pattern matches an
     /// image decides).
     pub image_rules: Vec<ImageRule>,
+    /// The `WatchdogTimerConfig` document.
+    pub watchdog: Option<Watchdog>,
     /// What is accepted and kept but not applied (`machine.kubelet`, `cluster`, `kind:
     /// KubespanConfig`, …), sorted.
     pub not_applied: Vec<String>,
@@ -462,6 +464,94 @@ impl MachineConfig {
             }
         }
         layer
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WatchdogDoc {
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    device: String,
+    #[serde(default)]
+    timeout: String,
+}
+
+/// Talos's `WatchdogTimerConfig`: a hardware watchdog node-runtime arms and feeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watchdog {
+    /// The device, e.g. `/dev/watchdog0`.
+    pub device: String,
+    /// The timeout (Talos: at least 10 s, 1 min when not given).
+    pub timeout: std::time::Duration,
+}
+
+/// A Go duration (`90s`, `2m`, `1m30s`, `1h`), whole seconds.
+fn go_duration(s: &str) -> Result<std::time::Duration, String> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    let mut any = false;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(format!("{s:?} is not a duration like 30s, 2m or 1m30s")),
+        };
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 1m30s"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        num.clear();
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return Err(format!("{s:?} is not a duration like 30s, 2m or 1m30s"));
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
+impl WatchdogDoc {
+    fn check(self) -> Result<Watchdog, String> {
+        if self.api_version != "v1alpha1" {
+            return Err(format!(
+                "apiVersion {:?} (v1alpha1 expected)",
+                self.api_version
+            ));
+        }
+        if !self.device.starts_with("/dev/")
+            || self.device.split('/').any(|c| c == "..")
+            || self
+                .device
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(format!(
+                "field device: {:?} is not a /dev path",
+                self.device
+            ));
+        }
+        let timeout = if self.timeout.is_empty() {
+            std::time::Duration::from_secs(60)
+        } else {
+            go_duration(&self.timeout).map_err(|e| format!("field timeout: {e}"))?
+        };
+        if timeout < std::time::Duration::from_secs(10) {
+            return Err("field timeout: minimum value is 10s".into());
+        }
+        if timeout > std::time::Duration::from_secs(3600) {
+            return Err("field timeout: at most 1h".into());
+        }
+        Ok(Watchdog {
+            device: self.device,
+            timeout,
+        })
     }
 }
 
@@ -845,8 +935,21 @@ pub fn parse(text: &str) -> Result<MachineConfig, String> {
     let mut main = None;
     let mut not_applied = Vec::new();
     let mut image_rules: Vec<ImageRule> = Vec::new();
+    let mut watchdog: Option<Watchdog> = None;
     for (i, d) in docs.into_iter().enumerate() {
         if d.is_null() {
+            continue;
+        }
+        if d.get("kind").and_then(|k| k.as_str()) == Some("WatchdogTimerConfig") {
+            let doc: WatchdogDoc = serde_path_to_error::deserialize(d)
+                .map_err(|e| format!("document {}: field {}: {}", i + 1, e.path(), e.inner()))?;
+            if watchdog.is_some() {
+                return Err("more than one WatchdogTimerConfig document".into());
+            }
+            watchdog = Some(
+                doc.check()
+                    .map_err(|e| format!("document {} (WatchdogTimerConfig): {e}", i + 1))?,
+            );
             continue;
         }
         if d.get("kind").and_then(|k| k.as_str()) == Some("ImageVerificationConfig") {
@@ -957,6 +1060,7 @@ pub fn parse(text: &str) -> Result<MachineConfig, String> {
             _ => None,
         },
         image_rules,
+        watchdog,
         not_applied,
     })
 }
@@ -1161,6 +1265,39 @@ mod tests {
             ))
             .unwrap_err();
             assert!(e.contains(want), "{rule:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn watchdog_timer_config() {
+        let doc = |body: &str| {
+            parse(&format!(
+                "version: v1alpha1\nmachine: {{}}\n---\napiVersion: v1alpha1\nkind: WatchdogTimerConfig\n{body}"
+            ))
+        };
+        let w = doc("device: /dev/watchdog0\ntimeout: 1m30s\n").unwrap();
+        assert!(w.not_applied.is_empty());
+        assert_eq!(
+            w.watchdog,
+            Some(Watchdog {
+                device: "/dev/watchdog0".into(),
+                timeout: std::time::Duration::from_secs(90)
+            })
+        );
+        let d = doc("device: /dev/watchdog0\n").unwrap().watchdog.unwrap();
+        assert_eq!(d.timeout.as_secs(), 60);
+        for (body, want) in [
+            (
+                "device: /dev/watchdog0\ntimeout: 5s\n",
+                "minimum value is 10s",
+            ),
+            ("device: /dev/watchdog0\ntimeout: soon\n", "not a duration"),
+            ("device: watchdog0\n", "not a /dev path"),
+            ("device: /dev/../x\n", "not a /dev path"),
+            ("device: /dev/watchdog0\nextra: 1\n", "extra"),
+        ] {
+            let e = doc(body).unwrap_err();
+            assert!(e.contains(want), "{body:?}: {e}");
         }
     }
 

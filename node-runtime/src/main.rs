@@ -26,6 +26,7 @@ mod stage1;
 mod stage2;
 mod sys;
 mod volumes;
+mod watchdog;
 
 use cmdline::Cmdline;
 use console::{POWEROFF_FLAG, START_ENV, boottime_ns, idle, poweroff, say};

@@ -51,6 +51,13 @@ pub fn run(start_ns: u64) -> Result<()> {
     let machine_config = installed
         .as_ref()
         .and_then(|_| crate::config::load_stored());
+    if let Some(w) = machine_config.as_ref().and_then(|c| c.watchdog.as_ref()) {
+        let stop = cmd
+            .get(crate::watchdog::TEST_STOP)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        crate::watchdog::arm(w, stop);
+    }
     net::start(
         &cmd,
         values.get(&0x0a).map(Vec::as_slice),

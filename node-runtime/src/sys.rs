@@ -1,5 +1,5 @@
-//! The few system calls that need `unsafe`: loop device ioctls. Everything else goes through
-//! `nix`'s safe wrappers.
+//! The few system calls that need `unsafe`: loop device and watchdog ioctls. Everything else
+//! goes through `nix`'s safe wrappers.
 //!
 //! In: a backing file. Out: a read-only loop block device bound to it (LOOP_CONFIGURE, Linux ≥5.8).
 #![allow(unsafe_code)]
@@ -152,4 +152,32 @@ pub fn run_in_mount_ns(
     })
     .ok_or_else(|| anyhow::anyhow!("fork: {}", std::io::Error::last_os_error()))?;
     crate::services::reaper::wait(pid).ok_or_else(|| anyhow::anyhow!("{pid} was not watched"))
+}
+
+// <linux/watchdog.h>
+nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, libc::c_int);
+nix::ioctl_read!(wdioc_gettimeout, b'W', 7, libc::c_int);
+nix::ioctl_read!(wdioc_keepalive, b'W', 5, libc::c_int);
+
+/// WDIOC_SETTIMEOUT: asks `secs`; returns what the driver took.
+pub fn watchdog_set_timeout(dev: &File, secs: i32) -> nix::Result<i32> {
+    let mut t: libc::c_int = secs;
+    // SAFETY: `dev` is open and `t` a valid int the driver reads and writes
+    unsafe { wdioc_settimeout(dev.as_raw_fd(), &mut t) }?;
+    Ok(t)
+}
+
+/// WDIOC_GETTIMEOUT.
+pub fn watchdog_get_timeout(dev: &File) -> nix::Result<i32> {
+    let mut t: libc::c_int = 0;
+    // SAFETY: as above; the driver writes the timeout into `t`
+    unsafe { wdioc_gettimeout(dev.as_raw_fd(), &mut t) }?;
+    Ok(t)
+}
+
+/// WDIOC_KEEPALIVE.
+pub fn watchdog_keepalive(dev: &File) -> nix::Result<()> {
+    let mut dummy: libc::c_int = 0;
+    // SAFETY: as above
+    unsafe { wdioc_keepalive(dev.as_raw_fd(), &mut dummy) }.map(|_| ())
 }

@@ -51,14 +51,14 @@ fn serve(body: String) -> (u16, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
 }
 
 /// Builds the installer image and pushes it as `<registry>/<repo>:v1`, signed with `key`
-/// when given; its systems power off `poweroff` (`node_runtime.test_poweroff[=N]`) after
-/// ready. Returns the reference.
+/// when given; its systems boot with `args` added (`node_runtime.test_poweroff[=N]`, …).
+/// Returns the reference.
 fn publish_installer(
     reg: &Registry,
     dir: &Path,
     repo: &str,
     key: Option<&Path>,
-    poweroff: &str,
+    args: &[&str],
 ) -> String {
     let base = dir.join("base");
     if !base.exists() {
@@ -73,8 +73,11 @@ fn publish_installer(
     }
     let profile = format!(
         "baseProfileName: installer\narch: amd64\ninput:\n  baseInstaller:\n    ociPath: {}\n\
-         customization:\n  extraKernelArgs:\n    - console=ttyS0\n    - {poweroff}\n",
-        base.display()
+         customization:\n  extraKernelArgs:\n    - console=ttyS0\n{}",
+        base.display(),
+        args.iter()
+            .map(|a| format!("    - {a}\n"))
+            .collect::<String>()
     );
     let target = format!("{}/{repo}:v1", reg.host());
     let mut c = imager();
@@ -99,7 +102,7 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
         t.path(),
         "installer",
         None,
-        "node_runtime.test_poweroff",
+        &["node_runtime.test_poweroff"],
     );
     let port = reg.addr().port();
     let config = format!(
@@ -320,13 +323,17 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
     let release = cosign::SigningKey::from_seed(b"release");
     let release_key = t.path().join("release.key");
     std::fs::write(&release_key, release.to_pkcs8_pem()).unwrap();
-    // the installed system stays up two minutes after ready: its API is called
+    // the installed system would stay up 150 s after ready, but stops feeding its watchdog
+    // 70 s after arming it
     let image = publish_installer(
         &reg,
         t.path(),
         "signed/installer",
         Some(&release_key),
-        "node_runtime.test_poweroff=120",
+        &[
+            "node_runtime.test_poweroff=150",
+            "node_runtime.test_watchdog_stop=70",
+        ],
     );
     // the cluster's CA and a client configuration (talosctl gen config's role), and another
     // pair whose CA the node does not know
@@ -381,7 +388,13 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
     let machine = |disks: Vec<(std::path::PathBuf, DiskKind)>| Machine {
         firmware: Firmware::Uefi,
         disks,
-        extra: user_nic("n0", &format!(",hostfwd=tcp:127.0.0.1:{api}-:50000")),
+        extra: {
+            // a hardware watchdog that resets the machine (which -no-reboot turns into
+            // QEMU's exit)
+            let mut e = user_nic("n0", &format!(",hostfwd=tcp:127.0.0.1:{api}-:50000"));
+            e.extend(["-device", "i6300esb", "-action", "watchdog=reset"].map(String::from));
+            e
+        },
         memory_mib: 2048,
         ..Default::default()
     };
@@ -579,7 +592,11 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
              hardwareAddr: '52:54:00:*'\n          driver: virtio_net\n        dhcp: true\n        \
              addresses: [192.168.77.5/24]\n        routes:\n          - network: 198.51.100.0/24\n            \
              gateway: 192.168.77.1\n            metric: 100\n        vip:\n          ip: 192.168.77.9\n"),
-            &policy(&release.public_key().to_pem()),
+            &format!(
+                "{}---\napiVersion: v1alpha1\nkind: WatchdogTimerConfig\ndevice: /dev/watchdog0\n\
+                 timeout: 15s\n",
+                policy(&release.public_key().to_pem())
+            ),
         ),
     )
     .unwrap();
@@ -700,10 +717,38 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
     // from the configuration layer
     has("network address address=192.168.77.5/24 link=eth0 layer=configuration");
     has("network route dst=198.51.100.0/24 gateway=192.168.77.1 link=eth0 layer=configuration");
-    assert!(authed(&lab, &["reboot"]).status.success());
+    // WatchdogTimerConfig: armed and fed; once the feeding stops, the hardware resets the
+    // machine by itself (the i6300esb resets after up to two timeouts), long before the
+    // node's own poweroff
+    let armed = console
+        .iter()
+        .find(|l| l.contains("node-runtime: watchdog device="))
+        .unwrap_or_else(|| panic!("{}", console.join("\n")));
     assert!(
-        run.finish(Duration::from_secs(60)),
-        "the node did not reboot"
+        armed.contains("device=/dev/watchdog0 timeout_s=15 feed_every_s=3"),
+        "{armed}"
+    );
+    run.wait_for(
+        "node-runtime: watchdog feeding=stopped",
+        qemu_harness::DEFAULT_FAILURES,
+        Duration::from_secs(120),
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stopped = std::time::Instant::now();
+    match run.wait_for(
+        "node-runtime: poweroff",
+        &[],
+        Duration::from_secs(100),
+        false,
+    ) {
+        Err(qemu_harness::HarnessError::Exited { .. }) => {}
+        other => panic!("no watchdog reset: {other:?}"),
+    }
+    assert!(
+        stopped.elapsed() <= Duration::from_secs(45),
+        "the reset took {:?}",
+        stopped.elapsed()
     );
     // an ISO with an embedded configuration (the embedded-config extension) takes it at
     // once; without a disk its install fails and the node stays in maintenance, where the
