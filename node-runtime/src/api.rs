@@ -50,6 +50,16 @@ pub struct State {
     pub tx: Option<mpsc::Sender<Incoming>>,
     /// The configuration's CA: the authenticated API of an installed node.
     pub ca: Option<config::Ca>,
+    /// The installed disk (the authenticated API's META and reset calls).
+    pub disk: Option<String>,
+}
+
+/// `0x0a`, `10` → 10.
+fn meta_key(s: &str) -> Option<u8> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u8::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
 }
 
 /// Unix seconds now (the node's clock: certificates are runtime secrets, not build outputs).
@@ -235,6 +245,7 @@ fn handle(s: TcpStream, tls: Arc<rustls::ServerConfig>, state: &State, peer: &st
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        500 => "Internal Server Error",
         413 => "Payload Too Large",
         _ => "Error",
     };
@@ -266,8 +277,17 @@ fn route(method: &str, path: &str, body: &[u8], state: &State) -> (u16, serde_js
             }),
         ),
         ("GET", "/v1/meta") => {
-            let values: serde_json::Map<String, serde_json::Value> = state
-                .meta
+            // an installed node answers from its disk (META may have changed since boot)
+            let live = match &state.disk {
+                Some(d) => match crate::lifecycle::meta_values(d) {
+                    Ok(v) => Some(v),
+                    Err(e) => return (500, json!({"error": format!("{e:#}")})),
+                },
+                None => None,
+            };
+            let values: serde_json::Map<String, serde_json::Value> = live
+                .as_ref()
+                .unwrap_or(&state.meta)
                 .iter()
                 .map(|(k, v)| {
                     (
@@ -312,6 +332,61 @@ fn route(method: &str, path: &str, body: &[u8], state: &State) -> (u16, serde_js
                 }
                 Err(e) => (400, json!({ "error": e })),
             }
+        }
+        ("PUT" | "DELETE", p) if p.starts_with("/v1/meta/") => {
+            let Some(disk) = state.disk.as_deref().filter(|_| state.ca.is_some()) else {
+                return (
+                    400,
+                    json!({"error": "META is written on an installed node only"}),
+                );
+            };
+            let Some(key) = meta_key(&p["/v1/meta/".len()..]) else {
+                return (
+                    400,
+                    json!({"error": "the key is not 0xNN or a number 0-255"}),
+                );
+            };
+            let r = if method == "PUT" {
+                crate::lifecycle::meta_write(disk, key, body).map(|()| true)
+            } else {
+                crate::lifecycle::meta_delete(disk, key)
+            };
+            match r {
+                Ok(true) => (200, json!({"key": format!("0x{key:02x}")})),
+                Ok(false) => (404, json!({"error": format!("no META key 0x{key:02x}")})),
+                Err(e) => (400, json!({"error": format!("{e:#}")})),
+            }
+        }
+        ("POST", "/v1/reset") => {
+            let Some(disk) = state.disk.clone().filter(|_| state.ca.is_some()) else {
+                return (400, json!({"error": "only an installed node is reset"}));
+            };
+            let req: serde_json::Value = if body.is_empty() {
+                json!({})
+            } else {
+                match serde_json::from_slice(body) {
+                    Ok(v) => v,
+                    Err(e) => return (400, json!({"error": format!("not JSON: {e}")})),
+                }
+            };
+            let graceful = req["graceful"].as_bool().unwrap_or(true);
+            let mode = req["wipeMode"].as_str().unwrap_or("all").to_string();
+            if !matches!(mode.as_str(), "all" | "system-disk") {
+                return (
+                    400,
+                    json!({"error": format!("wipeMode {mode:?}: all or system-disk")}),
+                );
+            }
+            say(&format!(
+                "reset requested=api graceful={graceful} wipe-mode={mode}"
+            ));
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(500));
+                if let Err(e) = crate::lifecycle::reset(&disk, graceful) {
+                    say(&format!("reset error={:?}", format!("{e:#}")));
+                }
+            });
+            (200, json!({"resetting": true, "wipeMode": mode}))
         }
         ("POST", "/v1/reboot") => {
             std::thread::spawn(|| {

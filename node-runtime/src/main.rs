@@ -14,6 +14,7 @@ mod api;
 mod cmdline;
 mod config;
 mod console;
+mod lifecycle;
 mod meta;
 mod modules;
 mod mounts;

@@ -43,6 +43,7 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
         meta: meta.clone(),
         tx: Some(tx.clone()),
         ca: None,
+        disk: None,
     });
     // in its own thread: its key needs the kernel's random pool, which may still be filling
     std::thread::spawn(move || {

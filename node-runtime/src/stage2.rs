@@ -101,6 +101,7 @@ pub fn run(start_ns: u64) -> Result<()> {
             meta: values.clone(),
             tx: None,
             ca: Some(ca),
+            disk: Some(i.disk.clone()),
         });
         std::thread::spawn(move || {
             if let Err(e) = crate::api::serve(state) {
@@ -108,7 +109,11 @@ pub fn run(start_ns: u64) -> Result<()> {
             }
         });
     }
-    if installed.is_none() && !cmd.flag(POWEROFF_FLAG) {
+    // maintenance mode, unless the test switch powers the node off at once (with
+    // `=SECONDS` the node is up that long, in maintenance when not installed)
+    let stays_up =
+        !cmd.flag(POWEROFF_FLAG) || cmd.get(POWEROFF_FLAG).is_some_and(|v| !v.is_empty());
+    if installed.is_none() && stays_up {
         // maintenance mode, in the background: PID 1 goes on reaping
         let (meta, cmd) = (values.clone(), cmd.clone());
         std::thread::spawn(move || crate::provision::run(&cmd, &meta, "unknown"));

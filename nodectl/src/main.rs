@@ -1,6 +1,7 @@
 //! `nodectl`: the host-side client of node-runtime's API (docs/formats/api.md), in
 //! talosctl's role and with its flags where they exist: `gen config NAME ENDPOINT`,
-//! `apply-config --insecure --nodes IP --file F`, `version`, `get meta`, `reboot`.
+//! `apply-config --insecure --nodes IP --file F`, `version`, `get meta`, `meta write|delete`,
+//! `reset [--graceful] [--wipe-mode]`, `reboot`.
 //!
 //! Two ways to talk to a node: `--insecure` (the maintenance API: TLS without verifying the
 //! node's certificate, no client certificate), or a client configuration (`--talosconfig`,
@@ -17,7 +18,7 @@ use std::time::Duration;
 #[command(
     name = "nodectl",
     version,
-    about = "Talk to a node's API: gen config, apply-config, version, get meta, reboot"
+    about = "Talk to a node's API: gen config, apply-config, version, get meta, meta write|delete, reset, reboot"
 )]
 struct Cli {
     /// The node's address.
@@ -55,10 +56,40 @@ enum Command {
     },
     /// Reboot the node.
     Reboot,
+    /// Change META on an installed node.
+    Meta {
+        #[command(subcommand)]
+        what: Meta,
+    },
+    /// Wipe STATE and EPHEMERAL of an installed node and reboot it into maintenance mode.
+    Reset {
+        /// Stop the node's processes politely first (SIGTERM, up to 30 s).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        graceful: bool,
+        /// `all` or `system-disk` (the same here: there are no user disks).
+        #[arg(long, default_value = "all")]
+        wipe_mode: String,
+    },
     /// Generate configurations.
     Gen {
         #[command(subcommand)]
         what: Gen,
+    },
+}
+
+#[derive(Subcommand)]
+enum Meta {
+    /// Set KEY (`0x0a` or `10`) to VALUE.
+    Write {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Delete KEY.
+    Delete {
+        /// The key.
+        key: String,
     },
 }
 
@@ -340,6 +371,11 @@ fn call(
             .header("content-type", "application/yaml")
             .send(b),
         ("POST", None) => agent.post(&url).send_empty(),
+        ("PUT", Some(b)) => agent
+            .put(&url)
+            .header("content-type", "application/octet-stream")
+            .send(b),
+        ("DELETE", _) => agent.delete(&url).call(),
         _ => agent.get(&url).call(),
     }
     .map_err(|e| Fail(4, format!("{url}: {e}")))?;
@@ -437,6 +473,45 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                     );
                 }
             }
+        }
+        Command::Meta { what } => {
+            let (method, key, body) = match what {
+                Meta::Write { key, value } => ("PUT", key, Some(value.as_bytes())),
+                Meta::Delete { key } => ("DELETE", key, None),
+            };
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(Fail(
+                    2,
+                    format!("META key {:?}: 0xNN or a number", printable(key)),
+                ));
+            }
+            let (status, v) = call(cli, method, &format!("/v1/meta/{key}"), body)?;
+            if status != 200 {
+                return Err(Fail(2, error_of(&v)));
+            }
+            println!(
+                "{} {}",
+                if method == "PUT" {
+                    "written"
+                } else {
+                    "deleted"
+                },
+                printable(v["key"].as_str().unwrap_or(""))
+            );
+        }
+        Command::Reset {
+            graceful,
+            wipe_mode,
+        } => {
+            let body = serde_json::json!({"graceful": graceful, "wipeMode": wipe_mode}).to_string();
+            let (status, v) = call(cli, "POST", "/v1/reset", Some(body.as_bytes()))?;
+            if status != 200 {
+                return Err(Fail(2, error_of(&v)));
+            }
+            println!(
+                "resetting (wipe mode {})",
+                printable(v["wipeMode"].as_str().unwrap_or(""))
+            );
         }
         Command::Reboot => {
             let (status, v) = call(cli, "POST", "/v1/reboot", None)?;

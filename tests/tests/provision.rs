@@ -641,7 +641,7 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         run.finish(Duration::from_secs(60)),
         "no reboot after the install"
     );
-    let mut run = machine(vec![(disk, DiskKind::VirtioWritable)])
+    let mut run = machine(vec![(disk.clone(), DiskKind::VirtioWritable)])
         .start()
         .unwrap();
     let listening = run
@@ -750,6 +750,92 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         "the reset took {:?}",
         stopped.elapsed()
     );
+    // META and the reset through the installed node's API (its watchdog is let go 70 s after
+    // each installed boot, long after these calls)
+    let mut run = machine(vec![(disk.clone(), DiskKind::VirtioWritable)])
+        .start()
+        .unwrap();
+    run.wait_for(
+        "node-runtime: api listening",
+        qemu_harness::DEFAULT_FAILURES,
+        Duration::from_secs(300),
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for args in [
+        &["meta", "write", "0x0d", "written-by-api"][..],
+        &["meta", "delete", "0x0c"][..],
+    ] {
+        let o = authed(&lab, args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = authed(&lab, &["meta", "delete", "0x0c"]);
+    assert_eq!(o.status.code(), Some(2), "deleting a missing key");
+    let m = String::from_utf8(authed(&lab, &["get", "meta"]).stdout).unwrap();
+    assert!(
+        m.contains("0x0d  written-by-api") && !m.contains("0x0c"),
+        "{m}"
+    );
+    let o = authed(
+        &lab,
+        &["reset", "--graceful=true", "--wipe-mode", "system-disk"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run.wait_for(
+        "node-runtime: reset meta-deleted=",
+        qemu_harness::DEFAULT_FAILURES,
+        Duration::from_secs(120),
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        run.console()
+            .iter()
+            .any(|l| l.contains("node-runtime: reset disk=/dev/vda graceful=true")),
+        "{}",
+        run.console().join("\n")
+    );
+    assert!(
+        run.finish(Duration::from_secs(60)),
+        "no reboot after the reset"
+    );
+    // the wiped disk boots into maintenance mode: no installation, no configuration
+    let mut run = machine(vec![(disk.clone(), DiskKind::VirtioWritable)])
+        .start()
+        .unwrap();
+    run.wait_for(
+        "node-runtime: maintenance api listening",
+        qemu_harness::DEFAULT_FAILURES,
+        Duration::from_secs(300),
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        run.console()
+            .iter()
+            .any(|l| l.contains("node-runtime: ready meta=") && l.ends_with("installed=false")),
+        "{}",
+        run.console().join("\n")
+    );
+    drop(run);
+    // independent tools find no filesystem in STATE or EPHEMERAL
+    let l = gpt::read(&mut std::fs::File::open(&disk).unwrap(), 512, 6 << 30).unwrap();
+    for name in ["STATE", "EPHEMERAL"] {
+        let part = l.by_name(name).unwrap();
+        let img = t.path().join(format!("{name}-after-reset.img"));
+        extract(&disk, part.offset(512), part.size(512).min(64 << 20), &img);
+        let o = Command::new("blkid").arg("-p").arg(&img).output().unwrap();
+        assert!(
+            !o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("TYPE="),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        std::fs::remove_file(&img).unwrap();
+    }
     // an ISO with an embedded configuration (the embedded-config extension) takes it at
     // once; without a disk its install fails and the node stays in maintenance, where the
     // API reboots it: QEMU (-no-reboot) ends

@@ -116,6 +116,40 @@ pub fn start(dir: &Path, ready: Arc<Readiness>) {
     });
 }
 
+/// Set when the node goes down: supervisors restart nothing any more.
+pub static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a process other than PID 1 and the kernel's threads is alive.
+fn others_alive() -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| *pid != 1)
+        // kernel threads have an empty command line
+        .any(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()))
+}
+
+/// Stops every process but PID 1, as an init does at shutdown: no more restarts, SIGTERM to
+/// all, up to `grace` for them to exit, then SIGKILL. Returns how many seconds it took.
+pub fn stop_all(grace: Duration) -> u64 {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+    let t0 = std::time::Instant::now();
+    // pid -1: every process this one may signal, except PID 1 itself
+    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+    while others_alive() && t0.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if others_alive() {
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    t0.elapsed().as_secs()
+}
+
 /// PID 1's wait loop: reaps every child, handing the statuses of supervised processes to the
 /// supervisor.
 pub fn reap_forever() -> ! {

@@ -278,7 +278,8 @@ pub fn supervise(svc: Service, hub: Arc<Readiness>, known: Arc<Vec<String>>) {
     let mut restarts = 0u32;
     loop {
         let (success, uptime) = run_once(&svc, &hub, restarts);
-        if !svc.restart.again(success) {
+        if super::STOPPING.load(std::sync::atomic::Ordering::SeqCst) || !svc.restart.again(success)
+        {
             return;
         }
         restarts += 1;
