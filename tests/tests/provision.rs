@@ -268,6 +268,24 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
     drop(run);
 }
 
+/// Waits for the maintenance API of a node that booted without an installation.
+fn in_maintenance(run: &mut qemu_harness::Run) {
+    run.wait_for(
+        "node-runtime: maintenance api listening",
+        qemu_harness::DEFAULT_FAILURES,
+        Duration::from_secs(300),
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        run.console()
+            .iter()
+            .any(|l| l.contains("node-runtime: ready meta=") && l.ends_with("installed=false")),
+        "{}",
+        run.console().join("\n")
+    );
+}
+
 /// `nodectl version` with neither `--insecure` nor a client configuration (no
 /// `$TALOSCONFIG`, a `$HOME` without `.talos/config`).
 fn run_env_free_nodectl(port: u16) -> std::process::Output {
@@ -570,20 +588,7 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
     ])
     .start()
     .unwrap();
-    run.wait_for(
-        "node-runtime: maintenance api listening",
-        qemu_harness::DEFAULT_FAILURES,
-        Duration::from_secs(300),
-        false,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        run.console()
-            .iter()
-            .any(|l| l.contains("node-runtime: ready meta=") && l.ends_with("installed=false")),
-        "{}",
-        run.console().join("\n")
-    );
+    in_maintenance(&mut run);
     let good = t.path().join("good.yaml");
     std::fs::write(
         &good,
@@ -807,20 +812,7 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
     let mut run = machine(vec![(disk.clone(), DiskKind::VirtioWritable)])
         .start()
         .unwrap();
-    run.wait_for(
-        "node-runtime: maintenance api listening",
-        qemu_harness::DEFAULT_FAILURES,
-        Duration::from_secs(300),
-        false,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        run.console()
-            .iter()
-            .any(|l| l.contains("node-runtime: ready meta=") && l.ends_with("installed=false")),
-        "{}",
-        run.console().join("\n")
-    );
+    in_maintenance(&mut run);
     drop(run);
     // independent tools find no filesystem in STATE or EPHEMERAL
     let l = gpt::read(&mut std::fs::File::open(&disk).unwrap(), 512, 6 << 30).unwrap();

@@ -120,6 +120,14 @@ fn extension<T: AssociatedOid + Encode>(critical: bool, v: &T) -> Result<Extensi
     })
 }
 
+/// keyUsage digitalSignature (critical) and extendedKeyUsage `purpose`: an end entity.
+fn leaf(purpose: ObjectIdentifier) -> Result<[Extension; 2], Error> {
+    Ok([
+        extension(true, &KeyUsage(KeyUsages::DigitalSignature.into()))?,
+        extension(false, &ExtendedKeyUsage(vec![purpose]))?,
+    ])
+}
+
 /// Issues a certificate for `subject` (an RFC 4514 string such as `O=os:admin,CN=admin`)
 /// and `key`'s public key, valid from `not_before` to `not_after` (Unix seconds), signed by
 /// `issuer` (self-signed when `None`). Returns the DER.
@@ -172,14 +180,7 @@ pub fn issue(
             )?);
         }
         Kind::Server { dns, ips } => {
-            extensions.push(extension(
-                true,
-                &KeyUsage(KeyUsages::DigitalSignature.into()),
-            )?);
-            extensions.push(extension(
-                false,
-                &ExtendedKeyUsage(vec![ID_KP_SERVER_AUTH]),
-            )?);
+            extensions.extend(leaf(ID_KP_SERVER_AUTH)?);
             let mut names = Vec::new();
             for d in dns {
                 names.push(GeneralName::DnsName(
@@ -199,16 +200,7 @@ pub fn issue(
                 extensions.push(extension(false, &SubjectAltName(names))?);
             }
         }
-        Kind::Client => {
-            extensions.push(extension(
-                true,
-                &KeyUsage(KeyUsages::DigitalSignature.into()),
-            )?);
-            extensions.push(extension(
-                false,
-                &ExtendedKeyUsage(vec![ID_KP_CLIENT_AUTH]),
-            )?);
-        }
+        Kind::Client => extensions.extend(leaf(ID_KP_CLIENT_AUTH)?),
     }
     let tbs = TbsCertificate {
         version: Version::V3,
