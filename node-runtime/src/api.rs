@@ -29,6 +29,8 @@ use std::time::Duration;
 pub const PORT: u16 = 50000;
 const MAX_CONNECTIONS: usize = 16;
 const MAX_HEAD: usize = 16 << 10;
+/// Bound on one connection, from accept to the answer.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A configuration that arrived, with its source (`api`, `url`, `embedded`).
 #[derive(Debug)]
@@ -59,6 +61,47 @@ fn meta_key(s: &str) -> Option<u8> {
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(h) => u8::from_str_radix(h, 16).ok(),
         None => s.parse().ok(),
+    }
+    // 0 ends META's list of values: never a key
+    .filter(|k| *k != 0)
+}
+
+/// Talos's roles (the `O` of the client certificate) and what they may do here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything (`os:admin`, and anyone in maintenance mode).
+    Admin,
+    /// Reads and reboots (`os:operator`).
+    Operator,
+    /// Reads (`os:reader`).
+    Reader,
+    /// A certificate of the CA with none of the roles: nothing.
+    None,
+}
+
+impl Role {
+    /// The strongest role among the certificate's organizations.
+    fn of(cert_der: &[u8]) -> Role {
+        let orgs = pki::organizations(cert_der).unwrap_or_default();
+        if orgs.iter().any(|o| o == "os:admin") {
+            Role::Admin
+        } else if orgs.iter().any(|o| o == "os:operator") {
+            Role::Operator
+        } else if orgs.iter().any(|o| o == "os:reader") {
+            Role::Reader
+        } else {
+            Role::None
+        }
+    }
+
+    /// Whether this role may make the call.
+    fn allows(self, method: &str, path: &str) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Operator => method == "GET" || path == "/v1/reboot",
+            Role::Reader => method == "GET",
+            Role::None => false,
+        }
     }
 }
 
@@ -109,7 +152,10 @@ fn tls(ca: Option<&config::Ca>) -> Result<(rustls::ServerConfig, String)> {
     use sha2::Digest as _;
     let key = pki::new_key().context("the API key")?;
     let (dns, ips) = node_names();
-    let kind = pki::Kind::Server { dns, ips };
+    let kind = pki::Kind::Server {
+        dns,
+        ips: ips.clone(),
+    };
     // an hour of slack for clocks that disagree a little
     let (from, to) = (now().saturating_sub(3600), now() + 10 * 365 * 86400);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -129,12 +175,18 @@ fn tls(ca: Option<&config::Ca>) -> Result<(rustls::ServerConfig, String)> {
             Ok((tls, format!("tls=self-signed sha256={fp} client-auth=none")))
         }
         Some(ca) => {
-            let issuer = pki::Issuer {
-                cert_der: &ca.cert_der,
-                key: &ca.key,
+            let signer = provider
+                .key_provider
+                .load_private_key(key_der)
+                .context("the API key")?;
+            let resolver = Resolver {
+                ca: ca.clone(),
+                key,
+                signer,
+                current: std::sync::Mutex::new(None),
             };
-            let cert = pki::issue("O=talos,CN=node-api", &key, &kind, Some(&issuer), from, to)
-                .context("the API certificate")?;
+            // issued now, so that a CA that cannot issue fails here, not in a handshake
+            resolver.certified(ips).context("the API certificate")?;
             let mut roots = rustls::RootCertStore::empty();
             roots
                 .add(ca.cert_der.clone().into())
@@ -148,12 +200,90 @@ fn tls(ca: Option<&config::Ca>) -> Result<(rustls::ServerConfig, String)> {
             let fp = hex::encode(sha2::Sha256::digest(&ca.cert_der));
             let tls = builder
                 .with_client_cert_verifier(verifier)
-                .with_single_cert(vec![cert.into(), ca.cert_der.clone().into()], key_der)
-                .context("the API certificate")?;
+                .with_cert_resolver(Arc::new(resolver));
             Ok((
                 tls,
                 format!("tls=machine-ca ca-sha256={fp} client-auth=required"),
             ))
+        }
+    }
+}
+
+/// The installed node's server certificate, issued again by the CA whenever the node's
+/// addresses change (a DHCP lease that arrives after the API started, a renewal with
+/// another address), so that clients can verify it for any address of the node.
+struct Resolver {
+    ca: config::Ca,
+    key: pki::SigningKey,
+    signer: Arc<dyn rustls::sign::SigningKey>,
+    current: std::sync::Mutex<Option<(Vec<std::net::IpAddr>, Arc<rustls::sign::CertifiedKey>)>>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+impl Resolver {
+    /// The certificate for `ips` (and the node's names), issued when they changed.
+    fn certified(&self, ips: Vec<std::net::IpAddr>) -> Result<Arc<rustls::sign::CertifiedKey>> {
+        let mut cur = self
+            .current
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the certificate lock is poisoned"))?;
+        if let Some((have, ck)) = cur.as_ref()
+            && *have == ips
+        {
+            return Ok(ck.clone());
+        }
+        let (dns, _) = node_names();
+        let issuer = pki::Issuer {
+            cert_der: &self.ca.cert_der,
+            key: &self.ca.key,
+        };
+        let (from, to) = (now().saturating_sub(3600), now() + 10 * 365 * 86400);
+        let kind = pki::Kind::Server {
+            dns,
+            ips: ips.clone(),
+        };
+        let cert = pki::issue(
+            "O=talos,CN=node-api",
+            &self.key,
+            &kind,
+            Some(&issuer),
+            from,
+            to,
+        )?;
+        let ck = Arc::new(rustls::sign::CertifiedKey::new(
+            vec![cert.into(), self.ca.cert_der.clone().into()],
+            self.signer.clone(),
+        ));
+        if cur.is_some() {
+            say(&format!(
+                "api certificate reissued addresses={}",
+                ips.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
+        *cur = Some((ips, ck.clone()));
+        Ok(ck)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Resolver {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        match self.certified(node_names().1) {
+            Ok(ck) => Some(ck),
+            Err(e) => {
+                say(&format!("api certificate error={:?}", format!("{e:#}")));
+                None
+            }
         }
     }
 }
@@ -184,7 +314,25 @@ pub fn serve(state: Arc<State>) -> Result<()> {
                     .peer_addr()
                     .map(|a| a.ip().to_string())
                     .unwrap_or_default();
-                if let Err(e) = handle(s, tls, &state, &peer) {
+                // one deadline for the whole connection, handshake included: a client that
+                // trickles bytes cannot keep a slot
+                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                if let Ok(c) = s.try_clone() {
+                    let done = done.clone();
+                    std::thread::spawn(move || {
+                        let t0 = std::time::Instant::now();
+                        while t0.elapsed() < CONNECTION_DEADLINE {
+                            if done.load(Ordering::SeqCst) {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        let _ = c.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                let r = handle(s, tls, &state, &peer);
+                done.store(true, Ordering::SeqCst);
+                if let Err(e) = r {
                     say(&format!(
                         "api peer={peer} error={:?}",
                         crate::console::printable(&format!("{e:#}"))
@@ -238,12 +386,26 @@ fn handle(s: TcpStream, tls: Arc<rustls::ServerConfig>, state: &State, peer: &st
     } else {
         let mut body = vec![0u8; length];
         io.read_exact(&mut body).context("reading the body")?;
-        route(&method, &path, &body, state)
+        // maintenance mode is open by design; the mutual-TLS API checks the client's role
+        let role = match (&state.ca, io.conn.peer_certificates()) {
+            (None, _) => Role::Admin,
+            (Some(_), Some([leaf, ..])) => Role::of(leaf),
+            (Some(_), _) => Role::None,
+        };
+        if role.allows(&method, &path) {
+            route(&method, &path, &body, state)
+        } else {
+            (
+                403,
+                serde_json::json!({"error": format!("the client certificate's role ({role:?}) may not {method} {path}")}),
+            )
+        }
     };
     let text = body.to_string();
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         500 => "Internal Server Error",
         413 => "Payload Too Large",
@@ -398,5 +560,42 @@ fn route(method: &str, path: &str, body: &[u8], state: &State) -> (u16, serde_js
             (200, json!({"rebooting": true}))
         }
         _ => (404, json!({"error": format!("no {method} {path}")})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn roles_are_talos_roles() {
+        let ca_key = pki::new_key().unwrap();
+        let ca = pki::issue("O=talos", &ca_key, &pki::Kind::Ca, None, 0, 4_000_000_000).unwrap();
+        let issuer = pki::Issuer {
+            cert_der: &ca,
+            key: &ca_key,
+        };
+        let role = |subject: &str| {
+            let k = pki::new_key().unwrap();
+            let c = pki::issue(subject, &k, &pki::Kind::Client, Some(&issuer), 0, 1).unwrap();
+            Role::of(&c)
+        };
+        assert_eq!(role("O=os:admin"), Role::Admin);
+        assert_eq!(role("O=os:reader,O=os:operator"), Role::Operator);
+        assert_eq!(role("O=os:reader"), Role::Reader);
+        assert_eq!(role("CN=nobody"), Role::None);
+        assert!(Role::Admin.allows("POST", "/v1/reset"));
+        assert!(Role::Operator.allows("POST", "/v1/reboot"));
+        assert!(!Role::Operator.allows("POST", "/v1/reset"));
+        assert!(!Role::Operator.allows("PUT", "/v1/meta/0x0d"));
+        assert!(Role::Reader.allows("GET", "/v1/meta"));
+        assert!(!Role::Reader.allows("POST", "/v1/reboot"));
+        assert!(!Role::None.allows("GET", "/v1/version"));
+        assert_eq!(meta_key("0x0d"), Some(13));
+        assert_eq!(meta_key("13"), Some(13));
+        assert_eq!(meta_key("0"), None);
+        assert_eq!(meta_key("0x00"), None);
+        assert_eq!(meta_key("0x100"), None);
     }
 }

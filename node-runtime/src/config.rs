@@ -246,7 +246,8 @@ impl std::fmt::Debug for Ca {
 }
 
 impl CaText {
-    fn decode(&self) -> Result<Ca, String> {
+    /// Outer error: malformed text (the sender's error); inner: a CA this node cannot use.
+    fn decode(&self) -> Result<Result<Ca, String>, String> {
         use base64::Engine as _;
         let text = |field: &str, v: &str| -> Result<String, String> {
             let raw = base64::engine::general_purpose::STANDARD
@@ -257,10 +258,13 @@ impl CaText {
         let crt = text("crt", &self.crt)?;
         let cert_der =
             pki::from_pem(&crt, "CERTIFICATE").map_err(|e| format!("field machine.ca.crt: {e}"))?;
-        let key = pki::key_from_pem(&text("key", &self.key)?)
-            .map_err(|e| format!("field machine.ca.key: {e}"))?;
+        let key = match pki::key_from_pem(&text("key", &self.key)?) {
+            Ok(k) => k,
+            Err(e @ pki::Error::Key(_)) => return Ok(Err(e.to_string())),
+            Err(e) => return Err(format!("field machine.ca.key: {e}")),
+        };
         pki::check_pair(&cert_der, &key).map_err(|e| format!("field machine.ca: {e}"))?;
-        Ok(Ca { cert_der, key })
+        Ok(Ok(Ca { cert_der, key }))
     }
 }
 
@@ -407,7 +411,7 @@ impl MachineConfig {
                 layer.no_dhcp.push(name);
                 continue;
             }
-            if d.dhcp {
+            if d.dhcp && d.bond.is_none() {
                 layer.dhcp.push(name.clone());
             } else {
                 layer.no_dhcp.push(name.clone());
@@ -796,6 +800,12 @@ fn check_interface(d: &Interface, at: &str) -> Result<(), String> {
         }
     }
     for (j, v) in d.vlans.iter().enumerate() {
+        if !d.interface.is_empty() && d.interface.len() + 1 + v.vlan_id.to_string().len() > 15 {
+            return Err(format!(
+                "field {at}.vlans[{j}]: the VLAN link {}.{} would be longer than 15 bytes",
+                d.interface, v.vlan_id
+            ));
+        }
         if !(1..=4094).contains(&v.vlan_id) {
             return Err(format!(
                 "field {at}.vlans[{j}].vlanId: {} is not 1-4094",
@@ -1021,6 +1031,10 @@ pub fn parse(text: &str) -> Result<MachineConfig, String> {
             for k in b.other.keys() {
                 not_applied.push(format!("{at}.bond.{k}"));
             }
+            // DHCP runs on physical links only
+            if d.dhcp {
+                not_applied.push(format!("{at}.dhcp"));
+            }
         }
         for (j, vl) in d.vlans.iter().enumerate() {
             for k in vl.other.keys() {
@@ -1056,7 +1070,23 @@ pub fn parse(text: &str) -> Result<MachineConfig, String> {
         registries: m.registries.unwrap_or_default(),
         env: m.env,
         ca: match &m.ca {
-            Some(c) if !c.crt.is_empty() || !c.key.is_empty() => Some(c.decode()?),
+            Some(c) if !c.crt.is_empty() && !c.key.is_empty() => match c.decode()? {
+                Ok(ca) => Some(ca),
+                Err(why) => {
+                    // a CA this node cannot use (Ed25519, …) turns the API off, not the
+                    // configuration down
+                    not_applied.push(format!("machine.ca ({why}: no API)"));
+                    None
+                }
+            },
+            Some(c) if !c.crt.is_empty() => {
+                // a Talos worker's configuration: the CA certificate without its key
+                not_applied.push("machine.ca (no key: no API)".into());
+                None
+            }
+            Some(c) if !c.key.is_empty() => {
+                return Err("field machine.ca: a key without crt".into());
+            }
             _ => None,
         },
         image_rules,
@@ -1119,7 +1149,7 @@ mod tests {
              routes:\n          - network: 0.0.0.0/0\n            gateway: 192.168.77.1\n          \
              - network: 198.51.100.0/24\n            gateway: 192.168.77.1\n            metric: 100\n        \
              vlans:\n          - vlanId: 42\n            cidr: 10.42.0.2/24\n            dhcp: true\n      \
-             - interface: bond0\n        bond:\n          interfaces: [eth1, eth2]\n          \
+             - interface: bond0\n        dhcp: true\n        bond:\n          interfaces: [eth1, eth2]\n          \
              mode: active-backup\n          miimon: 100\n        mtu: 9000\n      \
              - interface: eth3\n        ignore: true\n      \
              - deviceSelector:\n          driver: e1000\n        addresses: [10.9.9.9/8]\n        \
@@ -1131,6 +1161,7 @@ mod tests {
             [
                 "machine.network.interfaces[0].vlans[0].dhcp",
                 "machine.network.interfaces[1].bond.miimon",
+                "machine.network.interfaces[1].dhcp",
                 "machine.network.interfaces[3].vip",
             ]
         );
@@ -1269,6 +1300,37 @@ mod tests {
     }
 
     #[test]
+    fn machine_ca_the_node_cannot_use_turns_the_api_off() {
+        use base64::Engine as _;
+        let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+        let key = pki::new_key().unwrap();
+        let cert = pki::issue("O=talos", &key, &pki::Kind::Ca, None, 0, 4_000_000_000).unwrap();
+        let crt = b64(&pki::to_pem("CERTIFICATE", &cert));
+        let good = b64(&pki::to_pem("PRIVATE KEY", &pki::key_pkcs8(&key).unwrap()));
+        let doc = |k: &str| {
+            format!("version: v1alpha1\nmachine:\n  ca:\n    crt: {crt}\n    key: '{k}'\n")
+        };
+        let c = parse(&doc(&good)).unwrap();
+        assert!(c.ca.is_some() && c.not_applied.is_empty());
+        // a Talos worker: the certificate without the key
+        let c = parse(&doc("")).unwrap();
+        assert!(c.ca.is_none());
+        assert_eq!(c.not_applied, ["machine.ca (no key: no API)"]);
+        // Talos's default Ed25519 CA
+        let ed =
+            b64("-----BEGIN ED25519 PRIVATE KEY-----\nAA==\n-----END ED25519 PRIVATE KEY-----\n");
+        let c = parse(&doc(&ed)).unwrap();
+        assert!(c.ca.is_none());
+        assert!(c.not_applied[0].contains("Ed25519"), "{:?}", c.not_applied);
+        // another CA's key
+        let other = b64(&pki::to_pem(
+            "PRIVATE KEY",
+            &pki::key_pkcs8(&pki::new_key().unwrap()).unwrap(),
+        ));
+        assert!(parse(&doc(&other)).unwrap_err().contains("does not belong"));
+    }
+
+    #[test]
     fn watchdog_timer_config() {
         let doc = |body: &str| {
             parse(&format!(
@@ -1350,6 +1412,18 @@ mod tests {
             (
                 "version: v1alpha1\nmachine:\n  network:\n    interfaces:\n      - deviceSelector:\n          nope: 1\n",
                 "deviceSelector",
+            ),
+            (
+                "version: v1alpha1\nmachine:\n  network:\n    interfaces:\n      - interface: enx001122334455\n        vlans:\n          - vlanId: 42\n",
+                "longer than 15 bytes",
+            ),
+            (
+                "version: v1alpha1\nmachine:\n  ca:\n    key: QQ==\n",
+                "a key without crt",
+            ),
+            (
+                "version: v1alpha1\nmachine:\n  ca:\n    crt: '%%%'\n    key: QQ==\n",
+                "machine.ca.crt: not base64",
             ),
             ("version: v1alpha1\nmachine: {}\n\u{1b}[2J", "control"),
         ] {

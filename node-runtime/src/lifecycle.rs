@@ -19,6 +19,16 @@ const UPGRADE_KEYS: [u8; 3] = [0x06, 0x07, 0x08];
 /// How much of a large partition the fast wipe zeroes at each end.
 const FAST_WIPE: u64 = 4 << 20;
 
+/// One change at a time: META writes read, modify and write both copies, and a reset must
+/// not run twice or beside a write.
+static CHANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lock() -> Result<std::sync::MutexGuard<'static, ()>> {
+    CHANGES
+        .lock()
+        .map_err(|_| anyhow::anyhow!("an earlier change failed midway"))
+}
+
 /// The META of `disk`, to change.
 fn meta_of(disk: &str) -> Result<crate::meta::Found> {
     match crate::meta::find(Duration::from_secs(2))? {
@@ -39,6 +49,7 @@ pub fn meta_values(disk: &str) -> Result<crate::meta::Values> {
 
 /// Sets META `key` to `value` on the installed disk.
 pub fn meta_write(disk: &str, key: u8, value: &[u8]) -> Result<()> {
+    let _one = lock()?;
     let mut m = meta_of(disk)?;
     m.set(key, value)?;
     m.flush()?;
@@ -51,6 +62,7 @@ pub fn meta_write(disk: &str, key: u8, value: &[u8]) -> Result<()> {
 
 /// Deletes META `key` on the installed disk; false when it was not there.
 pub fn meta_delete(disk: &str, key: u8) -> Result<bool> {
+    let _one = lock()?;
     let mut m = meta_of(disk)?;
     if !m.delete(key) {
         return Ok(false);
@@ -76,11 +88,12 @@ fn zero(f: &mut std::fs::File, off: u64, len: u64) -> Result<()> {
 /// The reset: stops everything (`graceful`: SIGTERM first, up to 30 s; else at once),
 /// unmounts the volumes, wipes STATE and EPHEMERAL, deletes the upgrade keys, and reboots.
 pub fn reset(disk: &str, graceful: bool) -> Result<()> {
+    let _one = lock()?;
     let secs = crate::services::stop_all(Duration::from_secs(if graceful { 30 } else { 0 }));
     say(&format!(
         "reset disk={disk} graceful={graceful} stopped_in_s={secs}"
     ));
-    crate::volumes::unmount();
+    crate::volumes::unmount_strict()?;
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)

@@ -509,9 +509,12 @@ fn install(cmd: &Cmdline, cfg: &MachineConfig, meta: &crate::meta::Values) -> Re
             args.push(a.clone());
         }
     }
+    // the installer's test hook only where the kernel command line allows tests to use it
+    let test_pause = cmd.flag("node_runtime.test_install_pause");
     let mut env: Vec<(String, String)> = cfg
         .env
         .iter()
+        .filter(|(k, _)| test_pause || k.as_str() != "INSTALLER_TEST_PAUSE")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     env.push(("TMPDIR".into(), tmp.to_string_lossy().into_owned()));

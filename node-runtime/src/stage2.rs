@@ -51,7 +51,14 @@ pub fn run(start_ns: u64) -> Result<()> {
     let machine_config = installed
         .as_ref()
         .and_then(|_| crate::config::load_stored());
-    if let Some(w) = machine_config.as_ref().and_then(|c| c.watchdog.as_ref()) {
+    // not on a boot that halts at once (an ISO finding an installation): the halted machine
+    // would be reset by the hardware, and boot the ISO again
+    let halts = installed.is_some() && cmd.get("talos.halt_if_installed") == Some("1");
+    if let Some(w) = machine_config
+        .as_ref()
+        .and_then(|c| c.watchdog.as_ref())
+        .filter(|_| !halts)
+    {
         let stop = cmd
             .get(crate::watchdog::TEST_STOP)
             .and_then(|v| v.parse::<u64>().ok())

@@ -160,6 +160,19 @@ fn loader_entry_selected() -> Option<String> {
     (!s.is_empty() && s.chars().all(|c| c.is_ascii_graphic())).then_some(s)
 }
 
+/// Syncs and unmounts EPHEMERAL and STATE; an error when one stays mounted (busy), so that
+/// nothing wipes a mounted filesystem.
+pub fn unmount_strict() -> Result<()> {
+    nix::unistd::sync();
+    for target in [EPHEMERAL_MOUNT, STATE_MOUNT] {
+        match nix::mount::umount(target) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => anyhow::bail!("unmounting {target}: {e}"),
+        }
+    }
+    Ok(())
+}
+
 /// Syncs and unmounts EPHEMERAL and STATE (read-only if busy), so that the filesystems are
 /// clean when the machine goes down.
 pub fn unmount() {

@@ -11,7 +11,6 @@
 use crate::config::Watchdog;
 use crate::console::say;
 use crate::sys::{watchdog_get_timeout, watchdog_keepalive, watchdog_set_timeout};
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// The test switch.
@@ -19,7 +18,27 @@ pub const TEST_STOP: &str = "node_runtime.test_watchdog_stop";
 
 /// Arms the watchdog and starts feeding it; returns at once.
 pub fn arm(w: &Watchdog, stop_after: Option<Duration>) {
-    let mut f = match std::fs::OpenOptions::new().write(true).open(&w.device) {
+    // a watchdog, not any device: a character device the watchdog class knows
+    let name = std::path::Path::new(&w.device)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let is_char = std::fs::metadata(&w.device).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt as _;
+        m.file_type().is_char_device()
+    });
+    let known = w.device == "/dev/watchdog"
+        || std::path::Path::new("/sys/class/watchdog")
+            .join(&name)
+            .exists();
+    if !is_char || !known {
+        say(&format!(
+            "watchdog device={} error=\"not a watchdog device (a character device of /sys/class/watchdog)\"",
+            w.device
+        ));
+        return;
+    }
+    let f = match std::fs::OpenOptions::new().write(true).open(&w.device) {
         Ok(f) => f,
         Err(e) => {
             say(&format!(
@@ -61,9 +80,8 @@ pub fn arm(w: &Watchdog, stop_after: Option<Duration>) {
                 std::mem::forget(f);
                 return;
             }
-            if watchdog_keepalive(&f).is_err() {
-                // drivers without the ioctl take any write as a keepalive
-                let _ = f.write_all(b"\0");
+            if let Err(e) = watchdog_keepalive(&f) {
+                say(&format!("watchdog error=\"keepalive: {e}\""));
             }
             std::thread::sleep(every);
         }

@@ -243,12 +243,23 @@ fn gen_config(
             b64(&ca_key_pem)
         )
     };
-    let host = endpoint
+    // https://host:port, https://[v6]:port
+    let authority = endpoint
         .trim_start_matches("https://")
-        .split(['/', ':'])
+        .split('/')
         .next()
-        .unwrap_or("127.0.0.1")
-        .to_string();
+        .unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    }
+    .to_string();
+    if host.is_empty() {
+        return Err(Fail(
+            2,
+            format!("endpoint {:?}: no host", printable(endpoint)),
+        ));
+    }
     let mut contexts = std::collections::BTreeMap::new();
     contexts.insert(
         name.to_string(),

@@ -394,6 +394,8 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         .args(["iso", "--output"])
         .arg(&iso_dir)
         .args(["--extra-kernel-arg", "console=ttyS0"])
+        // lets the configuration's INSTALLER_TEST_PAUSE reach the installer
+        .args(["--extra-kernel-arg", "node_runtime.test_install_pause"])
         .arg("--meta")
         .arg(format!("0xc=@{}", meta.display())));
     let iso = iso_dir.join("metal-amd64.iso");

@@ -51,6 +51,9 @@ pub enum AdvError {
         /// Bytes available.
         capacity: usize,
     },
+    /// Tag 0 ends the record list of a copy: it cannot hold a value.
+    #[error("META key 0x00 is reserved (it ends the list of values)")]
+    ReservedTag,
     /// A buffer of the wrong size was given.
     #[error("META partition buffer must be {expected} bytes, got {got}")]
     BadLength {
@@ -113,6 +116,9 @@ impl Adv {
 
     /// Sets `tag` (replacing an earlier value), refusing values that would overflow one copy.
     pub fn set(&mut self, tag: u8, value: &[u8]) -> Result<(), AdvError> {
+        if tag == 0 {
+            return Err(AdvError::ReservedTag);
+        }
         let old = self.tags.get(&tag).map_or(0, |v| 8 + v.len());
         let needed = self.used() - old + 8 + value.len();
         if needed > DATA_CAPACITY {
@@ -345,6 +351,7 @@ mod tests {
         // replacing the value with one of the same size is fine
         a.set(1, &vec![8u8; DATA_CAPACITY - 8]).unwrap();
         let mut b = Adv::new();
+        assert_eq!(b.set(0, b"x"), Err(AdvError::ReservedTag));
         let e = b.set(0x0a, &vec![0u8; 256 * 1024]).unwrap_err();
         assert!(e.to_string().contains("0x0a"), "{e}");
         // full copy roundtrips

@@ -297,6 +297,24 @@ pub fn key_from_pem(text: &str) -> Result<SigningKey, Error> {
     })
 }
 
+/// The organization names (`O=`) of the certificate's subject: Talos's roles.
+pub fn organizations(cert_der: &[u8]) -> Result<Vec<String>, Error> {
+    use der::asn1::{PrintableStringRef, Utf8StringRef};
+    let cert = Certificate::from_der(cert_der).map_err(der_err("the certificate"))?;
+    let org = der::oid::db::rfc4519::ORGANIZATION_NAME;
+    let mut out = Vec::new();
+    for rdn in cert.tbs_certificate.subject.0.iter() {
+        for atv in rdn.0.iter().filter(|a| a.oid == org) {
+            if let Ok(s) = atv.value.decode_as::<Utf8StringRef<'_>>() {
+                out.push(s.as_str().to_string());
+            } else if let Ok(s) = atv.value.decode_as::<PrintableStringRef<'_>>() {
+                out.push(s.as_str().to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Checks that `cert_der` parses and carries `key`'s public key.
 pub fn check_pair(cert_der: &[u8], key: &SigningKey) -> Result<(), Error> {
     let cert = Certificate::from_der(cert_der).map_err(der_err("the certificate"))?;
@@ -347,6 +365,11 @@ mod tests {
         assert_eq!(c.tbs_certificate.issuer.to_string(), "O=talos,CN=ca");
         assert_eq!(c.tbs_certificate.extensions.unwrap().len(), 3);
         check_pair(&server, &k).unwrap();
+        let client = issue("O=os:admin,O=x", &k, &Kind::Client, Some(&issuer), 0, 1).unwrap();
+        let mut orgs = organizations(&client).unwrap();
+        orgs.sort();
+        assert_eq!(orgs, ["os:admin", "x"]);
+        assert!(organizations(&server).unwrap().is_empty());
         assert!(check_pair(&server, &ca_key).is_err());
         let pem = to_pem("PRIVATE KEY", &key_pkcs8(&k).unwrap());
         let back = key_from_pem(&pem).unwrap();

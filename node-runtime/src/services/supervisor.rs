@@ -274,6 +274,9 @@ fn wait_for_dependencies(svc: &Service, hub: &Readiness, known: &[String]) {
 pub fn supervise(svc: Service, hub: Arc<Readiness>, known: Arc<Vec<String>>) {
     let id = svc.id();
     wait_for_dependencies(&svc, &hub, &known);
+    if super::STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let mut backoff = Backoff::new();
     let mut restarts = 0u32;
     loop {
@@ -293,6 +296,9 @@ pub fn supervise(svc: Service, hub: Arc<Readiness>, known: Arc<Vec<String>>) {
             restarts,
         );
         std::thread::sleep(delay);
+        if super::STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
     }
 }
 
