@@ -417,7 +417,10 @@ impl Machine {
                         let line = String::from_utf8_lossy(&buf)
                             .trim_end_matches(['\n', '\r'])
                             .to_string();
-                        if tx.send(line).is_err() {
+                        if split_kernel_message(&line)
+                            .into_iter()
+                            .any(|l| tx.send(l).is_err())
+                        {
                             break;
                         }
                     }
@@ -541,6 +544,30 @@ impl Drop for Run {
     }
 }
 
+/// A kernel message printed into the middle of a line of user space on the same serial
+/// console (`…disk=/dev/vda[    4.33] 8021q: …`) becomes its own line again: the kernel's
+/// `[ seconds.micros]` stamp never follows other text on a line of its own.
+fn split_kernel_message(line: &str) -> Vec<String> {
+    let stamp_at = line.char_indices().skip(1).find_map(|(i, c)| {
+        if c != '[' {
+            return None;
+        }
+        let rest = &line[i + 1..];
+        let close = rest.find(']')?;
+        let t = rest[..close].trim_start();
+        let (a, b) = t.split_once('.')?;
+        (!a.is_empty()
+            && a.bytes().all(|x| x.is_ascii_digit())
+            && b.len() == 6
+            && b.bytes().all(|x| x.is_ascii_digit()))
+        .then_some(i)
+    });
+    match stamp_at {
+        Some(i) => vec![line[..i].to_string(), line[i..].to_string()],
+        None => vec![line.to_string()],
+    }
+}
+
 /// Parses `key=value` fields of a node-runtime console line.
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
@@ -551,6 +578,26 @@ pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn kernel_messages_inside_a_line_are_split_off() {
+        assert_eq!(
+            split_kernel_message(
+                "node-runtime: ready installed=true disk=/dev/vda[    4.332125] 8021q: adding VLAN 0"
+            ),
+            [
+                "node-runtime: ready installed=true disk=/dev/vda",
+                "[    4.332125] 8021q: adding VLAN 0"
+            ]
+        );
+        for whole in [
+            "[    4.332125] 8021q: adding VLAN 0",
+            "node-runtime: meta keys=[1] x",
+            "a [1.5] b",
+        ] {
+            assert_eq!(split_kernel_message(whole), [whole]);
+        }
+    }
 
     #[test]
     fn fields() {
