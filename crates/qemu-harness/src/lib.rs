@@ -409,6 +409,7 @@ impl Machine {
         std::thread::spawn(move || {
             let mut r = BufReader::new(out);
             let mut buf = Vec::new();
+            let mut lines = Lines::default();
             loop {
                 buf.clear();
                 match r.read_until(b'\n', &mut buf) {
@@ -417,14 +418,14 @@ impl Machine {
                         let line = String::from_utf8_lossy(&buf)
                             .trim_end_matches(['\n', '\r'])
                             .to_string();
-                        if split_kernel_message(&line)
-                            .into_iter()
-                            .any(|l| tx.send(l).is_err())
-                        {
-                            break;
+                        if lines.push(&line).into_iter().any(|l| tx.send(l).is_err()) {
+                            return;
                         }
                     }
                 }
+            }
+            if let Some(rest) = lines.pending.take() {
+                let _ = tx.send(rest);
             }
         });
         Ok(Run {
@@ -544,28 +545,76 @@ impl Drop for Run {
     }
 }
 
-/// A kernel message printed into the middle of a line of user space on the same serial
-/// console (`…disk=/dev/vda[    4.33] 8021q: …`) becomes its own line again: the kernel's
+/// Console lines with kernel messages taken out of user space's lines again. A kernel
+/// message printed into the middle of a line on the same serial console
+/// (`…disk=/dev/vda[    4.33] 8021q: …` then `bytes=12 …` on the next line) becomes a
+/// line of its own, and the two halves of the interrupted line are joined: the kernel's
 /// `[ seconds.micros]` stamp never follows other text on a line of its own.
-fn split_kernel_message(line: &str) -> Vec<String> {
-    let stamp_at = line.char_indices().skip(1).find_map(|(i, c)| {
-        if c != '[' {
-            return None;
+#[derive(Default)]
+struct Lines {
+    /// The start of a line a kernel message interrupted.
+    pending: Option<String>,
+}
+
+impl Lines {
+    fn push(&mut self, line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let (head, kernel) = split_kernel_message(line);
+        if head.is_empty() && kernel.is_some() {
+            // a whole kernel line, maybe one more inside an interrupted line
+            out.extend(kernel);
+            return out;
         }
-        let rest = &line[i + 1..];
-        let close = rest.find(']')?;
-        let t = rest[..close].trim_start();
-        let (a, b) = t.split_once('.')?;
-        (!a.is_empty()
+        let head = match self.pending.take() {
+            Some(p) => p + &head,
+            None => head,
+        };
+        match kernel {
+            // firmware drawing its screen (escape sequences) is not a line of ours
+            Some(k) if !head.contains('\x1b') => {
+                self.pending = Some(head);
+                out.push(k);
+            }
+            Some(k) => {
+                out.push(head);
+                out.push(k);
+            }
+            None => out.push(head),
+        }
+        out
+    }
+}
+
+/// Splits `line` at a kernel `[ seconds.micros]` stamp that follows other text: (text
+/// before, kernel message). A line that starts with a stamp is ("", Some(line)).
+fn split_kernel_message(line: &str) -> (String, Option<String>) {
+    if starts_with_stamp(line) {
+        return (String::new(), Some(line.to_string()));
+    }
+    let stamp_at = line
+        .char_indices()
+        .skip(1)
+        .find_map(|(i, c)| (c == '[' && starts_with_stamp(&line[i..])).then_some(i));
+    match stamp_at {
+        Some(i) => (line[..i].to_string(), Some(line[i..].to_string())),
+        None => (line.to_string(), None),
+    }
+}
+
+fn starts_with_stamp(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix('[') else {
+        return false;
+    };
+    let Some(close) = rest.find(']') else {
+        return false;
+    };
+    let t = rest[..close].trim_start();
+    t.split_once('.').is_some_and(|(a, b)| {
+        !a.is_empty()
             && a.bytes().all(|x| x.is_ascii_digit())
             && b.len() == 6
-            && b.bytes().all(|x| x.is_ascii_digit()))
-        .then_some(i)
-    });
-    match stamp_at {
-        Some(i) => vec![line[..i].to_string(), line[i..].to_string()],
-        None => vec![line.to_string()],
-    }
+            && b.bytes().all(|x| x.is_ascii_digit())
+    })
 }
 
 /// Parses `key=value` fields of a node-runtime console line.
@@ -581,22 +630,37 @@ mod tests {
 
     #[test]
     fn kernel_messages_inside_a_line_are_split_off() {
+        let mut l = Lines::default();
+        let mut all = Vec::new();
+        for line in [
+            "[    1.000000] first",
+            "node-runtime: config-fetch attempt=3[    4.332125] 8021q: adding VLAN 0",
+            "[    4.332200] virtio_net virtio1 eth0: up",
+            " bytes=12 url=x",
+            "node-runtime: ready installed=true disk=/dev/vda[    5.100000] random: crng",
+            "",
+            "a [1.5] b",
+            "node-runtime: meta keys=[1] x",
+            "\x1b[2J menu[    0.000000] Linux version",
+        ] {
+            all.extend(l.push(line));
+        }
         assert_eq!(
-            split_kernel_message(
-                "node-runtime: ready installed=true disk=/dev/vda[    4.332125] 8021q: adding VLAN 0"
-            ),
+            all,
             [
+                "[    1.000000] first",
+                "[    4.332125] 8021q: adding VLAN 0",
+                "[    4.332200] virtio_net virtio1 eth0: up",
+                "node-runtime: config-fetch attempt=3 bytes=12 url=x",
+                "[    5.100000] random: crng",
                 "node-runtime: ready installed=true disk=/dev/vda",
-                "[    4.332125] 8021q: adding VLAN 0"
+                "a [1.5] b",
+                "node-runtime: meta keys=[1] x",
+                "\x1b[2J menu",
+                "[    0.000000] Linux version",
             ]
         );
-        for whole in [
-            "[    4.332125] 8021q: adding VLAN 0",
-            "node-runtime: meta keys=[1] x",
-            "a [1.5] b",
-        ] {
-            assert_eq!(split_kernel_message(whole), [whole]);
-        }
+        assert!(l.pending.is_none());
     }
 
     #[test]
