@@ -74,6 +74,8 @@ const GRUB_MODULES: &[&str] = &[
     "reboot",
     "halt",
     "all_video",
+    // the one-shot boot of an upgrade: load_env / save_env of grub/grubenv (upgrade.md)
+    "loadenv",
 ];
 const GRUB_BIOS_MODULES: &[&str] = &["biosdisk", "part_msdos"];
 /// The disk images' GRUB prefix: BOOT must be partition 3.

@@ -15,6 +15,8 @@
 //! Specification type #2 entry); without one, a type #1 entry (`loader/entries/<name>.conf`)
 //! points at the kernel and initramfs on the ESP, as for the Talos versions before UKIs.
 
+pub mod ab;
+
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::PathBuf;

@@ -54,6 +54,65 @@ pub struct State {
     pub ca: Option<config::Ca>,
     /// The installed disk (the authenticated API's META and reset calls).
     pub disk: Option<String>,
+    /// The installed node's stored configuration (mirrors and policy for upgrades).
+    pub config: Option<config::MachineConfig>,
+}
+
+/// Bound on what `logs` returns: the end of the log.
+const LOG_TAIL: u64 = 256 << 10;
+/// Bound on what `dmesg` returns.
+const DMESG_MAX: usize = 4 << 20;
+
+/// The end of a service's log file.
+fn log_tail(id: &str) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = std::path::Path::new(crate::services::LOG_DIR).join(format!("{id}.log"));
+    let mut f = std::fs::File::open(path)?;
+    let len = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL)))?;
+    let mut b = Vec::new();
+    f.take(LOG_TAIL).read_to_end(&mut b)?;
+    Ok(String::from_utf8_lossy(&b).into_owned())
+}
+
+/// The kernel's log buffer as `[seconds.micros] message` lines, from `/dev/kmsg` (records
+/// `prio,seq,usec,flags;message`).
+fn dmesg() -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")?;
+    let mut out = String::new();
+    let mut buf = vec![0u8; 8192];
+    while out.len() < DMESG_MAX {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            // a record overwritten while reading: go on with the next one
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(e) => return Err(e),
+        };
+        let rec = String::from_utf8_lossy(&buf[..n]);
+        let Some((head, msg)) = rec.split_once(';') else {
+            continue;
+        };
+        let usec: u64 = head
+            .split(',')
+            .nth(2)
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(0);
+        // continuation lines (` KEY=value`) are metadata
+        let msg = msg.lines().next().unwrap_or("");
+        out.push_str(&format!(
+            "[{:5}.{:06}] {msg}\n",
+            usec / 1_000_000,
+            usec % 1_000_000
+        ));
+    }
+    Ok(out)
 }
 
 /// `0x0a`, `10` → 10.
@@ -105,11 +164,14 @@ impl Role {
     }
 }
 
-/// Unix seconds now (the node's clock: certificates are runtime secrets, not build outputs).
-fn now() -> u64 {
-    std::time::SystemTime::now()
+/// The validity of a certificate issued now, by the node's clock (certificates are runtime
+/// secrets, not build outputs): from an hour ago (slack for clocks that disagree a little)
+/// for ten years.
+fn validity() -> (u64, u64) {
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_secs());
+    (now.saturating_sub(3600), now + 10 * 365 * 86400)
 }
 
 /// The node's addresses and names for its server certificate: every address of its links
@@ -152,12 +214,6 @@ fn tls(ca: Option<&config::Ca>) -> Result<(rustls::ServerConfig, String)> {
     use sha2::Digest as _;
     let key = pki::new_key().context("the API key")?;
     let (dns, ips) = node_names();
-    let kind = pki::Kind::Server {
-        dns,
-        ips: ips.clone(),
-    };
-    // an hour of slack for clocks that disagree a little
-    let (from, to) = (now().saturating_sub(3600), now() + 10 * 365 * 86400);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -165,6 +221,8 @@ fn tls(ca: Option<&config::Ca>) -> Result<(rustls::ServerConfig, String)> {
     let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(pki::key_pkcs8(&key)?.into());
     match ca {
         None => {
+            let (from, to) = validity();
+            let kind = pki::Kind::Server { dns, ips };
             let cert = pki::issue("CN=talos-maintenance", &key, &kind, None, from, to)
                 .context("the API certificate")?;
             let fp = hex::encode(sha2::Sha256::digest(&cert));
@@ -186,7 +244,9 @@ fn tls(ca: Option<&config::Ca>) -> Result<(rustls::ServerConfig, String)> {
                 current: std::sync::Mutex::new(None),
             };
             // issued now, so that a CA that cannot issue fails here, not in a handshake
-            resolver.certified(ips).context("the API certificate")?;
+            resolver
+                .certified((dns, ips))
+                .context("the API certificate")?;
             let mut roots = rustls::RootCertStore::empty();
             roots
                 .add(ca.cert_der.clone().into())
@@ -226,8 +286,12 @@ impl std::fmt::Debug for Resolver {
 }
 
 impl Resolver {
-    /// The certificate for `ips` (and the node's names), issued when they changed.
-    fn certified(&self, ips: Vec<std::net::IpAddr>) -> Result<Arc<rustls::sign::CertifiedKey>> {
+    /// The certificate for the node's names and addresses (`node_names`), issued when the
+    /// addresses changed.
+    fn certified(
+        &self,
+        (dns, ips): (Vec<String>, Vec<std::net::IpAddr>),
+    ) -> Result<Arc<rustls::sign::CertifiedKey>> {
         let mut cur = self
             .current
             .lock()
@@ -237,12 +301,11 @@ impl Resolver {
         {
             return Ok(ck.clone());
         }
-        let (dns, _) = node_names();
         let issuer = pki::Issuer {
             cert_der: &self.ca.cert_der,
             key: &self.ca.key,
         };
-        let (from, to) = (now().saturating_sub(3600), now() + 10 * 365 * 86400);
+        let (from, to) = validity();
         let kind = pki::Kind::Server {
             dns,
             ips: ips.clone(),
@@ -278,7 +341,7 @@ impl rustls::server::ResolvesServerCert for Resolver {
         &self,
         _hello: rustls::server::ClientHello<'_>,
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        match self.certified(node_names().1) {
+        match self.certified(node_names()) {
             Ok(ck) => Some(ck),
             Err(e) => {
                 say(&format!("api certificate error={:?}", format!("{e:#}")));
@@ -428,6 +491,16 @@ fn handle(s: TcpStream, tls: Arc<rustls::ServerConfig>, state: &State, peer: &st
 
 fn route(method: &str, path: &str, body: &[u8], state: &State) -> (u16, serde_json::Value) {
     use serde_json::json;
+    let installed_only = path == "/v1/upgrade"
+        || path == "/v1/services"
+        || path == "/v1/dmesg"
+        || path.starts_with("/v1/logs/");
+    if installed_only && state.ca.is_none() {
+        return (
+            403,
+            json!({"error": format!("{path} is not served in maintenance mode")}),
+        );
+    }
     match (method, path) {
         ("GET", "/v1/version") => (
             200,
@@ -550,6 +623,79 @@ fn route(method: &str, path: &str, body: &[u8], state: &State) -> (u16, serde_js
             });
             (200, json!({"resetting": true, "wipeMode": mode}))
         }
+        ("POST", "/v1/upgrade") => {
+            let (Some(disk), Some(cfg)) = (
+                state.disk.as_deref().filter(|_| state.ca.is_some()),
+                state.config.as_ref(),
+            ) else {
+                return (400, json!({"error": "only an installed node is upgraded"}));
+            };
+            let req: serde_json::Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return (400, json!({"error": format!("not JSON: {e}")})),
+            };
+            let Some(image) = req["image"].as_str() else {
+                return (400, json!({"error": "no image"}));
+            };
+            let r = crate::upgrade::request(
+                disk,
+                &crate::cmdline::Cmdline::read(),
+                cfg,
+                crate::upgrade::Request {
+                    image: image.to_string(),
+                    preserve: req["preserve"].as_bool().unwrap_or(false),
+                    stage: req["stage"].as_bool().unwrap_or(false),
+                    test_pause: req["testPause"].as_bool().unwrap_or(false),
+                },
+            );
+            match r {
+                Ok(what) => (200, json!({"upgrade": what, "image": image})),
+                Err(e) => (400, json!({"error": format!("{e:#}")})),
+            }
+        }
+        ("GET", "/v1/services") => {
+            let list: Vec<serde_json::Value> = crate::services::STATUS
+                .lock()
+                .map(|m| {
+                    m.iter()
+                        .map(|(id, s)| {
+                            json!({
+                                "id": id, "state": s.state, "reason": s.reason,
+                                "exit": s.exit, "pid": s.pid, "restarts": s.restarts,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (200, json!({ "services": list }))
+        }
+        ("GET", p) if p.starts_with("/v1/logs/") => {
+            let id = &p["/v1/logs/".len()..];
+            if id.is_empty()
+                || id.len() > 64
+                || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return (400, json!({"error": "not a service id"}));
+            }
+            let known = crate::services::STATUS
+                .lock()
+                .map(|m| m.contains_key(id))
+                .unwrap_or(false);
+            if !known {
+                return (404, json!({"error": format!("no service {id}")}));
+            }
+            match log_tail(id) {
+                Ok(t) => (200, json!({"id": id, "log": t})),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    (200, json!({"id": id, "log": ""}))
+                }
+                Err(e) => (500, json!({"error": format!("reading the log: {e}")})),
+            }
+        }
+        ("GET", "/v1/dmesg") => match dmesg() {
+            Ok(t) => (200, json!({ "dmesg": t })),
+            Err(e) => (500, json!({"error": format!("reading /dev/kmsg: {e}")})),
+        },
         ("POST", "/v1/reboot") => {
             std::thread::spawn(|| {
                 std::thread::sleep(Duration::from_millis(500));

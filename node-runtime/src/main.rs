@@ -26,6 +26,7 @@ mod services;
 mod stage1;
 mod stage2;
 mod sys;
+mod upgrade;
 mod volumes;
 mod watchdog;
 
@@ -56,6 +57,10 @@ fn main() {
     };
     if let Err(e) = res {
         say(&format!("error: {e:#}"));
+        // a new version on trial that fails goes back to the previous one
+        if !initramfs && upgrade::on_fatal() {
+            idle()
+        }
         if Cmdline::read().flag(POWEROFF_FLAG) {
             poweroff();
         }

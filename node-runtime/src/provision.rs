@@ -39,6 +39,7 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
     let (tx, rx) = std::sync::mpsc::channel::<crate::api::Incoming>();
     say("maintenance waiting for a machine configuration");
     let state = std::sync::Arc::new(crate::api::State {
+        config: None,
         version: version.to_string(),
         meta: meta.clone(),
         tx: Some(tx.clone()),
@@ -193,7 +194,7 @@ fn fetch_config(url: &str) -> String {
     unreachable!("the retry loop only ends by returning")
 }
 
-fn arch() -> &'static str {
+pub(crate) fn arch() -> &'static str {
     if cfg!(target_arch = "aarch64") {
         "arm64"
     } else {
@@ -202,7 +203,7 @@ fn arch() -> &'static str {
 }
 
 /// Pulls and unpacks `image` into [`INSTALLER_ROOT`]; returns the root.
-fn pull_installer(image: &str, cfg: &MachineConfig) -> Result<PathBuf> {
+pub(crate) fn pull_installer(image: &str, cfg: &MachineConfig) -> Result<PathBuf> {
     let r =
         oci::Reference::parse(image).with_context(|| format!("machine.install.image {image:?}"))?;
     let cache = oci::cache::Cache::open(Path::new(OCI_CACHE)).context("the blob cache")?;
@@ -470,28 +471,9 @@ fn install(cmd: &Cmdline, cfg: &MachineConfig, meta: &crate::meta::Values) -> Re
     }
     let disk = install_disk(cfg)?;
     let root = pull_installer(&cfg.install.image, cfg)?;
-    let bin = root.join("usr/bin/installer");
-    if !bin.is_file() {
-        bail!("{} has no /usr/bin/installer", cfg.install.image);
-    }
-    let tmp = root.join("tmp");
-    std::fs::create_dir_all(&tmp)?;
-    let mut args: Vec<String> = [
-        "install",
-        "--disk",
-        &disk,
-        "--platform",
-        cmd.get("talos.platform").unwrap_or("metal"),
-        "--arch",
-        arch(),
-        "--install-dir",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(root.join("usr/install").to_string_lossy().into_owned());
+    let mut extra = Vec::new();
     if cfg.install.wipe {
-        args.push("--zero".into());
+        extra.push("--zero".into());
     }
     // a UKI's command line is fixed when it is built: Talos ignores the extra arguments then
     if root
@@ -505,19 +487,11 @@ fn install(cmd: &Cmdline, cfg: &MachineConfig, meta: &crate::meta::Values) -> Re
         }
     } else {
         for a in &cfg.install.extra_kernel_args {
-            args.push("--extra-kernel-arg".into());
-            args.push(a.clone());
+            extra.push("--extra-kernel-arg".into());
+            extra.push(a.clone());
         }
     }
-    // the installer's test hook only where the kernel command line allows tests to use it
-    let test_pause = cmd.flag("node_runtime.test_install_pause");
-    let mut env: Vec<(String, String)> = cfg
-        .env
-        .iter()
-        .filter(|(k, _)| test_pause || k.as_str() != "INSTALLER_TEST_PAUSE")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    env.push(("TMPDIR".into(), tmp.to_string_lossy().into_owned()));
+    let mut env = Vec::new();
     if !meta.is_empty() {
         let pairs: Vec<(u8, String)> = meta
             .iter()
@@ -525,17 +499,67 @@ fn install(cmd: &Cmdline, cfg: &MachineConfig, meta: &crate::meta::Values) -> Re
             .collect();
         env.push((adv::env::VAR.into(), adv::env::encode(&pairs, true)));
     }
-    env.push(("PATH".into(), "/usr/bin:/bin".into()));
+    let pause = cfg.env.get(adv::env::TEST_PAUSE).is_some_and(|v| v == "1");
     say(&format!("install disk={disk} image={}", cfg.install.image));
-    let exit = crate::sys::run_in_mount_ns(&bin, &args, &env)?;
-    if exit != crate::services::reaper::Exit::Code(0) {
-        bail!("the installer ended with {exit:?}");
-    }
+    run_installer(&root, &disk, cmd, cfg, &extra, env, pause)?;
     store_config(&disk, cfg)?;
     let _ = std::fs::remove_dir_all(&root);
     say(&format!("install done disk={disk} reboot=true"));
     nix::unistd::sync();
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    Ok(())
+}
+
+/// Runs the unpacked installer image's `/usr/bin/installer install --disk <disk> --platform
+/// <talos.platform> --arch <arch> --install-dir <image>/usr/install <extra…>` in a private
+/// mount namespace, with the configuration's `machine.env`, `env`, and `TMPDIR` inside the
+/// image. The test hook `INSTALLER_TEST_PAUSE=1` is passed (`pause`) only when the kernel
+/// command line has `node_runtime.test_install_pause`.
+pub(crate) fn run_installer(
+    root: &Path,
+    disk: &str,
+    cmd: &Cmdline,
+    cfg: &MachineConfig,
+    extra: &[String],
+    mut env: Vec<(String, String)>,
+    pause: bool,
+) -> Result<()> {
+    let bin = root.join("usr/bin/installer");
+    if !bin.is_file() {
+        bail!("the installer image has no /usr/bin/installer");
+    }
+    let tmp = root.join("tmp");
+    std::fs::create_dir_all(&tmp)?;
+    let mut args: Vec<String> = [
+        "install",
+        "--disk",
+        disk,
+        "--platform",
+        cmd.get("talos.platform").unwrap_or("metal"),
+        "--arch",
+        arch(),
+        "--install-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(root.join("usr/install").to_string_lossy().into_owned());
+    args.extend(extra.iter().cloned());
+    env.extend(
+        cfg.env
+            .iter()
+            .filter(|(k, _)| k.as_str() != adv::env::TEST_PAUSE)
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    if pause && cmd.flag("node_runtime.test_install_pause") {
+        env.push((adv::env::TEST_PAUSE.into(), "1".into()));
+    }
+    env.push(("TMPDIR".into(), tmp.to_string_lossy().into_owned()));
+    env.push(("PATH".into(), "/usr/bin:/bin".into()));
+    let exit = crate::sys::run_in_mount_ns(&bin, &args, &env)?;
+    if exit != crate::services::reaper::Exit::Code(0) {
+        bail!("the installer ended with {exit:?}");
+    }
     Ok(())
 }
 

@@ -26,6 +26,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+/// Test switch: an installed system fails before its ready line (a broken upgrade).
+const FAIL_FLAG: &str = "node_runtime.test_fail_before_ready";
+
 /// Runs stage 2.
 pub fn run(start_ns: u64) -> Result<()> {
     let cmd = Cmdline::read();
@@ -37,6 +40,13 @@ pub fn run(start_ns: u64) -> Result<()> {
         Some(d) => volumes::mount_installed(d)?,
         None => None,
     };
+    // after an upgrade: the new version on trial, or the previous one again
+    let upgrade = installed
+        .as_ref()
+        .map(|i| crate::upgrade::classify(&i.disk, &cmd, &values));
+    if installed.is_some() && cmd.flag(FAIL_FLAG) {
+        anyhow::bail!("{FAIL_FLAG}: failing before ready, as asked (a test's broken version)");
+    }
     if let Err(e) = modules::coldplug() {
         say(&format!("modalias error={:?}", format!("{e:#}")));
     }
@@ -80,7 +90,17 @@ pub fn run(start_ns: u64) -> Result<()> {
     let summary = meta_summary(&values);
     let boot_ms = boottime_ns().saturating_sub(start_ns) / 1_000_000;
     let install = match &installed {
-        Some(i) => format!("installed=true version={} disk={}", i.version, i.disk),
+        Some(i) => format!(
+            "installed=true version={} disk={}{}",
+            i.version,
+            i.disk,
+            match &upgrade {
+                Some(crate::upgrade::Kind::Rollback { from }) => {
+                    format!(" rollback from={from} to={}", i.version)
+                }
+                _ => String::new(),
+            }
+        ),
         None => "installed=false".to_string(),
     };
     say(&format!(
@@ -109,12 +129,18 @@ pub fn run(start_ns: u64) -> Result<()> {
             tx: None,
             ca: Some(ca),
             disk: Some(i.disk.clone()),
+            config: machine_config.clone(),
         });
         std::thread::spawn(move || {
             if let Err(e) = crate::api::serve(state) {
                 say(&format!("api error={:?}", format!("{e:#}")));
             }
         });
+    }
+    if let Some(i) = &installed {
+        // bless a new version, forget a failed one, run a staged upgrade
+        let (cmd, cfg, version) = (cmd.clone(), machine_config.clone(), i.version.clone());
+        std::thread::spawn(move || crate::upgrade::settle(&cmd, cfg.as_ref(), &version));
     }
     // maintenance mode, unless the test switch powers the node off at once (with
     // `=SECONDS` the node is up that long, in maintenance when not installed)

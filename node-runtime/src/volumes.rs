@@ -16,7 +16,7 @@ use crate::mounts::mount_fs;
 use anyhow::{Context, Result};
 use nix::mount::MsFlags;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,6 @@ use std::time::{Duration, Instant};
 pub const STATE_MOUNT: &str = "/system/state";
 /// Where EPHEMERAL is mounted.
 pub const EPHEMERAL_MOUNT: &str = "/var";
-/// systemd-boot's vendor GUID for its loader variables.
-const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 
 /// An installation, booted.
 #[derive(Debug)]
@@ -36,14 +34,7 @@ pub struct Installed {
     pub version: String,
 }
 
-/// `/dev/vda` + 5 → `/dev/vda5`; `/dev/nvme0n1` + 5 → `/dev/nvme0n1p5`.
-pub fn partition_device(disk: &str, number: u32) -> String {
-    if disk.ends_with(|c: char| c.is_ascii_digit()) {
-        format!("{disk}p{number}")
-    } else {
-        format!("{disk}{number}")
-    }
-}
+pub use installer::ab::partition_device;
 
 fn wait_for(dev: &str) -> Result<()> {
     let start = Instant::now();
@@ -120,13 +111,16 @@ fn count_boot() -> Result<u64> {
 }
 
 /// The version the boot loader booted: systemd-boot names the entry it chose
-/// (`<os>-<version>.efi`, or `.conf` for a type #1 entry); GRUB's default entry is
-/// `A - <os> <version>`.
+/// (`<os>-<version>[~N][+LEFT[-DONE]].efi`, or `.conf` for a type #1 entry); GRUB's entry of
+/// the booted slot is `A - <os> <version>`.
 fn booted_version(disk: &mut File, layout: &gpt::Layout) -> Option<String> {
     if let Some(entry) = loader_entry_selected() {
-        let id = entry.trim_end_matches(".efi").trim_end_matches(".conf");
-        // boot counting appends `+LEFT[-DONE]`
-        let id = id.split('+').next().unwrap_or(id);
+        if let Some(v) =
+            installer::ab::UkiName::parse(&entry).and_then(|u| u.version().map(str::to_string))
+        {
+            return Some(v);
+        }
+        let id = entry.trim_end_matches(".conf");
         return id.split_once('-').map(|(_, v)| v.to_string());
     }
     let boot = layout.by_name("BOOT")?;
@@ -137,27 +131,20 @@ fn booted_version(disk: &mut File, layout: &gpt::Layout) -> Option<String> {
             r.read_file(&e, &mut cfg).ok()?;
         }
     }
-    let cfg = String::from_utf8(cfg).ok()?;
-    cfg.lines()
-        .find_map(|l| l.strip_prefix("set default=\""))
-        .and_then(|l| l.trim_end_matches('"').rsplit(' ').next())
-        .map(str::to_string)
+    let cfg = installer::ab::GrubAb::parse(&String::from_utf8(cfg).ok()?).ok()?;
+    // GRUB names the kernel it booted first on the command line (BOOT_IMAGE=/A/vmlinuz): the
+    // slot of a one-shot boot after an upgrade is not the default one
+    let slot = std::fs::read_to_string("/proc/cmdline")
+        .ok()
+        .and_then(|c| installer::ab::grub_booted_slot(&c))
+        .unwrap_or(cfg.default);
+    cfg.slot(slot).map(|s| s.version().to_string())
 }
 
-/// `LoaderEntrySelected` (UTF-16LE after efivarfs's 4 attribute bytes).
-fn loader_entry_selected() -> Option<String> {
+/// `LoaderEntrySelected`, efivarfs mounted first.
+pub fn loader_entry_selected() -> Option<String> {
     crate::security::mount_efivars();
-    let path = format!("/sys/firmware/efi/efivars/LoaderEntrySelected-{LOADER_GUID}");
-    let mut b = Vec::new();
-    File::open(path).ok()?.take(4096).read_to_end(&mut b).ok()?;
-    let units: Vec<u16> = b
-        .get(4..)?
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .take_while(|&u| u != 0)
-        .collect();
-    let s = String::from_utf16(&units).ok()?;
-    (!s.is_empty() && s.chars().all(|c| c.is_ascii_graphic())).then_some(s)
+    installer::ab::loader_entry_selected()
 }
 
 /// Syncs and unmounts EPHEMERAL and STATE; an error when one stays mounted (busy), so that
@@ -187,18 +174,5 @@ pub fn unmount() {
                 None::<&str>,
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partition_devices() {
-        assert_eq!(partition_device("/dev/vda", 5), "/dev/vda5");
-        assert_eq!(partition_device("/dev/sda", 12), "/dev/sda12");
-        assert_eq!(partition_device("/dev/nvme0n1", 5), "/dev/nvme0n1p5");
-        assert_eq!(partition_device("/dev/mmcblk0", 6), "/dev/mmcblk0p6");
     }
 }

@@ -1,7 +1,8 @@
 //! `nodectl`: the host-side client of node-runtime's API (docs/formats/api.md), in
 //! talosctl's role and with its flags where they exist: `gen config NAME ENDPOINT`,
 //! `apply-config --insecure --nodes IP --file F`, `version`, `get meta`, `meta write|delete`,
-//! `reset [--graceful] [--wipe-mode]`, `reboot`.
+//! `reset [--graceful] [--wipe-mode]`, `reboot`, `upgrade --image REF [--preserve] [--stage]`,
+//! `services`, `logs SERVICE`, `dmesg`.
 //!
 //! Two ways to talk to a node: `--insecure` (the maintenance API: TLS without verifying the
 //! node's certificate, no client certificate), or a client configuration (`--talosconfig`,
@@ -18,7 +19,7 @@ use std::time::Duration;
 #[command(
     name = "nodectl",
     version,
-    about = "Talk to a node's API: gen config, apply-config, version, get meta, meta write|delete, reset, reboot"
+    about = "Talk to a node's API: gen config, apply-config, version, get meta, meta write|delete, upgrade, services, logs, dmesg, reset, reboot"
 )]
 struct Cli {
     /// The node's address.
@@ -70,6 +71,32 @@ enum Command {
         #[arg(long, default_value = "all")]
         wipe_mode: String,
     },
+    /// Upgrade an installed node to the version in an installer image (A/B: the running
+    /// version stays the fallback).
+    Upgrade {
+        /// The installer image.
+        #[arg(long)]
+        image: String,
+        /// Keep EPHEMERAL (`/var`); without it, EPHEMERAL is formatted again.
+        #[arg(long)]
+        preserve: bool,
+        /// Store the upgrade in META and run it at the next reboot.
+        #[arg(long)]
+        stage: bool,
+        /// Test hook: pause the installer for good at its most fragile point (the node
+        /// honours it only with `node_runtime.test_install_pause` on its command line).
+        #[arg(long, hide = true)]
+        test_pause: bool,
+    },
+    /// The node's services and their states.
+    Services,
+    /// A service's log (its last 256 KiB).
+    Logs {
+        /// The service id (`ext-<name>`).
+        service: String,
+    },
+    /// The kernel's log.
+    Dmesg,
     /// Generate configurations.
     Gen {
         #[command(subcommand)]
@@ -524,6 +551,65 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                 printable(v["wipeMode"].as_str().unwrap_or(""))
             );
         }
+        Command::Upgrade {
+            image,
+            preserve,
+            stage,
+            test_pause,
+        } => {
+            let body = serde_json::json!({
+                "image": image, "preserve": preserve, "stage": stage, "testPause": test_pause,
+            })
+            .to_string();
+            let (status, v) = call(cli, "POST", "/v1/upgrade", Some(body.as_bytes()))?;
+            if status != 200 {
+                return Err(Fail(2, error_of(&v)));
+            }
+            println!(
+                "upgrade {}: {}",
+                printable(v["upgrade"].as_str().unwrap_or("")),
+                printable(image)
+            );
+        }
+        Command::Services => {
+            let (status, v) = call(cli, "GET", "/v1/services", None)?;
+            if status != 200 {
+                return Err(Fail(4, error_of(&v)));
+            }
+            println!("SERVICE STATE PID RESTARTS");
+            for s in v["services"].as_array().into_iter().flatten() {
+                let f = |k: &str| match &s[k] {
+                    serde_json::Value::String(x) => printable(x),
+                    serde_json::Value::Null => "-".into(),
+                    other => other.to_string(),
+                };
+                println!("{} {} {} {}", f("id"), f("state"), f("pid"), f("restarts"));
+            }
+        }
+        Command::Logs { service } => {
+            if service.is_empty()
+                || !service
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Err(Fail(
+                    2,
+                    format!("service {:?}: not a service id", printable(service)),
+                ));
+            }
+            let (status, v) = call(cli, "GET", &format!("/v1/logs/{service}"), None)?;
+            if status != 200 {
+                return Err(Fail(2, error_of(&v)));
+            }
+            print_text(v["log"].as_str().unwrap_or(""));
+        }
+        Command::Dmesg => {
+            let (status, v) = call(cli, "GET", "/v1/dmesg", None)?;
+            if status != 200 {
+                return Err(Fail(4, error_of(&v)));
+            }
+            print_text(v["dmesg"].as_str().unwrap_or(""));
+        }
         Command::Reboot => {
             let (status, v) = call(cli, "POST", "/v1/reboot", None)?;
             if status != 200 {
@@ -533,6 +619,15 @@ fn run(cli: &Cli) -> Result<(), Fail> {
         }
     }
     Ok(())
+}
+
+/// Prints lines of text from the node, terminal control bytes made visible.
+fn print_text(t: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for l in t.lines() {
+        let _ = writeln!(out, "{}", printable(l));
+    }
 }
 
 fn main() {

@@ -9,6 +9,7 @@
 
 pub mod faultproxy;
 pub mod fixture;
+pub mod node;
 pub mod registry;
 
 use sha2::{Digest, Sha256};

@@ -6,6 +6,10 @@
 //! to `installed=true` with the configuration's hostname applied.
 #![allow(clippy::unwrap_used)]
 
+use e2e::node::{
+    Installer, apply_config, authed, ca_block, gen_config, in_maintenance, nodectl,
+    publish_installer,
+};
 use e2e::registry::{Registry, free_port};
 use e2e::*;
 use qemu_harness::{DiskKind, Firmware, Machine, field, user_nic};
@@ -50,47 +54,6 @@ fn serve(body: String) -> (u16, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
     (port, count, seen)
 }
 
-/// Builds the installer image and pushes it as `<registry>/<repo>:v1`, signed with `key`
-/// when given; its systems boot with `args` added (`node_runtime.test_poweroff[=N]`, …).
-/// Returns the reference.
-fn publish_installer(
-    reg: &Registry,
-    dir: &Path,
-    repo: &str,
-    key: Option<&Path>,
-    args: &[&str],
-) -> String {
-    let base = dir.join("base");
-    if !base.exists() {
-        ok(Command::new(bin("base-assets"))
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args(["publish", "--arch", "amd64", "--assets"])
-            .arg(assets())
-            .arg("--installer")
-            .arg(bin("installer"))
-            .arg("--oci-layout")
-            .arg(&base));
-    }
-    let profile = format!(
-        "baseProfileName: installer\narch: amd64\ninput:\n  baseInstaller:\n    ociPath: {}\n\
-         customization:\n  extraKernelArgs:\n    - console=ttyS0\n{}",
-        base.display(),
-        args.iter()
-            .map(|a| format!("    - {a}\n"))
-            .collect::<String>()
-    );
-    let target = format!("{}/{repo}:v1", reg.host());
-    let mut c = imager();
-    c.args(["-", "--insecure", "--push", &target, "--output"])
-        .arg(dir.join(format!("out-{}", repo.replace('/', "-"))));
-    if let Some(k) = key {
-        c.arg("--sign-key").arg(k);
-    }
-    let o = run(&mut c, Some(profile.as_bytes()));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    target
-}
-
 const UUID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
 
 #[test]
@@ -100,9 +63,13 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
     publish_installer(
         &reg,
         t.path(),
-        "installer",
-        None,
-        &["node_runtime.test_poweroff"],
+        &Installer {
+            repo: "installer",
+            tag: "v1",
+            version: "v1.14.0",
+            args: &["node_runtime.test_poweroff"],
+            ..Default::default()
+        },
     );
     let port = reg.addr().port();
     let config = format!(
@@ -268,24 +235,6 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
     drop(run);
 }
 
-/// Waits for the maintenance API of a node that booted without an installation.
-fn in_maintenance(run: &mut qemu_harness::Run) {
-    run.wait_for(
-        "node-runtime: maintenance api listening",
-        qemu_harness::DEFAULT_FAILURES,
-        Duration::from_secs(300),
-        false,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        run.console()
-            .iter()
-            .any(|l| l.contains("node-runtime: ready meta=") && l.ends_with("installed=false")),
-        "{}",
-        run.console().join("\n")
-    );
-}
-
 /// `nodectl version` with neither `--insecure` nor a client configuration (no
 /// `$TALOSCONFIG`, a `$HOME` without `.talos/config`).
 fn run_env_free_nodectl(port: u16) -> std::process::Output {
@@ -302,28 +251,6 @@ fn run_env_free_nodectl(port: u16) -> std::process::Output {
                 "version",
             ]),
         None,
-    )
-}
-
-fn nodectl(port: u16, args: &[&str]) -> std::process::Output {
-    run(
-        Command::new(bin("nodectl"))
-            .args(["--nodes", "127.0.0.1", "--port", &port.to_string()])
-            .args(args),
-        None,
-    )
-}
-
-/// `nodectl --insecure apply-config --file F` against the forwarded API port.
-fn apply_config(port: u16, file: &Path) -> std::process::Output {
-    nodectl(
-        port,
-        &[
-            "--insecure",
-            "apply-config",
-            "--file",
-            file.to_str().unwrap(),
-        ],
     )
 }
 
@@ -346,44 +273,25 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
     let image = publish_installer(
         &reg,
         t.path(),
-        "signed/installer",
-        Some(&release_key),
-        &[
-            "node_runtime.test_poweroff=150",
-            "node_runtime.test_watchdog_stop=70",
-        ],
+        &Installer {
+            repo: "signed/installer",
+            tag: "v1",
+            version: "v1.14.0",
+            key: Some(&release_key),
+            args: &[
+                "node_runtime.test_poweroff=150",
+                "node_runtime.test_watchdog_stop=70",
+            ],
+            ..Default::default()
+        },
     );
     // the cluster's CA and a client configuration (talosctl gen config's role), and another
     // pair whose CA the node does not know
-    let gen_config = |dir: &str| {
-        let d = t.path().join(dir);
-        let o = run(
-            Command::new(bin("nodectl"))
-                .args([
-                    "gen",
-                    "config",
-                    "lab",
-                    "https://10.0.2.2:6443",
-                    "--output-dir",
-                ])
-                .arg(&d),
-            None,
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        d
-    };
-    let (lab, stranger) = (gen_config("lab"), gen_config("stranger"));
-    let generated = std::fs::read_to_string(lab.join("controlplane.yaml")).unwrap();
-    let ca_block: String = generated
-        .lines()
-        .skip_while(|l| *l != "  ca:")
-        .take(3)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    assert!(
-        ca_block.contains("    crt: ") && ca_block.contains("    key: "),
-        "{generated}"
+    let (lab, stranger) = (
+        gen_config(t.path(), "lab"),
+        gen_config(t.path(), "stranger"),
     );
+    let ca_block = ca_block(&lab);
     let other_pub = cosign::SigningKey::from_seed(b"other")
         .public_key()
         .to_pem();
@@ -683,12 +591,7 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         )
     };
     // the installed node's API: mutual TLS under machine.ca
-    let authed = |dir: &Path, args: &[&str]| {
-        let tc = dir.join("talosconfig");
-        let mut a = vec!["--talosconfig", tc.to_str().unwrap()];
-        a.extend(args);
-        nodectl(api, &a)
-    };
+    let authed = |dir: &Path, args: &[&str]| authed(api, dir, args);
     let o = authed(&lab, &["version"]);
     let v = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

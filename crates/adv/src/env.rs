@@ -11,6 +11,9 @@ use std::io::{Read, Write};
 
 /// The environment variable name.
 pub const VAR: &str = "INSTALLER_META_BASE64";
+/// The installer's test hook (docs/formats/install.md): `1` pauses an install or upgrade for good
+/// at its most fragile point, so that a test can cut the power there.
+pub const TEST_PAUSE: &str = "INSTALLER_TEST_PAUSE";
 
 /// Values longer than this (before base64) are gzip-compressed when allowed.
 pub const GZIP_THRESHOLD: usize = 256;

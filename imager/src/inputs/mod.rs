@@ -114,6 +114,7 @@ pub fn needs_extensions(p: &Profile) -> bool {
                 | OutputKind::Pxe
                 | OutputKind::Initramfs
                 | OutputKind::Uki
+                | OutputKind::Installer
         )
 }
 

@@ -73,6 +73,13 @@ struct InstallArgs {
     /// Install over a disk that holds another partition table.
     #[arg(long)]
     force: bool,
+    /// Upgrade the installation on the disk (run by the node): the new version goes beside
+    /// the booted one, which stays the fallback (docs/formats/upgrade.md).
+    #[arg(long)]
+    upgrade: bool,
+    /// With --upgrade: format EPHEMERAL again (an upgrade without --preserve).
+    #[arg(long, requires = "upgrade")]
+    wipe_ephemeral: bool,
     /// Where the boot assets are (`<dir>/<arch>/`).
     #[arg(
         long = "install-dir",
@@ -257,6 +264,9 @@ fn copy_extents(img: &File, dev: &mut File, from: u64, to: u64) -> std::io::Resu
 }
 
 fn install(a: &InstallArgs) -> Result<()> {
+    if a.upgrade {
+        return upgrade(a);
+    }
     let epoch = imager::cli::epoch()?;
     let meta = meta_values(a)?;
     let assets = a.install_dir.join(&a.arch);
@@ -420,7 +430,7 @@ fn install(a: &InstallArgs) -> Result<()> {
     }
     if let Some((img, first, backup)) = &tables {
         dev.sync_all().code(ExitCode::Io, what)?;
-        test_pause();
+        test_pause("all but the partition tables written");
         copy_extents(img, &mut dev, 0, *first)
             .and_then(|_| copy_extents(img, &mut dev, *backup, size))
             .code(ExitCode::Io, || {
@@ -444,12 +454,13 @@ fn install(a: &InstallArgs) -> Result<()> {
     Ok(())
 }
 
-/// Test hook (docs/formats/install.md): with `INSTALLER_TEST_PAUSE=1`, a block-device
-/// install stops for good once everything but the partition tables is on the disk, so that a
-/// test can cut the machine's power at the worst moment.
-fn test_pause() {
+/// Test hook (docs/formats/install.md, upgrade.md): with `INSTALLER_TEST_PAUSE=1`, a
+/// block-device install stops for good once everything but the partition tables is on the
+/// disk, and an upgrade once the new boot files are written but before the boot loader is
+/// told about them, so that a test can cut the machine's power at the worst moment.
+fn test_pause(what: &str) {
     if std::env::var_os(TEST_PAUSE).is_some_and(|v| v == "1") {
-        eprintln!("installer: test pause: all but the partition tables written ({TEST_PAUSE})");
+        eprintln!("installer: test pause: {what} ({TEST_PAUSE})");
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
@@ -457,7 +468,171 @@ fn test_pause() {
 }
 
 /// The test hook's variable.
-const TEST_PAUSE: &str = "INSTALLER_TEST_PAUSE";
+const TEST_PAUSE: &str = adv::env::TEST_PAUSE;
+
+/// `installer install --upgrade` (docs/formats/upgrade.md): the installer image's UKI goes
+/// beside the booted version on the node's disk, for systemd-boot (ESP) or GRUB (BOOT),
+/// mounted with the kernel's vfat in the installer's own mount namespace. With
+/// `--wipe-ephemeral`, EPHEMERAL (unmounted by the node) is formatted again. META and STATE
+/// are not touched; the node records the previous boot label in META afterwards.
+fn upgrade(a: &InstallArgs) -> Result<()> {
+    let assets = a.install_dir.join(&a.arch);
+    let tmp = std::env::temp_dir();
+    let work = tempfile::Builder::new()
+        .prefix("installer.")
+        .tempdir_in(&tmp)
+        .code(ExitCode::Io, || {
+            format!("creating a directory in {}", tmp.display())
+        })?;
+    let uki_path = assets.join("vmlinuz.efi");
+    if !uki_path.is_file() {
+        return Err(Error::invalid(format!(
+            "--upgrade: {} is missing; upgrades take installer images with a UKI (Talos 1.10 \
+             and later)",
+            uki_path.display()
+        )));
+    }
+    let uki = open_uki(&uki_path, work.path())?;
+    let what = || format!("--disk {}", a.disk.display());
+    let mut dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&a.disk)
+        .code(ExitCode::Io, what)?;
+    if !dev
+        .metadata()
+        .code(ExitCode::Io, what)?
+        .file_type()
+        .is_block_device()
+    {
+        return Err(Error::invalid(format!(
+            "--upgrade: {} is not a block device (upgrades run on the node)",
+            a.disk.display()
+        )));
+    }
+    let size = dev.seek(SeekFrom::End(0)).code(ExitCode::Io, what)?;
+    let layout = gpt::read(&mut dev, 512, size)
+        .map_err(|e| Error::new(ExitCode::Assembly, anyhow!("{}: {e}", what())))?;
+    let disk = a.disk.to_string_lossy().into_owned();
+    let efi = Path::new("/sys/firmware/efi").exists();
+    let bootloader = match a.bootloader.as_deref() {
+        Some(b @ ("sd-boot" | "grub")) => b,
+        Some(b) => {
+            return Err(Error::invalid(format!(
+                "--upgrade --bootloader {b:?}: sd-boot or grub"
+            )));
+        }
+        None if efi && layout.by_name("EFI").is_some() && layout.by_name("BOOT").is_none() => {
+            "sd-boot"
+        }
+        None if efi && installer::ab::loader_entry_selected().is_some() => "sd-boot",
+        None => "grub",
+    };
+    let label = if bootloader == "sd-boot" {
+        "EFI"
+    } else {
+        "BOOT"
+    };
+    let part = layout.by_name(label).ok_or_else(|| {
+        Error::new(
+            ExitCode::Assembly,
+            anyhow!("{}: no {label} partition to upgrade", what()),
+        )
+    })?;
+    let part_dev = installer::ab::partition_device(&disk, part.number);
+    let mnt = work.path().join("boot");
+    std::fs::create_dir_all(&mnt).code(ExitCode::Io, || mnt.display().to_string())?;
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        Some(part_dev.as_str()),
+        &mnt,
+        Some("vfat"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::new(ExitCode::Io, anyhow!("mounting {label} ({part_dev}): {e}")))?;
+    let pause = || test_pause("the new boot files written, the boot loader not yet told");
+    let staged = if bootloader == "sd-boot" {
+        installer::ab::loader_entry_selected()
+            .ok_or_else(|| {
+                Error::invalid(
+                    "--upgrade: systemd-boot did not say which entry booted (LoaderEntrySelected)",
+                )
+            })
+            .and_then(|booted| {
+                let os = booted.split_once('-').map_or("Talos", |(o, _)| o);
+                let os = if os.eq_ignore_ascii_case("talos") {
+                    "Talos"
+                } else {
+                    os
+                };
+                let sd = assets.join("systemd-boot.efi");
+                let target = if a.arch == "arm64" {
+                    "EFI/boot/BOOTAA64.efi"
+                } else {
+                    "EFI/boot/BOOTX64.efi"
+                };
+                let boot_efi = sd.is_file().then_some((sd.as_path(), target));
+                installer::ab::sdboot_stage(
+                    &mnt,
+                    &uki.path,
+                    boot_efi,
+                    os,
+                    &uki.version,
+                    &booted,
+                    pause,
+                )
+                .map(|n| format!("{n} beside {booted}"))
+                .map_err(|e| Error::new(ExitCode::Io, anyhow!("{e}")))
+            })
+    } else {
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        (|| {
+            let cfg = std::fs::read_to_string(mnt.join(installer::ab::GRUB_CFG))
+                .map_err(|e| anyhow!("reading grub.cfg: {e}"))?;
+            let ab = installer::ab::GrubAb::parse(&cfg)?;
+            let booted = installer::ab::grub_booted_slot(&cmdline).unwrap_or(ab.default);
+            let os = ab
+                .slot(booted)
+                .and_then(|s| s.title.split_once(" - "))
+                .and_then(|(_, t)| t.rsplit_once(' '))
+                .map_or("Talos".to_string(), |(o, _)| o.to_string());
+            let new = installer::ab::grub_stage(
+                &mnt,
+                &work.path().join("vmlinuz"),
+                &work.path().join("initramfs.xz"),
+                &uki.cmdline,
+                &os,
+                &uki.version,
+                booted,
+                pause,
+            )?;
+            Ok::<_, anyhow::Error>(format!("slot {new}, next boot once, beside slot {booted}"))
+        })()
+        .map_err(|e| Error::new(ExitCode::Io, e))
+    };
+    let umounted = nix::mount::umount(&mnt);
+    let staged = staged?;
+    umounted.map_err(|e| Error::new(ExitCode::Io, anyhow!("unmounting {label}: {e}")))?;
+    let mut wiped = String::new();
+    if a.wipe_ephemeral {
+        let p = layout
+            .by_name("EPHEMERAL")
+            .ok_or_else(|| Error::new(ExitCode::Assembly, anyhow!("{}: no EPHEMERAL", what())))?;
+        let epoch = imager::cli::epoch()?;
+        let o = extfs::Options::from_label("EPHEMERAL", u32::try_from(epoch).unwrap_or(0), false);
+        extfs::format(&mut dev, p.offset(512), p.size(512), &o)
+            .map_err(|e| Error::new(ExitCode::Io, anyhow!("formatting EPHEMERAL: {e}")))?;
+        dev.sync_all().code(ExitCode::Io, what)?;
+        wiped = format!(", EPHEMERAL formatted ({} MiB)", p.size(512) >> 20);
+    }
+    eprintln!(
+        "installer: upgraded to {} ({bootloader}, UKI) on {}: {staged}{wiped}",
+        uki.version,
+        a.disk.display()
+    );
+    Ok(())
+}
 
 fn main() {
     let cli = match Cli::try_parse() {

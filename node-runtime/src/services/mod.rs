@@ -31,6 +31,7 @@ mod config;
 pub(crate) mod reaper;
 mod spawn;
 mod supervisor;
+pub use supervisor::LOG_DIR;
 
 use crate::cmdline::Cmdline;
 use crate::console::say;
@@ -115,6 +116,25 @@ pub fn start(dir: &Path, ready: Arc<Readiness>) {
         }
     });
 }
+
+/// A service's last reported state (the API's `services`).
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Waiting, Preparing, Running, Finished, Failed.
+    pub state: String,
+    /// Why it is waiting or failed.
+    pub reason: Option<String>,
+    /// The last run's exit code.
+    pub exit: Option<i32>,
+    /// The running process.
+    pub pid: Option<i32>,
+    /// Restarts so far.
+    pub restarts: u32,
+}
+
+/// Every service's last reported state, by id.
+pub static STATUS: std::sync::Mutex<std::collections::BTreeMap<String, Status>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// Set when the node goes down: supervisors restart nothing any more.
 pub static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -33,7 +33,7 @@ const RUN_DIR: &str = "/run/node-runtime/containers";
 /// Where the logs go: `<LOG_DIR>/ext-<name>.log`.
 pub const LOG_DIR: &str = "/system/log";
 /// Host paths under which missing bind-mount sources are created.
-const WRITABLE: &[&str] = &["/system", "/run", "/tmp"];
+const WRITABLE: &[&str] = &["/system", "/run", "/tmp", "/var"];
 /// PATH given to services that set none.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -194,6 +194,18 @@ fn report(
     }
     if restarts > 0 {
         l.push_str(&format!(" restarts={restarts}"));
+    }
+    if let Ok(mut m) = super::STATUS.lock() {
+        m.insert(
+            id.to_string(),
+            super::Status {
+                state: state.to_string(),
+                reason: reason.map(str::to_string),
+                exit,
+                pid,
+                restarts,
+            },
+        );
     }
     say(&l);
 }
