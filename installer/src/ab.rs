@@ -32,6 +32,152 @@ const GRUBENV_SIZE: usize = 1024;
 /// Suffix of files being written: neither boot loader reads them.
 const TMP: &str = ".tmp";
 
+/// GRUB's other slot: `A` ↔ `B`.
+pub fn other_slot(s: char) -> char {
+    if s == 'A' { 'B' } else { 'A' }
+}
+
+/// Bound on a `grub.cfg` read back from a boot partition.
+const MAX_GRUB_CFG: u64 = 64 << 10;
+
+/// Whether `name` (a version or an OS name) may become part of a boot entry's file name or
+/// GRUB title: ASCII letters, digits, `.`, `_`, `-` (a `+` would read as a boot counter, a
+/// `/` as a directory, GRUB's specials would need quoting).
+pub fn valid_entry_part(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// systemd-boot's version order (`strverscmp_improved`, which sorts type #2 entries newest
+/// first): `~` sorts before the end of a string (pre-releases), a longer string is newer,
+/// then `-`, `^` and `.` separate segments in that order of age, numeric segments compare as
+/// numbers and are newer than alphabetic ones. Other characters are skipped.
+pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    let valid = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'~' | b'-' | b'^' | b'.');
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        let skip = |s: &[u8]| s.iter().take_while(|c| !valid(c)).count();
+        a = &a[skip(a)..];
+        b = &b[skip(b)..];
+        let (ca, cb) = (a.first().copied(), b.first().copied());
+        // `~` (pre-release) is older than anything, the end of the string included
+        if ca == Some(b'~') || cb == Some(b'~') {
+            match (ca == Some(b'~'), cb == Some(b'~')) {
+                (true, false) => return Less,
+                (false, true) => return Greater,
+                _ => {}
+            }
+            a = &a[1..];
+            b = &b[1..];
+            continue;
+        }
+        // then the longer string is newer
+        let (Some(ca), Some(cb)) = (ca, cb) else {
+            return ca.is_some().cmp(&cb.is_some());
+        };
+        // separators, older in this order: `-`, `^`, `.`
+        if let Some(sep) = [b'-', b'^', b'.']
+            .into_iter()
+            .find(|s| ca == *s || cb == *s)
+        {
+            if ca != cb {
+                return if ca == sep { Less } else { Greater };
+            }
+            a = &a[1..];
+            b = &b[1..];
+            continue;
+        }
+        if ca.is_ascii_digit() || cb.is_ascii_digit() {
+            // numeric segments compare as numbers, and are newer than alphabetic ones
+            let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+            let (na, nb) = (run(a), run(b));
+            let zeros = |s: &[u8]| s.iter().take_while(|c| **c == b'0').count();
+            let (da, db) = (&a[zeros(&a[..na])..na], &b[zeros(&b[..nb])..nb]);
+            let o = da.len().cmp(&db.len()).then_with(|| da.cmp(db));
+            if o != Equal {
+                return o;
+            }
+            a = &a[na..];
+            b = &b[nb..];
+        } else {
+            let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+            let (na, nb) = (run(a), run(b));
+            let o = a[..na].cmp(&b[..nb]);
+            if o != Equal {
+                return o;
+            }
+            a = &a[na..];
+            b = &b[nb..];
+        }
+    }
+}
+
+/// The vfat boot partition `dev` mounted at `target` until dropped (then synced and
+/// unmounted, detached lazily if busy, so that nothing under it is ever deleted with the
+/// directory).
+#[derive(Debug)]
+pub struct BootMount {
+    target: PathBuf,
+}
+
+impl BootMount {
+    /// Mounts `dev` (vfat) at `target`, created if missing.
+    pub fn vfat(dev: &str, target: &Path) -> Result<Self, InstallError> {
+        use nix::mount::MsFlags;
+        fs::create_dir_all(target).map_err(io_err(&target.display().to_string()))?;
+        nix::mount::mount(
+            Some(dev),
+            target,
+            Some("vfat"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(|e| InstallError::Io {
+            what: format!("mounting {dev} (vfat) on {}", target.display()),
+            source: e.into(),
+        })?;
+        Ok(Self {
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+
+    /// Syncs and unmounts, reporting a failure (the mount is then detached lazily).
+    pub fn unmount(self) -> Result<(), InstallError> {
+        let r = self.release();
+        std::mem::forget(self);
+        r
+    }
+
+    fn release(&self) -> Result<(), InstallError> {
+        nix::unistd::sync();
+        match nix::mount::umount(&self.target) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH);
+                Err(InstallError::Io {
+                    what: format!("unmounting {}", self.target.display()),
+                    source: e.into(),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for BootMount {
+    fn drop(&mut self) {
+        let _ = self.release();
+    }
+}
+
 /// A UKI file name in `EFI/Linux/`: `<stem>[+LEFT[-DONE]].efi`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UkiName {
@@ -167,6 +313,24 @@ pub fn sdboot_stage(
     booted: &str,
     pause: impl FnOnce(),
 ) -> Result<String, InstallError> {
+    for (what, v) in [("version", version), ("name", os)] {
+        if !valid_entry_part(v) {
+            return Err(InstallError::Value(format!(
+                "the {what} {v:?} cannot be part of a boot entry (letters, digits, . _ -)"
+            )));
+        }
+    }
+    // without EFI variables the order decides: the new entry must sort first
+    let booted_version = UkiName::parse(booted)
+        .and_then(|u| u.version().map(str::to_string))
+        .unwrap_or_default();
+    if version_cmp(version, &booted_version) != std::cmp::Ordering::Greater {
+        return Err(InstallError::Unsupported(format!(
+            "systemd-boot boots the newest version first, and {version} is not newer than the \
+             booted {booted_version}: downgrades and reinstalls of the same version are not \
+             supported on systemd-boot layouts yet"
+        )));
+    }
     let dir = esp.join(UKI_DIR);
     let what = dir.display().to_string();
     let booted_stem = UkiName::parse(booted).map(|u| u.stem);
@@ -356,7 +520,10 @@ impl GrubAb {
                     default_title = quoted(r).map(str::to_string);
                 }
             } else if let Some(r) = line.strip_prefix("set fallback=") {
-                fallback_title = quoted(r).map(str::to_string);
+                // the first one: the one-shot block has its own
+                if fallback_title.is_none() {
+                    fallback_title = quoted(r).map(str::to_string);
+                }
             } else if line.starts_with("menuentry ") {
                 title = quoted(line).map(str::to_string);
             } else if let (Some(r), Some(t)) = (line.strip_prefix("linux /"), &title) {
@@ -407,11 +574,14 @@ impl GrubAb {
         if let Some(f) = self.fallback.filter(|f| *f != self.default) {
             cfg.push_str(&format!("set fallback=\"{}\"\n", title(f)));
         }
-        cfg.push_str(
-            "\nif [ -s $prefix/grubenv ]; then\n  load_env\nfi\nif [ \"${next_entry}\" ] ; then\n  set default=\"${next_entry}\"\n  \
-             set next_entry=\n  save_env next_entry\nfi\n\nset timeout=3\n\ninsmod all_video\n\n\
+        // the one-shot boot falls back on the default entry if its own does not load
+        cfg.push_str(&format!(
+            "\nif [ -s $prefix/grubenv ]; then\n  load_env\nfi\nif [ \"${{next_entry}}\" ] ; then\n  \
+             set fallback=\"{}\"\n  set default=\"${{next_entry}}\"\n  set next_entry=\n  \
+             save_env next_entry\nfi\n\nset timeout=3\n\ninsmod all_video\n\n\
              terminal_input console\nterminal_output console\n\n",
-        );
+            title(self.default)
+        ));
         let entry = |title: &str, l: char, cmdline: &str| {
             format!(
                 "menuentry \"{title}\" {{\n  set gfxmode=auto\n  set gfxpayload=text\n  linux /{l}/vmlinuz {cmdline}\n  initrd /{l}/initramfs.xz\n}}\n"
@@ -452,10 +622,21 @@ pub fn grubenv(next_entry: Option<&str>) -> Vec<u8> {
     b
 }
 
-fn read_grub(boot: &Path) -> Result<GrubAb, InstallError> {
+/// Reads `grub.cfg` of a mounted BOOT (at most 64 KiB).
+pub fn read_grub(boot: &Path) -> Result<GrubAb, InstallError> {
+    use std::io::Read;
     let p = boot.join(GRUB_CFG);
-    let text = fs::read_to_string(&p).map_err(io_err(&p.display().to_string()))?;
-    GrubAb::parse(&text)
+    let what = p.display().to_string();
+    let mut b = Vec::new();
+    File::open(&p)
+        .and_then(|f| f.take(MAX_GRUB_CFG + 1).read_to_end(&mut b))
+        .map_err(io_err(&what))?;
+    if b.len() as u64 > MAX_GRUB_CFG {
+        return Err(InstallError::Value(format!(
+            "{what}: larger than {MAX_GRUB_CFG} bytes"
+        )));
+    }
+    GrubAb::parse(&String::from_utf8_lossy(&b))
 }
 
 /// Replaces `grub.cfg` (temporary file, sync, rename).
@@ -486,13 +667,25 @@ pub fn grub_stage(
     booted: char,
     pause: impl FnOnce(),
 ) -> Result<char, InstallError> {
+    for (what, v) in [("version", version), ("name", os)] {
+        if !valid_entry_part(v) {
+            return Err(InstallError::Value(format!(
+                "the {what} {v:?} cannot be part of a boot entry (letters, digits, . _ -)"
+            )));
+        }
+    }
+    if cmdline.contains('\'') {
+        return Err(InstallError::Value(
+            "the command line holds a ' which grub.cfg cannot carry".into(),
+        ));
+    }
     let mut cfg = read_grub(boot)?;
     if cfg.slot(booted).is_none() {
         return Err(InstallError::Unsupported(format!(
             "grub.cfg has no entry for the booted slot {booted}"
         )));
     }
-    let new = if booted == 'A' { 'B' } else { 'A' };
+    let new = other_slot(booted);
     let dir: PathBuf = boot.join(new.to_string());
     fs::create_dir_all(&dir).map_err(io_err(&dir.display().to_string()))?;
     for (src, name) in [(kernel, "vmlinuz"), (initramfs, "initramfs.xz")] {
@@ -521,7 +714,7 @@ pub fn grub_stage(
 /// (Talos's flip), and no one-shot is left. Returns whether `grub.cfg` changed.
 pub fn grub_bless(boot: &Path, booted: char) -> Result<bool, InstallError> {
     let mut cfg = read_grub(boot)?;
-    let other = if booted == 'A' { 'B' } else { 'A' };
+    let other = other_slot(booted);
     let fallback = cfg.slot(other).map(|_| other);
     let changed = cfg.default != booted || cfg.fallback != fallback;
     if changed {
@@ -544,7 +737,7 @@ pub fn grub_revert(boot: &Path, previous: char) -> Result<Option<String>, Instal
             "grub.cfg has no slot {previous} to go back to"
         )));
     }
-    let other = if previous == 'A' { 'B' } else { 'A' };
+    let other = other_slot(previous);
     if cfg.default != previous || cfg.fallback.is_some() {
         cfg.default = previous;
         cfg.fallback = None;
@@ -733,27 +926,57 @@ initrd /A/initramfs.xz\n}\n";
             Some("Talos-v1.14.1.efi")
         );
         assert_eq!(sdboot_bless(esp, "Talos-v1.14.1.efi").unwrap(), None);
-        // the same version again gets an index; a failed boot is marked bad and forgotten
+        // the same version again, an older one, a bad name: refused, nothing changed
+        for v in ["v1.14.1", "v1.14.0", "v1+2"] {
+            assert!(sdboot_stage(esp, &uki, None, "Talos", v, "Talos-v1.14.1.efi", || {}).is_err());
+        }
+        assert_eq!(names(esp), ["Talos-v1.14.0.efi", "Talos-v1.14.1.efi"]);
+        // a failed boot is marked bad and forgotten
         let name = sdboot_stage(
             esp,
             &uki,
             None,
             "Talos",
-            "v1.14.1",
+            "v1.14.2",
             "Talos-v1.14.1.efi",
             || {},
         )
         .unwrap();
-        assert_eq!(name, "Talos-v1.14.1~1+1.efi");
+        assert_eq!(name, "Talos-v1.14.2+1.efi");
         assert_eq!(
-            sdboot_mark_bad(esp, "Talos-v1.14.1~1.efi")
+            sdboot_mark_bad(esp, "talos-v1.14.2+1.efi")
                 .unwrap()
                 .as_deref(),
-            Some("Talos-v1.14.1~1+0-1.efi")
+            Some("Talos-v1.14.2+0-1.efi")
         );
-        assert_eq!(sdboot_forget_failed(esp).unwrap(), ["v1.14.1"]);
+        assert_eq!(sdboot_forget_failed(esp).unwrap(), ["v1.14.2"]);
         assert_eq!(names(esp), ["Talos-v1.14.1.efi"]);
         assert!(sdboot_stage(esp, &uki, None, "Talos", "v2", "Talos-v0.efi", || {}).is_err());
+    }
+
+    #[test]
+    fn systemd_boot_version_order() {
+        use std::cmp::Ordering::*;
+        for (a, b, o) in [
+            ("v1.14.1", "v1.14.0", Greater),
+            ("v1.14.10", "v1.14.9", Greater),
+            ("v1.14.0", "v1.14.0", Equal),
+            ("v1.15.0-alpha.1", "v1.14.9", Greater),
+            ("v1.14.0~rc1", "v1.14.0", Less),
+            ("v1.14.0-alpha.1", "v1.14.0", Greater),
+            ("v1.14.0-1", "v1.14.0.1", Less),
+            ("v2", "v10", Less),
+            ("v1.014", "v1.14", Equal),
+            ("v1a", "v1", Greater),
+            ("v1a", "v11", Less),
+        ] {
+            assert_eq!(version_cmp(a, b), o, "{a} vs {b}");
+            assert_eq!(version_cmp(b, a), o.reverse(), "{b} vs {a}");
+        }
+        assert!(valid_entry_part("v1.14.0-alpha.1"));
+        for bad in ["", "v1+2", "v1/2", "v1;2", "v 1", "v1'"] {
+            assert!(!valid_entry_part(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -256,7 +256,7 @@ pub fn check_blobs(spec: &ImageSpec, layout: &Layout) -> Result<(), InstallError
     Ok(())
 }
 
-fn efi_arch_name(arch: &str) -> Result<&'static str, InstallError> {
+pub fn efi_arch_name(arch: &str) -> Result<&'static str, InstallError> {
     match arch {
         "amd64" => Ok("BOOTX64.efi"),
         "arm64" => Ok("BOOTAA64.efi"),

@@ -596,6 +596,9 @@ fn route(method: &str, path: &str, body: &[u8], state: &State) -> (u16, serde_js
             let Some(disk) = state.disk.clone().filter(|_| state.ca.is_some()) else {
                 return (400, json!({"error": "only an installed node is reset"}));
             };
+            if crate::upgrade::running() {
+                return (400, json!({"error": "an upgrade is running"}));
+            }
             let req: serde_json::Value = if body.is_empty() {
                 json!({})
             } else {

@@ -88,6 +88,9 @@ fn zero(f: &mut std::fs::File, off: u64, len: u64) -> Result<()> {
 /// The reset: stops everything (`graceful`: SIGTERM first, up to 30 s; else at once),
 /// unmounts the volumes, wipes STATE and EPHEMERAL, deletes the upgrade keys, and reboots.
 pub fn reset(disk: &str, graceful: bool) -> Result<()> {
+    if crate::upgrade::running() {
+        bail!("an upgrade is running");
+    }
     let _one = lock()?;
     let secs = crate::services::stop_all(Duration::from_secs(if graceful { 30 } else { 0 }));
     say(&format!(

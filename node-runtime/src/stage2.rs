@@ -36,14 +36,15 @@ pub fn run(start_ns: u64) -> Result<()> {
     security::measure_phase(security::ENTER_MACHINED);
     mounts::writable()?;
     let (values, meta_disk) = meta::at_boot(&cmd)?;
+    // after an upgrade: the new version on trial, or the previous one again; known before
+    // anything else can fail, so that a failing version on trial is reverted
+    let upgrade = meta_disk
+        .as_ref()
+        .map(|d| crate::upgrade::classify(d, &cmd, &values));
     let installed = match &meta_disk {
         Some(d) => volumes::mount_installed(d)?,
         None => None,
     };
-    // after an upgrade: the new version on trial, or the previous one again
-    let upgrade = installed
-        .as_ref()
-        .map(|i| crate::upgrade::classify(&i.disk, &cmd, &values));
     if installed.is_some() && cmd.flag(FAIL_FLAG) {
         anyhow::bail!("{FAIL_FLAG}: failing before ready, as asked (a test's broken version)");
     }

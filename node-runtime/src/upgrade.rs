@@ -117,20 +117,30 @@ fn with_boot<T>(
         .by_name(name)
         .with_context(|| format!("{disk} has no {name} partition"))?;
     let dev = ab::partition_device(disk, p.number);
-    crate::mounts::mount_fs(
-        &dev,
-        BOOT_MOUNT,
-        "vfat",
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-        None,
-    )
-    .with_context(|| format!("mounting {name} ({dev})"))?;
-    let r = f(std::path::Path::new(BOOT_MOUNT));
-    nix::unistd::sync();
-    let u = nix::mount::umount(BOOT_MOUNT);
-    let r = r?;
-    u.with_context(|| format!("unmounting {name}"))?;
+    let mount = ab::BootMount::vfat(&dev, std::path::Path::new(BOOT_MOUNT))?;
+    let r = f(mount.path())?;
+    mount.unmount()?;
     Ok(r)
+}
+
+/// This boot's disk, boot loader and kind, as [`classify`] found them.
+fn current() -> Option<(String, Booted, Kind)> {
+    CURRENT.lock().ok().and_then(|c| {
+        c.as_ref()
+            .map(|c| (c.disk.clone(), c.booted.clone(), c.kind.clone()))
+    })
+}
+
+/// Syncs and reboots (the volumes unmounted first).
+fn reboot() {
+    crate::volumes::unmount();
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+}
+
+/// Whether an upgrade is running (a reset waits for none).
+pub fn running() -> bool {
+    RUNNING.load(Ordering::SeqCst)
 }
 
 /// Classifies this boot of an installation (before the ready line) from META 0x06 and the
@@ -153,13 +163,9 @@ pub fn classify(disk: &str, cmd: &Cmdline, meta: &crate::meta::Values) -> Kind {
                         .into_iter()
                         .find(|(_, u)| matches!(u.counter, Some((0, _))))
                         .and_then(|(_, u)| u.version().map(str::to_string)),
-                    Booted::Grub(s) => {
-                        let cfg = std::fs::read_to_string(m.join(ab::GRUB_CFG))?;
-                        let other = if *s == 'A' { 'B' } else { 'A' };
-                        ab::GrubAb::parse(&cfg)?
-                            .slot(other)
-                            .map(|x| x.version().to_string())
-                    }
+                    Booted::Grub(s) => ab::read_grub(m)?
+                        .slot(ab::other_slot(*s))
+                        .map(|x| x.version().to_string()),
                 })
             })
             .ok()
@@ -183,11 +189,7 @@ pub fn classify(disk: &str, cmd: &Cmdline, meta: &crate::meta::Values) -> Kind {
 /// UKI's name; GRUB: the booted slot becomes the default), a rollback forgets the failed
 /// version, META 0x06 is deleted; then a staged upgrade runs.
 pub fn settle(cmd: &Cmdline, cfg: Option<&MachineConfig>, version: &str) {
-    let current = CURRENT.lock().ok().and_then(|c| {
-        c.as_ref()
-            .map(|c| (c.disk.clone(), c.booted.clone(), c.kind.clone()))
-    });
-    let Some((disk, booted, kind)) = current else {
+    let Some((disk, booted, kind)) = current() else {
         return;
     };
     // without an upgrade in META only a counted systemd-boot entry needs its blessing (an
@@ -220,6 +222,9 @@ pub fn settle(cmd: &Cmdline, cfg: Option<&MachineConfig>, version: &str) {
             }
         })
     });
+    // a version on trial that could not be blessed keeps 0x06: its next boot is the previous
+    // version, which then reports the rollback
+    let keep_0x06 = matches!(kind, Kind::Trial { .. }) && r.is_err();
     match (&kind, r) {
         (_, Err(e)) => say(&format!("upgrade settle error={:?}", format!("{e:#}"))),
         (Kind::Normal, Ok(what)) if what.is_empty() => {}
@@ -234,7 +239,7 @@ pub fn settle(cmd: &Cmdline, cfg: Option<&MachineConfig>, version: &str) {
             }
         )),
     }
-    if kind != Kind::Normal {
+    if kind != Kind::Normal && !keep_0x06 {
         match crate::lifecycle::meta_delete(&disk, META_UPGRADE) {
             Ok(_) => {}
             Err(e) => say(&format!("upgrade meta error={:?}", format!("{e:#}"))),
@@ -292,11 +297,7 @@ fn staged(disk: &str, cmd: &Cmdline, cfg: Option<&MachineConfig>) {
 /// try left; GRUB: the previous slot is the default, no one-shot) and the machine reboots.
 /// Returns false when this boot is not on trial (nothing done).
 pub fn on_fatal() -> bool {
-    let current = CURRENT.lock().ok().and_then(|c| {
-        c.as_ref()
-            .map(|c| (c.disk.clone(), c.booted.clone(), c.kind.clone()))
-    });
-    let Some((disk, booted, Kind::Trial { previous })) = current else {
+    let Some((disk, booted, Kind::Trial { previous })) = current() else {
         return false;
     };
     let r = with_boot(&disk, &booted, |m| match &booted {
@@ -314,9 +315,8 @@ pub fn on_fatal() -> bool {
             format!("{e:#}")
         )),
     }
-    crate::volumes::unmount();
     std::thread::sleep(Duration::from_secs(1));
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    reboot();
     true
 }
 
@@ -350,39 +350,49 @@ pub fn request(disk: &str, cmd: &Cmdline, cfg: &MachineConfig, req: Request) -> 
         ));
         return Ok("staged".into());
     }
-    let (disk, cmd, cfg) = (disk.to_string(), cmd.clone(), cfg.clone());
-    if RUNNING.load(Ordering::SeqCst) {
+    if RUNNING.swap(true, Ordering::SeqCst) {
         bail!("an upgrade is already running");
     }
+    if let Err(e) = pending(disk) {
+        RUNNING.store(false, Ordering::SeqCst);
+        return Err(e);
+    }
+    let (disk, cmd, cfg) = (disk.to_string(), cmd.clone(), cfg.clone());
     std::thread::spawn(move || {
-        if let Err(e) = run(&disk, &cmd, &cfg, &req) {
+        if let Err(e) = run_once(&disk, &cmd, &cfg, &req) {
             say(&format!("upgrade error={:?}", format!("{e:#}")));
         }
+        RUNNING.store(false, Ordering::SeqCst);
     });
     Ok("started".into())
 }
 
-/// The upgrade: pull and verify the installer image, run it in upgrade mode, record the
-/// booted label in META 0x06, reboot. Without `preserve`, services stop and EPHEMERAL is
-/// unmounted first, and the installer formats it again.
+/// Refuses an upgrade while the previous one has not reached ready (META 0x06).
+fn pending(disk: &str) -> Result<()> {
+    if crate::lifecycle::meta_values(disk)?.contains_key(&META_UPGRADE) {
+        bail!("the previous upgrade has not reached ready yet (META 0x06 is set)");
+    }
+    Ok(())
+}
+
+/// The upgrade, at most one at a time (a staged one at boot).
 fn run(disk: &str, cmd: &Cmdline, cfg: &MachineConfig, req: &Request) -> Result<()> {
     if RUNNING.swap(true, Ordering::SeqCst) {
         bail!("an upgrade is already running");
     }
-    let r = run_once(disk, cmd, cfg, req);
+    let r = pending(disk).and_then(|()| run_once(disk, cmd, cfg, req));
     RUNNING.store(false, Ordering::SeqCst);
     r
 }
 
+/// The upgrade: pull and verify the installer image, record the booted label in META 0x06,
+/// run the installer in upgrade mode, reboot. Without `preserve`, services stop and the
+/// volumes are unmounted first, and the installer formats EPHEMERAL again; from then on
+/// every outcome ends in a reboot. An installer that fails deletes 0x06 again.
 fn run_once(disk: &str, cmd: &Cmdline, cfg: &MachineConfig, req: &Request) -> Result<()> {
     let booted = Booted::detect(cmd).context(
         "the boot loader did not say what it booted (neither LoaderEntrySelected nor BOOT_IMAGE=)",
     )?;
-    if let Ok(v) = crate::lifecycle::meta_values(disk)
-        && v.contains_key(&META_UPGRADE)
-    {
-        bail!("the previous upgrade has not reached ready yet (META 0x06 is set)");
-    }
     say(&format!(
         "upgrade image={} preserve={} booted={}",
         crate::console::printable(&req.image),
@@ -390,6 +400,38 @@ fn run_once(disk: &str, cmd: &Cmdline, cfg: &MachineConfig, req: &Request) -> Re
         booted.label()
     ));
     let root = crate::provision::pull_installer(&req.image, cfg)?;
+    let r = install(disk, cmd, cfg, req, &booted, &root);
+    let _ = std::fs::remove_dir_all(&root);
+    match r {
+        Ok(()) => {
+            say(&format!(
+                "upgrade done previous={} reboot=true",
+                booted.label()
+            ));
+            if req.preserve {
+                crate::services::stop_all(Duration::from_secs(30));
+            }
+            reboot();
+            Ok(())
+        }
+        Err(e) if !req.preserve => {
+            // services are stopped and /var is gone: only a reboot brings the node back
+            say(&format!("upgrade error={:?} reboot=true", format!("{e:#}")));
+            reboot();
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn install(
+    disk: &str,
+    cmd: &Cmdline,
+    cfg: &MachineConfig,
+    req: &Request,
+    booted: &Booted,
+    root: &std::path::Path,
+) -> Result<()> {
     let mut extra = vec!["--upgrade".to_string()];
     if !req.preserve {
         let secs = crate::services::stop_all(Duration::from_secs(30));
@@ -397,30 +439,15 @@ fn run_once(disk: &str, cmd: &Cmdline, cfg: &MachineConfig, req: &Request) -> Re
         crate::volumes::unmount_strict()?;
         extra.push("--wipe-ephemeral".into());
     }
-    let r =
-        crate::provision::run_installer(&root, disk, cmd, cfg, &extra, Vec::new(), req.test_pause);
-    let _ = std::fs::remove_dir_all(&root);
-    if let Err(e) = r {
-        if !req.preserve {
-            // services are stopped and /var is gone: only a reboot brings the node back
-            say(&format!("upgrade error={:?} reboot=true", format!("{e:#}")));
-            nix::unistd::sync();
-            let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
-        }
-        return Err(e);
-    }
+    // before the boot loader learns of the new version: a power cut after the installer still
+    // leaves a boot on trial that knows where it came from
     crate::lifecycle::meta_write(disk, META_UPGRADE, booted.label().as_bytes())?;
-    say(&format!(
-        "upgrade done previous={} reboot=true",
-        booted.label()
-    ));
-    if req.preserve {
-        crate::services::stop_all(Duration::from_secs(30));
+    let r =
+        crate::provision::run_installer(root, disk, cmd, cfg, &extra, Vec::new(), req.test_pause);
+    if r.is_err() {
+        let _ = crate::lifecycle::meta_delete(disk, META_UPGRADE);
     }
-    crate::volumes::unmount();
-    nix::unistd::sync();
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
-    Ok(())
+    r
 }
 
 #[cfg(test)]

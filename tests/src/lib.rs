@@ -17,6 +17,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// A sparse blank disk image of `size` bytes at `path`.
+pub fn blank_disk(path: &Path, size: u64) {
+    std::fs::File::create(path).unwrap().set_len(size).unwrap();
+}
+
 /// The sigstore-js interop scripts (tests/sigstore-js) with their dependencies installed by
 /// `npm ci` from the committed lock file, in `dir/sigstore-js`.
 pub fn sigstore_js(dir: &Path) -> PathBuf {

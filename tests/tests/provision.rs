@@ -90,10 +90,7 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
         ]));
     let iso = iso_dir.join("metal-amd64.iso");
     let disk = t.path().join("disk.raw");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(6 << 30)
-        .unwrap();
+    blank_disk(&disk, 6 << 30);
     let mut extra = user_nic("n0", "");
     extra.extend(["-uuid".to_string(), UUID.to_string()]);
     let m = Machine {
@@ -308,10 +305,7 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         .arg(format!("0xc=@{}", meta.display())));
     let iso = iso_dir.join("metal-amd64.iso");
     let disk = t.path().join("disk.raw");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(6 << 30)
-        .unwrap();
+    blank_disk(&disk, 6 << 30);
     let api = free_port();
     let machine = |disks: Vec<(std::path::PathBuf, DiskKind)>| Machine {
         firmware: Firmware::Uefi,

@@ -263,6 +263,16 @@ fn copy_extents(img: &File, dev: &mut File, from: u64, to: u64) -> std::io::Resu
     Ok(copied)
 }
 
+/// The installer's scratch directory in `tmp`, removed when dropped.
+fn work_dir(tmp: &Path) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("installer.")
+        .tempdir_in(tmp)
+        .code(ExitCode::Io, || {
+            format!("creating a directory in {}", tmp.display())
+        })
+}
+
 fn install(a: &InstallArgs) -> Result<()> {
     if a.upgrade {
         return upgrade(a);
@@ -271,12 +281,7 @@ fn install(a: &InstallArgs) -> Result<()> {
     let meta = meta_values(a)?;
     let assets = a.install_dir.join(&a.arch);
     let tmp = std::env::temp_dir();
-    let work = tempfile::Builder::new()
-        .prefix("installer.")
-        .tempdir_in(&tmp)
-        .code(ExitCode::Io, || {
-            format!("creating a directory in {}", tmp.display())
-        })?;
+    let work = work_dir(&tmp)?;
     let uki_path = assets.join("vmlinuz.efi");
     let uki = if uki_path.is_file() {
         Some(open_uki(&uki_path, work.path())?)
@@ -473,17 +478,12 @@ const TEST_PAUSE: &str = adv::env::TEST_PAUSE;
 /// `installer install --upgrade` (docs/formats/upgrade.md): the installer image's UKI goes
 /// beside the booted version on the node's disk, for systemd-boot (ESP) or GRUB (BOOT),
 /// mounted with the kernel's vfat in the installer's own mount namespace. With
-/// `--wipe-ephemeral`, EPHEMERAL (unmounted by the node) is formatted again. META and STATE
-/// are not touched; the node records the previous boot label in META afterwards.
+/// `--wipe-ephemeral`, EPHEMERAL (unmounted by the node) is formatted again, first. META and
+/// STATE are not touched (the node records the previous boot label in META).
 fn upgrade(a: &InstallArgs) -> Result<()> {
     let assets = a.install_dir.join(&a.arch);
     let tmp = std::env::temp_dir();
-    let work = tempfile::Builder::new()
-        .prefix("installer.")
-        .tempdir_in(&tmp)
-        .code(ExitCode::Io, || {
-            format!("creating a directory in {}", tmp.display())
-        })?;
+    let work = work_dir(&tmp)?;
     let uki_path = assets.join("vmlinuz.efi");
     if !uki_path.is_file() {
         return Err(Error::invalid(format!(
@@ -493,6 +493,12 @@ fn upgrade(a: &InstallArgs) -> Result<()> {
         )));
     }
     let uki = open_uki(&uki_path, work.path())?;
+    if !installer::ab::valid_entry_part(&uki.version) {
+        return Err(Error::invalid(format!(
+            "--upgrade: the version {:?} cannot name a boot entry (letters, digits, . _ -)",
+            uki.version
+        )));
+    }
     let what = || format!("--disk {}", a.disk.display());
     let mut dev = std::fs::OpenOptions::new()
         .read(true)
@@ -539,81 +545,7 @@ fn upgrade(a: &InstallArgs) -> Result<()> {
             anyhow!("{}: no {label} partition to upgrade", what()),
         )
     })?;
-    let part_dev = installer::ab::partition_device(&disk, part.number);
-    let mnt = work.path().join("boot");
-    std::fs::create_dir_all(&mnt).code(ExitCode::Io, || mnt.display().to_string())?;
-    use nix::mount::MsFlags;
-    nix::mount::mount(
-        Some(part_dev.as_str()),
-        &mnt,
-        Some("vfat"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|e| Error::new(ExitCode::Io, anyhow!("mounting {label} ({part_dev}): {e}")))?;
-    let pause = || test_pause("the new boot files written, the boot loader not yet told");
-    let staged = if bootloader == "sd-boot" {
-        installer::ab::loader_entry_selected()
-            .ok_or_else(|| {
-                Error::invalid(
-                    "--upgrade: systemd-boot did not say which entry booted (LoaderEntrySelected)",
-                )
-            })
-            .and_then(|booted| {
-                let os = booted.split_once('-').map_or("Talos", |(o, _)| o);
-                let os = if os.eq_ignore_ascii_case("talos") {
-                    "Talos"
-                } else {
-                    os
-                };
-                let sd = assets.join("systemd-boot.efi");
-                let target = if a.arch == "arm64" {
-                    "EFI/boot/BOOTAA64.efi"
-                } else {
-                    "EFI/boot/BOOTX64.efi"
-                };
-                let boot_efi = sd.is_file().then_some((sd.as_path(), target));
-                installer::ab::sdboot_stage(
-                    &mnt,
-                    &uki.path,
-                    boot_efi,
-                    os,
-                    &uki.version,
-                    &booted,
-                    pause,
-                )
-                .map(|n| format!("{n} beside {booted}"))
-                .map_err(|e| Error::new(ExitCode::Io, anyhow!("{e}")))
-            })
-    } else {
-        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-        (|| {
-            let cfg = std::fs::read_to_string(mnt.join(installer::ab::GRUB_CFG))
-                .map_err(|e| anyhow!("reading grub.cfg: {e}"))?;
-            let ab = installer::ab::GrubAb::parse(&cfg)?;
-            let booted = installer::ab::grub_booted_slot(&cmdline).unwrap_or(ab.default);
-            let os = ab
-                .slot(booted)
-                .and_then(|s| s.title.split_once(" - "))
-                .and_then(|(_, t)| t.rsplit_once(' '))
-                .map_or("Talos".to_string(), |(o, _)| o.to_string());
-            let new = installer::ab::grub_stage(
-                &mnt,
-                &work.path().join("vmlinuz"),
-                &work.path().join("initramfs.xz"),
-                &uki.cmdline,
-                &os,
-                &uki.version,
-                booted,
-                pause,
-            )?;
-            Ok::<_, anyhow::Error>(format!("slot {new}, next boot once, beside slot {booted}"))
-        })()
-        .map_err(|e| Error::new(ExitCode::Io, e))
-    };
-    let umounted = nix::mount::umount(&mnt);
-    let staged = staged?;
-    umounted.map_err(|e| Error::new(ExitCode::Io, anyhow!("unmounting {label}: {e}")))?;
+    // EPHEMERAL first: nothing boots the new version before everything else is done
     let mut wiped = String::new();
     if a.wipe_ephemeral {
         let p = layout
@@ -626,6 +558,73 @@ fn upgrade(a: &InstallArgs) -> Result<()> {
         dev.sync_all().code(ExitCode::Io, what)?;
         wiped = format!(", EPHEMERAL formatted ({} MiB)", p.size(512) >> 20);
     }
+    let part_dev = installer::ab::partition_device(&disk, part.number);
+    // a directory of its own, not inside `work`, whose removal would reach into the mount
+    let mnt = tmp.join(format!("installer-{label}.{}", std::process::id()));
+    let mount = installer::ab::BootMount::vfat(&part_dev, &mnt)
+        .map_err(|e| Error::new(ExitCode::Io, anyhow!("{e}")))?;
+    let pause = || test_pause("the new boot files written, the boot loader not yet told");
+    let staged = if bootloader == "sd-boot" {
+        let booted = installer::ab::loader_entry_selected().ok_or_else(|| {
+            Error::invalid(
+                "--upgrade: systemd-boot did not say which entry booted (LoaderEntrySelected)",
+            )
+        })?;
+        let os = booted.split_once('-').map_or("Talos", |(o, _)| o);
+        let os = if os.eq_ignore_ascii_case("talos") {
+            "Talos"
+        } else {
+            os
+        };
+        let sd = assets.join("systemd-boot.efi");
+        let target = format!(
+            "EFI/boot/{}",
+            installer::efi_arch_name(&a.arch).map_err(|e| Error::invalid(format!("{e}")))?
+        );
+        let boot_efi = sd.is_file().then_some((sd.as_path(), target.as_str()));
+        installer::ab::sdboot_stage(
+            mount.path(),
+            &uki.path,
+            boot_efi,
+            os,
+            &uki.version,
+            &booted,
+            pause,
+        )
+        .map(|n| format!("{n} beside {booted}"))
+        .map_err(|e| Error::new(ExitCode::Assembly, anyhow!("{e}")))?
+    } else {
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let booted = installer::ab::grub_booted_slot(&cmdline).ok_or_else(|| {
+            Error::invalid("--upgrade: GRUB did not say which slot booted (BOOT_IMAGE=)")
+        })?;
+        (|| {
+            let ab = installer::ab::read_grub(mount.path())?;
+            let os = ab
+                .slot(booted)
+                .and_then(|s| s.title.split_once(" - "))
+                .and_then(|(_, t)| t.rsplit_once(' '))
+                .map_or("Talos".to_string(), |(o, _)| o.to_string());
+            let new = installer::ab::grub_stage(
+                mount.path(),
+                &work.path().join("vmlinuz"),
+                &work.path().join("initramfs.xz"),
+                &uki.cmdline,
+                &os,
+                &uki.version,
+                booted,
+                pause,
+            )?;
+            Ok::<_, installer::InstallError>(format!(
+                "slot {new}, next boot once, beside slot {booted}"
+            ))
+        })()
+        .map_err(|e| Error::new(ExitCode::Assembly, anyhow!("{e}")))?
+    };
+    mount
+        .unmount()
+        .map_err(|e| Error::new(ExitCode::Io, anyhow!("{e}")))?;
+    let _ = std::fs::remove_dir(&mnt);
     eprintln!(
         "installer: upgraded to {} ({bootloader}, UKI) on {}: {staged}{wiped}",
         uki.version,
