@@ -263,6 +263,15 @@ fn copy_extents(img: &File, dev: &mut File, from: u64, to: u64) -> std::io::Resu
     Ok(copied)
 }
 
+/// `--disk`, opened for reading and writing.
+fn open_disk(a: &InstallArgs) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&a.disk)
+        .code(ExitCode::Io, || format!("--disk {}", a.disk.display()))
+}
+
 /// The installer's scratch directory in `tmp`, removed when dropped.
 fn work_dir(tmp: &Path) -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
@@ -317,11 +326,7 @@ fn install(a: &InstallArgs) -> Result<()> {
     }
     // the disk
     let what = || format!("--disk {}", a.disk.display());
-    let mut dev = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&a.disk)
-        .code(ExitCode::Io, what)?;
+    let mut dev = open_disk(a)?;
     let is_block = dev
         .metadata()
         .code(ExitCode::Io, what)?
@@ -500,11 +505,7 @@ fn upgrade(a: &InstallArgs) -> Result<()> {
         )));
     }
     let what = || format!("--disk {}", a.disk.display());
-    let mut dev = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&a.disk)
-        .code(ExitCode::Io, what)?;
+    let mut dev = open_disk(a)?;
     if !dev
         .metadata()
         .code(ExitCode::Io, what)?
