@@ -15,6 +15,21 @@ pub fn all() -> Seeds {
     let mut seeds = Seeds::new();
     let out = &mut seeds;
 
+    // schematic
+    for (n, y) in [
+        ("empty", "{}"),
+        ("json", r#"{"customization": {"meta": [{"key": 10, "value": "foo"}], "extraKernelArgs": ["noapic"]}}"#),
+        (
+            "full",
+            "overlay:\n  image: siderolabs/sbc-raspberrypi\n  name: rpi_generic\n  options:\n    a: [1, 'x y', {b: ~}]\n\
+             customization:\n  embeddedMachineConfiguration: |\n    version: v1alpha1\n  bootloader: sd-boot\n  \
+             systemExtensions:\n    officialExtensions: [siderolabs/gvisor]\n  secureboot: {enrollKeys: force}\n  \
+             diskImage: {sectorSize: 4096}\n",
+        ),
+    ] {
+        put(out, "schematic", n, y.as_bytes());
+    }
+
     // profile
     for (n, y) in [
         ("metal", "baseProfileName: metal\narch: amd64\n"),
