@@ -703,8 +703,7 @@ fn route(method: &str, path: &str, body: &[u8], state: &State) -> (u16, serde_js
             std::thread::spawn(|| {
                 std::thread::sleep(Duration::from_millis(500));
                 say("reboot requested=api");
-                crate::volumes::unmount();
-                let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+                crate::console::reboot();
             });
             (200, json!({"rebooting": true}))
         }

@@ -38,6 +38,12 @@ pub fn poweroff() {
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
 }
 
+/// Unmounts the volumes (synced) and reboots.
+pub fn reboot() {
+    crate::volumes::unmount();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+}
+
 /// PID 1 must never exit: reap children forever (the service supervisor gets the statuses
 /// of its processes).
 pub fn idle() -> ! {

@@ -565,15 +565,9 @@ pub(crate) fn run_installer(
 
 /// Writes the configuration into STATE's `config.yaml` (mode 0600).
 fn store_config(disk: &str, cfg: &MachineConfig) -> Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
+    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::File::open(disk)?;
-    let size = f.seek(SeekFrom::End(0))?;
-    let layout = gpt::read(&mut f, 512, size).context("reading the installed GPT")?;
-    let state = layout
-        .by_name("STATE")
-        .context("the installed disk has no STATE")?;
-    let dev = crate::volumes::partition_device(disk, state.number);
+    let dev = crate::volumes::partition_of(disk, "STATE").context("the installed disk")?;
     // the kernel rereads the table the installer wrote once the device is closed
     for _ in 0..100 {
         if Path::new(&dev).exists() {

@@ -108,15 +108,7 @@ fn with_boot<T>(
     booted: &Booted,
     f: impl FnOnce(&std::path::Path) -> Result<T>,
 ) -> Result<T> {
-    use std::io::{Seek, SeekFrom};
-    let mut d = std::fs::File::open(disk).with_context(|| format!("opening {disk}"))?;
-    let size = d.seek(SeekFrom::End(0))?;
-    let layout = gpt::read(&mut d, 512, size).with_context(|| format!("the GPT of {disk}"))?;
-    let name = booted.partition();
-    let p = layout
-        .by_name(name)
-        .with_context(|| format!("{disk} has no {name} partition"))?;
-    let dev = ab::partition_device(disk, p.number);
+    let dev = crate::volumes::partition_of(disk, booted.partition())?;
     let mount = ab::BootMount::vfat(&dev, std::path::Path::new(BOOT_MOUNT))?;
     let r = f(mount.path())?;
     mount.unmount()?;
@@ -129,13 +121,6 @@ fn current() -> Option<(String, Booted, Kind)> {
         c.as_ref()
             .map(|c| (c.disk.clone(), c.booted.clone(), c.kind.clone()))
     })
-}
-
-/// Syncs and reboots (the volumes unmounted first).
-fn reboot() {
-    crate::volumes::unmount();
-    nix::unistd::sync();
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
 }
 
 /// Whether an upgrade is running (a reset waits for none).
@@ -316,7 +301,7 @@ pub fn on_fatal() -> bool {
         )),
     }
     std::thread::sleep(Duration::from_secs(1));
-    reboot();
+    crate::console::reboot();
     true
 }
 
@@ -411,13 +396,13 @@ fn run_once(disk: &str, cmd: &Cmdline, cfg: &MachineConfig, req: &Request) -> Re
             if req.preserve {
                 crate::services::stop_all(Duration::from_secs(30));
             }
-            reboot();
+            crate::console::reboot();
             Ok(())
         }
         Err(e) if !req.preserve => {
             // services are stopped and /var is gone: only a reboot brings the node back
             say(&format!("upgrade error={:?} reboot=true", format!("{e:#}")));
-            reboot();
+            crate::console::reboot();
             Err(e)
         }
         Err(e) => Err(e),

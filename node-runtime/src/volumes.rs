@@ -36,6 +36,18 @@ pub struct Installed {
 
 pub use installer::ab::partition_device;
 
+/// The device node of the partition named `label` in the GPT of `disk` (the disk is closed
+/// again on return).
+pub fn partition_of(disk: &str, label: &str) -> Result<String> {
+    let mut f = File::open(disk).with_context(|| format!("opening {disk}"))?;
+    let size = f.seek(SeekFrom::End(0))?;
+    let layout = gpt::read(&mut f, 512, size).with_context(|| format!("the GPT of {disk}"))?;
+    let p = layout
+        .by_name(label)
+        .with_context(|| format!("{disk} has no {label} partition"))?;
+    Ok(partition_device(disk, p.number))
+}
+
 fn wait_for(dev: &str) -> Result<()> {
     let start = Instant::now();
     while !Path::new(dev).exists() {
