@@ -19,6 +19,7 @@
 //! bytes unchanged (layer annotations included) under the layout's manifest digest; no
 //! `--format` is needed (the manifest type of an OCI source is kept).
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -376,4 +377,84 @@ pub fn skopeo_digest(reference: &str, tls_verify: bool) -> String {
         "sha256:{}",
         crate::sha256(&skopeo_inspect_raw(reference, tls_verify))
     )
+}
+
+/// Pushes the OCI layout at `layout` to `dst` (plain HTTP, digests preserved); the
+/// manifest digest in the registry.
+pub fn push_layout(layout: &Path, dst: &str) -> String {
+    skopeo_copy(
+        &format!("oci:{}", layout.display()),
+        &format!("docker://{dst}"),
+        &[PRESERVE, "--dest-tls-verify=false"],
+    );
+    skopeo_digest(&format!("docker://{dst}"), false)
+}
+
+/// Pushes a cosign signature image for `digest` of `repo` (tag `sha256-<hex>.sig`) holding
+/// one layer per `(payload, annotations)`.
+pub fn push_signature(
+    host: &str,
+    repo: &str,
+    digest: &str,
+    sigs: &[(Vec<u8>, BTreeMap<String, String>)],
+) {
+    let d = tempfile::tempdir().unwrap();
+    let blobs = d.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let h = crate::sha256(data);
+        std::fs::write(blobs.join(&h), data).unwrap();
+        (format!("sha256:{h}"), data.len())
+    };
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (payload, ann) in sigs {
+        let (pd, ps) = put(payload);
+        diff_ids.push(pd.clone());
+        layers.push(serde_json::json!({
+            "mediaType": cosign::SIMPLESIGNING_MEDIA_TYPE,
+            "digest": pd, "size": ps, "annotations": ann,
+        }));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "", "os": "", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let (cd, cs) = put(&config);
+    let m = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": layers,
+    }))
+    .unwrap();
+    let (md, ms) = put(&m);
+    std::fs::write(
+        d.path().join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms}],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    push_layout(d.path(), &format!("{host}/{repo}:sha256-{hex}.sig"));
+}
+
+/// A cosign signature of `digest` in repository `name` by `key`: payload and annotations.
+pub fn key_sig(
+    key: &cosign::SigningKey,
+    name: &str,
+    digest: &str,
+) -> (Vec<u8>, BTreeMap<String, String>) {
+    let payload = cosign::simple_signing_payload(name, digest);
+    let ann = cosign::sign_payload(key, &payload);
+    (payload, ann)
 }

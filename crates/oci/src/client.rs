@@ -1098,6 +1098,153 @@ impl Client {
     }
 }
 
+/// At most this many tags are listed.
+const MAX_TAGS: usize = 10_000;
+/// At most this many pages of the tag list are read.
+const MAX_TAG_PAGES: usize = 64;
+
+/// A blob streamed from the registry ([`Client::open_blob`]): at most the descriptor's size
+/// is read, and the chunk that completes it is only handed out once the whole blob's digest
+/// matched; a mismatch or a short body is an error instead, so a reader never sees all the
+/// bytes of a wrong blob.
+pub struct BlobReader {
+    body: Box<dyn Read + Send>,
+    hasher: sha2::Sha256,
+    remaining: u64,
+    digest: Digest,
+    what: String,
+}
+
+impl std::fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobReader")
+            .field("digest", &self.digest)
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest as _;
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = loop {
+            match self.body.read(&mut buf[..want]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{}: truncated, {} bytes missing", self.what, self.remaining),
+            ));
+        }
+        self.hasher.update(&buf[..n]);
+        self.remaining -= n as u64;
+        if self.remaining == 0 {
+            let got: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+            let got = Digest::from_sha256(&got);
+            if got != self.digest {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: content digest {got}, expected {}",
+                        self.what, self.digest
+                    ),
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Client {
+    /// The tags of `r`'s repository (`/v2/<name>/tags/list`, following `Link` pages on the
+    /// same registry), at most 10,000, in the registry's order. A repository that does not
+    /// exist is [`Error::NotFound`].
+    pub fn tags(&self, r: &Reference, insecure: bool) -> Result<Vec<String>, Error> {
+        let eps = self.endpoints(r, insecure)?;
+        let (tags, _) = self.on_endpoints(r, &eps, |ep| {
+            let mut url = format!("{}?n=1000", ep.url(&r.repository, "tags", "list"));
+            let mut tags = Vec::new();
+            for _ in 0..MAX_TAG_PAGES {
+                let what = format!("tags of {} from {ep}", r.name());
+                let (bytes, next) = self.retry(&what, || {
+                    let resp = self.send_once(ep, &r.repository, false, "GET", &url, &[], None)?;
+                    let next = header(&resp, "link").and_then(next_link);
+                    Ok((read_document(resp, &url, &what)?, next))
+                })?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| Error::Manifest {
+                        what: what.clone(),
+                        why: format!("not JSON: {e}"),
+                    })?;
+                for t in v["tags"].as_array().into_iter().flatten() {
+                    if let Some(t) = t.as_str() {
+                        tags.push(t.to_string());
+                    }
+                }
+                let Some(next) = next else { break };
+                if tags.len() >= MAX_TAGS {
+                    break;
+                }
+                url = same_origin(&ep.base, &next).ok_or_else(|| {
+                    Error::Registry(format!(
+                        "{what}: the next page {next:?} is not on {}",
+                        ep.host
+                    ))
+                })?;
+            }
+            tags.truncate(MAX_TAGS);
+            Ok(tags)
+        })?;
+        Ok(tags)
+    }
+
+    /// Opens the blob `d` of `r`'s repository for streaming, without the cache (the mirrors
+    /// are tried for the start of the transfer; nothing is retried once bytes flow). The
+    /// reader checks size and digest ([`BlobReader`]).
+    pub fn open_blob(
+        &self,
+        r: &Reference,
+        insecure: bool,
+        d: &Descriptor,
+    ) -> Result<BlobReader, Error> {
+        let eps = self.endpoints(r, insecure)?;
+        let (body, _) = self.on_endpoints(r, &eps, |ep| {
+            let url = ep.url(&r.repository, "blobs", d.digest.as_str());
+            let what = format!("blob {} of {}", d.digest, r.name());
+            self.retry(&what, || {
+                let resp = self.send_once(ep, &r.repository, false, "GET", &url, &[], None)?;
+                if let Some(len) =
+                    header(&resp, "content-length").and_then(|l| l.parse::<u64>().ok())
+                    && len != d.size
+                {
+                    return Err(Failure::Fatal(Error::Size {
+                        digest: d.digest.clone(),
+                        expected: d.size,
+                        got: len,
+                    }));
+                }
+                Ok(Box::new(resp.into_body().into_reader()) as Box<dyn Read + Send>)
+            })
+        })?;
+        Ok(BlobReader {
+            body,
+            hasher: sha2::Sha256::default(),
+            remaining: d.size,
+            digest: d.digest.clone(),
+            what: format!("blob {} of {}", d.digest, r.name()),
+        })
+    }
+}
+
 fn read_capped(r: Response, max: u64) -> String {
     let mut s = String::new();
     let _ = r.into_body().into_reader().take(max).read_to_string(&mut s);

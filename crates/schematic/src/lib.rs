@@ -217,11 +217,17 @@ impl Schematic {
     /// The ID of the same schematic with its official extensions sorted and deduplicated
     /// (this project's addition): the same for any order a client lists them in.
     pub fn normalized_id(&self) -> Result<String, Error> {
+        self.normalized().id()
+    }
+
+    /// The same schematic with its official extensions sorted and deduplicated: its ID is
+    /// [`Schematic::normalized_id`].
+    pub fn normalized(&self) -> Schematic {
         let mut n = self.clone();
         let e = &mut n.customization.system_extensions.official_extensions;
         e.sort();
         e.dedup();
-        n.id()
+        n
     }
 }
 

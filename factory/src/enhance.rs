@@ -1,0 +1,181 @@
+//! Schematic + asset → the imager profile that builds it, and the profile's hash, the cache
+//! key (docs/formats/factory.md, "Builds and the cache"), as upstream's `EnhanceFromSchematic` and
+//! `profile.Hash`.
+
+use crate::path::Asset;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+/// The inputs a profile is pinned to, by digest.
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    /// The version's installer-base image, `registry/path@sha256:…`.
+    pub base: String,
+    /// The schematic's extensions in its order, `registry/path@sha256:…`.
+    pub extensions: Vec<String>,
+    /// Plain HTTP for both.
+    pub insecure: bool,
+}
+
+/// A schematic this build cannot honour (a 400).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsupported(pub String);
+
+/// The profile of `asset` for `version`, customized by `s` and pinned to `pins`.
+pub fn profile(
+    asset: &Asset,
+    version: &str,
+    s: &schematic::Schematic,
+    pins: &Pinned,
+) -> Result<Value, Unsupported> {
+    let c = &s.customization;
+    if !s.overlay.image.is_empty() || !s.overlay.name.is_empty() {
+        return Err(Unsupported(
+            "schematics with an overlay are not built by this factory yet".into(),
+        ));
+    }
+    if asset.secureboot {
+        return Err(Unsupported(
+            "SecureBoot assets need secureBoot signing keys, which this factory has no \
+             configuration for yet"
+                .into(),
+        ));
+    }
+    let mut p = asset.profile(version);
+    let asset_ref = |r: &str| json!({"imageRef": r, "forceInsecure": pins.insecure});
+    p["input"] = json!({"baseInstaller": asset_ref(&pins.base)});
+    if !pins.extensions.is_empty() {
+        p["input"]["systemExtensions"] =
+            Value::Array(pins.extensions.iter().map(|r| asset_ref(r)).collect());
+    }
+    let mut cust = serde_json::Map::new();
+    // the kernel and the initramfs carry no command line and no META; installers no META
+    // (the imager refuses them there, as Talos's imager ignores them)
+    let boot_pieces = matches!(asset.kind, "kernel" | "initramfs");
+    if !c.extra_kernel_args.is_empty() && !boot_pieces {
+        cust.insert("extraKernelArgs".into(), json!(c.extra_kernel_args));
+    }
+    if !c.meta.is_empty() && !boot_pieces && asset.kind != "installer" {
+        cust.insert(
+            "metaContents".into(),
+            Value::Array(
+                c.meta
+                    .iter()
+                    .map(|m| json!({"key": m.key, "value": m.value}))
+                    .collect(),
+            ),
+        );
+    }
+    if !c.embedded_machine_configuration.is_empty() {
+        cust.insert(
+            "embeddedMachineConfiguration".into(),
+            json!(c.embedded_machine_configuration),
+        );
+    }
+    if !cust.is_empty() {
+        p["customization"] = Value::Object(cust);
+    }
+    match asset.kind {
+        "image" => {
+            if !c.bootloader.is_empty() {
+                p["output"]["imageOptions"]["bootloader"] = json!(c.bootloader);
+            }
+            if c.disk_image.sector_size != 0 {
+                p["output"]["imageOptions"]["diskSectorSize"] = json!(c.disk_image.sector_size);
+            }
+        }
+        "iso" if !c.bootloader.is_empty() => {
+            p["output"]["isoOptions"] = json!({"bootloader": c.bootloader});
+        }
+        _ => {}
+    }
+    Ok(p)
+}
+
+/// What changes every cache key when this project's builds change in a way the profile does
+/// not show (upstream's "errata" salts); bump the number to rebuild everything.
+const ERRATA: &str = "talos-rs factory build 1";
+
+/// The cache key of a resolved profile: SHA-256 of its YAML with the registry hosts taken
+/// out of image references and `forceInsecure` dropped (so that a mirror or a moved registry
+/// keeps the cache), then `SOURCE_DATE_EPOCH` and the errata salt.
+pub fn hash(p: &imager::profile::Profile, epoch: i64) -> Result<String, imager::error::Error> {
+    let mut p = p.clone();
+    let strip = |a: &mut imager::profile::ContainerAsset| {
+        if let Ok(r) = oci::Reference::parse(&a.image_ref) {
+            a.image_ref = match &r.digest {
+                Some(d) => format!("{}@{d}", r.repository),
+                None => format!("{}:{}", r.repository, r.tag.as_deref().unwrap_or("latest")),
+            };
+        }
+        a.force_insecure = false;
+    };
+    strip(&mut p.input.base_installer);
+    for e in &mut p.input.system_extensions {
+        strip(e);
+    }
+    let mut h = Sha256::new();
+    h.update(p.to_yaml()?.as_bytes());
+    h.update(format!("epoch {epoch}\n").as_bytes());
+    h.update(ERRATA.as_bytes());
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn pins(host: &str) -> Pinned {
+        Pinned {
+            base: format!("{host}/siderolabs/installer-base@sha256:{}", "a".repeat(64)),
+            extensions: vec![format!(
+                "{host}/siderolabs/gvisor@sha256:{}",
+                "b".repeat(64)
+            )],
+            insecure: true,
+        }
+    }
+
+    fn resolved(p: Value) -> imager::profile::Resolved {
+        imager::profile::resolve(p, "test", std::path::Path::new("/x"), &Default::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn customization_reaches_the_profile_and_the_hash_ignores_the_host() {
+        let s = schematic::parse(
+            b"customization:\n  extraKernelArgs: [noapic]\n  meta:\n    - {key: 12, value: hi}\n  \
+              bootloader: grub\n  systemExtensions:\n    officialExtensions: [siderolabs/gvisor]\n",
+        )
+        .unwrap();
+        let a = crate::path::parse("metal-amd64.raw.xz").unwrap();
+        let p = profile(&a, "v1.14.0", &s, &pins("127.0.0.1:5000")).unwrap();
+        assert_eq!(p["customization"]["extraKernelArgs"], json!(["noapic"]));
+        assert_eq!(p["customization"]["metaContents"][0]["key"], json!(12));
+        assert_eq!(p["output"]["imageOptions"]["bootloader"], json!("grub"));
+        assert_eq!(
+            p["input"]["systemExtensions"][0]["forceInsecure"],
+            json!(true)
+        );
+        let r = resolved(p);
+        let h = hash(&r.profile, 1).unwrap();
+        let other = resolved(profile(&a, "v1.14.0", &s, &pins("mirror.example:443")).unwrap());
+        assert_eq!(h, hash(&other.profile, 1).unwrap());
+        assert_ne!(h, hash(&r.profile, 2).unwrap(), "the epoch is in the key");
+        let iso = crate::path::parse("metal-amd64.iso").unwrap();
+        let pi = resolved(profile(&iso, "v1.14.0", &s, &pins("h")).unwrap());
+        assert_ne!(h, hash(&pi.profile, 1).unwrap());
+    }
+
+    #[test]
+    fn overlays_and_secureboot_are_refused_for_now() {
+        let s = schematic::parse(b"overlay:\n  image: x/y\n  name: rpi\n").unwrap();
+        let a = crate::path::parse("metal-amd64.raw.xz").unwrap();
+        assert!(profile(&a, "v1.14.0", &s, &pins("h")).is_err());
+        let s = schematic::parse(b"{}").unwrap();
+        let a = crate::path::parse("metal-amd64-secureboot.iso").unwrap();
+        assert!(profile(&a, "v1.14.0", &s, &pins("h")).is_err());
+    }
+}

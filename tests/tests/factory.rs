@@ -1,0 +1,609 @@
+//! The Image Factory service (docs/formats/factory.md) against the real `docker-registry`: inputs
+//! published and cosign-signed by the test (an installer-base from `base-assets publish`, an
+//! extension and the extensions catalog pushed with skopeo), two instances sharing one
+//! registry cache, de-duplicated builds, tampered cache entries, a kill in the middle of a
+//! build, and a node network-booted by iPXE from the factory's PXE script.
+#![allow(clippy::unwrap_used)]
+
+use e2e::fixture::{Tar, gzip, manifest, oci_layout};
+use e2e::registry::{Registry, free_port, key_sig, push_layout, push_signature, skopeo};
+use e2e::{assets, bin, ok, run, sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VERSION: &str = "v1.14.0";
+const EPOCH: &str = "1700000000";
+
+/// The registry with the factory's inputs, and the keys.
+struct Lab {
+    reg: Registry,
+    dir: tempfile::TempDir,
+    input_key: cosign::SigningKey,
+    base_digest: String,
+    ext_digest: String,
+}
+
+fn sign(lab_host: &str, repo: &str, digest: &str, key: &cosign::SigningKey) {
+    let name = format!("{lab_host}/{repo}");
+    push_signature(lab_host, repo, digest, &[key_sig(key, &name, digest)]);
+}
+
+fn tar_layout(dir: &Path, tar: Vec<u8>) {
+    oci_layout(dir, &[("amd64", vec![gzip(&tar)])]);
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let reg = Registry::start();
+        let dir = tempfile::tempdir().unwrap();
+        let host = reg.host();
+        let input_key = cosign::SigningKey::from_seed(b"factory inputs");
+        std::fs::write(
+            dir.path().join("inputs.pub"),
+            input_key.public_key().to_pem(),
+        )
+        .unwrap();
+        let cache_key = cosign::SigningKey::from_seed(b"factory cache");
+        std::fs::write(dir.path().join("cache.pem"), cache_key.to_pkcs8_pem()).unwrap();
+        // the installer-base of the version, as the release build publishes it
+        let base_ref = format!("{host}/siderolabs/installer-base:{VERSION}");
+        ok(Command::new(bin("base-assets"))
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .args(["publish", "--arch", "amd64", "--insecure", "--assets"])
+            .arg(assets())
+            .arg("--installer")
+            .arg(bin("installer"))
+            .args(["--push", &base_ref]));
+        let base_digest = e2e::registry::skopeo_digest(&base_ref, false);
+        sign(&host, "siderolabs/installer-base", &base_digest, &input_key);
+        // an official extension
+        let ext = Tar::new()
+            .file(
+                "manifest.yaml",
+                0o644,
+                manifest("hello", "1.0.0", ">= v1.0.0").as_bytes(),
+            )
+            .dir("rootfs", 0o755)
+            .dir("rootfs/usr", 0o755)
+            .dir("rootfs/usr/local", 0o755)
+            .dir("rootfs/usr/local/share", 0o755)
+            .file(
+                "rootfs/usr/local/share/hello.txt",
+                0o644,
+                b"hello from the factory\n",
+            )
+            .finish();
+        let l = dir.path().join("ext-layout");
+        tar_layout(&l, ext);
+        let ext_digest = push_layout(&l, &format!("{host}/siderolabs/hello:1.0.0"));
+        sign(&host, "siderolabs/hello", &ext_digest, &input_key);
+        // the version's extensions catalog
+        let line = format!("{host}/siderolabs/hello:1.0.0@{ext_digest}");
+        let catalog = Tar::new()
+            .file("image-digests", 0o644, format!("{line}\n").as_bytes())
+            .file(
+                "descriptions.yaml",
+                0o644,
+                format!("\"{line}\":\n  author: Test\n  description: Says hello.\n").as_bytes(),
+            )
+            .finish();
+        let l = dir.path().join("catalog-layout");
+        tar_layout(&l, catalog);
+        let cd = push_layout(&l, &format!("{host}/siderolabs/extensions:{VERSION}"));
+        sign(&host, "siderolabs/extensions", &cd, &input_key);
+        Lab {
+            reg,
+            dir,
+            input_key,
+            base_digest,
+            ext_digest,
+        }
+    }
+
+    fn host(&self) -> String {
+        self.reg.host()
+    }
+
+    /// The cache repository's asset tags (profile hashes).
+    fn cache_tags(&self) -> Vec<String> {
+        let o = run(
+            skopeo().args([
+                "list-tags",
+                "--tls-verify=false",
+                &format!("docker://{}/siderolabs/image-factory/cache", self.host()),
+            ]),
+            None,
+        );
+        if !o.status.success() {
+            return Vec::new();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut tags: Vec<String> = v["Tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t.as_str())
+            .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string)
+            .collect();
+        tags.sort();
+        tags
+    }
+}
+
+/// A running `factory`, killed on drop.
+struct Factory {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(900)))
+        .build()
+        .into()
+}
+
+impl Factory {
+    fn start(lab: &Lab, name: &str, extra: &[(&str, &str)]) -> Factory {
+        let port = free_port();
+        let log = lab.dir.path().join(format!("{name}.log"));
+        let host = lab.host();
+        let mut c = Command::new(bin("factory"));
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("IF_HTTP_HTTPLISTENADDR", format!("127.0.0.1:{port}"))
+            .env("IF_CACHE_OCI_REGISTRY", &host)
+            .env("IF_CACHE_OCI_INSECURE", "true")
+            .env("IF_CACHE_SIGNINGKEYPATH", lab.dir.path().join("cache.pem"))
+            .env("IF_ARTIFACTS_CORE_REGISTRY", &host)
+            .env("IF_ARTIFACTS_CORE_INSECURE", "true")
+            .env("IF_ARTIFACTS_SCHEMATIC_REGISTRY", &host)
+            .env("IF_ARTIFACTS_SCHEMATIC_INSECURE", "true")
+            .env(
+                "IF_CONTAINERSIGNATURE_PUBLICKEYFILE",
+                lab.dir.path().join("inputs.pub"),
+            )
+            .env(
+                "IF_BUILD_WORKDIR",
+                lab.dir.path().join(format!("work-{name}")),
+            );
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let child = c
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let f = Factory { child, port, log };
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = agent().get(&f.url("/healthz")).call()
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the factory did not start:\n{}",
+                f.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        f
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let r = agent().get(&self.url(path)).call().unwrap();
+        let status = r.status().as_u16();
+        let mut body = Vec::new();
+        r.into_body().into_reader().read_to_end(&mut body).unwrap();
+        (status, body)
+    }
+
+    fn get_ok(&self, path: &str) -> Vec<u8> {
+        let (s, b) = self.get(path);
+        assert_eq!(
+            s,
+            200,
+            "GET {path}: {}\n{}",
+            String::from_utf8_lossy(&b),
+            self.log_text()
+        );
+        b
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, String) {
+        let r = agent()
+            .post(&self.url(path))
+            .header("Content-Type", "application/yaml")
+            .send(body)
+            .unwrap();
+        let status = r.status().as_u16();
+        let mut text = String::new();
+        r.into_body()
+            .into_reader()
+            .read_to_string(&mut text)
+            .unwrap();
+        (status, text)
+    }
+
+    fn schematic(&self, yaml: &str) -> String {
+        let (s, t) = self.post("/schematics", yaml);
+        assert_eq!(s, 201, "{t}");
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    fn schematic_normalized(&self, yaml: &str) -> String {
+        let (s, t) = self.post("/schematics?normalize=true", yaml);
+        assert_eq!(s, 201, "{t}");
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let text = String::from_utf8(self.get_ok("/metrics")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Factory {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const SCHEMATIC: &str = "customization:\n  extraKernelArgs:\n    - console=ttyS0\n    - node_runtime.test_poweroff\n  meta:\n    - key: 12\n      value: factory-meta\n  systemExtensions:\n    officialExtensions:\n      - siderolabs/hello\n";
+
+/// The profile the factory builds `initramfs-amd64.xz` of [`SCHEMATIC`] with, written by hand
+/// from docs/formats/factory.md (an initramfs carries the extensions; kernel arguments and META go
+/// to the command line), built by the `imager` CLI.
+fn local_build(lab: &Lab, out: &Path) -> Vec<u8> {
+    let host = lab.host();
+    let profile = format!(
+        "arch: amd64\nplatform: metal\nversion: {VERSION}\noutput:\n  kind: initramfs\n  outFormat: raw\n\
+         input:\n  baseInstaller:\n    imageRef: {host}/siderolabs/installer-base@{}\n    forceInsecure: true\n  \
+         systemExtensions:\n    - imageRef: {host}/siderolabs/hello@{}\n      forceInsecure: true\n",
+        lab.base_digest, lab.ext_digest
+    );
+    let o = run(
+        e2e::imager()
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env("IMAGER_CACHE_DIR", lab.dir.path().join("local-cache"))
+            .args(["-", "--output"])
+            .arg(out),
+        Some(profile.as_bytes()),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files = e2e::dir_entries(out);
+    assert_eq!(files, ["initramfs-metal-amd64.xz"]);
+    std::fs::read(out.join(&files[0])).unwrap()
+}
+
+#[test]
+fn two_instances_share_one_signed_cache() {
+    let lab = Lab::new();
+    let a = Factory::start(&lab, "a", &[]);
+    let b = Factory::start(&lab, "b", &[]);
+
+    // upstream's golden IDs, through the API; the stored text reads back from the other
+    // instance (the registry is the store)
+    assert_eq!(
+        a.schematic("{}"),
+        "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"
+    );
+    let noapic = a.schematic("customization:\n  extraKernelArgs:\n    - noapic\n    - nolapic\n");
+    assert!(noapic.starts_with("9cba8e32"), "{noapic}");
+    let text = String::from_utf8(b.get_ok(&format!("/schematics/{noapic}"))).unwrap();
+    assert_eq!(
+        text,
+        "customization:\n    extraKernelArgs:\n        - noapic\n        - nolapic\n"
+    );
+    // the normalized ID does not depend on the extension order
+    let n1 = a.schematic_normalized(
+        "customization:\n  systemExtensions:\n    officialExtensions: [b/y, a/x]\n",
+    );
+    let n2 = a.schematic_normalized(
+        "customization:\n  systemExtensions:\n    officialExtensions: [a/x, b/y, a/x]\n",
+    );
+    assert_eq!(n1, n2);
+    let id = a.schematic(SCHEMATIC);
+
+    // bad requests are 4xx with a reason, never 5xx
+    for (path, status, needle) in [
+        (
+            format!("/image/{id}/{VERSION}/metal-amd64.bogus"),
+            400,
+            "not an asset name",
+        ),
+        (
+            format!("/image/{id}/{VERSION}/venus-amd64.iso"),
+            400,
+            "platform",
+        ),
+        (
+            format!("/image/{id}/{VERSION}/kernel-sparc"),
+            400,
+            "architecture",
+        ),
+        (
+            format!("/image/{id}/v9.9.9/kernel-amd64"),
+            404,
+            "not available",
+        ),
+        (
+            format!("/image/{}/{VERSION}/kernel-amd64", "0".repeat(64)),
+            404,
+            "not found",
+        ),
+        (
+            format!("/image/xyz/{VERSION}/kernel-amd64"),
+            400,
+            "invalid schematic ID",
+        ),
+        (
+            format!("/image/{id}/{VERSION}/metal-amd64.iso?filename=../x"),
+            400,
+            "invalid filename",
+        ),
+        ("/schematics/abc".to_string(), 400, "invalid schematic ID"),
+        ("/nowhere".to_string(), 404, "no route"),
+    ] {
+        let (s, body) = a.get(&path);
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(s, status, "{path}: {body}");
+        assert!(body.contains(needle), "{path}: {body}");
+    }
+    for (body, needle) in [
+        ("customization:\n  bogus: 1\n", "unknown field"),
+        ("customization:\n  bootloader: lilo\n", "bootloader"),
+        ("owner: me\n", "Enterprise"),
+        ("- not a mapping\n", "invalid schematic"),
+        ("", "empty"),
+    ] {
+        let (s, t) = a.post("/schematics", body);
+        assert_eq!(s, 400, "{body:?}: {t}");
+        assert!(t.contains(needle), "{body:?}: {t}");
+    }
+    let unknown_ext = a.schematic(
+        "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/nope]\n",
+    );
+    let (s, t) = a.get(&format!(
+        "/image/{unknown_ext}/{VERSION}/initramfs-amd64.xz"
+    ));
+    assert_eq!(s, 400, "{}", String::from_utf8_lossy(&t));
+
+    // metadata
+    let versions: serde_json::Value = serde_json::from_slice(&a.get_ok("/versions")).unwrap();
+    assert_eq!(versions, serde_json::json!([VERSION]));
+    let exts: serde_json::Value =
+        serde_json::from_slice(&a.get_ok(&format!("/version/{VERSION}/extensions/official")))
+            .unwrap();
+    assert_eq!(exts[0]["name"], "siderolabs/hello");
+    assert_eq!(exts[0]["digest"], lab.ext_digest.as_str());
+    assert_eq!(exts[0]["description"], "Says hello.");
+    let overlays = a.get_ok(&format!("/version/{VERSION}/overlays/official"));
+    assert_eq!(overlays, b"[]\n");
+    let pem = String::from_utf8(a.get_ok("/oci/cosign/signing-key.pub")).unwrap();
+    assert_eq!(
+        pem,
+        cosign::SigningKey::from_seed(b"factory cache")
+            .public_key()
+            .to_pem()
+    );
+
+    // 20 requests at once for an asset nobody built: one build, the same bytes for all
+    let path = format!("/image/{id}/{VERSION}/initramfs-amd64.xz");
+    let bodies: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..20).map(|_| s.spawn(|| a.get_ok(&path))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(bodies.iter().all(|b| b == &bodies[0]));
+    assert_eq!(a.metric("factory_builds_total"), 1, "{}", a.log_text());
+    assert!(a.metric("factory_cache_misses_total") >= 1);
+    // the same bytes as the imager CLI makes of the same profile
+    let local = local_build(&lab, &lab.dir.path().join("local"));
+    assert_eq!(
+        sha256(&bodies[0]),
+        sha256(&local),
+        "factory and local build differ"
+    );
+    assert!(bodies[0].len() > 1 << 20);
+
+    // instance B serves A's build from the registry, without building
+    assert_eq!(b.get_ok(&path), bodies[0]);
+    assert_eq!(b.metric("factory_builds_total"), 0);
+    assert_eq!(b.metric("factory_cache_hits_total"), 1);
+    assert_eq!(
+        b.metric("factory_bytes_served_total"),
+        bodies[0].len() as u64
+    );
+    // HEAD: the length, no body
+    let r = agent().head(&b.url(&path)).call().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"].to_str().unwrap(),
+        bodies[0].len().to_string()
+    );
+    // the checksum and the Sigstore bundle next to the asset
+    let sum = String::from_utf8(b.get_ok(&format!("{path}.sha256"))).unwrap();
+    assert_eq!(sum, format!("{}  initramfs-amd64.xz\n", sha256(&bodies[0])));
+    let asset = lab.dir.path().join("initramfs-amd64.xz");
+    std::fs::write(&asset, &bodies[0]).unwrap();
+    std::fs::write(
+        lab.dir.path().join("initramfs-amd64.xz.sigstore.json"),
+        b.get_ok(&format!("{path}.sigstore.json")),
+    )
+    .unwrap();
+    std::fs::write(lab.dir.path().join("cache.pub"), &pem).unwrap();
+    ok(e2e::imager()
+        .arg("verify-blob")
+        .arg(&asset)
+        .arg("--key")
+        .arg(lab.dir.path().join("cache.pub")));
+
+    // a cache entry whose signature does not verify is not served: B builds it again
+    let tags = lab.cache_tags();
+    assert_eq!(tags.len(), 1, "{tags:?}");
+    let entry = format!("{}/siderolabs/image-factory/cache", lab.host());
+    let digest = e2e::registry::skopeo_digest(&format!("{entry}:{}", tags[0]), false);
+    let forger = cosign::SigningKey::from_seed(b"not the cache key");
+    push_signature(
+        &lab.host(),
+        "siderolabs/image-factory/cache",
+        &digest,
+        &[key_sig(&forger, &entry, &digest)],
+    );
+    let _ = &lab.input_key;
+    assert_eq!(b.get_ok(&path), bodies[0]);
+    assert_eq!(b.metric("factory_builds_total"), 1, "{}", b.log_text());
+    assert!(b.metric("factory_cache_rejected_total") >= 1);
+    assert!(b.log_text().contains("cache entry refused"));
+    // and the rebuilt entry is signed again: A serves it as a hit
+    let hits = a.metric("factory_cache_hits_total");
+    assert_eq!(a.get_ok(&path), bodies[0]);
+    assert_eq!(a.metric("factory_cache_hits_total"), hits + 1);
+    assert_eq!(a.metric("factory_builds_total"), 1);
+
+    // the PXE script points at the kernel and initramfs of the same schematic and version
+    let script = String::from_utf8(a.get_ok(&format!("/pxe/{id}/{VERSION}/metal-amd64"))).unwrap();
+    let base = a.url(&format!("/image/{id}/{VERSION}"));
+    assert!(
+        script.starts_with(&format!("#!ipxe\n\nimgfree\nkernel {base}/kernel-amd64 ")),
+        "{script}"
+    );
+    for arg in [
+        " console=ttyS0 ",
+        " node_runtime.test_poweroff\n",
+        " talos.environment=INSTALLER_META_BASE64=",
+    ] {
+        assert!(script.contains(arg), "{arg:?} missing from\n{script}");
+    }
+    assert!(
+        script.contains(&format!("\ninitrd {base}/initramfs-amd64.xz\nboot\n")),
+        "{script}"
+    );
+}
+
+/// Ends SIGTERM gracefully: exit status 0 and the stop line.
+fn terminate(f: &mut Factory) {
+    let pid = f.child.id().to_string();
+    ok(Command::new("kill").args(["-TERM", &pid]));
+    let start = Instant::now();
+    loop {
+        if let Some(st) = f.child.try_wait().unwrap() {
+            assert!(st.success(), "{st}\n{}", f.log_text());
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        f.log_text().contains("\"msg\":\"stopped\""),
+        "{}",
+        f.log_text()
+    );
+}
+
+#[test]
+fn a_build_killed_midway_leaves_no_cache_entry() {
+    let lab = Lab::new();
+    let mut c = Factory::start(&lab, "c", &[]);
+    let id = c.schematic(SCHEMATIC);
+    let path = format!("/image/{id}/{VERSION}/metal-amd64.iso");
+    let before = lab.cache_tags();
+    // the request runs in the background; the instance dies as soon as its build starts
+    let url = c.url(&path);
+    let bg = std::thread::spawn(move || agent().get(&url).call().map(|r| r.status().as_u16()));
+    let start = Instant::now();
+    while !c.log_text().contains("build started") {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{}",
+            c.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.kill();
+    assert!(bg.join().unwrap().is_err(), "the request was answered");
+    assert_eq!(
+        lab.cache_tags(),
+        before,
+        "a killed build left a cache entry"
+    );
+    // a new instance builds it, once, and the entry is there afterwards
+    let mut d = Factory::start(&lab, "d", &[]);
+    let iso = d.get_ok(&path);
+    assert_eq!(&iso[0x8001..0x8006], b"CD001");
+    assert_eq!(d.metric("factory_builds_total"), 1);
+    assert_eq!(lab.cache_tags().len(), before.len() + 1);
+    terminate(&mut d);
+}
+
+/// QEMU's iPXE ROM takes the factory's PXE script over HTTP (DHCP boot file name), fetches
+/// the kernel and initramfs from the factory, and the node boots to the ready line with the
+/// schematic's kernel arguments and META.
+#[test]
+fn ipxe_boots_a_node_from_the_factory() {
+    let lab = Lab::new();
+    let f = Factory::start(&lab, "pxe", &[]);
+    let id = f.schematic(SCHEMATIC);
+    // warm the cache so that the guest's downloads do not wait for builds
+    let script_path = format!("/pxe/{id}/{VERSION}/metal-amd64");
+    f.get_ok(&script_path);
+    f.get_ok(&format!("/image/{id}/{VERSION}/kernel-amd64"));
+    f.get_ok(&format!("/image/{id}/{VERSION}/initramfs-amd64.xz"));
+    let boot = format!(",bootfile=http://10.0.2.2:{}{script_path}", f.port);
+    let m = qemu_harness::Machine {
+        firmware: qemu_harness::Firmware::Bios,
+        extra: [
+            qemu_harness::user_nic("n0", &boot),
+            vec!["-boot".into(), "n".into()],
+        ]
+        .concat(),
+        ..Default::default()
+    };
+    let b = e2e::boot_to_ready(&m);
+    assert!(b.powered_off, "the guest did not power off");
+    let want = format!("0x0c:{}", sha256(b"factory-meta"));
+    assert_eq!(
+        qemu_harness::field(&b.line, "meta"),
+        Some(want.as_str()),
+        "{}",
+        b.line
+    );
+    assert_eq!(
+        qemu_harness::field(&b.line, "extensions"),
+        Some("hello@1.0.0"),
+        "{}",
+        b.line
+    );
+    let ready = f.log_text();
+    assert!(ready.contains("kernel-amd64"), "{ready}");
+}
