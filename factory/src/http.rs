@@ -18,7 +18,7 @@ enum Reply {
     /// A small body.
     Bytes {
         status: u16,
-        content_type: &'static str,
+        content_type: String,
         body: Vec<u8>,
         headers: Vec<(String, String)>,
     },
@@ -30,10 +30,10 @@ enum Reply {
     },
 }
 
-fn bytes(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Reply {
+fn bytes(status: u16, content_type: impl Into<String>, body: impl Into<Vec<u8>>) -> Reply {
     Reply::Bytes {
         status,
-        content_type,
+        content_type: content_type.into(),
         body: body.into(),
         headers: Vec::new(),
     }
@@ -221,6 +221,9 @@ fn route(f: &Arc<Factory>, req: &mut Request, metrics_here: bool) -> Result<Repl
     let method = req.method().clone();
     let get = method == Method::Get;
     let head = method == Method::Head;
+    if path == "/v2" || path.starts_with("/v2/") {
+        return registry(f, &method, &path[3..]);
+    }
     match segs.as_slice() {
         ["healthz"] if get || head => Ok(bytes(200, "text/plain", "ok\n")),
         ["metrics"] if metrics_here && get => {
@@ -267,6 +270,78 @@ fn route(f: &Arc<Factory>, req: &mut Request, metrics_here: bool) -> Result<Repl
     }
 }
 
+/// The installer registry (`/v2/…`, [`crate::frontend`]); errors in the distribution
+/// API's JSON.
+fn registry(f: &Arc<Factory>, method: &Method, rest: &str) -> Result<Reply, FactoryError> {
+    let api = (
+        "Docker-Distribution-API-Version".to_string(),
+        "registry/2.0".to_string(),
+    );
+    let reply = (|| {
+        if !(*method == Method::Get || *method == Method::Head) {
+            return Err(FactoryError::MethodNotAllowed(
+                "this registry is read-only".into(),
+            ));
+        }
+        if rest.is_empty() || rest == "/" {
+            return Ok(bytes(200, "application/json", "{}\n"));
+        }
+        let rest = rest.trim_start_matches('/');
+        if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+            let m = crate::frontend::manifest(f, name, reference)?;
+            return Ok(Reply::Bytes {
+                status: 200,
+                content_type: m.media_type,
+                body: m.bytes,
+                headers: vec![("Docker-Content-Digest".into(), m.digest.to_string())],
+            });
+        }
+        if let Some((name, digest)) = rest.rsplit_once("/blobs/") {
+            let (len, r) = crate::frontend::blob(f, name, digest)?;
+            let reader: Option<Box<dyn Read + Send>> = if *method == Method::Head {
+                None
+            } else {
+                Some(Box::new(Counting {
+                    inner: r,
+                    f: f.clone(),
+                }))
+            };
+            return Ok(Reply::Stream {
+                len,
+                reader,
+                headers: vec![
+                    ("Content-Type".into(), "application/octet-stream".into()),
+                    ("Docker-Content-Digest".into(), digest.to_string()),
+                ],
+            });
+        }
+        Err(FactoryError::NotFound(format!(
+            "no route /v2/{}",
+            clip(rest)
+        )))
+    })();
+    if let Err(e) = &reply
+        && e.status() >= 500
+    {
+        crate::log::error("registry request failed", &[("error", &e.to_string())]);
+    }
+    let mut r = reply.unwrap_or_else(|e| {
+        let code = match (&e, rest.contains("/blobs/")) {
+            (FactoryError::NotFound(_), true) => "BLOB_UNKNOWN",
+            (FactoryError::NotFound(_), false) => "MANIFEST_UNKNOWN",
+            (FactoryError::BadRequest(_), _) => "NAME_INVALID",
+            (FactoryError::MethodNotAllowed(_), _) => "UNSUPPORTED",
+            _ => "UNAVAILABLE",
+        };
+        let body = serde_json::json!({"errors": [{"code": code, "message": e.to_string()}]});
+        bytes(e.status(), "application/json", format!("{body}\n"))
+    });
+    match &mut r {
+        Reply::Bytes { headers, .. } | Reply::Stream { headers, .. } => headers.push(api),
+    }
+    Ok(r)
+}
+
 fn respond(req: Request, reply: Reply) -> (u16, u64, std::io::Result<()>) {
     match reply {
         Reply::Bytes {
@@ -277,7 +352,7 @@ fn respond(req: Request, reply: Reply) -> (u16, u64, std::io::Result<()>) {
         } => {
             let n = body.len() as u64;
             let mut r = Response::from_data(body).with_status_code(StatusCode(status));
-            for h in std::iter::once(("Content-Type".to_string(), content_type.to_string()))
+            for h in std::iter::once(("Content-Type".to_string(), content_type))
                 .chain(headers)
                 .filter_map(|(k, v)| header(&k, &v))
             {
@@ -304,8 +379,13 @@ fn handle(f: Arc<Factory>, mut req: Request, metrics_here: bool) {
     let start = Instant::now();
     let method = req.method().to_string();
     let url = req.url().to_string();
-    let reply = route(&f, &mut req, metrics_here)
-        .unwrap_or_else(|e| bytes(e.status(), "text/plain; charset=utf-8", format!("{e}\n")));
+    let mut failure = None;
+    let reply = route(&f, &mut req, metrics_here).unwrap_or_else(|e| {
+        if e.status() >= 500 {
+            failure = Some(e.to_string());
+        }
+        bytes(e.status(), "text/plain; charset=utf-8", format!("{e}\n"))
+    });
     let (status, n, res) = respond(req, reply);
     let class = usize::from(status / 100).min(5);
     f.metrics.requests[class].fetch_add(1, Ordering::Relaxed);
@@ -319,7 +399,7 @@ fn handle(f: Arc<Factory>, mut req: Request, metrics_here: bool) {
         ("bytes", n_s.as_str()),
         ("ms", ms.as_str()),
     ];
-    let err = res.err().map(|e| e.to_string());
+    let err = res.err().map(|e| e.to_string()).or(failure);
     if let Some(e) = &err {
         fields.push(("error", e.as_str()));
     }

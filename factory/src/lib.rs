@@ -9,11 +9,13 @@
 //! - [`artifacts`]: versions and the extension and overlay catalogs.
 //! - [`store`]: the registry cache (signed entries) and schematic storage.
 //! - [`service`]: the operations, build de-duplication and the concurrency bound.
+//! - [`frontend`]: the installer registry (`/v2/`).
 //! - [`http`]: the routes. [`log`]: structured logs.
 
 pub mod artifacts;
 pub mod config;
 pub mod enhance;
+pub mod frontend;
 pub mod http;
 pub mod log;
 pub mod path;

@@ -166,12 +166,15 @@ impl Metrics {
     }
 }
 
-/// One build that requests wait for.
-#[derive(Debug, Default)]
-struct Flight {
-    done: Mutex<Option<Result<Entry>>>,
+/// One piece of work that requests wait for.
+#[derive(Debug)]
+pub(crate) struct Flight<T> {
+    done: Mutex<Option<Result<T>>>,
     cv: Condvar,
 }
+
+/// The pieces of work under way, by key.
+pub(crate) type Flights<T> = Mutex<BTreeMap<String, Arc<Flight<T>>>>;
 
 /// A version's extension catalog and when it was read.
 type Catalog = (Instant, Arc<Vec<ExtensionRef>>);
@@ -195,7 +198,8 @@ pub struct Factory {
     catalogs: Mutex<BTreeMap<String, Catalog>>,
     bases: Mutex<BTreeMap<(String, String), Base>>,
     schematics: Mutex<BTreeMap<String, Arc<schematic::Schematic>>>,
-    flights: Mutex<BTreeMap<String, Arc<Flight>>>,
+    flights: Flights<Entry>,
+    pub(crate) installer_flights: Flights<crate::frontend::Manifest>,
     slots: (Mutex<usize>, Condvar),
     seq: AtomicU64,
     /// Counters.
@@ -253,10 +257,16 @@ impl Factory {
             bases: Mutex::new(BTreeMap::new()),
             schematics: Mutex::new(BTreeMap::new()),
             flights: Mutex::new(BTreeMap::new()),
+            installer_flights: Mutex::new(BTreeMap::new()),
             slots: (Mutex::new(0), Condvar::new()),
             seq: AtomicU64::new(0),
             metrics: Metrics::default(),
         }
+    }
+
+    /// The build work directory.
+    pub(crate) fn work(&self) -> &std::path::Path {
+        &self.work
     }
 
     /// The store.
@@ -264,7 +274,7 @@ impl Factory {
         &self.store
     }
 
-    fn core_ref(&self, component: &str, tag: &str) -> Result<oci::Reference> {
+    pub(crate) fn core_ref(&self, component: &str, tag: &str) -> Result<oci::Reference> {
         oci::Reference::parse(&format!("{}:{tag}", self.cfg.core_repo(component)))
             .map_err(|e| FactoryError::BadRequest(e.to_string()))
     }
@@ -572,56 +582,68 @@ impl Factory {
             return Ok(e);
         }
         self.metrics.misses.fetch_add(1, Ordering::Relaxed);
+        let hash_s = hash.to_string();
+        let name_s = name.to_string();
+        self.single_flight(
+            |f| &f.flights,
+            hash,
+            name,
+            move |me| me.build_once(&hash_s, &r, epoch, &name_s),
+        )
+    }
+
+    /// Runs `work` once per `key` however many callers ask at the same time: the first caller
+    /// starts it on a thread of its own (a caller that goes away does not cancel it), the
+    /// others wait for its result, each at most `build.timeoutSeconds`.
+    pub(crate) fn single_flight<T: Clone + Send + 'static>(
+        self: &Arc<Self>,
+        map: fn(&Factory) -> &Flights<T>,
+        key: &str,
+        what: &str,
+        work: impl FnOnce(&Arc<Factory>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let poisoned = || FactoryError::Internal("flights poisoned".into());
         let (flight, leader) = {
-            let mut m = self
-                .flights
-                .lock()
-                .map_err(|_| FactoryError::Internal("flights poisoned".into()))?;
-            match m.get(hash) {
+            let mut m = map(self).lock().map_err(|_| poisoned())?;
+            match m.get(key) {
                 Some(f) => (f.clone(), false),
                 None => {
-                    let f = Arc::new(Flight::default());
-                    m.insert(hash.to_string(), f.clone());
+                    let f = Arc::new(Flight {
+                        done: Mutex::new(None),
+                        cv: Condvar::new(),
+                    });
+                    m.insert(key.to_string(), f.clone());
                     (f, true)
                 }
             }
         };
         if leader {
-            // the build runs on its own thread: a client that goes away does not cancel it
             let me = Arc::clone(self);
-            let hash = hash.to_string();
-            let name = name.to_string();
+            let key = key.to_string();
             let f = flight.clone();
             std::thread::spawn(move || {
-                let res = me.build_once(&hash, &r, epoch, &name);
+                let res = work(&me);
                 if let Ok(mut d) = f.done.lock() {
                     *d = Some(res);
                 }
                 f.cv.notify_all();
-                if let Ok(mut m) = me.flights.lock() {
-                    m.remove(&hash);
+                if let Ok(mut m) = map(&me).lock() {
+                    m.remove(&key);
                 }
             });
         }
         let limit = Duration::from_secs(self.cfg.build.timeout_seconds.max(1));
         let start = Instant::now();
-        let mut d = flight
-            .done
-            .lock()
-            .map_err(|_| FactoryError::Internal("flight poisoned".into()))?;
+        let mut d = flight.done.lock().map_err(|_| poisoned())?;
         while d.is_none() {
             let left = limit.saturating_sub(start.elapsed());
             if left.is_zero() {
                 return Err(FactoryError::Unavailable(format!(
-                    "the build of {name} did not finish in {} s",
+                    "the build of {what} did not finish in {} s",
                     limit.as_secs()
                 )));
             }
-            d = flight
-                .cv
-                .wait_timeout(d, left)
-                .map_err(|_| FactoryError::Internal("flight poisoned".into()))?
-                .0;
+            d = flight.cv.wait_timeout(d, left).map_err(|_| poisoned())?.0;
         }
         d.clone()
             .unwrap_or_else(|| Err(FactoryError::Internal("no build result".into())))
@@ -720,10 +742,15 @@ impl Factory {
                 _ => FactoryError::Internal(format!("{e:#}")),
             }
         })?;
-        let [a] = artifacts.as_slice() else {
+        // an installer build also leaves its image as a layout directory, which is not served
+        let files: Vec<_> = artifacts
+            .iter()
+            .filter(|a| a.kind != "oci-layout")
+            .collect();
+        let [a] = files.as_slice() else {
             return Err(FactoryError::Internal(format!(
                 "the build wrote {} files, not one",
-                artifacts.len()
+                files.len()
             )));
         };
         let sha = a

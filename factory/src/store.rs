@@ -110,26 +110,8 @@ impl Store {
             Err(x) if x.is_absent() => return Ok(Err("no entry".into())),
             Err(x) => return Err(e(&format!("looking up {r}"), x)),
         };
-        if verify {
-            let sigs = client
-                .signatures(r, &top.digest, insecure)
-                .map_err(|x| e(&format!("signatures of {r}"), x))?;
-            let layers: Vec<cosign::SignatureLayer> = sigs
-                .into_iter()
-                .map(|s| cosign::SignatureLayer {
-                    payload: s.payload,
-                    annotations: s.annotations,
-                })
-                .collect();
-            if let Err(x) =
-                cosign::verify_image(&self.verifier, &r.name(), top.digest.as_str(), &layers)
-            {
-                return Ok(Err(format!(
-                    "signature of {}@{}: {x}",
-                    r.name(),
-                    top.digest
-                )));
-            }
+        if verify && let Err(why) = self.verify(r, insecure, &top.digest)? {
+            return Ok(Err(why));
         }
         let m = match oci::types::parse_document(&top.bytes, &top.media_type, &r.to_string()) {
             Ok(Document::Manifest(m)) => m,
@@ -140,6 +122,33 @@ impl Store {
             return Ok(Err(format!("{} layers, not one", m.layers.len())));
         };
         Ok(Ok((r.with_digest(top.digest.clone()), layer.clone())))
+    }
+
+    /// Whether `digest` in `r`'s repository carries a cosign signature by the cache key
+    /// (`Ok(Err(why))` when it does not).
+    pub fn verify(
+        &self,
+        r: &Reference,
+        insecure: bool,
+        digest: &Digest,
+    ) -> Result<Result<(), String>, StoreError> {
+        let sigs = self
+            .fetcher
+            .client()
+            .signatures(r, digest, insecure)
+            .map_err(|x| e(&format!("signatures of {r}"), x))?;
+        let layers: Vec<cosign::SignatureLayer> = sigs
+            .into_iter()
+            .map(|s| cosign::SignatureLayer {
+                payload: s.payload,
+                annotations: s.annotations,
+            })
+            .collect();
+        Ok(
+            cosign::verify_image(&self.verifier, &r.name(), digest.as_str(), &layers)
+                .map(|_| ())
+                .map_err(|x| format!("signature of {}@{digest}: {x}", r.name())),
+        )
     }
 
     /// The verified cache entry of `hash`: `Ok(None)` is a miss, with the reason when an

@@ -607,3 +607,100 @@ fn ipxe_boots_a_node_from_the_factory() {
     let ready = f.log_text();
     assert!(ready.contains("kernel-amd64"), "{ready}");
 }
+
+/// `/v2/<platform>-installer/<schematic>:<version>`: the index is built on the first pull
+/// (one installer image per architecture of the installer-base, through the asset cache),
+/// signed, and served to `skopeo` and to the imager as its base installer image.
+#[test]
+fn installer_images_from_the_registry_frontend() {
+    let lab = Lab::new();
+    let f = Factory::start(&lab, "v2", &[]);
+    let id = f.schematic(SCHEMATIC);
+    let reference = format!("127.0.0.1:{}/metal-installer/{id}:{VERSION}", f.port);
+    let out = lab.dir.path().join("pulled");
+    let o = run(
+        skopeo()
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .arg(format!("oci:{}", out.display())),
+        None,
+    );
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        f.log_text()
+    );
+    let raw = e2e::registry::skopeo_inspect_raw(&reference, false);
+    let index: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        index["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{index}"
+    );
+    assert_eq!(index["manifests"][0]["platform"]["architecture"], "amd64");
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    assert_eq!(f.metric("factory_builds_total"), 1, "{}", f.log_text());
+    // the index in the internal repository carries the cache key's signature
+    let cache_pub = lab.dir.path().join("cache.pub");
+    std::fs::write(
+        &cache_pub,
+        cosign::SigningKey::from_seed(b"factory cache")
+            .public_key()
+            .to_pem(),
+    )
+    .unwrap();
+    let policy = lab.dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "images:\n  - glob: \"**\"\n    key: {}\n",
+            cache_pub.display()
+        ),
+    )
+    .unwrap();
+    ok(e2e::imager()
+        .env("IMAGER_CACHE_DIR", lab.dir.path().join("imager-cache"))
+        .args(["verify", "--insecure", "--signature-policy"])
+        .arg(&policy)
+        .arg(format!(
+            "{}/siderolabs/image-factory/installer/metal-installer/{id}:{VERSION}",
+            lab.host()
+        )));
+    let unknown = agent()
+        .get(&f.url(&format!("/v2/metal-installer/{id}/manifests/v9.9.9")))
+        .call()
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    // the per-arch installer tarball is the asset of /image/…, not built again
+    let (s, _) = f.get(&format!("/image/{id}/{VERSION}/metal-installer-amd64.tar"));
+    assert_eq!(s, 200);
+    assert_eq!(f.metric("factory_builds_total"), 1);
+    // the imager builds from it as from any base installer image
+    let iso_dir = lab.dir.path().join("from-factory");
+    let o = run(
+        e2e::imager()
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env("IMAGER_CACHE_DIR", lab.dir.path().join("imager-cache"))
+            .args([
+                "metal",
+                "--arch",
+                "amd64",
+                "--output-kind",
+                "iso",
+                "--insecure",
+            ])
+            .args(["--base-installer-image", &reference, "--output"])
+            .arg(&iso_dir),
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files = e2e::dir_entries(&iso_dir);
+    assert!(
+        files.len() == 1 && files[0].starts_with("metal-amd64.iso"),
+        "{files:?}"
+    );
+    // a second pull is served from the signed index
+    e2e::registry::skopeo_inspect_raw(&reference, false);
+    assert_eq!(f.metric("factory_builds_total"), 1);
+    assert!(!f.log_text().contains("installer index refused"));
+}

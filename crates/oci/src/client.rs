@@ -1216,32 +1216,76 @@ impl Client {
         insecure: bool,
         d: &Descriptor,
     ) -> Result<BlobReader, Error> {
+        Ok(self
+            .open_blob_sized(r, insecure, &d.digest, Some(d.size))?
+            .1)
+    }
+
+    /// Like [`Client::open_blob`] for a blob known by digest only: its size is the
+    /// registry's `Content-Length` (required, at most `max`).
+    pub fn open_blob_by_digest(
+        &self,
+        r: &Reference,
+        insecure: bool,
+        digest: &Digest,
+        max: u64,
+    ) -> Result<(u64, BlobReader), Error> {
+        let (size, reader) = self.open_blob_sized(r, insecure, digest, None)?;
+        if size > max {
+            return Err(Error::TooLarge {
+                what: format!("blob {digest} of {}", r.name()),
+                max,
+            });
+        }
+        Ok((size, reader))
+    }
+
+    fn open_blob_sized(
+        &self,
+        r: &Reference,
+        insecure: bool,
+        digest: &Digest,
+        expected: Option<u64>,
+    ) -> Result<(u64, BlobReader), Error> {
         let eps = self.endpoints(r, insecure)?;
-        let (body, _) = self.on_endpoints(r, &eps, |ep| {
-            let url = ep.url(&r.repository, "blobs", d.digest.as_str());
-            let what = format!("blob {} of {}", d.digest, r.name());
+        let ((size, body), _) = self.on_endpoints(r, &eps, |ep| {
+            let url = ep.url(&r.repository, "blobs", digest.as_str());
+            let what = format!("blob {digest} of {}", r.name());
             self.retry(&what, || {
                 let resp = self.send_once(ep, &r.repository, false, "GET", &url, &[], None)?;
-                if let Some(len) =
-                    header(&resp, "content-length").and_then(|l| l.parse::<u64>().ok())
-                    && len != d.size
-                {
-                    return Err(Failure::Fatal(Error::Size {
-                        digest: d.digest.clone(),
-                        expected: d.size,
-                        got: len,
-                    }));
-                }
-                Ok(Box::new(resp.into_body().into_reader()) as Box<dyn Read + Send>)
+                let len = header(&resp, "content-length").and_then(|l| l.parse::<u64>().ok());
+                let size = match (len, expected) {
+                    (Some(l), Some(e)) if l != e => {
+                        return Err(Failure::Fatal(Error::Size {
+                            digest: digest.clone(),
+                            expected: e,
+                            got: l,
+                        }));
+                    }
+                    (_, Some(e)) => e,
+                    (Some(l), None) => l,
+                    (None, None) => {
+                        return Err(Failure::Fatal(Error::Registry(format!(
+                            "{url}: no Content-Length"
+                        ))));
+                    }
+                };
+                Ok((
+                    size,
+                    Box::new(resp.into_body().into_reader()) as Box<dyn Read + Send>,
+                ))
             })
         })?;
-        Ok(BlobReader {
-            body,
-            hasher: sha2::Sha256::default(),
-            remaining: d.size,
-            digest: d.digest.clone(),
-            what: format!("blob {} of {}", d.digest, r.name()),
-        })
+        Ok((
+            size,
+            BlobReader {
+                body,
+                hasher: sha2::Sha256::default(),
+                remaining: size,
+                digest: digest.clone(),
+                what: format!("blob {digest} of {}", r.name()),
+            },
+        ))
     }
 }
 

@@ -116,5 +116,35 @@ pub fn extract_install_dir(base: &BaseImage, staging: &Path, max_bytes: u64) -> 
             "{field}: the image has no files under /usr/install"
         )));
     }
+    split_ukis(&install, &field)?;
     Ok(install)
+}
+
+/// Bound on a UKI read to take its kernel and initramfs out.
+const MAX_UKI: u64 = 1 << 30;
+
+/// An installer image (rather than an installer-base) carries the UKI `<arch>/vmlinuz.efi`
+/// where a base has `vmlinuz` and `initramfs.xz`: those are taken out of its `.linux` and
+/// `.initrd` sections, so that any installer image serves as a base (docs/formats/outputs.md,
+/// "Installer image").
+fn split_ukis(install: &Path, field: &str) -> Result<()> {
+    for arch in ["amd64", "arm64"] {
+        let dir = install.join(arch);
+        let uki = dir.join("vmlinuz.efi");
+        if !uki.is_file() || dir.join("vmlinuz").exists() || dir.join("initramfs.xz").exists() {
+            continue;
+        }
+        let what = format!("{field}: usr/install/{arch}/vmlinuz.efi");
+        let data = crate::io::read_bytes(&uki, MAX_UKI, &what, ExitCode::InvalidInput)?;
+        let pe = pe::Pe::parse(&data).map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+        for (section, file) in [(".linux", "vmlinuz"), (".initrd", "initramfs.xz")] {
+            let s = pe
+                .section(section)
+                .ok_or_else(|| Error::invalid(format!("{what}: no {section} section")))?;
+            let out = dir.join(file);
+            std::fs::write(&out, pe.section_data(s))
+                .code(ExitCode::Io, || format!("writing {}", out.display()))?;
+        }
+    }
+    Ok(())
 }
