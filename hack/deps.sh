@@ -25,6 +25,8 @@ PKGS=(
   openssl                                    # validators (signatures, test CAs)
   sbsigntool                                 # validator: sbverify (Authenticode signatures)
   swtpm libtss2-dev                          # a software TPM; the TSS libraries systemd-measure loads
+  chromium chromium-driver                   # the factory's web wizard in a real browser (tests)
+  wrk curl                                   # bench/factory.sh: load generator, time to first byte
   ca-certificates
   # arm64 (docs/arm64.md): node-runtime cross-built with Debian's rustc and the arm64 std,
   # booted with qemu-system-aarch64 on AAVMF (UEFI) and u-boot (qemu_arm64)

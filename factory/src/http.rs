@@ -214,6 +214,21 @@ fn pxe(
     Ok(bytes(200, "text/plain; charset=utf-8", script))
 }
 
+/// The request body, at most 1 MiB.
+fn read_body(req: &mut Request) -> Result<Vec<u8>, FactoryError> {
+    let mut body = Vec::new();
+    req.as_reader()
+        .take(MAX_BODY + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| FactoryError::BadRequest(format!("reading the body: {e}")))?;
+    if body.len() as u64 > MAX_BODY {
+        return Err(FactoryError::BadRequest(
+            "the request body is larger than 1 MiB".into(),
+        ));
+    }
+    Ok(body)
+}
+
 fn route(f: &Arc<Factory>, req: &mut Request, metrics_here: bool) -> Result<Reply, FactoryError> {
     let url = req.url().to_string();
     let (path, q) = url.split_once('?').unwrap_or((&url, ""));
@@ -225,21 +240,31 @@ fn route(f: &Arc<Factory>, req: &mut Request, metrics_here: bool) -> Result<Repl
         return registry(f, &method, &path[3..]);
     }
     match segs.as_slice() {
+        [""] if get => Ok(bytes(
+            200,
+            "text/html; charset=utf-8",
+            crate::wizard::index(f, &crate::wizard::form(q))?,
+        )),
+        ["wizard"] if method == Method::Post => {
+            let body = read_body(req)?;
+            let base = base_url(f, req, false)?;
+            let host = base
+                .split_once("://")
+                .map_or(base.as_str(), |x| x.1)
+                .trim_end_matches('/')
+                .to_string();
+            Ok(bytes(
+                200,
+                "text/html; charset=utf-8",
+                crate::wizard::create(f, &body, &base, &host)?,
+            ))
+        }
         ["healthz"] if get || head => Ok(bytes(200, "text/plain", "ok\n")),
         ["metrics"] if metrics_here && get => {
             Ok(bytes(200, "text/plain; version=0.0.4", f.metrics.render()))
         }
         ["schematics"] if method == Method::Post => {
-            let mut body = Vec::new();
-            req.as_reader()
-                .take(MAX_BODY + 1)
-                .read_to_end(&mut body)
-                .map_err(|e| FactoryError::BadRequest(format!("reading the body: {e}")))?;
-            if body.len() as u64 > MAX_BODY {
-                return Err(FactoryError::BadRequest(
-                    "the schematic is larger than 1 MiB".into(),
-                ));
-            }
+            let body = read_body(req)?;
             let (id, text) = f.create_schematic(&body, truthy(query(q, "normalize")))?;
             json(201, &serde_json::json!({"id": id, "schematic": text}))
         }
@@ -254,7 +279,9 @@ fn route(f: &Arc<Factory>, req: &mut Request, metrics_here: bool) -> Result<Repl
             "application/x-pem-file",
             f.store().key().public_key().to_pem(),
         )),
-        ["healthz"]
+        [""]
+        | ["wizard"]
+        | ["healthz"]
         | ["metrics"]
         | ["schematics"]
         | ["schematics", _]

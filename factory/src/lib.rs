@@ -10,7 +10,7 @@
 //! - [`store`]: the registry cache (signed entries) and schematic storage.
 //! - [`service`]: the operations, build de-duplication and the concurrency bound.
 //! - [`frontend`]: the installer registry (`/v2/`).
-//! - [`http`]: the routes. [`log`]: structured logs.
+//! - [`http`]: the routes. [`wizard`]: the web wizard. [`log`]: structured logs.
 
 pub mod artifacts;
 pub mod config;
@@ -21,3 +21,4 @@ pub mod log;
 pub mod path;
 pub mod service;
 pub mod store;
+pub mod wizard;

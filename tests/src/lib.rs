@@ -11,6 +11,7 @@ pub mod faultproxy;
 pub mod fixture;
 pub mod node;
 pub mod registry;
+pub mod webdriver;
 
 use sha2::{Digest, Sha256};
 use std::io::Read;

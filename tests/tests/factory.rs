@@ -704,3 +704,70 @@ fn installer_images_from_the_registry_frontend() {
     assert_eq!(f.metric("factory_builds_total"), 1);
     assert!(!f.log_text().contains("installer index refused"));
 }
+
+/// The wizard in headless Chromium: choose the version, an extension and kernel arguments,
+/// submit, read the schematic ID (the API's for the same schematic), follow the download
+/// links (the same bytes as the API serves).
+#[test]
+fn the_wizard_in_a_browser() {
+    let lab = Lab::new();
+    let f = Factory::start(&lab, "wizard", &[]);
+    let downloads = tempfile::tempdir().unwrap();
+    let browser = e2e::webdriver::Browser::start(downloads.path());
+    browser.go(&f.url("/"));
+    assert_eq!(
+        browser.attribute("#version option[selected]", "value"),
+        VERSION
+    );
+    browser.click("#choose-version");
+    browser.click("#ext-siderolabs-hello");
+    browser.type_into("#args", "console=ttyS0 noapic");
+    browser.click("#arch-amd64");
+    browser.click("#create");
+    let id = browser.text("#schematic-id");
+    let api = f.schematic(
+        "customization:\n  extraKernelArgs: [console=ttyS0, noapic]\n  systemExtensions:\n    \
+         officialExtensions: [siderolabs/hello]\n",
+    );
+    assert_eq!(id, api, "{}", browser.source());
+    assert_eq!(
+        browser.text("#installer-image"),
+        format!("127.0.0.1:{}/metal-installer/{id}:{VERSION}", f.port)
+    );
+    assert_eq!(
+        browser.text("#pxe-url"),
+        f.url(&format!("/pxe/{id}/{VERSION}/metal-amd64"))
+    );
+    // following the download links saves the API's bytes
+    let cmdline_url = browser.attribute("#link-kernel-command-line", "href");
+    assert_eq!(
+        cmdline_url,
+        f.url(&format!("/image/{id}/{VERSION}/cmdline-metal-amd64"))
+    );
+    for (link, name) in [
+        ("#link-kernel-command-line", "cmdline-metal-amd64"),
+        ("#link-initramfs", "initramfs-amd64.xz"),
+    ] {
+        browser.click(link);
+        let saved = downloads.path().join(name);
+        let start = Instant::now();
+        while !saved.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{name} was not downloaded: {:?}",
+                e2e::dir_entries(downloads.path())
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            std::fs::read(&saved).unwrap(),
+            f.get_ok(&format!("/image/{id}/{VERSION}/{name}")),
+            "{name}"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(downloads.path().join("cmdline-metal-amd64"))
+            .unwrap()
+            .contains(" noapic")
+    );
+}
