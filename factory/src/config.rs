@@ -236,6 +236,10 @@ pub struct Artifacts {
     pub installer: Installer,
     /// How often the version list is read again (`15m`, `30s`, `1h`).
     pub talos_version_recheck_interval: String,
+    /// A registries configuration file (mirrors, per-host TLS and credentials; the imager's
+    /// `--registries-config` format) for every registry the factory talks to (this
+    /// project's key).
+    pub registries_config: String,
 }
 
 impl Default for Artifacts {
@@ -250,6 +254,7 @@ impl Default for Artifacts {
             },
             installer: Installer::default(),
             talos_version_recheck_interval: "15m".into(),
+            registries_config: String::new(),
         }
     }
 }
@@ -262,6 +267,32 @@ pub struct Metrics {
     /// main listener.
     pub addr: String,
 }
+
+/// `secureBoot.file`: the signing keys as files.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecureBootFile {
+    /// The UKI and boot loader signing key (PEM).
+    pub signing_key_path: String,
+    /// Its certificate (PEM), enrolled by the assets and served at
+    /// `/secureboot/signing-cert.pem`.
+    pub signing_cert_path: String,
+    /// The key that signs the PCR 11 policy (PEM).
+    pub pcr_key_path: String,
+}
+
+/// `secureBoot`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecureBoot {
+    /// Whether `-secureboot` assets are built.
+    pub enabled: bool,
+    /// The keys.
+    pub file: SecureBootFile,
+}
+
+/// Bound on a PEM file.
+pub const MAX_PEM: u64 = 1 << 20;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -279,6 +310,8 @@ pub struct Config {
     pub artifacts: Artifacts,
     /// `metrics`.
     pub metrics: Metrics,
+    /// `secureBoot`.
+    pub secure_boot: SecureBoot,
 }
 
 /// A configuration that cannot be used.
@@ -424,6 +457,20 @@ impl Config {
         }
         if self.artifacts.core.registry.is_empty() {
             return Err(err("artifacts.core.registry is required"));
+        }
+        let sb = &self.secure_boot;
+        if sb.enabled
+            && [
+                &sb.file.signing_key_path,
+                &sb.file.signing_cert_path,
+                &sb.file.pcr_key_path,
+            ]
+            .iter()
+            .any(|p| p.is_empty())
+        {
+            return Err(err(
+                "secureBoot.enabled needs secureBoot.file.signingKeyPath, signingCertPath and pcrKeyPath",
+            ));
         }
         duration(&self.artifacts.talos_version_recheck_interval)
             .map_err(|e| err(format!("artifacts.talosVersionRecheckInterval: {e}")))?;

@@ -6,6 +6,20 @@ use crate::path::Asset;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+/// The SecureBoot signing keys (files) and the fingerprint of the certificate, which stands
+/// for them in the cache key.
+#[derive(Debug, Clone)]
+pub struct SecureBootKeys {
+    /// UKI / boot loader signing key.
+    pub key: String,
+    /// Its certificate.
+    pub cert: String,
+    /// PCR policy signing key.
+    pub pcr_key: String,
+    /// SHA-256 of the certificate file.
+    pub cert_sha256: String,
+}
+
 /// The inputs a profile is pinned to, by digest.
 #[derive(Debug, Clone)]
 pub struct Pinned {
@@ -15,6 +29,8 @@ pub struct Pinned {
     pub extensions: Vec<String>,
     /// Plain HTTP for both.
     pub insecure: bool,
+    /// SecureBoot keys, when the factory has them.
+    pub secureboot: Option<SecureBootKeys>,
 }
 
 /// A schematic this build cannot honour (a 400).
@@ -35,16 +51,26 @@ pub fn profile(
             "schematics with an overlay are not built by this factory yet".into(),
         ));
     }
-    if asset.secureboot {
-        return Err(Unsupported(
-            "SecureBoot assets need secureBoot signing keys, which this factory has no \
-             configuration for yet"
-                .into(),
-        ));
-    }
     let mut p = asset.profile(version);
     let asset_ref = |r: &str| json!({"imageRef": r, "forceInsecure": pins.insecure});
     p["input"] = json!({"baseInstaller": asset_ref(&pins.base)});
+    if asset.secureboot {
+        let k = pins.secureboot.as_ref().ok_or_else(|| {
+            Unsupported(
+                "SecureBoot assets are not built here: the factory has no secureBoot keys \
+                 (secureBoot.enabled)"
+                    .into(),
+            )
+        })?;
+        let mut sb = json!({
+            "secureBootSigner": {"keyPath": k.key, "certPath": k.cert},
+            "pcrSigner": {"keyPath": k.pcr_key},
+        });
+        if c.secureboot.include_well_known_certificates {
+            sb["includeWellKnownCerts"] = json!(true);
+        }
+        p["input"]["secureboot"] = sb;
+    }
     if !pins.extensions.is_empty() {
         p["input"]["systemExtensions"] =
             Value::Array(pins.extensions.iter().map(|r| asset_ref(r)).collect());
@@ -76,6 +102,8 @@ pub fn profile(
     if !cust.is_empty() {
         p["customization"] = Value::Object(cust);
     }
+    let enroll = (asset.secureboot && !c.secureboot.enroll_keys.is_empty())
+        .then(|| json!(c.secureboot.enroll_keys));
     match asset.kind {
         "image" => {
             if !c.bootloader.is_empty() {
@@ -84,9 +112,17 @@ pub fn profile(
             if c.disk_image.sector_size != 0 {
                 p["output"]["imageOptions"]["diskSectorSize"] = json!(c.disk_image.sector_size);
             }
+            if let Some(e) = enroll {
+                p["output"]["imageOptions"]["sdBootEnrollKeys"] = e;
+            }
         }
-        "iso" if !c.bootloader.is_empty() => {
-            p["output"]["isoOptions"] = json!({"bootloader": c.bootloader});
+        "iso" => {
+            if !c.bootloader.is_empty() {
+                p["output"]["isoOptions"]["bootloader"] = json!(c.bootloader);
+            }
+            if let Some(e) = enroll {
+                p["output"]["isoOptions"]["sdBootEnrollKeys"] = e;
+            }
         }
         _ => {}
     }
@@ -99,9 +135,21 @@ const ERRATA: &str = "talos-rs factory build 1";
 
 /// The cache key of a resolved profile: SHA-256 of its YAML with the registry hosts taken
 /// out of image references and `forceInsecure` dropped (so that a mirror or a moved registry
-/// keeps the cache), then `SOURCE_DATE_EPOCH` and the errata salt.
-pub fn hash(p: &imager::profile::Profile, epoch: i64) -> Result<String, imager::error::Error> {
+/// keeps the cache), SecureBoot key paths replaced by the certificate's fingerprint (so that
+/// moved files keep the cache and new keys do not), then `SOURCE_DATE_EPOCH` and the errata
+/// salt.
+pub fn hash(
+    p: &imager::profile::Profile,
+    epoch: i64,
+    secureboot: Option<&SecureBootKeys>,
+) -> Result<String, imager::error::Error> {
     let mut p = p.clone();
+    if let Some(sb) = p.input.secureboot.as_mut() {
+        let fp = secureboot.map_or("none", |k| k.cert_sha256.as_str());
+        sb.secure_boot_signer.key_path.clear();
+        sb.secure_boot_signer.cert_path = format!("sha256:{fp}");
+        sb.pcr_signer.key_path.clear();
+    }
     let strip = |a: &mut imager::profile::ContainerAsset| {
         if let Ok(r) = oci::Reference::parse(&a.image_ref) {
             a.image_ref = match &r.digest {
@@ -135,6 +183,7 @@ mod tests {
                 "b".repeat(64)
             )],
             insecure: true,
+            secureboot: None,
         }
     }
 
@@ -160,17 +209,21 @@ mod tests {
             json!(true)
         );
         let r = resolved(p);
-        let h = hash(&r.profile, 1).unwrap();
+        let h = hash(&r.profile, 1, None).unwrap();
         let other = resolved(profile(&a, "v1.14.0", &s, &pins("mirror.example:443")).unwrap());
-        assert_eq!(h, hash(&other.profile, 1).unwrap());
-        assert_ne!(h, hash(&r.profile, 2).unwrap(), "the epoch is in the key");
+        assert_eq!(h, hash(&other.profile, 1, None).unwrap());
+        assert_ne!(
+            h,
+            hash(&r.profile, 2, None).unwrap(),
+            "the epoch is in the key"
+        );
         let iso = crate::path::parse("metal-amd64.iso").unwrap();
         let pi = resolved(profile(&iso, "v1.14.0", &s, &pins("h")).unwrap());
-        assert_ne!(h, hash(&pi.profile, 1).unwrap());
+        assert_ne!(h, hash(&pi.profile, 1, None).unwrap());
     }
 
     #[test]
-    fn overlays_and_secureboot_are_refused_for_now() {
+    fn overlays_and_keyless_secureboot_are_refused() {
         let s = schematic::parse(b"overlay:\n  image: x/y\n  name: rpi\n").unwrap();
         let a = crate::path::parse("metal-amd64.raw.xz").unwrap();
         assert!(profile(&a, "v1.14.0", &s, &pins("h")).is_err());

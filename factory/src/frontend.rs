@@ -319,13 +319,6 @@ pub fn manifest(f: &Arc<Factory>, name: &str, reference: &str) -> Result<Manifes
         };
     }
     f.check_version(reference)?;
-    if n.secureboot {
-        return Err(FactoryError::BadRequest(
-            "SecureBoot installers need secureBoot signing keys, which this factory has no \
-             configuration for yet"
-                .into(),
-        ));
-    }
     let r = repo.with_tag(reference);
     if let Some(m) = lookup(f, &r, insecure)? {
         return Ok(m);

@@ -147,10 +147,7 @@ fn image(
             .store()
             .open(&e)
             .map_err(|x| FactoryError::Unavailable(x.to_string()))?;
-        Some(Box::new(Counting {
-            inner: r,
-            f: f.clone(),
-        }))
+        Some(Box::new(Counting::new(r, f)))
     };
     Ok(Reply::Stream {
         len: e.layer.size,
@@ -167,10 +164,23 @@ fn image(
     })
 }
 
-/// Counts the bytes sent.
+/// Reads an asset from the registry in large chunks (the HTTP writer asks for 8 KiB at a
+/// time) and counts the bytes sent.
 struct Counting {
-    inner: oci::client::BlobReader,
+    inner: std::io::BufReader<oci::client::BlobReader>,
     f: Arc<Factory>,
+}
+
+/// The read-ahead of one download.
+const STREAM_BUF: usize = 128 << 10;
+
+impl Counting {
+    fn new(r: oci::client::BlobReader, f: &Arc<Factory>) -> Self {
+        Self {
+            inner: std::io::BufReader::with_capacity(STREAM_BUF, r),
+            f: f.clone(),
+        }
+    }
 }
 
 impl Read for Counting {
@@ -205,11 +215,17 @@ fn pxe(
         .read_to_string(&mut cmdline)
         .map_err(|x| FactoryError::Unavailable(x.to_string()))?;
     let base = format!("{}/image/{id}/{version}", base_url(f, req, true)?);
-    let script = imager::output::pxe::ipxe_script(
-        &format!("{base}/kernel-{}", a.arch),
-        &format!("{base}/initramfs-{}.xz", a.arch),
-        cmdline.trim(),
-    )
+    let script = if a.secureboot {
+        // iPXE starts the UKI as a plain PE image, so sd-stub's embedded command line is not
+        // used: it is given on the kernel line (upstream's secureboot.ipxe)
+        imager::output::pxe::ipxe_uki_script(&format!("{base}/{name}-uki.efi"), cmdline.trim())
+    } else {
+        imager::output::pxe::ipxe_script(
+            &format!("{base}/kernel-{}", a.arch),
+            &format!("{base}/initramfs-{}.xz", a.arch),
+            cmdline.trim(),
+        )
+    }
     .map_err(|e| FactoryError::BadRequest(format!("{e:#}")))?;
     Ok(bytes(200, "text/plain; charset=utf-8", script))
 }
@@ -274,6 +290,12 @@ fn route(f: &Arc<Factory>, req: &mut Request, metrics_here: bool) -> Result<Repl
         ["versions"] if get => json(200, &*f.versions()?),
         ["version", v, "extensions", "official"] if get => json(200, &*f.extensions(v)?),
         ["version", v, "overlays", "official"] if get => json(200, &f.overlays(v)?),
+        ["secureboot", "signing-cert.pem"] if get => match &f.secureboot_cert {
+            Some(pem) => Ok(bytes(200, "application/x-pem-file", pem.clone())),
+            None => Err(FactoryError::NotFound(
+                "this factory has no SecureBoot signing certificate (secureBoot.enabled)".into(),
+            )),
+        },
         ["oci", "cosign", "signing-key.pub"] if get => Ok(bytes(
             200,
             "application/x-pem-file",
@@ -289,6 +311,7 @@ fn route(f: &Arc<Factory>, req: &mut Request, metrics_here: bool) -> Result<Repl
         | ["pxe", _, _, _]
         | ["versions"]
         | ["version", _, _, _]
+        | ["secureboot", "signing-cert.pem"]
         | ["oci", "cosign", "signing-key.pub"] => Err(FactoryError::MethodNotAllowed(format!(
             "{method} is not allowed on {}",
             clip(path)
@@ -328,10 +351,7 @@ fn registry(f: &Arc<Factory>, method: &Method, rest: &str) -> Result<Reply, Fact
             let reader: Option<Box<dyn Read + Send>> = if *method == Method::Head {
                 None
             } else {
-                Some(Box::new(Counting {
-                    inner: r,
-                    f: f.clone(),
-                }))
+                Some(Box::new(Counting::new(r, f)))
             };
             return Ok(Reply::Stream {
                 len,

@@ -132,7 +132,14 @@ fn run(cfg: Config) -> Result<()> {
     let password = std::env::var("COSIGN_PASSWORD").ok();
     let key = cosign::SigningKey::from_pem(&pem, password.as_deref().map(str::as_bytes))
         .map_err(|e| anyhow::anyhow!("cache.signingKeyPath: {e}"))?;
+    let registries = if cfg.artifacts.registries_config.is_empty() {
+        oci::RegistriesConfig::default()
+    } else {
+        imager::inputs::registry::registries_file(Path::new(&cfg.artifacts.registries_config))
+            .map_err(|e| anyhow::anyhow!("artifacts.registriesConfig: {e:#}"))?
+    };
     let fetch = imager::inputs::registry::FetchOptions {
+        registries,
         cache_dir: Some(work.join("blobs")),
         policy: policy(&cfg, &work)?,
         ..Default::default()
@@ -158,7 +165,9 @@ fn run(cfg: Config) -> Result<()> {
         )
     };
     let grace = std::time::Duration::from_secs(cfg.http.shutdown_grace_seconds);
-    let f = Arc::new(factory::service::Factory::new(cfg, store, fetch, work));
+    let f = Arc::new(
+        factory::service::Factory::new(cfg, store, fetch, work).map_err(anyhow::Error::msg)?,
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,

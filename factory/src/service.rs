@@ -191,6 +191,10 @@ struct Base {
 pub struct Factory {
     /// The configuration.
     pub cfg: Config,
+    /// The SecureBoot keys (`secureBoot.enabled`).
+    pub secureboot: Option<enhance::SecureBootKeys>,
+    /// The SecureBoot signing certificate (PEM), served to users.
+    pub secureboot_cert: Option<String>,
     store: Store,
     build_fetch: imager::inputs::registry::FetchOptions,
     work: PathBuf,
@@ -246,8 +250,36 @@ impl Factory {
         store: Store,
         build_fetch: imager::inputs::registry::FetchOptions,
         work: PathBuf,
-    ) -> Self {
-        Self {
+    ) -> std::result::Result<Self, String> {
+        let (secureboot, secureboot_cert) = if cfg.secure_boot.enabled {
+            let f = &cfg.secure_boot.file;
+            let abs = |p: &str| {
+                std::fs::canonicalize(p)
+                    .map(|p| p.display().to_string())
+                    .map_err(|e| format!("secureBoot.file {p}: {e}"))
+            };
+            let cert = std::fs::read(&f.signing_cert_path)
+                .map_err(|e| format!("secureBoot.file.signingCertPath: {e}"))?;
+            if cert.len() as u64 > crate::config::MAX_PEM {
+                return Err("secureBoot.file.signingCertPath: larger than 1 MiB".into());
+            }
+            let pem = String::from_utf8(cert.clone())
+                .map_err(|_| "secureBoot.file.signingCertPath: not PEM text".to_string())?;
+            (
+                Some(enhance::SecureBootKeys {
+                    key: abs(&f.signing_key_path)?,
+                    cert: abs(&f.signing_cert_path)?,
+                    pcr_key: abs(&f.pcr_key_path)?,
+                    cert_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&cert)),
+                }),
+                Some(pem),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            secureboot,
+            secureboot_cert,
             cfg,
             store,
             build_fetch,
@@ -261,7 +293,7 @@ impl Factory {
             slots: (Mutex::new(0), Condvar::new()),
             seq: AtomicU64::new(0),
             metrics: Metrics::default(),
-        }
+        })
     }
 
     /// The build work directory.
@@ -540,6 +572,7 @@ impl Factory {
             base: base.reference,
             extensions,
             insecure: self.cfg.artifacts.core.insecure,
+            secureboot: self.secureboot.clone(),
         };
         let value = enhance::profile(&asset, version, &s, &pins)
             .map_err(|e| FactoryError::BadRequest(e.to_string()))?;
@@ -550,7 +583,7 @@ impl Factory {
             &Default::default(),
         )
         .map_err(|e| FactoryError::BadRequest(format!("{e:#}")))?;
-        let hash = enhance::hash(&r.profile, base.epoch)
+        let hash = enhance::hash(&r.profile, base.epoch, self.secureboot.as_ref())
             .map_err(|e| FactoryError::Internal(format!("{e:#}")))?;
         Ok((r, base.epoch, hash))
     }

@@ -167,7 +167,11 @@ pub fn index(f: &Factory, q: &[(String, String)]) -> Result<String, FactoryError
     }
     b.push_str("</fieldset><fieldset><legend>Customization</legend>");
     b.push_str("<label>Extra kernel arguments (space separated) <input type=\"text\" name=\"args\" id=\"args\" size=\"60\"></label>");
-    b.push_str("<label><input type=\"checkbox\" name=\"secureboot\" value=\"1\" id=\"secureboot\" disabled> SecureBoot <span class=\"note\">(needs SecureBoot signing keys, which this factory is not configured with)</span></label>");
+    if f.secureboot.is_some() {
+        b.push_str("<label><input type=\"checkbox\" name=\"secureboot\" value=\"1\" id=\"secureboot\"> SecureBoot <span class=\"note\">(UEFI only: signed boot loader and UKI, keys enrolled on first boot)</span></label>");
+    } else {
+        b.push_str("<label><input type=\"checkbox\" name=\"secureboot\" value=\"1\" id=\"secureboot\" disabled> SecureBoot <span class=\"note\">(needs SecureBoot signing keys, which this factory is not configured with)</span></label>");
+    }
     b.push_str(
         "</fieldset><button type=\"submit\" id=\"create\">Create schematic</button></form>\n",
     );
@@ -202,11 +206,13 @@ pub fn create(
             )));
         }
     };
-    if one(&fields, "secureboot").is_some() {
+    let secureboot = one(&fields, "secureboot").is_some();
+    if secureboot && f.secureboot.is_none() {
         return Err(FactoryError::BadRequest(
             "SecureBoot needs signing keys this factory is not configured with".into(),
         ));
     }
+    let sb = if secureboot { "-secureboot" } else { "" };
     let mut s = schematic::Schematic::default();
     s.customization.extra_kernel_args = one(&fields, "args")
         .unwrap_or_default()
@@ -224,21 +230,30 @@ pub fn create(
     let (id, text) = f.create_schematic(yaml.as_bytes(), false)?;
     let img = format!("{base}/image/{id}/{version}");
     let mut links: Vec<(String, String)> =
-        vec![("ISO".into(), format!("{img}/{platform}-{arch}.iso"))];
+        vec![("ISO".into(), format!("{img}/{platform}-{arch}{sb}.iso"))];
     if let Some(d) = disk_image_name(platform, arch) {
+        let d = d.replacen(
+            &format!("{platform}-{arch}"),
+            &format!("{platform}-{arch}{sb}"),
+            1,
+        );
         links.push(("Disk image".into(), format!("{img}/{d}")));
     }
+    if !secureboot {
+        links.extend([
+            ("Kernel".into(), format!("{img}/kernel-{arch}")),
+            ("Initramfs".into(), format!("{img}/initramfs-{arch}.xz")),
+        ]);
+    }
     links.extend([
-        ("Kernel".into(), format!("{img}/kernel-{arch}")),
-        ("Initramfs".into(), format!("{img}/initramfs-{arch}.xz")),
         (
             "Kernel command line".into(),
-            format!("{img}/cmdline-{platform}-{arch}"),
+            format!("{img}/cmdline-{platform}-{arch}{sb}"),
         ),
-        ("UKI".into(), format!("{img}/{platform}-{arch}-uki.efi")),
+        ("UKI".into(), format!("{img}/{platform}-{arch}{sb}-uki.efi")),
         (
             "Installer tarball".into(),
-            format!("{img}/{platform}-installer-{arch}.tar"),
+            format!("{img}/{platform}-installer-{arch}{sb}.tar"),
         ),
     ]);
     let mut b = String::new();
@@ -263,13 +278,13 @@ pub fn create(
     let _ = write!(
         b,
         "<h2>PXE</h2><p>iPXE script: <code id=\"pxe-url\">{}</code></p>",
-        esc(&format!("{base}/pxe/{id}/{version}/{platform}-{arch}"))
+        esc(&format!("{base}/pxe/{id}/{version}/{platform}-{arch}{sb}"))
     );
     let _ = write!(
         b,
         "<h2>Installer image</h2><p>For installs and upgrades: <code id=\"installer-image\">{}</code></p>",
         esc(&format!(
-            "{registry_host}/{platform}-installer/{id}:{version}"
+            "{registry_host}/{platform}-installer{sb}/{id}:{version}"
         ))
     );
     b.push_str("<p><a href=\"/\">Start again</a></p>");

@@ -771,3 +771,59 @@ fn the_wizard_in_a_browser() {
             .contains(" noapic")
     );
 }
+
+/// With `secureBoot` keys the factory builds `-secureboot` assets signed with them, serves
+/// the certificate, and its SecureBoot PXE script boots the UKI with the command line given.
+#[test]
+fn secureboot_assets_are_signed_with_the_configured_keys() {
+    let lab = Lab::new();
+    let (key, cert) = e2e::other_key_and_cert(&lab.dir.path().join("sb"));
+    let f = Factory::start(
+        &lab,
+        "sb",
+        &[
+            ("IF_SECUREBOOT_ENABLED", "true"),
+            ("IF_SECUREBOOT_FILE_SIGNINGKEYPATH", key.to_str().unwrap()),
+            ("IF_SECUREBOOT_FILE_SIGNINGCERTPATH", cert.to_str().unwrap()),
+            ("IF_SECUREBOOT_FILE_PCRKEYPATH", key.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(
+        f.get_ok("/secureboot/signing-cert.pem"),
+        std::fs::read(&cert).unwrap()
+    );
+    let id = f.schematic("customization:\n  extraKernelArgs: [console=ttyS0]\n");
+    let uki = lab.dir.path().join("uki.efi");
+    std::fs::write(
+        &uki,
+        f.get_ok(&format!(
+            "/image/{id}/{VERSION}/metal-amd64-secureboot-uki.efi"
+        )),
+    )
+    .unwrap();
+    assert!(e2e::sbverify(&uki, &cert), "the UKI does not verify");
+    let script =
+        String::from_utf8(f.get_ok(&format!("/pxe/{id}/{VERSION}/metal-amd64-secureboot")))
+            .unwrap();
+    let base = f.url(&format!("/image/{id}/{VERSION}"));
+    assert!(
+        script.starts_with(&format!(
+            "#!ipxe\n\nimgfree\nkernel {base}/metal-amd64-secureboot-uki.efi talos.platform=metal "
+        )),
+        "{script}"
+    );
+    assert!(
+        script.contains(" console=ttyS0 ")
+            && script.ends_with("\nboot\n")
+            && !script.contains("initrd"),
+        "{script}"
+    );
+    // a factory without keys says so
+    let plain = Factory::start(&lab, "plain", &[]);
+    let (s, body) = plain.get(&format!(
+        "/image/{id}/{VERSION}/metal-amd64-secureboot-uki.efi"
+    ));
+    assert_eq!(s, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("secureBoot"));
+    assert_eq!(plain.get("/secureboot/signing-cert.pem").0, 404);
+}

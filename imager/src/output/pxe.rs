@@ -14,6 +14,21 @@ use std::path::Path;
 /// and has no quoting for them: a command line holding `$`, `|` or `&` (or any control
 /// character) is refused rather than written.
 pub fn ipxe_script(kernel: &str, initramfs: &str, cmdline: &str) -> Result<String> {
+    check_ipxe_cmdline(cmdline)?;
+    Ok(format!(
+        "#!ipxe\n\nimgfree\nkernel {kernel} {cmdline}\ninitrd {initramfs}\nboot\n"
+    ))
+}
+
+/// The SecureBoot variant (Image Factory's `secureboot.ipxe`): the UKI, with the command line
+/// given explicitly, since iPXE starts it as a plain PE image and sd-stub then does not use
+/// the embedded one.
+pub fn ipxe_uki_script(uki: &str, cmdline: &str) -> Result<String> {
+    check_ipxe_cmdline(cmdline)?;
+    Ok(format!("#!ipxe\n\nimgfree\nkernel {uki} {cmdline}\nboot\n"))
+}
+
+fn check_ipxe_cmdline(cmdline: &str) -> Result<()> {
     if let Some(c) = cmdline
         .chars()
         .find(|c| matches!(c, '$' | '|' | '&') || c.is_control())
@@ -23,9 +38,7 @@ pub fn ipxe_script(kernel: &str, initramfs: &str, cmdline: &str) -> Result<Strin
              remove it from customization.extraKernelArgs for PXE output"
         )));
     }
-    Ok(format!(
-        "#!ipxe\n\nimgfree\nkernel {kernel} {cmdline}\ninitrd {initramfs}\nboot\n"
-    ))
+    Ok(())
 }
 
 /// Writes the four files.
