@@ -3,7 +3,6 @@
 //! catalog images' `image-digests`, `descriptions.yaml` and `overlays.yaml`).
 
 use serde::Serialize;
-use std::cmp::Ordering;
 use std::io::Read;
 
 /// Bound on a catalog file.
@@ -11,95 +10,24 @@ const MAX_CATALOG_FILE: u64 = 4 << 20;
 /// Bound on the number of entries in a catalog.
 const MAX_ENTRIES: usize = 4096;
 
-/// A version `vMAJOR.MINOR.PATCH[-PRE]`, ordered as semver orders it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Version {
-    /// The numbers.
-    pub nums: [u64; 3],
-    /// The pre-release identifiers.
-    pub pre: Vec<String>,
-}
-
-impl Version {
-    /// Parses `v1.14.0`, `1.14.0`, `v1.15.0-alpha.1`; build metadata is refused.
-    pub fn parse(s: &str) -> Option<Self> {
-        let s = s.strip_prefix('v').unwrap_or(s);
-        let (core, pre) = match s.split_once('-') {
-            Some((c, p)) => (c, Some(p)),
-            None => (s, None),
-        };
-        let mut nums = [0u64; 3];
-        let mut parts = core.split('.');
-        for n in &mut nums {
-            let p = parts.next()?;
-            if p.is_empty() || p.len() > 9 || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            *n = p.parse().ok()?;
-        }
-        if parts.next().is_some() {
-            return None;
-        }
-        let pre: Vec<String> = match pre {
-            None => Vec::new(),
-            Some(p) => p.split('.').map(str::to_string).collect(),
-        };
-        if pre
-            .iter()
-            .any(|p| p.is_empty() || p.len() > 32 || !p.bytes().all(|b| b.is_ascii_alphanumeric()))
-        {
-            return None;
-        }
-        Some(Self { nums, pre })
+/// A version tag `vMAJOR.MINOR.PATCH[-PRE]` (semver's order: sysext's, the one extension
+/// compatibility checks use).
+pub fn version(tag: &str) -> Option<sysext::constraint::Version> {
+    let v = tag.strip_prefix('v')?;
+    if v.len() > 64 {
+        return None;
     }
-
-    /// A pre-release.
-    pub fn is_pre(&self) -> bool {
-        !self.pre.is_empty()
-    }
-}
-
-impl Ord for Version {
-    fn cmp(&self, o: &Self) -> Ordering {
-        self.nums
-            .cmp(&o.nums)
-            .then_with(|| match (self.pre.is_empty(), o.pre.is_empty()) {
-                (true, true) => Ordering::Equal,
-                (true, false) => Ordering::Greater,
-                (false, true) => Ordering::Less,
-                (false, false) => {
-                    for (a, b) in self.pre.iter().zip(&o.pre) {
-                        let c = match (a.parse::<u64>(), b.parse::<u64>()) {
-                            (Ok(x), Ok(y)) => x.cmp(&y),
-                            (Ok(_), Err(_)) => Ordering::Less,
-                            (Err(_), Ok(_)) => Ordering::Greater,
-                            (Err(_), Err(_)) => a.cmp(b),
-                        };
-                        if c != Ordering::Equal {
-                            return c;
-                        }
-                    }
-                    self.pre.len().cmp(&o.pre.len())
-                }
-            })
-    }
-}
-
-impl PartialOrd for Version {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
+    sysext::constraint::Version::parse(v).ok()
 }
 
 /// The versions offered among `tags`: `v`-prefixed versions at or above `min`, not in
 /// `broken`, oldest first.
 pub fn offered(tags: &[String], min: &str, broken: &[String]) -> Vec<String> {
-    let min = Version::parse(min);
-    let mut v: Vec<(Version, String)> = tags
+    let min = sysext::constraint::Version::parse_tolerant(min).ok();
+    let mut v: Vec<(sysext::constraint::Version, String)> = tags
         .iter()
-        .filter(|t| t.starts_with('v'))
         .filter(|t| !broken.iter().any(|b| b == *t))
-        .filter_map(|t| Some((Version::parse(t)?, t.clone())))
+        .filter_map(|t| Some((version(t)?, t.clone())))
         .filter(|(v, _)| min.as_ref().is_none_or(|m| v >= m))
         .collect();
     v.sort();
@@ -306,9 +234,10 @@ mod tests {
                 "v1.15.0"
             ]
         );
-        assert!(Version::parse("v1.2").is_none());
-        assert!(Version::parse("v1.2.3+x").is_none());
-        assert!(Version::parse("v1.2.3-a..b").is_none());
+        assert!(version("v1.2").is_none());
+        assert!(version("1.2.3").is_none());
+        assert!(version("v1.2.3-a..b").is_none());
+        assert!(version("v01.2.3").is_none());
     }
 
     #[test]

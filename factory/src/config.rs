@@ -52,7 +52,7 @@ pub struct Http {
     /// The public URL PXE scripts point at; else `externalURL`.
     #[serde(rename = "externalPXEURL")]
     pub external_pxe_url: String,
-    /// Concurrent requests served; more wait in the accept queue (this project's key).
+    /// Requests served at once; more are answered 503 (this project's key).
     pub max_connections: usize,
     /// Seconds in-flight requests get to finish on SIGTERM (this project's key).
     pub shutdown_grace_seconds: u64,
@@ -86,8 +86,12 @@ pub struct Build {
     /// SOURCE_DATE_EPOCH of every build (this project's key); when unset, the `created` time
     /// of the version's installer-base image, so equal inputs give equal bytes.
     pub source_date_epoch: Option<i64>,
-    /// Seconds one build may take before its waiters are told it failed (this project's key).
+    /// Seconds a request waits for a build (queueing included) before it is answered 503;
+    /// the build itself goes on and fills the cache (this project's key).
     pub timeout_seconds: u64,
+    /// Builds waiting for a slot beyond `maxConcurrency`; more distinct builds are answered
+    /// 503 at once (this project's key).
+    pub max_queued: usize,
 }
 
 impl Default for Build {
@@ -99,6 +103,7 @@ impl Default for Build {
             work_dir: String::new(),
             source_date_epoch: None,
             timeout_seconds: 1800,
+            max_queued: 64,
         }
     }
 }

@@ -112,40 +112,66 @@ fn internal_repo(f: &Factory, n: &InstallerName) -> Result<(Reference, bool), Fa
     Ok((r, insecure))
 }
 
-/// The architectures `version`'s installer-base has (amd64 and/or arm64).
-fn archs(f: &Factory, version: &str) -> Result<Vec<&'static str>, FactoryError> {
-    let r = f.core_ref(&f.cfg.artifacts.core.components.installer_base, version)?;
-    let insecure = f.cfg.artifacts.core.insecure;
-    let client = f.store().fetcher().client();
-    let top = client
-        .resolve(&r, insecure)
-        .map_err(|e| unavailable(format!("{r}: {e}")))?;
+/// The architectures (amd64, arm64) of the image `top` (resolved from `r`): an index's linux
+/// platforms, or a single manifest's config architecture — then with the config's bytes
+/// (read whole, at most `MAX_CONFIG`, digest checked).
+pub fn platforms(
+    client: &oci::Client,
+    r: &Reference,
+    top: &oci::client::Resolved,
+    insecure: bool,
+) -> Result<(Vec<&'static str>, Option<Vec<u8>>), FactoryError> {
     let doc = oci::types::parse_document(&top.bytes, &top.media_type, &r.to_string())
-        .map_err(internal)?;
-    let found: Vec<String> = match doc {
-        Document::Index(ix) => ix
-            .manifests
-            .iter()
-            .filter_map(|m| m.platform.as_ref())
-            .filter(|p| p.os == "linux")
-            .map(|p| p.architecture.clone())
-            .collect(),
+        .map_err(|e| unavailable(format!("{r}: {e}")))?;
+    let (found, config): (Vec<String>, Option<Vec<u8>>) = match doc {
+        Document::Index(ix) => (
+            ix.manifests
+                .iter()
+                .filter_map(|m| m.platform.as_ref())
+                .filter(|p| p.os == "linux")
+                .map(|p| p.architecture.clone())
+                .collect(),
+            None,
+        ),
         Document::Manifest(m) => {
+            if m.config.size > oci::types::MAX_CONFIG {
+                return Err(unavailable(format!("{r}: its config is too large")));
+            }
             let mut cfg = Vec::new();
             client
-                .open_blob(&r, insecure, &m.config)
+                .open_blob(r, insecure, &m.config)
                 .map_err(|e| unavailable(format!("{r}: {e}")))?
-                .take(oci::types::MAX_CONFIG)
                 .read_to_end(&mut cfg)
                 .map_err(|e| unavailable(format!("{r}: {e}")))?;
-            let v: serde_json::Value = serde_json::from_slice(&cfg).map_err(internal)?;
-            vec![v["architecture"].as_str().unwrap_or_default().to_string()]
+            let v: serde_json::Value =
+                serde_json::from_slice(&cfg).map_err(|e| unavailable(format!("{r}: {e}")))?;
+            (
+                vec![v["architecture"].as_str().unwrap_or_default().to_string()],
+                Some(cfg),
+            )
         }
     };
-    let out: Vec<&'static str> = ["amd64", "arm64"]
+    let out = ["amd64", "arm64"]
         .into_iter()
         .filter(|a| found.iter().any(|x| x == a))
         .collect();
+    Ok((out, config))
+}
+
+/// The architectures `version`'s installer-base has, after its signature is verified.
+fn archs(f: &Factory, version: &str) -> Result<Vec<&'static str>, FactoryError> {
+    let r = f.core_ref(&f.cfg.artifacts.core.components.installer_base, version)?;
+    let insecure = f.cfg.artifacts.core.insecure;
+    let fetcher = f.store().fetcher();
+    let (top, _) = fetcher
+        .resolve_verified("installer-base", &r, insecure)
+        .map_err(|e| unavailable(format!("{e:#}")))?;
+    let (out, _) = platforms(
+        fetcher.client(),
+        &r.with_digest(top.digest.clone()),
+        &top,
+        insecure,
+    )?;
     if out.is_empty() {
         return Err(FactoryError::NotFound(format!(
             "the installer-base of {version} has no amd64 or arm64 image"
@@ -162,16 +188,24 @@ fn lookup(f: &Factory, r: &Reference, insecure: bool) -> Result<Option<Manifest>
         Err(e) if e.is_absent() => return Ok(None),
         Err(e) => return Err(unavailable(format!("{r}: {e}"))),
     };
+    let refuse = |why: &str| {
+        crate::log::warn(
+            "installer index refused",
+            &[("ref", &r.to_string()), ("why", why)],
+        );
+        Ok(None)
+    };
     if let Err(why) = f
         .store()
         .verify(r, insecure, &top.digest)
         .map_err(unavailable)?
     {
-        crate::log::warn(
-            "installer index refused",
-            &[("ref", &r.to_string()), ("why", &why)],
-        );
-        return Ok(None);
+        return refuse(&why);
+    }
+    // the signature covers the index, not the tag: the index names the tag it was built for
+    let v: serde_json::Value = serde_json::from_slice(&top.bytes).unwrap_or_default();
+    if v["annotations"][crate::store::KEY_ANNOTATION].as_str() != Some(r.to_string().as_str()) {
+        return refuse("the index was built for another version or repository");
     }
     Ok(Some(Manifest {
         bytes: top.bytes,
@@ -273,15 +307,32 @@ fn build(
                 annotations: Default::default(),
             });
         }
-        let index = oci::layout::index_json(&descs).map_err(internal)?;
-        let client = f.store().fetcher().client();
-        let d = client
-            .push(r, insecure, &index, OCI_INDEX, &[])
-            .map_err(|e| unavailable(format!("pushing {r}: {e}")))?;
-        f.store()
-            .fetcher()
-            .push_signature(r, insecure, &d, f.store().key())
-            .map_err(|e| unavailable(format!("signing {r}: {e:#}")))?;
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": descs,
+            "annotations": {crate::store::KEY_ANNOTATION: r.to_string()},
+        }))
+        .map_err(internal)?;
+        let files = oci::layout::ImageFiles {
+            descriptor: Descriptor {
+                media_type: OCI_INDEX.into(),
+                digest: Digest::of(&index),
+                size: index.len() as u64,
+                platform: None,
+                annotations: Default::default(),
+            },
+            manifest: index.clone(),
+            blobs: Default::default(),
+        };
+        let pushed = f
+            .store()
+            .push_signed(r, insecure, &files, true)
+            .map_err(unavailable)?;
+        let d = pushed
+            .digest
+            .clone()
+            .unwrap_or_else(|| files.descriptor.digest.clone());
         crate::log::info("installer index pushed", &[("ref", &format!("{r}@{d}"))]);
         Ok(Manifest {
             bytes: index,

@@ -2,7 +2,7 @@
 //! `http.maxConnections` (then 503), a log line per request, graceful shutdown.
 
 use crate::service::{Factory, FactoryError, clip};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -92,7 +92,8 @@ fn base_url(f: &Factory, req: &Request, pxe: bool) -> Result<String, FactoryErro
     Ok(format!("http://{host}"))
 }
 
-/// A download's file name: `?filename=` when it is a plain name, else the path's.
+/// A download's file name: the path's, or `?filename=` (letters, digits, `._-`; anything
+/// else is a 400).
 fn filename<'a>(q: &'a str, name: &'a str) -> Result<&'a str, FactoryError> {
     match query(q, "filename") {
         None => Ok(name),
@@ -250,8 +251,9 @@ fn route(f: &Arc<Factory>, req: &mut Request, metrics_here: bool) -> Result<Repl
     let (path, q) = url.split_once('?').unwrap_or((&url, ""));
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
-    let get = method == Method::Get;
     let head = method == Method::Head;
+    // every read-only route answers HEAD too (the body is left out)
+    let get = method == Method::Get || head;
     if path == "/v2" || path.starts_with("/v2/") {
         return registry(f, &method, &path[3..]);
     }
@@ -275,7 +277,7 @@ fn route(f: &Arc<Factory>, req: &mut Request, metrics_here: bool) -> Result<Repl
                 crate::wizard::create(f, &body, &base, &host)?,
             ))
         }
-        ["healthz"] if get || head => Ok(bytes(200, "text/plain", "ok\n")),
+        ["healthz"] if get => Ok(bytes(200, "text/plain", "ok\n")),
         ["metrics"] if metrics_here && get => {
             Ok(bytes(200, "text/plain; version=0.0.4", f.metrics.render()))
         }
@@ -285,7 +287,7 @@ fn route(f: &Arc<Factory>, req: &mut Request, metrics_here: bool) -> Result<Repl
             json(201, &serde_json::json!({"id": id, "schematic": text}))
         }
         ["schematics", id] if get => Ok(bytes(200, "application/yaml", f.schematic_text(id)?)),
-        ["image", id, version, name] if get || head => image(f, head, id, version, name, q),
+        ["image", id, version, name] if get => image(f, head, id, version, name, q),
         ["pxe", id, version, name] if get => pxe(f, req, id, version, name),
         ["versions"] if get => json(200, &*f.versions()?),
         ["version", v, "extensions", "official"] if get => json(200, &*f.extensions(v)?),
@@ -376,11 +378,13 @@ fn registry(f: &Arc<Factory>, method: &Method, rest: &str) -> Result<Reply, Fact
         let code = match (&e, rest.contains("/blobs/")) {
             (FactoryError::NotFound(_), true) => "BLOB_UNKNOWN",
             (FactoryError::NotFound(_), false) => "MANIFEST_UNKNOWN",
+            (FactoryError::BadRequest(_), true) => "DIGEST_INVALID",
             (FactoryError::BadRequest(_), _) => "NAME_INVALID",
             (FactoryError::MethodNotAllowed(_), _) => "UNSUPPORTED",
             _ => "UNAVAILABLE",
         };
-        let body = serde_json::json!({"errors": [{"code": code, "message": e.to_string()}]});
+        let body =
+            serde_json::json!({"errors": [{"code": code, "message": clean(&e.to_string())}]});
         bytes(e.status(), "application/json", format!("{body}\n"))
     });
     match &mut r {
@@ -412,14 +416,49 @@ fn respond(req: Request, reply: Reply) -> (u16, u64, std::io::Result<()>) {
             reader,
             headers,
         } => {
-            let hs: Vec<Header> = headers.iter().filter_map(|(k, v)| header(k, v)).collect();
-            let size = usize::try_from(len).unwrap_or(usize::MAX);
-            let body: Box<dyn Read + Send> = reader.unwrap_or_else(|| Box::new(std::io::empty()));
-            let r = Response::new(StatusCode(200), hs, body, Some(size), None)
-                .with_chunked_threshold(usize::MAX);
-            (200, len, req.respond(r))
+            // written by hand, always with Content-Length: tiny_http would switch to chunked
+            // encoding for a client that asks (TE), and its chunked writer ends a broken
+            // stream with the closing chunk, so a failed download would look complete
+            let mut w = req.into_writer();
+            let mut head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n");
+            for (k, v) in &headers {
+                if header(k, v).is_some() {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+            }
+            head.push_str("\r\n");
+            let res = (|| {
+                w.write_all(head.as_bytes())?;
+                let sent = match reader {
+                    Some(mut r) => std::io::copy(&mut r, &mut w)?,
+                    None => 0,
+                };
+                w.flush()?;
+                Ok(sent)
+            })();
+            match res {
+                Ok(sent) => (200, sent, Ok(())),
+                Err(e) => (200, 0, Err(e)),
+            }
         }
     }
+}
+
+/// `s` with control characters escaped (`\u{1b}`), for response bodies and logs: request
+/// text quoted in an error never reaches a terminal raw.
+pub fn clean(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_unicode().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 fn handle(f: Arc<Factory>, mut req: Request, metrics_here: bool) {
@@ -431,7 +470,11 @@ fn handle(f: Arc<Factory>, mut req: Request, metrics_here: bool) {
         if e.status() >= 500 {
             failure = Some(e.to_string());
         }
-        bytes(e.status(), "text/plain; charset=utf-8", format!("{e}\n"))
+        bytes(
+            e.status(),
+            "text/plain; charset=utf-8",
+            format!("{}\n", clean(&e.to_string())),
+        )
     });
     let (status, n, res) = respond(req, reply);
     let class = usize::from(status / 100).min(5);

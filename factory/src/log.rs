@@ -1,6 +1,7 @@
 //! Structured logs: one JSON object per line on stderr (`ts`, `level`, `msg`, then the
-//! fields), for log collectors; values are JSON strings, so no terminal control byte from a
-//! request reaches the terminal raw.
+//! fields), for log collectors; control characters in values (C0, DEL and C1, which JSON
+//! would pass raw) are escaped first, so no terminal control byte from a request or a
+//! registry reaches a terminal.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,9 +13,9 @@ fn line(level: &str, msg: &str, fields: &[(&str, &str)]) {
     let mut m = serde_json::Map::new();
     m.insert("ts".into(), civil::rfc3339(ts).into());
     m.insert("level".into(), level.into());
-    m.insert("msg".into(), msg.into());
+    m.insert("msg".into(), crate::http::clean(msg).into());
     for (k, v) in fields {
-        m.insert((*k).into(), (*v).into());
+        m.insert((*k).into(), crate::http::clean(v).into());
     }
     eprintln!("{}", serde_json::Value::Object(m));
 }

@@ -33,7 +33,10 @@ const EXIT_CONFIG: i32 = 2;
 
 fn main() {
     let args = Args::parse();
-    let cfg = match Config::load(&args.config, std::env::vars(), "IF_") {
+    // variables that are not UTF-8 cannot be configuration (and must not stop the start)
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let cfg = match Config::load(&args.config, env, "IF_") {
         Ok(c) => c,
         Err(e) => {
             log::error("bad configuration", &[("error", &e.to_string())]);
@@ -115,15 +118,40 @@ fn listen_addr(a: &str) -> String {
     }
 }
 
+/// Creates the work directory, private to this user (mode 0700; chmod fails on a directory
+/// someone else owns), and refuses a symbolic link there: the default lives under the shared
+/// temporary directory.
+fn private_dir(work: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let m = std::fs::symlink_metadata(work).with_context(|| format!("{}", work.display()))?;
+    if !m.file_type().is_dir() {
+        bail!(
+            "build.workDir {} is not a directory (a symbolic link?)",
+            work.display()
+        );
+    }
+    std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o700)).with_context(|| {
+        format!(
+            "build.workDir {}: not ours to use (owned by another user?)",
+            work.display()
+        )
+    })?;
+    Ok(())
+}
+
 fn run(cfg: Config) -> Result<()> {
     let work = cfg.work_dir();
-    std::fs::create_dir_all(work.join("builds"))
-        .with_context(|| format!("creating {}", work.display()))?;
-    // builds of a previous run of this instance's work directory are dead
-    if let Ok(rd) = std::fs::read_dir(work.join("builds")) {
-        for e in rd.flatten() {
-            let _ = std::fs::remove_dir_all(e.path());
+    private_dir(&work)?;
+    // builds and installer assemblies of a previous run of this work directory are dead
+    for sub in ["builds", "installers"] {
+        let d = work.join(sub);
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
     }
     let pem = read_bounded(
         Path::new(&cfg.cache.signing_key_path),

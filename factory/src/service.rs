@@ -232,7 +232,7 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let mut rest = &s[19..];
+    let mut rest = s.get(19..)?;
     if let Some(r) = rest.strip_prefix('.') {
         rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
     }
@@ -380,6 +380,22 @@ impl Factory {
         Ok(out)
     }
 
+    /// Whether the catalog image `component:version` exists (a version without one lists
+    /// nothing).
+    fn catalog_exists(&self, component: &str, version: &str) -> Result<bool> {
+        let r = self.core_ref(component, version)?;
+        match self
+            .store
+            .fetcher()
+            .client()
+            .resolve(&r, self.cfg.artifacts.core.insecure)
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_absent() => Ok(false),
+            Err(e) => Err(unavailable(format!("{r}: {e}"))),
+        }
+    }
+
     /// The official extensions of `version`.
     pub fn extensions(&self, version: &str) -> Result<Arc<Vec<ExtensionRef>>> {
         self.check_version(version)?;
@@ -396,11 +412,16 @@ impl Factory {
             .components
             .extension_manifest
             .clone();
-        let files = self.catalog_files(&comp, version, &["image-digests", "descriptions.yaml"])?;
-        let list = Arc::new(
-            artifacts::extensions(&files, &format!("{comp}:{version}"))
-                .map_err(|e| FactoryError::Internal(e.to_string()))?,
-        );
+        let list = if self.catalog_exists(&comp, version)? {
+            let files =
+                self.catalog_files(&comp, version, &["image-digests", "descriptions.yaml"])?;
+            Arc::new(
+                artifacts::extensions(&files, &format!("{comp}:{version}"))
+                    .map_err(|e| FactoryError::Internal(e.to_string()))?,
+            )
+        } else {
+            Arc::new(Vec::new())
+        };
         if let Ok(mut c) = self.catalogs.lock() {
             c.insert(version.to_string(), (Instant::now(), list.clone()));
         }
@@ -412,16 +433,8 @@ impl Factory {
     pub fn overlays(&self, version: &str) -> Result<Vec<OverlayRef>> {
         self.check_version(version)?;
         let comp = self.cfg.artifacts.core.components.overlay_manifest.clone();
-        let r = self.core_ref(&comp, version)?;
-        match self
-            .store
-            .fetcher()
-            .client()
-            .resolve(&r, self.cfg.artifacts.core.insecure)
-        {
-            Err(e) if e.is_absent() => return Ok(Vec::new()),
-            Err(e) => return Err(unavailable(format!("{r}: {e}"))),
-            Ok(_) => {}
+        if !self.catalog_exists(&comp, version)? {
+            return Ok(Vec::new());
         }
         let files = self.catalog_files(&comp, version, &["overlays.yaml"])?;
         artifacts::overlays(&files, &format!("{comp}:{version}"))
@@ -445,17 +458,28 @@ impl Factory {
             .resolve_verified("installer-base", &r, insecure)
             .map_err(|e| unavailable(e.to_string()))?;
         let pinned = r.with_digest(top.digest.clone());
+        let (archs, config) = crate::frontend::platforms(f.client(), &pinned, &top, insecure)?;
+        if !archs.contains(&arch) {
+            return Err(FactoryError::NotFound(format!(
+                "version {version} has no {arch} installer-base"
+            )));
+        }
         let epoch = match self.cfg.build.source_date_epoch {
             Some(e) => e,
             None => {
-                let img = f
-                    .client()
-                    .pull_resolved(&r, top.clone(), arch, insecure)
-                    .map_err(|e| unavailable(format!("{r} linux/{arch}: {e}")))?;
-                let created = serde_json::from_slice::<serde_json::Value>(&img.config)
+                let config = match config {
+                    Some(c) => c,
+                    None => {
+                        f.client()
+                            .pull_resolved(&r, top.clone(), arch, insecure)
+                            .map_err(|e| unavailable(format!("{r} linux/{arch}: {e}")))?
+                            .config
+                    }
+                };
+                serde_json::from_slice::<serde_json::Value>(&config)
                     .ok()
-                    .and_then(|v| v["created"].as_str().and_then(parse_rfc3339));
-                created.unwrap_or(0)
+                    .and_then(|v| v["created"].as_str().and_then(parse_rfc3339))
+                    .unwrap_or(0)
             }
         };
         let b = Base {
@@ -640,6 +664,12 @@ impl Factory {
             let mut m = map(self).lock().map_err(|_| poisoned())?;
             match m.get(key) {
                 Some(f) => (f.clone(), false),
+                None if m.len() >= self.cfg.build.max_concurrency + self.cfg.build.max_queued => {
+                    return Err(FactoryError::Unavailable(format!(
+                        "{} builds are running or queued; try again later",
+                        m.len()
+                    )));
+                }
                 None => {
                     let f = Arc::new(Flight {
                         done: Mutex::new(None),
@@ -652,18 +682,30 @@ impl Factory {
         };
         if leader {
             let me = Arc::clone(self);
-            let key = key.to_string();
+            let key_s = key.to_string();
             let f = flight.clone();
-            std::thread::spawn(move || {
-                let res = work(&me);
-                if let Ok(mut d) = f.done.lock() {
-                    *d = Some(res);
+            let spawned = std::thread::Builder::new()
+                .name("build".into())
+                .spawn(move || {
+                    // whatever happens to the work (a panic included), the waiters get an
+                    // answer and the key is free again
+                    let guard = Landing {
+                        f: f.clone(),
+                        me: me.clone(),
+                        map,
+                        key: key_s,
+                    };
+                    let res = work(&me);
+                    guard.land(res);
+                });
+            if let Err(e) = spawned {
+                if let Ok(mut m) = map(self).lock() {
+                    m.remove(key);
                 }
-                f.cv.notify_all();
-                if let Ok(mut m) = map(&me).lock() {
-                    m.remove(&key);
-                }
-            });
+                return Err(FactoryError::Unavailable(format!(
+                    "cannot start the build of {what}: {e}"
+                )));
+            }
         }
         let limit = Duration::from_secs(self.cfg.build.timeout_seconds.max(1));
         let start = Instant::now();
@@ -708,6 +750,11 @@ impl Factory {
         epoch: i64,
         name: &str,
     ) -> Result<Entry> {
+        // another instance may have built it meanwhile: looked up before waiting for a
+        // slot and again once one is free
+        if let Some(e) = self.lookup(hash)? {
+            return Ok(e);
+        }
         let _slot = self.acquire()?;
         if let Some(e) = self.lookup(hash)? {
             return Ok(e);
@@ -793,6 +840,39 @@ impl Factory {
         self.store
             .put(hash, &a.path, &sha)
             .map_err(|e| unavailable(format!("caching {}: {e}", a.path.display())))
+    }
+}
+
+/// Ends a flight: stores its result (an error if the work never returned one), wakes the
+/// waiters and frees the key.
+struct Landing<T: Clone + Send + 'static> {
+    f: Arc<Flight<T>>,
+    me: Arc<Factory>,
+    map: fn(&Factory) -> &Flights<T>,
+    key: String,
+}
+
+impl<T: Clone + Send + 'static> Landing<T> {
+    fn land(self, res: Result<T>) {
+        if let Ok(mut d) = self.f.done.lock() {
+            *d = Some(res);
+        }
+    }
+}
+
+impl<T: Clone + Send + 'static> Drop for Landing<T> {
+    fn drop(&mut self) {
+        if let Ok(mut d) = self.f.done.lock()
+            && d.is_none()
+        {
+            *d = Some(Err(FactoryError::Internal(
+                "the build stopped unexpectedly".into(),
+            )));
+        }
+        self.f.cv.notify_all();
+        if let Ok(mut m) = (self.map)(&self.me).lock() {
+            m.remove(&self.key);
+        }
     }
 }
 

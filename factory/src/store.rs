@@ -21,6 +21,11 @@ use std::sync::Arc;
 
 /// The layer media type of cached assets (upstream's).
 pub const ASSET_MEDIA_TYPE: &str = "application/data";
+/// The manifest annotation that binds a signed entry to its key (the profile hash, or the
+/// installer repository and version): the signature covers it, the tag it is found under
+/// must match it.
+pub const KEY_ANNOTATION: &str = "dev.talos-rs.factory.key";
+
 /// The layer media type of schematics (upstream's).
 pub const SCHEMATIC_MEDIA_TYPE: &str = "application/vnd.sidero.dev-image.schematic";
 
@@ -102,7 +107,7 @@ impl Store {
         &self,
         r: &Reference,
         insecure: bool,
-        verify: bool,
+        verify: Option<&str>,
     ) -> Result<Result<(Reference, Descriptor), String>, StoreError> {
         let client = self.fetcher.client();
         let top = match client.resolve(r, insecure) {
@@ -110,7 +115,9 @@ impl Store {
             Err(x) if x.is_absent() => return Ok(Err("no entry".into())),
             Err(x) => return Err(e(&format!("looking up {r}"), x)),
         };
-        if verify && let Err(why) = self.verify(r, insecure, &top.digest)? {
+        if verify.is_some()
+            && let Err(why) = self.verify(r, insecure, &top.digest)?
+        {
             return Ok(Err(why));
         }
         let m = match oci::types::parse_document(&top.bytes, &top.media_type, &r.to_string()) {
@@ -118,6 +125,16 @@ impl Store {
             Ok(Document::Index(_)) => return Ok(Err("an index, not an image".into())),
             Err(x) => return Ok(Err(x.to_string())),
         };
+        // the signature covers the manifest, not the tag: the manifest names its key, so a
+        // signed entry moved to another tag is not taken for that tag's asset
+        if let Some(key) = verify
+            && m.annotations.get(KEY_ANNOTATION).map(String::as_str) != Some(key)
+        {
+            return Ok(Err(format!(
+                "the entry is for {:?}, not {key}",
+                m.annotations.get(KEY_ANNOTATION)
+            )));
+        }
         let [layer] = m.layers.as_slice() else {
             return Ok(Err(format!("{} layers, not one", m.layers.len())));
         };
@@ -132,18 +149,10 @@ impl Store {
         insecure: bool,
         digest: &Digest,
     ) -> Result<Result<(), String>, StoreError> {
-        let sigs = self
+        let layers = self
             .fetcher
-            .client()
-            .signatures(r, digest, insecure)
+            .signature_layers(r, digest, insecure)
             .map_err(|x| e(&format!("signatures of {r}"), x))?;
-        let layers: Vec<cosign::SignatureLayer> = sigs
-            .into_iter()
-            .map(|s| cosign::SignatureLayer {
-                payload: s.payload,
-                annotations: s.annotations,
-            })
-            .collect();
         Ok(
             cosign::verify_image(&self.verifier, &r.name(), digest.as_str(), &layers)
                 .map(|_| ())
@@ -155,14 +164,16 @@ impl Store {
     /// entry exists but does not count.
     pub fn lookup(&self, hash: &str) -> Result<(Option<Entry>, Option<String>), StoreError> {
         let r = parse_ref(&format!("{}:{hash}", self.cache.name()))?;
-        Ok(match self.single_layer(&r, self.cache.insecure, true)? {
-            Ok((image, layer)) if layer.media_type == ASSET_MEDIA_TYPE => {
-                (Some(Entry { image, layer }), None)
-            }
-            Ok((_, layer)) => (None, Some(format!("layer type {:?}", layer.media_type))),
-            Err(why) if why == "no entry" => (None, None),
-            Err(why) => (None, Some(why)),
-        })
+        Ok(
+            match self.single_layer(&r, self.cache.insecure, Some(hash))? {
+                Ok((image, layer)) if layer.media_type == ASSET_MEDIA_TYPE => {
+                    (Some(Entry { image, layer }), None)
+                }
+                Ok((_, layer)) => (None, Some(format!("layer type {:?}", layer.media_type))),
+                Err(why) if why == "no entry" => (None, None),
+                Err(why) => (None, Some(why)),
+            },
+        )
     }
 
     /// Pushes `file` (of `sha256`) as the entry of `hash` and signs it.
@@ -178,28 +189,26 @@ impl Store {
             annotations: BTreeMap::new(),
         };
         let target = parse_ref(&format!("{}:{hash}", self.cache.name()))?;
-        let image = self.push_one(&target, self.cache.insecure, layer.clone(), file)?;
-        self.fetcher
-            .push_signature(
-                &target,
-                self.cache.insecure,
-                image
-                    .digest
-                    .as_ref()
-                    .ok_or_else(|| StoreError("pushed image without digest".into()))?,
-                &self.key,
-            )
-            .map_err(|x| e(&format!("signing {target}"), x))?;
+        let image = self.push_one(
+            &target,
+            self.cache.insecure,
+            layer.clone(),
+            file,
+            Some(hash),
+        )?;
         Ok(Entry { image, layer })
     }
 
-    /// Pushes a one-layer image (an empty config, as upstream's) under `target`.
+    /// Pushes a one-layer image (an empty config, as upstream's) under `target`'s tag. With
+    /// `key`, the manifest carries it and is signed before the tag exists: pushed by digest,
+    /// signed, then tagged, so no reader ever finds the tag without its signature.
     fn push_one(
         &self,
         target: &Reference,
         insecure: bool,
         layer: Descriptor,
         file: &Path,
+        key: Option<&str>,
     ) -> Result<Reference, StoreError> {
         let cache = self.fetcher.client().cache();
         let config = serde_json::json!({
@@ -223,7 +232,10 @@ impl Store {
                 annotations: BTreeMap::new(),
             },
             layers: vec![layer.clone()],
-            annotations: BTreeMap::new(),
+            annotations: key
+                .map(|k| (KEY_ANNOTATION.to_string(), k.to_string()))
+                .into_iter()
+                .collect(),
         };
         let mbytes = serde_json::to_vec(&manifest).map_err(|x| e("manifest", x))?;
         let files = oci::layout::ImageFiles {
@@ -239,10 +251,50 @@ impl Store {
                 .into_iter()
                 .collect(),
         };
-        let d = self
-            .fetcher
-            .push(target, insecure, &files)
-            .map_err(|x| e(&format!("pushing {target}"), x))?;
+        self.push_signed(target, insecure, &files, key.is_some())
+    }
+
+    /// Pushes `img` by digest, signs it (when `sign`), then tags it as `target`.
+    pub fn push_signed(
+        &self,
+        target: &Reference,
+        insecure: bool,
+        img: &oci::layout::ImageFiles,
+        sign: bool,
+    ) -> Result<Reference, StoreError> {
+        let by_digest = target.with_digest(img.descriptor.digest.clone());
+        let d = if img.descriptor.media_type == oci::types::OCI_INDEX {
+            // an index: its manifests were pushed by digest before
+            self.fetcher
+                .client()
+                .push(
+                    &by_digest,
+                    insecure,
+                    &img.manifest,
+                    oci::types::OCI_INDEX,
+                    &[],
+                )
+                .map_err(|x| e(&format!("pushing {target}"), x))?
+        } else {
+            self.fetcher
+                .push(&by_digest, insecure, img)
+                .map_err(|x| e(&format!("pushing {target}"), x))?
+        };
+        if sign {
+            self.fetcher
+                .push_signature(target, insecure, &d, &self.key)
+                .map_err(|x| e(&format!("signing {target}"), x))?;
+        }
+        self.fetcher
+            .client()
+            .push(
+                target,
+                insecure,
+                &img.manifest,
+                &img.descriptor.media_type,
+                &[],
+            )
+            .map_err(|x| e(&format!("tagging {target}"), x))?;
         Ok(target.with_digest(d))
     }
 
@@ -273,14 +325,14 @@ impl Store {
             annotations: BTreeMap::new(),
         };
         let target = parse_ref(&format!("{}:{id}", self.schematics.name()))?;
-        self.push_one(&target, self.schematics.insecure, layer, &p)?;
+        self.push_one(&target, self.schematics.insecure, layer, &p, None)?;
         Ok(())
     }
 
     /// The stored text of schematic `id`, checked against the ID; `None` when unknown.
     pub fn get_schematic(&self, id: &str) -> Result<Option<String>, StoreError> {
         let r = parse_ref(&format!("{}:{id}", self.schematics.name()))?;
-        let (image, layer) = match self.single_layer(&r, self.schematics.insecure, false)? {
+        let (image, layer) = match self.single_layer(&r, self.schematics.insecure, None)? {
             Ok(x) => x,
             Err(_) => return Ok(None),
         };

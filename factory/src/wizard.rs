@@ -104,7 +104,7 @@ pub fn index(f: &Factory, q: &[(String, String)]) -> Result<String, FactoryError
     let newest = versions
         .iter()
         .rev()
-        .find(|v| crate::artifacts::Version::parse(v).is_some_and(|v| !v.is_pre()))
+        .find(|v| crate::artifacts::version(v).is_some_and(|v| v.pre.is_empty()))
         .or(versions.last())
         .cloned()
         .unwrap_or_default();

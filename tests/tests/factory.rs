@@ -506,6 +506,33 @@ fn two_instances_share_one_signed_cache() {
         script.contains(&format!("\ninitrd {base}/initramfs-amd64.xz\nboot\n")),
         "{script}"
     );
+
+    // a signed entry moved under another key's tag is not served for that key: the
+    // initramfs entry copied over the command line's tag is refused and the command line
+    // built again
+    let initramfs_hash = tags[0].clone();
+    let now = lab.cache_tags();
+    let cmdline_hash = now.iter().find(|t| **t != initramfs_hash).unwrap().clone();
+    e2e::registry::skopeo_copy(
+        &format!("{entry}:{initramfs_hash}"),
+        &format!("{entry}:{cmdline_hash}"),
+        &[
+            e2e::registry::PRESERVE,
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ],
+    );
+    let rejected = a.metric("factory_cache_rejected_total");
+    let builds = a.metric("factory_builds_total");
+    let again = String::from_utf8(a.get_ok(&format!("/pxe/{id}/{VERSION}/metal-amd64"))).unwrap();
+    assert_eq!(again, script);
+    assert!(a.metric("factory_cache_rejected_total") > rejected);
+    assert_eq!(a.metric("factory_builds_total"), builds + 1);
+    assert!(
+        a.log_text().contains("the entry is for"),
+        "{}",
+        a.log_text()
+    );
 }
 
 /// Ends SIGTERM gracefully: exit status 0 and the stop line.

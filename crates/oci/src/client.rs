@@ -1276,6 +1276,13 @@ impl Client {
                 ))
             })
         })?;
+        // an empty blob has exactly one digest; nothing is read to check it later
+        if size == 0 && *digest != Digest::of(b"") {
+            return Err(Error::Mismatch {
+                expected: digest.clone(),
+                got: Digest::of(b""),
+            });
+        }
         Ok((
             size,
             BlobReader {

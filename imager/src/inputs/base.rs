@@ -141,8 +141,14 @@ fn split_ukis(install: &Path, field: &str) -> Result<()> {
             let s = pe
                 .section(section)
                 .ok_or_else(|| Error::invalid(format!("{what}: no {section} section")))?;
+            let data = pe.section_data(s);
+            if data.is_empty() {
+                return Err(Error::invalid(format!(
+                    "{what}: its {section} section is empty or outside the file"
+                )));
+            }
             let out = dir.join(file);
-            std::fs::write(&out, pe.section_data(s))
+            std::fs::write(&out, data)
                 .code(ExitCode::Io, || format!("writing {}", out.display()))?;
         }
     }

@@ -184,17 +184,9 @@ impl Fetcher {
             );
             return Ok((top, None));
         }
-        let sigs = self
-            .client
-            .signatures(r, &top.digest, insecure)
+        let layers = self
+            .signature_layers(r, &top.digest, insecure)
             .map_err(|e| oci_err(&format!("{field}: fetching signatures of {r}"), e))?;
-        let layers: Vec<cosign::SignatureLayer> = sigs
-            .into_iter()
-            .map(|s| cosign::SignatureLayer {
-                payload: s.payload,
-                annotations: s.annotations,
-            })
-            .collect();
         // cosign's tag format first; the referrers (cosign v3) only when it does not verify
         let result = cosign::verify_image_then_referrers(
             &rule.verifier,
@@ -227,6 +219,24 @@ impl Fetcher {
                 rule.glob
             ))),
         }
+    }
+
+    /// The cosign signatures (tag format) of `digest` in `r`'s repository, as layers to verify.
+    pub fn signature_layers(
+        &self,
+        r: &Reference,
+        digest: &oci::Digest,
+        insecure: bool,
+    ) -> std::result::Result<Vec<cosign::SignatureLayer>, oci::Error> {
+        Ok(self
+            .client
+            .signatures(r, digest, insecure)?
+            .into_iter()
+            .map(|s| cosign::SignatureLayer {
+                payload: s.payload,
+                annotations: s.annotations,
+            })
+            .collect())
     }
 
     /// Pulls the `linux/<arch>` image of `image_ref` after the signature check.
