@@ -31,6 +31,68 @@ pub struct Pinned {
     pub insecure: bool,
     /// SecureBoot keys, when the factory has them.
     pub secureboot: Option<SecureBootKeys>,
+    /// The schematic's overlay image from the version's overlay catalog,
+    /// `registry/path@sha256:…`.
+    pub overlay: Option<String>,
+    /// The schematic's virtual extension ([`schematic_extension`]), a tarball.
+    pub schematic_extension: Option<String>,
+}
+
+/// The name of the virtual extension that names an image's schematic (upstream's).
+pub const SCHEMATIC_EXTENSION: &str = "schematic";
+
+/// The virtual extension every image of a schematic carries, as upstream's
+/// `schematicExtension`: `manifest.yaml` (name `schematic`, version = the ID, the canonical
+/// schematic as `extraInfo` from Talos 1.7, which reads overlays from it) and the empty file
+/// `rootfs/usr/local/share/schematic/<id>`, so a node (and `talosctl`) knows which schematic
+/// it runs. The tarball's bytes depend on nothing else (mtime 0, uid 0). Unlike upstream's,
+/// the author does not name the factory's URL, so that every instance makes the same bytes.
+pub fn schematic_extension(
+    id: &str,
+    canonical: &str,
+    extra_info: bool,
+) -> std::io::Result<Vec<u8>> {
+    let manifest = serde_json::json!({
+        "version": "v1alpha1",
+        "metadata": {
+            "name": SCHEMATIC_EXTENSION,
+            "version": id,
+            "author": "Image Factory",
+            "description": "Virtual extension which specifies the schematic of the image built with Image Factory.",
+            "compatibility": {"talos": {"version": ">= 1.0.0"}},
+            "extraInfo": if extra_info { canonical } else { "" },
+        },
+    });
+    let mut text = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    let mut b = tar::Builder::new(Vec::new());
+    let mut put = |path: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_data(&mut h, path, data)
+    };
+    put("manifest.yaml", tar::EntryType::Regular, 0o644, &text)?;
+    for d in [
+        "rootfs/",
+        "rootfs/usr/",
+        "rootfs/usr/local/",
+        "rootfs/usr/local/share/",
+        "rootfs/usr/local/share/schematic/",
+    ] {
+        put(d, tar::EntryType::Directory, 0o755, &[])?;
+    }
+    put(
+        &format!("rootfs/usr/local/share/schematic/{id}"),
+        tar::EntryType::Regular,
+        0o644,
+        &[],
+    )?;
+    b.into_inner()
 }
 
 /// A schematic this build cannot honour (a 400).
@@ -46,14 +108,22 @@ pub fn profile(
     pins: &Pinned,
 ) -> Result<Value, Unsupported> {
     let c = &s.customization;
-    if !s.overlay.image.is_empty() || !s.overlay.name.is_empty() {
-        return Err(Unsupported(
-            "schematics with an overlay are not built by this factory yet".into(),
-        ));
-    }
     let mut p = asset.profile(version);
     let asset_ref = |r: &str| json!({"imageRef": r, "forceInsecure": pins.insecure});
     p["input"] = json!({"baseInstaller": asset_ref(&pins.base)});
+    if !s.overlay.image.is_empty() || !s.overlay.name.is_empty() {
+        let image = pins.overlay.as_ref().ok_or_else(|| {
+            Unsupported(format!(
+                "overlay {:?} ({:?}) is not in the version's overlay catalog",
+                s.overlay.image, s.overlay.name
+            ))
+        })?;
+        let mut o = json!({"image": asset_ref(image), "name": s.overlay.name});
+        if !s.overlay.options.is_empty() {
+            o["options"] = json!(s.overlay.options);
+        }
+        p["overlay"] = o;
+    }
     if asset.secureboot {
         let k = pins.secureboot.as_ref().ok_or_else(|| {
             Unsupported(
@@ -71,9 +141,12 @@ pub fn profile(
         }
         p["input"]["secureboot"] = sb;
     }
-    if !pins.extensions.is_empty() {
-        p["input"]["systemExtensions"] =
-            Value::Array(pins.extensions.iter().map(|r| asset_ref(r)).collect());
+    let mut exts: Vec<Value> = pins.extensions.iter().map(|r| asset_ref(r)).collect();
+    if let Some(t) = &pins.schematic_extension {
+        exts.push(json!({"tarballPath": t}));
+    }
+    if !exts.is_empty() {
+        p["input"]["systemExtensions"] = Value::Array(exts);
     }
     let mut cust = serde_json::Map::new();
     // the kernel and the initramfs carry no command line and no META; installers no META
@@ -158,8 +231,15 @@ pub fn hash(
             };
         }
         a.force_insecure = false;
+        // a file of the work directory: its name (the schematic ID), not where it lives
+        if let Some(name) = std::path::Path::new(&a.tarball_path).file_name() {
+            a.tarball_path = name.to_string_lossy().into_owned();
+        }
     };
     strip(&mut p.input.base_installer);
+    if let Some(o) = p.overlay.as_mut() {
+        strip(&mut o.image);
+    }
     for e in &mut p.input.system_extensions {
         strip(e);
     }
@@ -184,6 +264,8 @@ mod tests {
             )],
             insecure: true,
             secureboot: None,
+            overlay: None,
+            schematic_extension: None,
         }
     }
 
@@ -223,7 +305,37 @@ mod tests {
     }
 
     #[test]
-    fn overlays_and_keyless_secureboot_are_refused() {
+    fn the_schematic_extension_is_a_valid_extension() {
+        let s = schematic::parse(b"customization:\n  extraKernelArgs: [noapic]\n").unwrap();
+        let id = s.id().unwrap();
+        let t = schematic_extension(&id, &s.canonical().unwrap(), true).unwrap();
+        assert_eq!(
+            t,
+            schematic_extension(&id, &s.canonical().unwrap(), true).unwrap()
+        );
+        let mut ar = tar::Archive::new(t.as_slice());
+        let mut names = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            if name == "manifest.yaml" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+                let m = sysext::Manifest::parse(&text).unwrap();
+                assert_eq!(m.metadata.name, "schematic");
+                assert_eq!(m.metadata.version, id);
+                assert_eq!(m.metadata.extra_info, s.canonical().unwrap());
+            }
+            names.push(name);
+        }
+        assert_eq!(
+            names.last().unwrap(),
+            &format!("rootfs/usr/local/share/schematic/{id}")
+        );
+    }
+
+    #[test]
+    fn unknown_overlays_and_keyless_secureboot_are_refused() {
         let s = schematic::parse(b"overlay:\n  image: x/y\n  name: rpi\n").unwrap();
         let a = crate::path::parse("metal-amd64.raw.xz").unwrap();
         assert!(profile(&a, "v1.14.0", &s, &pins("h")).is_err());

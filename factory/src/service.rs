@@ -597,6 +597,8 @@ impl Factory {
             extensions,
             insecure: self.cfg.artifacts.core.insecure,
             secureboot: self.secureboot.clone(),
+            overlay: self.overlay_ref(version, &s)?,
+            schematic_extension: Some(self.schematic_extension(id, &s, version)?),
         };
         let value = enhance::profile(&asset, version, &s, &pins)
             .map_err(|e| FactoryError::BadRequest(e.to_string()))?;
@@ -610,6 +612,61 @@ impl Factory {
         let hash = enhance::hash(&r.profile, base.epoch, self.secureboot.as_ref())
             .map_err(|e| FactoryError::Internal(format!("{e:#}")))?;
         Ok((r, base.epoch, hash))
+    }
+
+    /// The path of schematic `id`'s virtual extension tarball in the work directory, written
+    /// once (to a temporary name, then renamed).
+    fn schematic_extension(
+        &self,
+        id: &str,
+        s: &schematic::Schematic,
+        version: &str,
+    ) -> Result<String> {
+        use imager::profile::quirks::{Quirk, Quirks};
+        let extra = Quirks::new(version).has(Quirk::Overlays);
+        let dir = self.work.join("schematics");
+        let path = dir.join(format!("{id}-{extra}.tar"));
+        if !path.is_file() {
+            let canonical = s
+                .canonical()
+                .map_err(|e| FactoryError::Internal(e.to_string()))?;
+            let bytes = enhance::schematic_extension(id, &canonical, extra)
+                .map_err(|e| FactoryError::Internal(e.to_string()))?;
+            let n = self.seq.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!(".{id}-{}-{n}.tmp", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .and_then(|_| std::fs::write(&tmp, &bytes))
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| FactoryError::Internal(format!("{}: {e}", path.display())))?;
+        }
+        Ok(path.display().to_string())
+    }
+
+    /// The schematic's overlay in `version`'s overlay catalog (matched by image path, without
+    /// a registry host, and name), pinned by digest on `artifacts.core.registry`.
+    fn overlay_ref(&self, version: &str, s: &schematic::Schematic) -> Result<Option<String>> {
+        let o = &s.overlay;
+        if o.image.is_empty() && o.name.is_empty() {
+            return Ok(None);
+        }
+        let wanted = oci::Reference::parse(&o.image)
+            .map(|r| r.repository)
+            .unwrap_or_else(|_| o.image.clone());
+        let found = self
+            .overlays(version)?
+            .into_iter()
+            .find(|e| e.image == wanted && e.name == o.name);
+        match found {
+            Some(e) => Ok(Some(format!(
+                "{}/{}@{}",
+                self.cfg.artifacts.core.registry, e.image, e.digest
+            ))),
+            None => Err(FactoryError::BadRequest(format!(
+                "overlay {:?} ({:?}) is not an official overlay of {version}",
+                clip(&o.image),
+                clip(&o.name)
+            ))),
+        }
     }
 
     /// The cache entry of an asset: looked up, or built once however many ask.

@@ -139,7 +139,24 @@ pub fn index(f: &Factory, q: &[(String, String)]) -> Result<String, FactoryError
         let sel = if *p == "metal" { " selected" } else { "" };
         let _ = write!(b, "<option value=\"{0}\"{sel}>{0}</option>", esc(p));
     }
-    b.push_str("</select></fieldset>");
+    b.push_str("</select>");
+    // single-board computers: the version's official overlays
+    let overlays = f.overlays(&version)?;
+    if !overlays.is_empty() {
+        b.push_str("<label>Board (single-board computers, arm64) <select name=\"overlay\" id=\"overlay\"><option value=\"\" selected>none</option>");
+        for o in &overlays {
+            let _ = write!(
+                b,
+                "<option value=\"{}|{}\">{} ({})</option>",
+                esc(&o.image),
+                esc(&o.name),
+                esc(&o.name),
+                esc(&o.image)
+            );
+        }
+        b.push_str("</select></label>");
+    }
+    b.push_str("</fieldset>");
     b.push_str("<fieldset><legend>Architecture</legend>");
     for (i, a) in ["amd64", "arm64"].iter().enumerate() {
         let checked = if i == 0 { " checked" } else { "" };
@@ -224,6 +241,13 @@ pub fn create(
         .filter(|(k, _)| k == "ext")
         .map(|(_, v)| v.clone())
         .collect();
+    if let Some(o) = one(&fields, "overlay").filter(|o| !o.is_empty()) {
+        let (image, name) = o.split_once('|').ok_or_else(|| {
+            FactoryError::BadRequest(format!("invalid overlay {:?}", crate::service::clip(o)))
+        })?;
+        s.overlay.image = image.to_string();
+        s.overlay.name = name.to_string();
+    }
     let yaml = s
         .canonical()
         .map_err(|e| FactoryError::BadRequest(format!("invalid schematic: {e}")))?;

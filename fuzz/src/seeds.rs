@@ -30,6 +30,25 @@ pub fn all() -> Seeds {
         put(out, "schematic", n, y.as_bytes());
     }
 
+    // factory_request
+    for (n, y) in [
+        ("iso", "metal-amd64-secureboot.iso"),
+        ("disk", "digital-ocean-x86_64.raw.tar.gz"),
+        ("installer", "aws-installer-arm64.tar"),
+        ("cmdline", "cmdline-metal-arm64-secureboot"),
+        ("name", "metal-installer-secureboot/4dbdc2927dd8f52fb90a2d1842abe5f7a6bd149a4336b085471855edc7f6c0b7"),
+        ("form", "version=v1.14.0&platform=metal&arch=amd64&ext=siderolabs%2Fgvisor&args=console%3DttyS0+%3Cb%3E"),
+        (
+            "catalog",
+            "ghcr.io/siderolabs/gvisor:20231214.0@sha256:5ab365f2b98ab885b1d9a6ebb2e2b06d0a7887d2c173a2b7d3f9e0e4f2f4f1cb\n\
+             \"ghcr.io/siderolabs/gvisor:20231214.0@sha256:5ab365f2b98ab885b1d9a6ebb2e2b06d0a7887d2c173a2b7d3f9e0e4f2f4f1cb\":\n  author: A\n",
+        ),
+        ("overlays", "overlays:\n  - {name: rpi_generic, image: ghcr.io/siderolabs/sbc-raspberrypi:v0.1.0, digest: 'sha256:5ab365f2b98ab885b1d9a6ebb2e2b06d0a7887d2c173a2b7d3f9e0e4f2f4f1cb'}\n"),
+        ("tags", "v1.14.0\nv1.9.2\nv1.15.0-alpha.1\nv1.15.0-beta.10\nv1.15.0-beta.9\nlatest\n1h30m"),
+    ] {
+        put(out, "factory_request", n, y.as_bytes());
+    }
+
     // profile
     for (n, y) in [
         ("metal", "baseProfileName: metal\narch: amd64\n"),

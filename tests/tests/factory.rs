@@ -14,20 +14,42 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const VERSION: &str = "v1.14.0";
+/// A version with an arm64 installer-base and board overlays ([`Lab::board`]).
+const BOARD_VERSION: &str = "v1.14.1";
 const EPOCH: &str = "1700000000";
 
 /// The registry with the factory's inputs, and the keys.
 struct Lab {
     reg: Registry,
     dir: tempfile::TempDir,
-    input_key: cosign::SigningKey,
+    /// Keyless signing (the test stand-in's Sigstore and the signer's identity) instead of
+    /// the input key.
+    keyless: Option<&'static str>,
     base_digest: String,
     ext_digest: String,
 }
 
-fn sign(lab_host: &str, repo: &str, digest: &str, key: &cosign::SigningKey) {
+/// How the inputs are signed: with the input key, or keyless as `identity` by the test
+/// stand-in of Fulcio and Rekor (`cosign::testing`).
+#[derive(Clone, Copy)]
+enum Signer<'a> {
+    Key(&'a cosign::SigningKey),
+    Keyless(&'a cosign::testing::Sigstore, &'static str),
+}
+
+const KEYLESS_ISSUER: &str = "https://accounts.example.com";
+
+fn sign(lab_host: &str, repo: &str, digest: &str, signer: Signer) {
     let name = format!("{lab_host}/{repo}");
-    push_signature(lab_host, repo, digest, &[key_sig(key, &name, digest)]);
+    let sig = match signer {
+        Signer::Key(key) => key_sig(key, &name, digest),
+        Signer::Keyless(sigstore, identity) => {
+            let payload = cosign::simple_signing_payload(&name, digest);
+            let ann = sigstore.keyless_sign(&payload, identity, KEYLESS_ISSUER, 1_700_000_000);
+            (payload, ann)
+        }
+    };
+    push_signature(lab_host, repo, digest, &[sig]);
 }
 
 fn tar_layout(dir: &Path, tar: Vec<u8>) {
@@ -36,10 +58,25 @@ fn tar_layout(dir: &Path, tar: Vec<u8>) {
 
 impl Lab {
     fn new() -> Lab {
+        Self::signed(None)
+    }
+
+    /// A lab whose inputs are signed keyless as `identity` (`Some`), or with the input key.
+    fn signed(keyless: Option<&'static str>) -> Lab {
         let reg = Registry::start();
         let dir = tempfile::tempdir().unwrap();
         let host = reg.host();
         let input_key = cosign::SigningKey::from_seed(b"factory inputs");
+        let sigstore = cosign::testing::Sigstore::new(b"factory sigstore");
+        std::fs::write(
+            dir.path().join("trusted_root.json"),
+            sigstore.trusted_root_json(),
+        )
+        .unwrap();
+        let signer = match keyless {
+            Some(identity) => Signer::Keyless(&sigstore, identity),
+            None => Signer::Key(&input_key),
+        };
         std::fs::write(
             dir.path().join("inputs.pub"),
             input_key.public_key().to_pem(),
@@ -57,7 +94,7 @@ impl Lab {
             .arg(bin("installer"))
             .args(["--push", &base_ref]));
         let base_digest = e2e::registry::skopeo_digest(&base_ref, false);
-        sign(&host, "siderolabs/installer-base", &base_digest, &input_key);
+        sign(&host, "siderolabs/installer-base", &base_digest, signer);
         // an official extension
         let ext = Tar::new()
             .file(
@@ -78,7 +115,7 @@ impl Lab {
         let l = dir.path().join("ext-layout");
         tar_layout(&l, ext);
         let ext_digest = push_layout(&l, &format!("{host}/siderolabs/hello:1.0.0"));
-        sign(&host, "siderolabs/hello", &ext_digest, &input_key);
+        sign(&host, "siderolabs/hello", &ext_digest, signer);
         // the version's extensions catalog
         let line = format!("{host}/siderolabs/hello:1.0.0@{ext_digest}");
         let catalog = Tar::new()
@@ -92,11 +129,11 @@ impl Lab {
         let l = dir.path().join("catalog-layout");
         tar_layout(&l, catalog);
         let cd = push_layout(&l, &format!("{host}/siderolabs/extensions:{VERSION}"));
-        sign(&host, "siderolabs/extensions", &cd, &input_key);
+        sign(&host, "siderolabs/extensions", &cd, signer);
         Lab {
             reg,
             dir,
-            input_key,
+            keyless,
             base_digest,
             ext_digest,
         }
@@ -104,6 +141,41 @@ impl Lab {
 
     fn host(&self) -> String {
         self.reg.host()
+    }
+
+    /// Adds [`BOARD_VERSION`]: an arm64 installer-base, the reference Raspberry Pi overlay
+    /// (`_out/overlays/rpi_generic.tar.gz` as an image) and the version's overlay catalog.
+    fn board(&self) {
+        let host = self.host();
+        let key = cosign::SigningKey::from_seed(b"factory inputs");
+        let signer = Signer::Key(&key);
+        let base_ref = format!("{host}/siderolabs/installer-base:{BOARD_VERSION}");
+        ok(Command::new(bin("base-assets"))
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .args(["publish", "--arch", "arm64", "--insecure", "--assets"])
+            .arg(assets())
+            .args(["--push", &base_ref]));
+        let d = e2e::registry::skopeo_digest(&base_ref, false);
+        sign(&host, "siderolabs/installer-base", &d, signer);
+        let ov = e2e::root().join("_out/overlays/rpi_generic.tar.gz");
+        let l = self.dir.path().join("overlay-layout");
+        oci_layout(&l, &[("arm64", vec![std::fs::read(&ov).unwrap()])]);
+        let ov_digest = push_layout(&l, &format!("{host}/siderolabs/sbc-raspberrypi:v0.1.0"));
+        sign(&host, "siderolabs/sbc-raspberrypi", &ov_digest, signer);
+        let catalog = Tar::new()
+            .file(
+                "overlays.yaml",
+                0o644,
+                format!(
+                    "overlays:\n  - name: rpi_generic\n    image: {host}/siderolabs/sbc-raspberrypi:v0.1.0\n    digest: {ov_digest}\n"
+                )
+                .as_bytes(),
+            )
+            .finish();
+        let l = self.dir.path().join("overlays-layout");
+        tar_layout(&l, catalog);
+        let cd = push_layout(&l, &format!("{host}/siderolabs/overlays:{BOARD_VERSION}"));
+        sign(&host, "siderolabs/overlays", &cd, signer);
     }
 
     /// The cache repository's asset tags (profile hashes).
@@ -165,13 +237,25 @@ impl Factory {
             .env("IF_ARTIFACTS_SCHEMATIC_REGISTRY", &host)
             .env("IF_ARTIFACTS_SCHEMATIC_INSECURE", "true")
             .env(
-                "IF_CONTAINERSIGNATURE_PUBLICKEYFILE",
-                lab.dir.path().join("inputs.pub"),
-            )
-            .env(
                 "IF_BUILD_WORKDIR",
                 lab.dir.path().join(format!("work-{name}")),
             );
+        match lab.keyless {
+            None => {
+                c.env(
+                    "IF_CONTAINERSIGNATURE_PUBLICKEYFILE",
+                    lab.dir.path().join("inputs.pub"),
+                );
+            }
+            Some(_) => {
+                c.env("IF_CONTAINERSIGNATURE_SUBJECTREGEXP", r"@example\.com$")
+                    .env("IF_CONTAINERSIGNATURE_ISSUER", KEYLESS_ISSUER)
+                    .env(
+                        "IF_CONTAINERSIGNATURE_TRUSTEDROOTFILE",
+                        lab.dir.path().join("trusted_root.json"),
+                    );
+            }
+        }
         for (k, v) in extra {
             c.env(k, v);
         }
@@ -281,13 +365,23 @@ const SCHEMATIC: &str = "customization:\n  extraKernelArgs:\n    - console=ttyS0
 /// The profile the factory builds `initramfs-amd64.xz` of [`SCHEMATIC`] with, written by hand
 /// from docs/formats/factory.md (an initramfs carries the extensions; kernel arguments and META go
 /// to the command line), built by the `imager` CLI.
-fn local_build(lab: &Lab, out: &Path) -> Vec<u8> {
+fn local_build(lab: &Lab, out: &Path, id: &str, canonical: &str) -> Vec<u8> {
     let host = lab.host();
+    // the schematic's virtual extension, as the factory makes it
+    let ext = lab.dir.path().join(format!("{id}.tar"));
+    std::fs::write(
+        &ext,
+        factory::enhance::schematic_extension(id, canonical, true).unwrap(),
+    )
+    .unwrap();
     let profile = format!(
         "arch: amd64\nplatform: metal\nversion: {VERSION}\noutput:\n  kind: initramfs\n  outFormat: raw\n\
          input:\n  baseInstaller:\n    imageRef: {host}/siderolabs/installer-base@{}\n    forceInsecure: true\n  \
-         systemExtensions:\n    - imageRef: {host}/siderolabs/hello@{}\n      forceInsecure: true\n",
-        lab.base_digest, lab.ext_digest
+         systemExtensions:\n    - imageRef: {host}/siderolabs/hello@{}\n      forceInsecure: true\n    \
+         - tarballPath: {}\n",
+        lab.base_digest,
+        lab.ext_digest,
+        ext.display()
     );
     let o = run(
         e2e::imager()
@@ -425,7 +519,8 @@ fn two_instances_share_one_signed_cache() {
     assert_eq!(a.metric("factory_builds_total"), 1, "{}", a.log_text());
     assert!(a.metric("factory_cache_misses_total") >= 1);
     // the same bytes as the imager CLI makes of the same profile
-    let local = local_build(&lab, &lab.dir.path().join("local"));
+    let canonical = String::from_utf8(a.get_ok(&format!("/schematics/{id}"))).unwrap();
+    let local = local_build(&lab, &lab.dir.path().join("local"), &id, &canonical);
     assert_eq!(
         sha256(&bodies[0]),
         sha256(&local),
@@ -477,7 +572,6 @@ fn two_instances_share_one_signed_cache() {
         &digest,
         &[key_sig(&forger, &entry, &digest)],
     );
-    let _ = &lab.input_key;
     assert_eq!(b.get_ok(&path), bodies[0]);
     assert_eq!(b.metric("factory_builds_total"), 1, "{}", b.log_text());
     assert!(b.metric("factory_cache_rejected_total") >= 1);
@@ -625,9 +719,11 @@ fn ipxe_boots_a_node_from_the_factory() {
         "{}",
         b.line
     );
+    // the official extension, and the schematic's virtual extension naming the ID
+    let want = format!("hello@1.0.0,schematic@{id}");
     assert_eq!(
         qemu_harness::field(&b.line, "extensions"),
-        Some("hello@1.0.0"),
+        Some(want.as_str()),
         "{}",
         b.line
     );
@@ -853,4 +949,112 @@ fn secureboot_assets_are_signed_with_the_configured_keys() {
     assert_eq!(s, 400, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("secureBoot"));
     assert_eq!(plain.get("/secureboot/signing-cert.pem").0, 404);
+}
+
+/// Keyless input verification (`containerSignature.subjectRegExp` / `issuer` against a pinned
+/// trusted root): inputs signed by an identity the pattern accepts build; the same inputs
+/// signed by another identity are refused, naming it.
+#[test]
+fn keyless_inputs_verify_and_another_identity_is_refused() {
+    let lab = Lab::signed(Some("release@example.com"));
+    let f = Factory::start(&lab, "keyless", &[]);
+    let id = f.schematic(SCHEMATIC);
+    let path = format!("/image/{id}/{VERSION}/initramfs-amd64.xz");
+    assert!(f.get_ok(&path).len() > 1 << 20);
+    assert!(
+        f.log_text().contains("release@example.com"),
+        "{}",
+        f.log_text()
+    );
+
+    let evil = Lab::signed(Some("mallory@evil.test"));
+    let g = Factory::start(&evil, "keyless-evil", &[]);
+    let id = g.schematic(SCHEMATIC);
+    let (s, body) = g.get(&format!("/image/{id}/{VERSION}/initramfs-amd64.xz"));
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("mallory@evil.test"), "{body}");
+    assert_eq!(g.metric("factory_builds_total"), 0);
+}
+
+/// A schematic with an overlay (a board from the version's overlay catalog): the disk image
+/// is the board's — GRUB layout, the overlay's files in the ESP with the schematic's overlay
+/// options, the board's u-boot.
+#[test]
+fn board_images_with_an_official_overlay() {
+    let lab = Lab::new();
+    lab.board();
+    let f = Factory::start(&lab, "board", &[]);
+    let overlays: serde_json::Value =
+        serde_json::from_slice(&f.get_ok(&format!("/version/{BOARD_VERSION}/overlays/official")))
+            .unwrap();
+    assert_eq!(overlays[0]["name"], "rpi_generic", "{overlays}");
+    assert_eq!(overlays[0]["image"], "siderolabs/sbc-raspberrypi");
+    let id = f.schematic(
+        "overlay:\n  image: siderolabs/sbc-raspberrypi\n  name: rpi_generic\n  options:\n    \
+         configTxtAppend: dtparam=audio=on\ncustomization:\n  extraKernelArgs: [node_runtime.test_poweroff]\n",
+    );
+    let xz = lab.dir.path().join("board.raw.xz");
+    std::fs::write(
+        &xz,
+        f.get_ok(&format!("/image/{id}/{BOARD_VERSION}/metal-arm64.raw.xz")),
+    )
+    .unwrap();
+    let raw = lab.dir.path().join("board.raw");
+    e2e::decompress(&xz, &raw);
+    let p = ok(Command::new("sgdisk").arg("-p").arg(&raw));
+    assert!(p.contains("BOOT"), "{p}");
+    let esp = lab.dir.path().join("esp");
+    std::fs::create_dir_all(&esp).unwrap();
+    let files = e2e::esp_files(&raw, &esp);
+    let get = |n: &str| {
+        files
+            .iter()
+            .find(|f| f.0 == n)
+            .unwrap_or_else(|| panic!("{n} not in the ESP"))
+            .1
+            .clone()
+    };
+    assert_eq!(
+        get("config.txt"),
+        b"arm_64bit=1\nenable_uart=1\nkernel=u-boot.bin\ndtparam=audio=on\n"
+    );
+    // it boots on the Raspberry Pi's u-boot (QEMU raspi3b), firmware taken from the image,
+    // to the ready line with the schematic's extension
+    let (fw, dtb) = (
+        lab.dir.path().join("u-boot.bin"),
+        lab.dir.path().join("rpi3.dtb"),
+    );
+    std::fs::write(&fw, get("u-boot.bin")).unwrap();
+    std::fs::write(&dtb, get("bcm2837-rpi-3-b.dtb")).unwrap();
+    let size = std::fs::metadata(&raw).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&raw)
+        .unwrap()
+        .set_len(size.next_power_of_two())
+        .unwrap();
+    let b = e2e::boot_to_ready(&qemu_harness::Machine {
+        arch: qemu_harness::Arch::Arm64,
+        board: Some(qemu_harness::Board::Raspi3b { firmware: fw, dtb }),
+        firmware: qemu_harness::Firmware::Bios,
+        disks: vec![(raw.clone(), qemu_harness::DiskKind::Sd)],
+        ..Default::default()
+    });
+    let want = format!("schematic@{id}");
+    assert_eq!(
+        qemu_harness::field(&b.line, "extensions"),
+        Some(want.as_str()),
+        "{}",
+        b.line
+    );
+    // an overlay that is not in the catalog is a 400
+    let other = f.schematic("overlay:\n  image: siderolabs/sbc-nope\n  name: x\n");
+    let (s, body) = f.get(&format!(
+        "/image/{other}/{BOARD_VERSION}/metal-arm64.raw.xz"
+    ));
+    assert_eq!(s, 400, "{}", String::from_utf8_lossy(&body));
+    // the amd64-only version has no arm64 base: 404
+    let (s, _) = f.get(&format!("/image/{id}/{VERSION}/metal-arm64.raw.xz"));
+    assert_eq!(s, 404);
 }

@@ -128,7 +128,28 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
     assert!(line("node-runtime: config-fetch").contains("attempt=1 error="));
     assert!(line("config-fetch url=").contains(UUID));
     assert!(line("attempt=2 error=").contains("retry_in=2s"));
-    assert!(line("attempt=3 bytes=").contains("config-fetch"));
+    // the server refused its first two requests, then answered; a fetch tried before the
+    // network was up fails before reaching it (one more retry line)
+    let fetches: Vec<&String> = console
+        .iter()
+        .filter(|l| l.contains("node-runtime: config-fetch"))
+        .collect();
+    assert_eq!(
+        fetches
+            .iter()
+            .filter(|l| l.contains("error=\"http status: 503\""))
+            .count(),
+        2,
+        "{fetches:#?}"
+    );
+    let answered = fetches.last().unwrap();
+    assert!(answered.contains(" bytes="), "{answered}");
+    assert!(
+        fetches[..fetches.len() - 1]
+            .iter()
+            .all(|l| l.contains(" error=")),
+        "{fetches:#?}"
+    );
     assert!(requests.load(Ordering::SeqCst) >= 3);
     assert!(
         seen.lock()
