@@ -266,6 +266,37 @@ pub fn esp_files(raw: &Path, dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Boots the Raspberry Pi SD image `raw` under QEMU's `raspi3b` to the ready line: the
+/// board's u-boot (`u-boot.bin`) and device tree (`bcm2837-rpi-3-b.dtb`) come out of the
+/// image's own ESP (`esp`, as [`esp_files`] read it), and the image is grown to a power of
+/// two first, as an SD card's size is. `dir` holds the firmware files.
+pub fn boot_raspi(raw: &Path, esp: &[(String, Vec<u8>)], dir: &Path) -> Booted {
+    let get = |n: &str| {
+        esp.iter()
+            .find(|f| f.0 == n)
+            .unwrap_or_else(|| panic!("{n} not in the ESP"))
+            .1
+            .clone()
+    };
+    let (fw, dtb) = (dir.join("u-boot.bin"), dir.join("rpi3.dtb"));
+    std::fs::write(&fw, get("u-boot.bin")).unwrap();
+    std::fs::write(&dtb, get("bcm2837-rpi-3-b.dtb")).unwrap();
+    let size = std::fs::metadata(raw).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(raw)
+        .unwrap()
+        .set_len(size.next_power_of_two())
+        .unwrap();
+    boot_to_ready(&qemu_harness::Machine {
+        arch: qemu_harness::Arch::Arm64,
+        board: Some(qemu_harness::Board::Raspi3b { firmware: fw, dtb }),
+        firmware: qemu_harness::Firmware::Bios,
+        disks: vec![(raw.to_path_buf(), qemu_harness::DiskKind::Sd)],
+        ..Default::default()
+    })
+}
+
 /// Every file of a FAT filesystem image, read with the fat crate, in its walk order.
 pub fn fat_files(img: &Path) -> Vec<(String, Vec<u8>)> {
     let mut r = fat::read::FatReader::open(std::fs::File::open(img).unwrap(), 0).unwrap();

@@ -1021,26 +1021,7 @@ fn board_images_with_an_official_overlay() {
     );
     // it boots on the Raspberry Pi's u-boot (QEMU raspi3b), firmware taken from the image,
     // to the ready line with the schematic's extension
-    let (fw, dtb) = (
-        lab.dir.path().join("u-boot.bin"),
-        lab.dir.path().join("rpi3.dtb"),
-    );
-    std::fs::write(&fw, get("u-boot.bin")).unwrap();
-    std::fs::write(&dtb, get("bcm2837-rpi-3-b.dtb")).unwrap();
-    let size = std::fs::metadata(&raw).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&raw)
-        .unwrap()
-        .set_len(size.next_power_of_two())
-        .unwrap();
-    let b = e2e::boot_to_ready(&qemu_harness::Machine {
-        arch: qemu_harness::Arch::Arm64,
-        board: Some(qemu_harness::Board::Raspi3b { firmware: fw, dtb }),
-        firmware: qemu_harness::Firmware::Bios,
-        disks: vec![(raw.clone(), qemu_harness::DiskKind::Sd)],
-        ..Default::default()
-    });
+    let b = e2e::boot_raspi(&raw, &files, lab.dir.path());
     let want = format!("schematic@{id}");
     assert_eq!(
         qemu_harness::field(&b.line, "extensions"),

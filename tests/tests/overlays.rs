@@ -9,7 +9,7 @@
 
 use e2e::fixture::{Tar, gzip};
 use e2e::*;
-use qemu_harness::{Arch, Board, DiskKind, Firmware, Machine, field};
+use qemu_harness::field;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -121,24 +121,7 @@ fn rpi_generic_boots_on_raspberry_pi_u_boot_from_its_own_esp() {
     );
     assert!(!get("EFI/boot/BOOTAA64.efi").is_empty());
     // the firmware files come out of the image itself
-    let (fw, dtb) = (t.path().join("u-boot.bin"), t.path().join("rpi3.dtb"));
-    std::fs::write(&fw, &uboot).unwrap();
-    std::fs::write(&dtb, get("bcm2837-rpi-3-b.dtb")).unwrap();
-    // an SD card's size is a power of two
-    let size = std::fs::metadata(&raw).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&raw)
-        .unwrap()
-        .set_len(size.next_power_of_two())
-        .unwrap();
-    let b = boot_to_ready(&Machine {
-        arch: Arch::Arm64,
-        board: Some(Board::Raspi3b { firmware: fw, dtb }),
-        firmware: Firmware::Bios,
-        disks: vec![(raw.clone(), DiskKind::Sd)],
-        ..Default::default()
-    });
+    let b = boot_raspi(&raw, &files, t.path());
     let console = b.console.join("\n");
     assert!(console.contains("U-Boot"), "{console}");
     assert!(console.contains("GNU GRUB"), "not through GRUB:\n{console}");
