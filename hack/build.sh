@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds everything: Debian dependencies and kernels (hack/deps.sh), the workspace binaries
-# (release, glibc linked statically), node-runtime cross-built for arm64 (Debian's rustc-web
-# with its arm64 std, linked by aarch64-linux-gnu-gcc), and the base assets in
+# (release, glibc linked statically), node-runtime and the installer cross-built for arm64
+# (Debian's rustc-web with its arm64 std, linked by aarch64-linux-gnu-gcc), and the base assets in
 # _out/assets/{amd64,arm64}/ and the reference board overlays in _out/overlays/.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -23,7 +23,7 @@ cargo build --release --locked --workspace --bins
 
 # arm64: rustup ships no aarch64 std here, Debian's rustc-web (the same release line) does
 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$TARGET_DIR/aarch64" \
-  cargo build --release --locked -p node-runtime --target aarch64-unknown-linux-gnu
+  cargo build --release --locked -p node-runtime -p installer-cli --target aarch64-unknown-linux-gnu
 "$BIN/base-assets" \
   --arch arm64 \
   --kernel-root "$ARM64_CACHE/kernel/current" \

@@ -544,6 +544,7 @@ fn route(method: &str, path: &str, body: &[u8], state: &State) -> (u16, serde_js
                         "applied": true,
                         "installDisk": c.install.disk,
                         "notApplied": c.not_applied,
+                        "complete": c.complete,
                     });
                     let Some(tx) = &state.tx else {
                         return (

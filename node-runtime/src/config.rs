@@ -201,7 +201,7 @@ pub struct InterfaceVlan {
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Machine {
     #[serde(default)]
@@ -268,7 +268,7 @@ impl CaText {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct V1Alpha1 {
     #[allow(dead_code)]
     version: String,
@@ -297,6 +297,13 @@ pub struct MachineConfig {
     pub image_rules: Vec<ImageRule>,
     /// The `WatchdogTimerConfig` document.
     pub watchdog: Option<Watchdog>,
+    /// The `TrustedRootsConfig` documents, in order: CAs trusted besides Mozilla's roots for
+    /// the configuration download and registry pulls.
+    pub trusted_roots: Vec<TrustedRoots>,
+    /// Whether there is a `v1alpha1` document (Talos's "complete for boot"). A configuration
+    /// of other documents only (`TrustedRootsConfig`, …) is taken and kept active, and the node
+    /// goes on waiting for a complete one.
+    pub complete: bool,
     /// What is accepted and kept but not applied (`machine.kubelet`, `cluster`, `kind:
     /// KubespanConfig`, …), sorted.
     pub not_applied: Vec<String>,
@@ -561,6 +568,57 @@ impl WatchdogDoc {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TrustedRootsDoc {
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    certificates: String,
+}
+
+/// Talos's `TrustedRootsConfig`: extra certificate authorities, PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedRoots {
+    /// The document's name (unique among the configuration's `TrustedRootsConfig`s).
+    pub name: String,
+    /// The certificates, PEM text as given.
+    pub pem: String,
+    /// How many certificates it holds.
+    pub count: usize,
+}
+
+/// Bound on the certificates of one configuration.
+const MAX_TRUSTED_ROOTS: usize = 256;
+
+impl TrustedRootsDoc {
+    /// Talos takes the text as it is (unparsable blocks are skipped when the bundle is
+    /// loaded); here every PEM block must be a certificate that parses, so that a broken CA
+    /// is the sender's error and not a TLS failure later.
+    fn check(self) -> Result<TrustedRoots, String> {
+        if self.api_version != "v1alpha1" {
+            return Err(format!(
+                "TrustedRootsConfig apiVersion {:?} (v1alpha1 expected)",
+                self.api_version
+            ));
+        }
+        if self.name.chars().any(char::is_control) {
+            return Err("control characters in name".into());
+        }
+        let count = pki::certificates_from_pem(&self.certificates)
+            .map_err(|e| format!("field certificates: {e}"))?
+            .len();
+        Ok(TrustedRoots {
+            name: self.name,
+            pem: self.certificates,
+            count,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ImageVerificationDoc {
     api_version: String,
     #[allow(dead_code)]
@@ -688,6 +746,14 @@ impl ImageRule {
 }
 
 impl MachineConfig {
+    /// The CAs of its `TrustedRootsConfig` documents, PEM, one entry per document.
+    pub fn extra_cas(&self) -> Vec<Vec<u8>> {
+        self.trusted_roots
+            .iter()
+            .map(|r| r.pem.clone().into_bytes())
+            .collect()
+    }
+
     /// The first image-verification rule whose pattern matches `repository`.
     pub fn image_rule(&self, repository: &str) -> Option<&ImageRule> {
         self.image_rules.iter().find(|r| glob(&r.image, repository))
@@ -946,8 +1012,26 @@ pub fn parse(text: &str) -> Result<MachineConfig, String> {
     let mut not_applied = Vec::new();
     let mut image_rules: Vec<ImageRule> = Vec::new();
     let mut watchdog: Option<Watchdog> = None;
+    let mut trusted_roots: Vec<TrustedRoots> = Vec::new();
     for (i, d) in docs.into_iter().enumerate() {
         if d.is_null() {
+            continue;
+        }
+        if d.get("kind").and_then(|k| k.as_str()) == Some("TrustedRootsConfig") {
+            let doc: TrustedRootsDoc = serde_path_to_error::deserialize(d)
+                .map_err(|e| format!("document {}: field {}: {}", i + 1, e.path(), e.inner()))?;
+            let r = doc
+                .check()
+                .map_err(|e| format!("document {} (TrustedRootsConfig): {e}", i + 1))?;
+            if trusted_roots.iter().any(|x| x.name == r.name) {
+                return Err(format!("duplicate document: TrustedRootsConfig/{}", r.name));
+            }
+            if trusted_roots.iter().map(|x| x.count).sum::<usize>() + r.count > MAX_TRUSTED_ROOTS {
+                return Err(format!(
+                    "more than {MAX_TRUSTED_ROOTS} trusted root certificates"
+                ));
+            }
+            trusted_roots.push(r);
             continue;
         }
         if d.get("kind").and_then(|k| k.as_str()) == Some("WatchdogTimerConfig") {
@@ -1008,7 +1092,16 @@ pub fn parse(text: &str) -> Result<MachineConfig, String> {
             }
         }
     }
-    let v = main.ok_or("no v1alpha1 document (version: v1alpha1, machine: …)")?;
+    if main.is_none()
+        && not_applied.is_empty()
+        && image_rules.is_empty()
+        && watchdog.is_none()
+        && trusted_roots.is_empty()
+    {
+        return Err("no documents".into());
+    }
+    let complete = main.is_some();
+    let v = main.unwrap_or_default();
     for k in v.other.keys() {
         not_applied.push(k.clone());
     }
@@ -1091,6 +1184,8 @@ pub fn parse(text: &str) -> Result<MachineConfig, String> {
         },
         image_rules,
         watchdog,
+        trusted_roots,
+        complete,
         not_applied,
     })
 }
@@ -1364,6 +1459,82 @@ mod tests {
     }
 
     #[test]
+    fn trusted_roots_documents() {
+        let key = pki::new_key().unwrap();
+        let pem = pki::to_pem(
+            "CERTIFICATE",
+            &pki::issue(
+                "CN=lab CA",
+                &key,
+                &pki::Kind::Ca,
+                None,
+                1_700_000_000,
+                1_900_000_000,
+            )
+            .unwrap(),
+        );
+        let doc = |name: &str, certs: &str| {
+            format!(
+                "apiVersion: v1alpha1\nkind: TrustedRootsConfig\nname: {name}\ncertificates: |\n{}",
+                certs
+                    .lines()
+                    .map(|l| format!("  {l}\n"))
+                    .collect::<String>()
+            )
+        };
+        // alone: an incomplete configuration
+        let c = parse(&doc("lab", &format!("# the lab\n{pem}{pem}"))).unwrap();
+        assert!(!c.complete);
+        assert_eq!(c.trusted_roots.len(), 1);
+        assert_eq!(c.trusted_roots[0].count, 2);
+        assert_eq!(
+            c.extra_cas(),
+            vec![format!("# the lab\n{pem}{pem}").into_bytes()]
+        );
+        // beside a v1alpha1 document: complete, two documents of distinct names
+        let c = parse(&format!(
+            "version: v1alpha1\nmachine: {{}}\n---\n{}---\n{}",
+            doc("a", &pem),
+            doc("b", &pem)
+        ))
+        .unwrap();
+        assert!(c.complete);
+        assert_eq!(c.extra_cas().len(), 2);
+        // an unknown kind alone is kept, not applied, and incomplete
+        let c = parse("kind: X\n").unwrap();
+        assert!(!c.complete && c.not_applied == ["kind: X"]);
+        for (text, want) in [
+            (
+                format!("{}---\n{}", doc("a", &pem), doc("a", &pem)),
+                "duplicate document: TrustedRootsConfig/a",
+            ),
+            (
+                doc("a", "not a certificate"),
+                "no -----BEGIN CERTIFICATE-----",
+            ),
+            (
+                doc("a", &pem.replace("CERTIFICATE", "PUBLIC KEY")),
+                "is not a CERTIFICATE",
+            ),
+            (
+                doc(
+                    "a",
+                    "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                ),
+                "a certificate",
+            ),
+            (
+                doc("a", &pem).replace("v1alpha1", "v1"),
+                "apiVersion \"v1\"",
+            ),
+            (format!("{}extra: 1\n", doc("a", &pem)), "unknown field"),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
     fn refuses_what_it_cannot_take() {
         for (text, want) in [
             ("machine: {}\n", "neither version"),
@@ -1388,7 +1559,8 @@ mod tests {
                 "version: v1alpha1\nmachine: {}\n---\nversion: v1alpha1\nmachine: {}\n",
                 "more than one",
             ),
-            ("kind: X\n", "no v1alpha1"),
+            ("", "no documents"),
+            ("---\n---\n", "no documents"),
             (
                 "version: v1alpha1\nmachine:\n  network:\n    interfaces:\n      - addresses: []\n",
                 "neither interface nor deviceSelector",

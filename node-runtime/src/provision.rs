@@ -4,7 +4,9 @@
 //! configuration ([`crate::config`]) from whichever source gives one first: the maintenance
 //! API ([`crate::api`]), `talos.config=URL` on the kernel command line (HTTP or HTTPS;
 //! `${uuid}`, `${serial}`, `${mac}`, `${hostname}` and `${code}` substituted as Talos does;
-//! retried with backoff, one console line per attempt), or the `embedded-config` extension. A
+//! retried with backoff, one console line per attempt; HTTPS trusts the active configuration's
+//! `TrustedRootsConfig`), `talos.config.early` / `talos.config.inline` (base64 of zstd YAML),
+//! or the `embedded-config` extension (docs/formats/machine-config.md, "Sources"). A
 //! configuration that names a disk is installed: the installer image of
 //! `machine.install.image` is pulled through `machine.registries`' mirrors (every blob
 //! digest-checked), its layers are unpacked into `/system/installer`, and its
@@ -32,9 +34,12 @@ const MAX_UNPACKED: u64 = 2 << 30;
 /// Where the `embedded-config` extension puts the configuration (docs/formats/extensions.md).
 const EMBEDDED: &str = "/usr/local/etc/talos/config.yaml";
 
-/// Maintenance mode: waits for a configuration from whichever source gives one first — the
-/// API ([`crate::api`]), `talos.config=URL`, or the embedded one — then installs it and
-/// reboots. A failed install is reported and the node goes on waiting.
+/// Maintenance mode: takes configurations from the embedded one, `talos.config.early`, then
+/// `talos.config=URL` (or `talos.config.inline` without a URL) in Talos's order, and from the
+/// API ([`crate::api`]) all along; the last one taken is the active one. The first complete
+/// configuration is installed and the node reboots; an incomplete one (no v1alpha1 document)
+/// stays active while the node waits. A failed install is reported and the node goes on
+/// waiting.
 pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
     let (tx, rx) = std::sync::mpsc::channel::<crate::api::Incoming>();
     say("maintenance waiting for a machine configuration");
@@ -52,46 +57,79 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
             say(&format!("maintenance api error={:?}", format!("{e:#}")));
         }
     });
+    // the active configuration's extra CAs (`TrustedRootsConfig`): the URL download trusts
+    // them, from the next attempt on, whenever the active configuration changes
+    let roots: Roots = Default::default();
+    // Talos's order: the embedded configuration, then `talos.config.early`, then the URL, or
+    // `talos.config.inline` when there is no URL; a complete configuration ends the search
+    let mut local = Vec::new();
     if let Ok(text) = std::fs::read_to_string(EMBEDDED) {
-        match config::parse(&text) {
-            Ok(c) => {
-                let _ = tx.send(crate::api::Incoming {
-                    source: "embedded".into(),
-                    config: c,
-                });
-            }
-            Err(e) => say(&format!("config source=embedded error={e:?}")),
+        local.push(("embedded", config::parse(&text)));
+    }
+    if let Some(r) = cmdline_config(cmd, "talos.config.early") {
+        local.push(("early", r));
+    }
+    let mut complete = false;
+    let take = |source: &str, r: Result<MachineConfig, String>, complete: &mut bool| match r {
+        Ok(c) => {
+            *complete |= c.complete;
+            set_roots(&roots, &c);
+            let _ = tx.send(crate::api::Incoming {
+                source: source.into(),
+                config: c,
+            });
+        }
+        Err(e) => say(&format!("config source={source} error={e:?}")),
+    };
+    for (source, r) in local {
+        take(source, r, &mut complete);
+        if complete {
+            break;
         }
     }
-    if let Some(url) = cmd.get("talos.config") {
-        let url = substitute(url, meta);
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            // a configuration that does not parse is fetched again (it may be fixed)
-            loop {
-                let text = fetch_config(&url);
-                match config::parse(&text) {
-                    Ok(c) => {
-                        let _ = tx.send(crate::api::Incoming {
-                            source: format!("url {url}"),
-                            config: c,
-                        });
-                        return;
+    let url = cmd
+        .get("talos.config")
+        .filter(|u| !u.is_empty() && *u != "none");
+    match url {
+        _ if complete => {}
+        Some(url) => {
+            let url = substitute(url, meta);
+            let tx = tx.clone();
+            let roots = roots.clone();
+            std::thread::spawn(move || {
+                // a configuration that does not parse is fetched again (it may be fixed)
+                loop {
+                    let text = fetch_config(&url, &roots);
+                    match config::parse(&text) {
+                        Ok(c) => {
+                            let _ = tx.send(crate::api::Incoming {
+                                source: format!("url {url}"),
+                                config: c,
+                            });
+                            return;
+                        }
+                        Err(e) => say(&format!(
+                            "config source={:?} error={e:?}",
+                            format!("url {url}")
+                        )),
                     }
-                    Err(e) => say(&format!(
-                        "config source={:?} error={e:?}",
-                        format!("url {url}")
-                    )),
+                    std::thread::sleep(Duration::from_secs(30));
                 }
-                std::thread::sleep(Duration::from_secs(30));
+            });
+        }
+        None => {
+            if let Some(r) = cmdline_config(cmd, "talos.config.inline") {
+                take("inline", r, &mut complete);
             }
-        });
+        }
     }
     drop(tx);
     while let Ok(inc) = rx.recv() {
         let cfg = inc.config;
+        // the last configuration taken is the active one: Talos replaces, never merges
+        set_roots(&roots, &cfg);
         say(&format!(
-            "config source={:?} install-disk={} install-image={}",
+            "config source={:?} install-disk={} install-image={} complete={} trusted-roots={}",
             inc.source,
             if cfg.install.disk.is_empty() {
                 "none"
@@ -102,16 +140,62 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
                 "none"
             } else {
                 &cfg.install.image
-            }
+            },
+            cfg.complete,
+            cfg.trusted_roots.iter().map(|r| r.count).sum::<usize>(),
         ));
         for s in &cfg.not_applied {
             say(&format!("config not-applied={s}"));
+        }
+        if !cfg.complete {
+            say("maintenance waiting for a complete machine configuration (a v1alpha1 document)");
+            continue;
         }
         if let Err(e) = install(cmd, &cfg, meta) {
             say(&format!("install error={:?}", format!("{e:#}")));
             say("maintenance waiting for a machine configuration");
         }
     }
+}
+
+/// The CAs the configuration download trusts besides Mozilla's roots (PEM).
+type Roots = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+fn set_roots(roots: &Roots, cfg: &MachineConfig) {
+    if let Ok(mut r) = roots.lock() {
+        *r = cfg.extra_cas();
+    }
+}
+
+/// Talos's `talos.config.early` and `talos.config.inline`: the values of every occurrence of
+/// `key`, joined, are base64 (standard alphabet, padded) of zstd-compressed YAML. `None` when
+/// the key is absent.
+fn cmdline_config(cmd: &Cmdline, key: &str) -> Option<Result<MachineConfig, String>> {
+    cmd.get(key)?;
+    let joined: String = cmd.get_all(key).collect();
+    Some(
+        decode_cmdline_config(&joined)
+            .map_err(|e| format!("{key}: {e}"))
+            .and_then(|t| config::parse(&t)),
+    )
+}
+
+/// base64 → zstd → UTF-8, bounded by [`config::MAX_CONFIG`].
+pub(crate) fn decode_cmdline_config(b64: &str) -> Result<String, String> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::with_buffer(&raw[..])
+        .map_err(|e| format!("not zstd: {e}"))?
+        .take(config::MAX_CONFIG as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("not zstd: {e}"))?;
+    if out.len() > config::MAX_CONFIG {
+        return Err(format!("more than {} bytes", config::MAX_CONFIG));
+    }
+    String::from_utf8(out).map_err(|_| "not UTF-8".to_string())
 }
 
 /// Talos's variables in `talos.config` URLs.
@@ -155,17 +239,22 @@ fn first_mac() -> String {
 }
 
 /// Fetches the configuration, retrying with backoff (1 s doubling to 30 s) until it comes.
-fn fetch_config(url: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
+/// HTTPS trusts Mozilla's roots and the active configuration's `TrustedRootsConfig`, read
+/// again for every attempt.
+fn fetch_config(url: &str, roots: &Roots) -> String {
     let mut delay = Duration::from_secs(1);
     for attempt in 1.. {
-        let r = agent
-            .get(url)
-            .call()
+        let cas = roots.lock().map(|r| r.clone()).unwrap_or_default();
+        let r = oci::client::tls_config(&cas, false)
             .map_err(|e| e.to_string())
+            .and_then(|tls| {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(30)))
+                    .tls_config(tls)
+                    .build()
+                    .into();
+                agent.get(url).call().map_err(|e| e.to_string())
+            })
             .and_then(|resp| {
                 let mut body = String::new();
                 resp.into_body()
@@ -209,6 +298,7 @@ pub(crate) fn pull_installer(image: &str, cfg: &MachineConfig) -> Result<PathBuf
     let cache = oci::cache::Cache::open(Path::new(OCI_CACHE)).context("the blob cache")?;
     let opts = oci::ClientOptions {
         registries: cfg.registries.clone(),
+        extra_ca: cfg.extra_cas(),
         ..Default::default()
     };
     let client = oci::Client::new(opts, cache).context("the registry client")?;

@@ -480,6 +480,12 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                     .collect();
                 println!("not applied (kept): {}", names.join(", "));
             }
+            if v["complete"] == serde_json::Value::Bool(false) {
+                println!(
+                    "incomplete (no v1alpha1 document): the node stays in maintenance, with \
+                     this configuration active"
+                );
+            }
         }
         Command::Version => {
             let (status, v) = call(cli, "GET", "/v1/version", None)?;

@@ -92,6 +92,23 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// A binary hack/build.sh cross-built for arm64 (`<target>/aarch64/aarch64-unknown-linux-gnu/
+/// release/`, beside this test executable's target directory).
+pub fn bin_arm64(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // <target>/x86_64-unknown-linux-gnu/release/deps/<test>
+    let target = exe.ancestors().nth(4).unwrap();
+    let p = target
+        .join("aarch64/aarch64-unknown-linux-gnu/release")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run hack/build.sh (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
 /// The base assets directory (`IMAGER_INSTALL_DIR` or `_out/assets`).
 pub fn assets() -> PathBuf {
     let p = std::env::var("IMAGER_INSTALL_DIR")

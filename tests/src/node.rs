@@ -3,7 +3,7 @@
 //! lines.
 
 use crate::registry::Registry;
-use crate::{assets, bin, imager, ok, run};
+use crate::{assets, bin, bin_arm64, imager, ok, run};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -23,23 +23,30 @@ pub struct Installer<'a> {
     pub args: &'a [&'a str],
     /// System extension tarballs.
     pub extensions: &'a [&'a Path],
+    /// `amd64` (when empty) or `arm64`: the installer-base is published from the base assets
+    /// and the `installer` binary of that architecture.
+    pub arch: &'a str,
 }
 
 /// Builds the installer image `i` and pushes it as `<registry>/<repo>:<tag>`; the reference.
 pub fn publish_installer(reg: &Registry, dir: &Path, i: &Installer) -> String {
-    let base = dir.join("base");
+    let arch = if i.arch.is_empty() { "amd64" } else { i.arch };
+    let (base, installer) = match arch {
+        "amd64" => (dir.join("base"), bin("installer")),
+        _ => (dir.join(format!("base-{arch}")), bin_arm64("installer")),
+    };
     if !base.exists() {
         ok(Command::new(bin("base-assets"))
             .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args(["publish", "--arch", "amd64", "--assets"])
+            .args(["publish", "--arch", arch, "--assets"])
             .arg(assets())
             .arg("--installer")
-            .arg(bin("installer"))
+            .arg(installer)
             .arg("--oci-layout")
             .arg(&base));
     }
     let mut profile = format!(
-        "baseProfileName: installer\narch: amd64\nversion: {}\ninput:\n  baseInstaller:\n    \
+        "baseProfileName: installer\narch: {arch}\nversion: {}\ninput:\n  baseInstaller:\n    \
          ociPath: {}\n",
         i.version,
         base.display()
@@ -50,7 +57,10 @@ pub fn publish_installer(reg: &Registry, dir: &Path, i: &Installer) -> String {
             profile.push_str(&format!("    - tarballPath: {}\n", e.display()));
         }
     }
-    profile.push_str("customization:\n  extraKernelArgs:\n    - console=ttyS0\n");
+    profile.push_str(match arch {
+        "amd64" => "customization:\n  extraKernelArgs:\n    - console=ttyS0\n",
+        _ => "customization:\n  extraKernelArgs:\n    - console=ttyAMA0\n",
+    });
     for a in i.args {
         profile.push_str(&format!("    - {a}\n"));
     }

@@ -208,7 +208,8 @@ pub struct TestCa {
     pub dir: TempDir,
     /// The CA certificate (PEM).
     pub ca_pem: PathBuf,
-    /// The server certificate (PEM) for `IP:127.0.0.1` and `DNS:localhost`.
+    /// The server certificate (PEM) for `IP:127.0.0.1`, `IP:10.0.2.2` (the host as QEMU's
+    /// user network shows it to guests) and `DNS:localhost`.
     pub cert_pem: PathBuf,
     /// The server certificate's key (PEM, PKCS#8).
     pub key_pem: PathBuf,
@@ -219,7 +220,7 @@ pub struct TestCa {
 }
 
 /// Makes a [`TestCa`] with the `openssl` CLI: a CA (`CA:TRUE`, keyCertSign) and a server
-/// certificate with subjectAltName `IP:127.0.0.1, DNS:localhost`, serverAuth EKU and
+/// certificate with subjectAltName `IP:127.0.0.1, IP:10.0.2.2, DNS:localhost`, serverAuth EKU and
 /// `CA:FALSE`.
 pub fn test_ca() -> TestCa {
     let dir = tempfile::Builder::new()
@@ -273,7 +274,7 @@ pub fn test_ca() -> TestCa {
     ]);
     std::fs::write(
         d.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
+        "subjectAltName=IP:127.0.0.1,IP:10.0.2.2,DNS:localhost\n\
          extendedKeyUsage=serverAuth\n\
          basicConstraints=critical,CA:FALSE\n\
          keyUsage=critical,digitalSignature\n",

@@ -1336,7 +1336,7 @@ fn parse_certs(pem: &[u8]) -> Result<Vec<ureq::tls::Certificate<'static>>, Strin
 /// TLS for one host: Mozilla's roots (webpki-roots 1.x through ureq), plus the extra CAs when
 /// there are any (then the same roots from webpki-root-certs 1.x, in certificate form, so that
 /// both can be given to rustls); or no verification at all (`insecureSkipVerify`).
-fn tls_config(cas: &[Vec<u8>], skip_verify: bool) -> Result<ureq::tls::TlsConfig, Error> {
+pub fn tls_config(cas: &[Vec<u8>], skip_verify: bool) -> Result<ureq::tls::TlsConfig, Error> {
     use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
     let b = TlsConfig::builder().provider(TlsProvider::Rustls);
     if skip_verify {
