@@ -93,13 +93,14 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
     match url {
         _ if complete => {}
         Some(url) => {
-            let url = substitute(url, meta);
+            let template = url.to_string();
+            let meta = meta.clone();
             let tx = tx.clone();
             let roots = roots.clone();
             std::thread::spawn(move || {
                 // a configuration that does not parse is fetched again (it may be fixed)
                 loop {
-                    let text = fetch_config(&url, &roots);
+                    let (url, text) = fetch_config(&template, &meta, &roots);
                     match config::parse(&text) {
                         Ok(c) => {
                             let _ = tx.send(crate::api::Incoming {
@@ -213,20 +214,39 @@ fn substitute(url: &str, meta: &crate::meta::Values) -> String {
         .get(&0x0b)
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default();
-    url.replace("${uuid}", &read("/sys/class/dmi/id/product_uuid"))
-        .replace("${serial}", &read("/sys/class/dmi/id/product_serial"))
-        .replace("${mac}", &mac)
-        .replace("${hostname}", &hostname)
-        .replace("${code}", &code)
+    url.replace("${uuid}", &escape(&read("/sys/class/dmi/id/product_uuid")))
+        .replace(
+            "${serial}",
+            &escape(&read("/sys/class/dmi/id/product_serial")),
+        )
+        .replace("${mac}", &escape(&mac))
+        .replace("${hostname}", &escape(&hostname))
+        .replace("${code}", &escape(&code))
 }
 
-/// The MAC address of the first non-loopback link, by name.
+/// A substituted value percent-encoded but for unreserved characters and `:` (MAC addresses),
+/// so that a value (META 0x0b is the operator's text) cannot add a path segment, a query
+/// parameter or a fragment to the URL.
+fn escape(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The MAC address of the first physical link (one with a device behind it: not `lo`, nor
+/// the `bond0` or `dummy0` the kernel's modules create with random addresses), by name.
 fn first_mac() -> String {
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "lo")
+                .filter(|n| Path::new("/sys/class/net").join(n).join("device").exists())
                 .collect()
         })
         .unwrap_or_default();
@@ -238,12 +258,16 @@ fn first_mac() -> String {
         .unwrap_or_default()
 }
 
-/// Fetches the configuration, retrying with backoff (1 s doubling to 30 s) until it comes.
-/// HTTPS trusts Mozilla's roots and the active configuration's `TrustedRootsConfig`, read
-/// again for every attempt.
-fn fetch_config(url: &str, roots: &Roots) -> String {
+/// Fetches the configuration, retrying with backoff (1 s doubling to 30 s) until it comes;
+/// the URL it came from (the variables are substituted for every attempt, as Talos does, so
+/// that `${hostname}` and `${mac}` see the network once it is up) and the text. HTTPS trusts
+/// Mozilla's roots and the active configuration's `TrustedRootsConfig`, read again for every
+/// attempt.
+fn fetch_config(template: &str, meta: &crate::meta::Values, roots: &Roots) -> (String, String) {
     let mut delay = Duration::from_secs(1);
     for attempt in 1.. {
+        let url = substitute(template, meta);
+        let url = url.as_str();
         let cas = roots.lock().map(|r| r.clone()).unwrap_or_default();
         let r = oci::client::tls_config(&cas, false)
             .map_err(|e| e.to_string())
@@ -270,7 +294,7 @@ fn fetch_config(url: &str, roots: &Roots) -> String {
                     "config-fetch url={url:?} attempt={attempt} bytes={}",
                     body.len()
                 ));
-                return body;
+                return (url.to_string(), body);
             }
             Err(e) => say(&format!(
                 "config-fetch url={url:?} attempt={attempt} error={e:?} retry_in={}s",
@@ -688,6 +712,48 @@ fn store_config(disk: &str, cfg: &MachineConfig) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cmdline_configs_and_url_values() {
+        use base64::Engine as _;
+        let b64 = |yaml: &str| {
+            base64::engine::general_purpose::STANDARD
+                .encode(zstd::encode_all(yaml.as_bytes(), 3).unwrap())
+        };
+        let yaml = "version: v1alpha1\nmachine: {}\n";
+        assert_eq!(decode_cmdline_config(&b64(yaml)).as_deref(), Ok(yaml));
+        // split over occurrences, joined in order
+        let v = b64(yaml);
+        let (a, b) = v.split_at(7);
+        let cmd = Cmdline::parse(&format!(
+            "talos.config.inline={a} quiet talos.config.inline={b}"
+        ));
+        let c = cmdline_config(&cmd, "talos.config.inline")
+            .unwrap()
+            .unwrap();
+        assert!(c.complete);
+        assert!(cmdline_config(&cmd, "talos.config.early").is_none());
+        // uncompressed YAML, URL-safe base64, garbage, a bomb past the bound
+        let plain = base64::engine::general_purpose::STANDARD.encode(yaml);
+        assert!(
+            decode_cmdline_config(&plain)
+                .unwrap_err()
+                .contains("not zstd")
+        );
+        assert!(
+            decode_cmdline_config("a_b-")
+                .unwrap_err()
+                .contains("not base64")
+        );
+        let big = "#".repeat(config::MAX_CONFIG + 1);
+        assert!(
+            decode_cmdline_config(&b64(&big))
+                .unwrap_err()
+                .contains("more than")
+        );
+        assert_eq!(escape("52:54:00:12:34:56"), "52:54:00:12:34:56");
+        assert_eq!(escape("a/b?c=d&e#f g"), "a%2Fb%3Fc%3Dd%26e%23f%20g");
+    }
 
     #[test]
     fn sizes_and_selectors() {

@@ -86,13 +86,18 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
         .args(["--extra-kernel-arg", "console=ttyS0"])
         .args([
             "--extra-kernel-arg",
-            &format!("talos.config=http://10.0.2.2:{http}/${{uuid}}"),
-        ]));
+            &format!(
+                "talos.config=http://10.0.2.2:{http}/${{uuid}}?code=${{code}}&serial=${{serial}}\
+                 &mac=${{mac}}&host=${{hostname}}"
+            ),
+        ])
+        // ${code} is META 0x0b, given on the ISO's command line
+        .args(["--meta", "0x0b=lab/42"]));
     let iso = iso_dir.join("metal-amd64.iso");
     let disk = t.path().join("disk.raw");
     blank_disk(&disk, 6 << 30);
     let mut extra = user_nic("n0", "");
-    extra.extend(["-uuid".to_string(), UUID.to_string()]);
+    extra.extend(["-uuid", UUID, "-smbios", "type=1,serial=SER-0042"].map(String::from));
     let m = Machine {
         firmware: Firmware::Uefi,
         disks: vec![
@@ -151,11 +156,14 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
         "{fetches:#?}"
     );
     assert!(requests.load(Ordering::SeqCst) >= 3);
+    // Talos's variables, each substituted for every attempt (the default hostname is there
+    // once the network is), values percent-encoded
     assert!(
-        seen.lock()
-            .unwrap()
-            .iter()
-            .any(|r| r == &format!("GET /{UUID} HTTP/1.1")),
+        seen.lock().unwrap().iter().any(|r| r
+            == &format!(
+                "GET /{UUID}?code=lab%2F42&serial=SER-0042&mac=52:54:00:12:34:56&\
+                 host=talos-123456 HTTP/1.1"
+            )),
         "{:?}",
         seen.lock().unwrap()
     );
