@@ -1153,6 +1153,18 @@ pub fn parse(text: &str) -> Result<MachineConfig, String> {
             m.install.disk
         ));
     }
+    for (k, v) in &m.env {
+        let name_ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !name_ok {
+            return Err(format!(
+                "field machine.env: {k:?} is not an environment variable name"
+            ));
+        }
+        if v.chars().any(char::is_control) {
+            return Err(format!("field machine.env.{k}: control characters"));
+        }
+    }
     if m.install.disk.split('/').any(|c| c == "..") {
         return Err("field machine.install.disk: `..` in the path".into());
     }
@@ -1598,6 +1610,14 @@ mod tests {
                 "machine.ca.crt: not base64",
             ),
             ("version: v1alpha1\nmachine: {}\n\u{1b}[2J", "control"),
+            (
+                "version: v1alpha1\nmachine:\n  env:\n    A=B: x\n",
+                "not an environment variable name",
+            ),
+            (
+                "version: v1alpha1\nmachine:\n  env:\n    A: \"\\e[2J\"\n",
+                "machine.env.A: control characters",
+            ),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(want), "{text:?}: {e}");

@@ -323,6 +323,8 @@ pub(crate) fn pull_installer(image: &str, cfg: &MachineConfig) -> Result<PathBuf
     let opts = oci::ClientOptions {
         registries: cfg.registries.clone(),
         extra_ca: cfg.extra_cas(),
+        // machine.env's proxies, as Talos's pulls take them from PID 1's environment
+        proxy: oci::proxy::Proxies::from_vars(|k| cfg.env.get(k).cloned()),
         ..Default::default()
     };
     let client = oci::Client::new(opts, cache).context("the registry client")?;

@@ -86,7 +86,14 @@ pub fn run(start_ns: u64) -> Result<()> {
     );
     test_stat(&cmd);
     // services: begin
-    services::start(Path::new("/usr/local/etc/containers"), ready.clone());
+    services::start(
+        Path::new("/usr/local/etc/containers"),
+        ready.clone(),
+        &machine_config
+            .as_ref()
+            .map(|c| c.env.clone())
+            .unwrap_or_default(),
+    );
     // services: end
     let summary = meta_summary(&values);
     let boot_ms = boottime_ns().saturating_sub(start_ns) / 1_000_000;

@@ -7,6 +7,7 @@
 // test plumbing (child processes, servers, builders): nothing here reaches a user's message
 #![allow(missing_debug_implementations)]
 
+pub mod connectproxy;
 pub mod faultproxy;
 pub mod fixture;
 pub mod node;

@@ -1,14 +1,16 @@
 //! Provisioning (docs/formats/install.md, "From the node"): an ISO boots into maintenance
 //! mode, fetches its machine configuration from `talos.config=URL` (an HTTP server of the
-//! test, which fails the first request), pulls the installer image named in it from a real
-//! registry through the configuration's mirror, runs the image's own `installer` against the
+//! test, which fails the first two requests), pulls the installer image named in it from a
+//! real registry through the proxy its `machine.env` names (the API test: through the
+//! configuration's mirror), runs the image's own `installer` against the
 //! empty disk, stores the configuration in STATE and reboots; the disk then boots by itself
 //! to `installed=true` with the configuration's hostname applied.
 #![allow(clippy::unwrap_used)]
 
+use e2e::connectproxy::ConnectProxy;
 use e2e::node::{
     Installer, apply_config, authed, ca_block, gen_config, in_maintenance, nodectl,
-    publish_installer,
+    publish_installer, wait,
 };
 use e2e::registry::{Registry, free_port};
 use e2e::*;
@@ -56,10 +58,41 @@ fn serve(body: String) -> (u16, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
 
 const UUID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
 
+/// A system extension whose service prints `greeting=$GREETING` (test-service `check-pid1`)
+/// on the console; it sets no environment of its own.
+fn greeter_extension(dir: &Path) -> std::path::PathBuf {
+    let svc = std::fs::read(bin("test-service")).unwrap();
+    let tar = e2e::fixture::Tar::new()
+        .file(
+            "manifest.yaml",
+            0o644,
+            e2e::fixture::manifest("greeter", "0.1.0", ">= v1.9.0").as_bytes(),
+        )
+        .dir("rootfs", 0o755)
+        .dir("rootfs/usr", 0o755)
+        .dir("rootfs/usr/local", 0o755)
+        .dir("rootfs/usr/local/etc", 0o755)
+        .dir("rootfs/usr/local/etc/containers", 0o755)
+        .file(
+            "rootfs/usr/local/etc/containers/greeter.yaml",
+            0o644,
+            b"name: greeter\ncontainer:\n  entrypoint: ./svc\n  args: [check-pid1]\n\
+              restart: never\nlogToConsole: true\n",
+        )
+        .dir("rootfs/usr/local/lib", 0o755)
+        .dir("rootfs/usr/local/lib/containers", 0o755)
+        .dir("rootfs/usr/local/lib/containers/greeter", 0o755)
+        .file("rootfs/usr/local/lib/containers/greeter/svc", 0o755, &svc);
+    let p = dir.join("greeter.tar");
+    std::fs::write(&p, tar.finish()).unwrap();
+    p
+}
+
 #[test]
 fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
     let t = tempfile::tempdir().unwrap();
     let reg = Registry::start();
+    let greeter = greeter_extension(t.path());
     publish_installer(
         &reg,
         t.path(),
@@ -67,16 +100,22 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
             repo: "installer",
             tag: "v1",
             version: "v1.14.0",
-            args: &["node_runtime.test_poweroff"],
+            args: &["node_runtime.test_poweroff=20"],
+            extensions: &[&greeter],
             ..Default::default()
         },
     );
     let port = reg.addr().port();
+    // the registry is reachable under its name only through the proxy of machine.env
+    let proxy = ConnectProxy::start(reg.addr());
     let config = format!(
         "version: v1alpha1\nmachine:\n  type: controlplane\n  install:\n    disk: /dev/vda\n    \
-         image: 10.0.2.2:{port}/installer:v1\n    extraKernelArgs: [ignored=1]\n  network:\n    \
-         hostname: installed-node\n  registries:\n    mirrors:\n      10.0.2.2:{port}:\n        \
-         endpoints: [http://10.0.2.2:{port}]\n  kubelet:\n    image: x\ncluster:\n  clusterName: c\n"
+         image: registry.lab.invalid:{port}/installer:v1\n    extraKernelArgs: [ignored=1]\n  \
+         network:\n    hostname: installed-node\n  env:\n    http_proxy: http://10.0.2.2:{}\n    \
+         no_proxy: 10.0.2.2,.cluster.local\n    GREETING: from-machine-env\n  registries:\n    \
+         mirrors:\n      registry.lab.invalid:{port}:\n        endpoints: \
+         [http://registry.lab.invalid:{port}]\n  kubelet:\n    image: x\ncluster:\n  clusterName: c\n",
+        proxy.port()
     );
     let (http, requests, seen) = serve(config.clone());
     let iso_dir = t.path().join("iso");
@@ -176,7 +215,16 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
             "{na} not listed"
         );
     }
-    assert!(line("node-runtime: install pulled=").contains("installer:v1"));
+    assert!(line("node-runtime: install pulled=").contains("registry.lab.invalid"));
+    // machine.env's http_proxy carried the pull (the guest cannot resolve the name itself)
+    let targets = proxy.targets();
+    assert!(
+        !targets.is_empty()
+            && targets
+                .iter()
+                .all(|t| t == &format!("registry.lab.invalid:{port}")),
+        "{targets:?}"
+    );
     assert!(line("install extra-kernel-args=ignored").contains("reason=uki"));
     assert!(line("installer: installed").contains("(sd-boot, UKI)"));
     assert!(done.contains("disk=/dev/vda"));
@@ -185,13 +233,24 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
         run.finish(Duration::from_secs(60)),
         "no reboot after the install"
     );
-    // the disk boots by itself, with the stored configuration
-    let b = boot_to_ready(&Machine {
+    // the disk boots by itself, with the stored configuration; its extension service gets
+    // machine.env
+    let mut run = Machine {
         firmware: Firmware::Uefi,
         disks: vec![(disk.clone(), DiskKind::VirtioWritable)],
         extra: user_nic("n0", ""),
         ..Default::default()
-    });
+    }
+    .start()
+    .unwrap();
+    let ready = wait(&mut run, "node-runtime: ready meta=", 300);
+    let greeted = wait(&mut run, "ext-greeter: pid=1", 60);
+    assert!(greeted.ends_with("greeting=from-machine-env"), "{greeted}");
+    let b = Booted {
+        line: ready,
+        console: run.console().to_vec(),
+        powered_off: run.finish(Duration::from_secs(60)),
+    };
     assert_eq!(field(&b.line, "installed"), Some("true"), "{}", b.line);
     assert_eq!(field(&b.line, "disk"), Some("/dev/vda"), "{}", b.line);
     let state = b

@@ -31,6 +31,8 @@ pub struct ClientOptions {
     pub keychain: Keychain,
     /// Extra CA certificates (PEM) trusted for every host.
     pub extra_ca: Vec<Vec<u8>>,
+    /// Forward proxies (none by default: the environment is not read).
+    pub proxy: crate::proxy::Proxies,
     /// Connect and per-read timeout (a stalled transfer fails after this long).
     pub timeout: Duration,
     /// Attempts per request (1 = no retry).
@@ -65,6 +67,7 @@ impl Default for ClientOptions {
             registries: RegistriesConfig::default(),
             keychain: Keychain::default(),
             extra_ca: Vec::new(),
+            proxy: crate::proxy::Proxies::default(),
             timeout: Duration::from_secs(30),
             attempts: 4,
             backoff: Duration::from_millis(250),
@@ -254,14 +257,25 @@ impl Client {
         }
     }
 
-    fn agent(&self, host: &str) -> Result<ureq::Agent, Error> {
+    /// The agent for an endpoint: its host's TLS settings, and the proxy for its scheme and
+    /// host.
+    fn agent(&self, ep: &Endpoint) -> Result<ureq::Agent, Error> {
+        let host = ep.host.as_str();
+        let https = ep.base.starts_with("https://");
+        let key = format!("{}://{host}", if https { "https" } else { "http" });
         let mut agents = self
             .agents
             .lock()
             .map_err(|_| Error::Config("agent cache poisoned".into()))?;
-        if let Some(a) = agents.get(host) {
+        if let Some(a) = agents.get(&key) {
             return Ok(a.clone());
         }
+        let proxy = match self.opts.proxy.for_endpoint(https, host) {
+            Some(url) => Some(
+                ureq::Proxy::new(&url).map_err(|e| Error::Config(format!("proxy {url:?}: {e}")))?,
+            ),
+            None => None,
+        };
         let hc = self.opts.registries.host(host);
         let tls = hc.and_then(|c| c.tls.as_ref());
         let skip_verify = tls.is_some_and(|t| t.insecure_skip_verify);
@@ -277,8 +291,8 @@ impl Client {
         let t = Some(self.opts.timeout);
         // Every socket read and write has the timeout: a registry that stalls mid-body fails
         // the attempt (and is retried) instead of hanging. Statuses are handled here, the
-        // token is kept on same-host redirects only, and no proxy is taken from the
-        // environment (as before).
+        // token is kept on same-host redirects only, and the proxy is the options' (none is
+        // taken from the environment).
         let config = ureq::Agent::config_builder()
             .timeout_connect(t)
             .timeout_per_read(t)
@@ -287,11 +301,11 @@ impl Client {
             .max_redirects(5)
             .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
             .http_status_as_error(false)
-            .proxy(None)
+            .proxy(proxy)
             .tls_config(tls)
             .build();
         let a = ureq::Agent::new_with_config(config);
-        agents.insert(host.to_string(), a.clone());
+        agents.insert(key, a.clone());
         Ok(a)
     }
 
@@ -323,7 +337,7 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<MakeBody<'_>>,
     ) -> Result<Response, Failure> {
-        let agent = self.agent(&ep.host).map_err(Failure::Fatal)?;
+        let agent = self.agent(ep).map_err(Failure::Fatal)?;
         let key = (ep.host.clone(), repository.to_string(), push);
         let mut authz = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
         for round in 0..2 {
@@ -417,7 +431,7 @@ impl Client {
                     "repository:{repository}:{}",
                     if push { "pull,push" } else { "pull" }
                 );
-                let agent = self.agent(&ep.host)?;
+                let agent = self.agent(ep)?;
                 let service = ch.params.get("service").cloned().unwrap_or_default();
                 let res = match &creds {
                     Credentials::IdentityToken(t) => agent.post(&realm).send_form([

@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod digest;
 pub mod layout;
+pub mod proxy;
 pub mod reference;
 pub mod types;
 

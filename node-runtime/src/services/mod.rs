@@ -36,6 +36,7 @@ pub use supervisor::LOG_DIR;
 use crate::cmdline::Cmdline;
 use crate::console::say;
 use crate::readiness::Readiness;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -70,8 +71,11 @@ fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) {
 }
 
 /// Discovers `<dir>/*.yaml` and supervises the services in background threads (returns at
-/// once). Also starts the background reaper and the `node_runtime.test_ready` hook.
-pub fn start(dir: &Path, ready: Arc<Readiness>) {
+/// once). Also starts the background reaper and the `node_runtime.test_ready` hook. `env` is
+/// the machine configuration's `machine.env`: every service gets the variables its own
+/// `environment` does not set.
+pub fn start(dir: &Path, ready: Arc<Readiness>, env: &BTreeMap<String, String>) {
+    let env = env.clone();
     static REAPER: Once = Once::new();
     REAPER.call_once(|| spawn_thread("reaper".into(), || reaper::reap_loop()));
 
@@ -110,11 +114,28 @@ pub fn start(dir: &Path, ready: Arc<Readiness>) {
             ));
         }
         let known: Arc<Vec<String>> = Arc::new(found.services.iter().map(|s| s.id()).collect());
-        for svc in found.services {
+        for mut svc in found.services {
+            with_machine_env(&mut svc.environment, &env);
             let (hub, known) = (ready.clone(), known.clone());
             spawn_thread(svc.id(), move || supervisor::supervise(svc, hub, known));
         }
     });
+}
+
+/// `machine.env` entries put before a service's own `KEY=VALUE` entries, but for the keys the
+/// service sets itself (its own value wins).
+fn with_machine_env(environment: &mut Vec<String>, env: &BTreeMap<String, String>) {
+    let own: Vec<String> = environment
+        .iter()
+        .filter_map(|e| e.split_once('=').map(|(k, _)| k.to_string()))
+        .collect();
+    let mut merged: Vec<String> = env
+        .iter()
+        .filter(|(k, _)| !own.contains(k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    merged.append(environment);
+    *environment = merged;
 }
 
 /// A service's last reported state (the API's `services`).
@@ -180,6 +201,19 @@ pub fn reap_forever() -> ! {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn machine_env_below_the_services_own() {
+        let env: BTreeMap<String, String> = [("GREETING", "machine"), ("HTTP_PROXY", "p:1")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let mut own = vec!["GREETING=service".to_string(), "X=1".to_string()];
+        with_machine_env(&mut own, &env);
+        assert_eq!(own, ["HTTP_PROXY=p:1", "GREETING=service", "X=1"]);
+        let mut none = Vec::new();
+        with_machine_env(&mut none, &env);
+        assert_eq!(none, ["GREETING=machine", "HTTP_PROXY=p:1"]);
+    }
 
     #[test]
     fn test_ready_hook() {
