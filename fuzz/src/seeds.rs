@@ -237,6 +237,36 @@ pub fn all() -> Seeds {
     );
     put(out, "netconfig", "cmdline", b"ip=10.0.0.2::10.0.0.1:255.255.255.0:node:eth0:off talos.hostname=x talos.network.interface.ignore=eth1");
 
+    // machine_config: a whole configuration with every applied section, and documents
+    let ca = cosign::SigningKey::from_seed(b"fuzz ca");
+    let roots = format!(
+        "apiVersion: v1alpha1\nkind: TrustedRootsConfig\nname: lab\ncertificates: |\n{}",
+        include_str!("../fixtures/ca.pem")
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>()
+    );
+    let full = format!(
+        "version: v1alpha1\nmachine:\n  install:\n    disk: /dev/vda\n    image: \
+         10.0.2.2:5000/installer:v1\n    extraKernelArgs: [a=1]\n    diskSelector:\n      \
+         size: '>= 4GB'\n  network:\n    hostname: n\n    nameservers: [1.1.1.1]\n    \
+         interfaces:\n      - deviceSelector:\n          hardwareAddr: '52:54:00:*'\n        \
+         addresses: [10.0.0.2/24]\n        routes:\n          - network: 0.0.0.0/0\n            \
+         gateway: 10.0.0.1\n        vlans:\n          - vlanId: 5\n            addresses: \
+         [10.5.0.2/24]\n  env:\n    HTTP_PROXY: http://p:3128\n  registries:\n    mirrors:\n      \
+         docker.io:\n        endpoints: [http://10.0.2.2:5000]\ncluster: {{}}\n---\n\
+         apiVersion: v1alpha1\nkind: ImageVerificationConfig\nrules:\n  - image: '*'\n    \
+         publicKey:\n      certificate: |\n{}---\napiVersion: v1alpha1\nkind: \
+         WatchdogTimerConfig\ndevice: /dev/watchdog0\ntimeout: 30s\n---\n{roots}",
+        ca.public_key()
+            .to_pem()
+            .lines()
+            .map(|l| format!("        {l}\n"))
+            .collect::<String>()
+    );
+    put(out, "machine_config", "full", full.as_bytes());
+    put(out, "machine_config", "roots", roots.as_bytes());
+
     // cosign_bundle: a valid bundle for the target's key, and a payload
     let key = cosign::SigningKey::from_seed(b"fuzz");
     put(

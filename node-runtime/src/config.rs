@@ -603,6 +603,9 @@ impl TrustedRootsDoc {
                 self.api_version
             ));
         }
+        if self.name.is_empty() {
+            return Err("name is required".into());
+        }
         if self.name.chars().any(char::is_control) {
             return Err("control characters in name".into());
         }
@@ -1540,6 +1543,7 @@ mod tests {
                 "apiVersion \"v1\"",
             ),
             (format!("{}extra: 1\n", doc("a", &pem)), "unknown field"),
+            (doc("''", &pem), "name is required"),
         ] {
             let e = parse(&text).unwrap_err();
             assert!(e.contains(want), "{text:?}: {e}");

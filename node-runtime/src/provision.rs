@@ -20,6 +20,7 @@ use crate::cmdline::Cmdline;
 use crate::config::{self, MachineConfig, glob};
 use crate::console::say;
 use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -87,8 +88,10 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
             break;
         }
     }
+    // Talos reads the first occurrence
     let url = cmd
-        .get("talos.config")
+        .get_all("talos.config")
+        .next()
         .filter(|u| !u.is_empty() && *u != "none");
     match url {
         _ if complete => {}
@@ -97,16 +100,32 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
             let meta = meta.clone();
             let tx = tx.clone();
             let roots = roots.clone();
+            let cmd = cmd.clone();
             std::thread::spawn(move || {
                 // a configuration that does not parse is fetched again (it may be fixed)
                 loop {
                     let (url, text) = fetch_config(&template, &meta, &roots);
                     match config::parse(&text) {
                         Ok(c) => {
+                            let complete = c.complete;
                             let _ = tx.send(crate::api::Incoming {
                                 source: format!("url {url}"),
                                 config: c,
                             });
+                            // an incomplete one: Talos goes on to talos.config.inline
+                            if !complete
+                                && let Some(r) = cmdline_config(&cmd, "talos.config.inline")
+                            {
+                                match r {
+                                    Ok(c) => {
+                                        let _ = tx.send(crate::api::Incoming {
+                                            source: "inline".into(),
+                                            config: c,
+                                        });
+                                    }
+                                    Err(e) => say(&format!("config source=inline error={e:?}")),
+                                }
+                            }
                             return;
                         }
                         Err(e) => say(&format!(
@@ -127,8 +146,11 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
     drop(tx);
     while let Ok(inc) = rx.recv() {
         let cfg = inc.config;
-        // the last configuration taken is the active one: Talos replaces, never merges
-        set_roots(&roots, &cfg);
+        // the last configuration taken is the active one: Talos replaces, never merges (the
+        // local sources set theirs when they were read, before the download started)
+        if !matches!(inc.source.as_str(), "embedded" | "early") {
+            set_roots(&roots, &cfg);
+        }
         say(&format!(
             "config source={:?} install-disk={} install-image={} complete={} trusted-roots={}",
             inc.source,
@@ -188,9 +210,12 @@ pub(crate) fn decode_cmdline_config(b64: &str) -> Result<String, String> {
         .decode(b64.trim())
         .map_err(|e| format!("not base64: {e}"))?;
     let mut out = Vec::new();
-    zstd::stream::read::Decoder::with_buffer(&raw[..])
-        .map_err(|e| format!("not zstd: {e}"))?
-        .take(config::MAX_CONFIG as u64 + 1)
+    let mut d =
+        zstd::stream::read::Decoder::with_buffer(&raw[..]).map_err(|e| format!("not zstd: {e}"))?;
+    // a window of 8 MiB at most (what zstd's levels up to 19 use on a stream of unknown
+    // size): a frame header alone could otherwise ask for 128 MiB
+    d.window_log_max(23).map_err(|e| format!("zstd: {e}"))?;
+    d.take(config::MAX_CONFIG as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|e| format!("not zstd: {e}"))?;
     if out.len() > config::MAX_CONFIG {
@@ -199,14 +224,16 @@ pub(crate) fn decode_cmdline_config(b64: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "not UTF-8".to_string())
 }
 
-/// Talos's variables in `talos.config` URLs.
-fn substitute(url: &str, meta: &crate::meta::Values) -> String {
+/// Talos's variables of `talos.config` URLs.
+const VARIABLES: [&str; 5] = ["uuid", "serial", "mac", "hostname", "code"];
+
+/// The variables' values, read now.
+fn read_vars(meta: &crate::meta::Values) -> BTreeMap<&'static str, String> {
     let read = |p: &str| {
         std::fs::read_to_string(p)
             .map(|s| s.trim().to_string())
             .unwrap_or_default()
     };
-    let mac = first_mac();
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -214,14 +241,78 @@ fn substitute(url: &str, meta: &crate::meta::Values) -> String {
         .get(&0x0b)
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default();
-    url.replace("${uuid}", &escape(&read("/sys/class/dmi/id/product_uuid")))
-        .replace(
-            "${serial}",
-            &escape(&read("/sys/class/dmi/id/product_serial")),
-        )
-        .replace("${mac}", &escape(&mac))
-        .replace("${hostname}", &escape(&hostname))
-        .replace("${code}", &escape(&code))
+    BTreeMap::from([
+        ("uuid", read("/sys/class/dmi/id/product_uuid")),
+        ("serial", read("/sys/class/dmi/id/product_serial")),
+        ("mac", first_mac()),
+        ("hostname", hostname),
+        ("code", code),
+    ])
+}
+
+/// `template` with every `${name}` of Talos's variables (names case-insensitive) replaced by
+/// its value, [`escape`]d, anywhere in the URL (Talos substitutes in query values only; the
+/// path is this project's addition), and Talos's legacy empty `uuid` query parameter filled
+/// with the UUID; and the variables used whose value is empty: Talos does not request the URL
+/// until they have one. Other `${…}` are left as written.
+fn substitute(
+    template: &str,
+    vars: &BTreeMap<&'static str, String>,
+) -> (String, Vec<&'static str>) {
+    let mut missing: Vec<&'static str> = Vec::new();
+    let mut value = |name: &'static str| {
+        let v = vars.get(name).map(String::as_str).unwrap_or("");
+        if v.is_empty() && !missing.contains(&name) {
+            missing.push(name);
+        }
+        escape(v)
+    };
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let known = after.find('}').and_then(|end| {
+            let name = after[..end].to_ascii_lowercase();
+            VARIABLES.iter().find(|v| **v == name).map(|v| (*v, end))
+        });
+        match known {
+            Some((name, end)) => {
+                out.push_str(&value(name));
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    // the legacy form: `?uuid=` (or a bare `uuid`) with no value
+    if let Some((base, query)) = out.split_once('?') {
+        let (query, fragment) = match query.split_once('#') {
+            Some((q, f)) => (q, Some(f)),
+            None => (query, None),
+        };
+        if query.split('&').any(|p| p == "uuid" || p == "uuid=") {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| {
+                    if p == "uuid" || p == "uuid=" {
+                        format!("uuid={}", value("uuid"))
+                    } else {
+                        p.to_string()
+                    }
+                })
+                .collect();
+            out = format!(
+                "{base}?{}{}",
+                params.join("&"),
+                fragment.map(|f| format!("#{f}")).unwrap_or_default()
+            );
+        }
+    }
+    (out, missing)
 }
 
 /// A substituted value percent-encoded but for unreserved characters and `:` (MAC addresses),
@@ -246,7 +337,7 @@ fn first_mac() -> String {
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| Path::new("/sys/class/net").join(n).join("device").exists())
+                .filter(|n| crate::net::is_physical(n))
                 .collect()
         })
         .unwrap_or_default();
@@ -260,13 +351,23 @@ fn first_mac() -> String {
 
 /// Fetches the configuration, retrying with backoff (1 s doubling to 30 s) until it comes;
 /// the URL it came from (the variables are substituted for every attempt, as Talos does, so
-/// that `${hostname}` and `${mac}` see the network once it is up) and the text. HTTPS trusts
-/// Mozilla's roots and the active configuration's `TrustedRootsConfig`, read again for every
-/// attempt.
+/// that `${hostname}` and `${mac}` see the network once it is up; an attempt with a variable
+/// still empty is not sent) and the text. HTTPS trusts Mozilla's roots and the active
+/// configuration's `TrustedRootsConfig`, read again for every attempt.
 fn fetch_config(template: &str, meta: &crate::meta::Values, roots: &Roots) -> (String, String) {
     let mut delay = Duration::from_secs(1);
     for attempt in 1.. {
-        let url = substitute(template, meta);
+        let (url, missing) = substitute(template, &read_vars(meta));
+        if !missing.is_empty() {
+            say(&format!(
+                "config-fetch url={template:?} attempt={attempt} waiting={} retry_in={}s",
+                missing.join(","),
+                delay.as_secs()
+            ));
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(30));
+            continue;
+        }
         let url = url.as_str();
         let cas = roots.lock().map(|r| r.clone()).unwrap_or_default();
         let r = oci::client::tls_config(&cas, false)
@@ -747,6 +848,20 @@ mod tests {
                 .unwrap_err()
                 .contains("not base64")
         );
+        // zstd's level 19 on a stream (an 8 MiB window) decodes; a frame asking for 16 MiB does
+        // not
+        let l19 = base64::engine::general_purpose::STANDARD
+            .encode(zstd::encode_all(yaml.as_bytes(), 19).unwrap());
+        assert_eq!(decode_cmdline_config(&l19).as_deref(), Ok(yaml));
+        let mut e = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        e.window_log(24).unwrap();
+        std::io::Write::write_all(&mut e, yaml.as_bytes()).unwrap();
+        let wide = base64::engine::general_purpose::STANDARD.encode(e.finish().unwrap());
+        assert!(
+            decode_cmdline_config(&wide)
+                .unwrap_err()
+                .contains("too much memory")
+        );
         let big = "#".repeat(config::MAX_CONFIG + 1);
         assert!(
             decode_cmdline_config(&b64(&big))
@@ -754,6 +869,31 @@ mod tests {
                 .contains("more than")
         );
         assert_eq!(escape("52:54:00:12:34:56"), "52:54:00:12:34:56");
+        let vars = BTreeMap::from([
+            ("uuid", "u-1".to_string()),
+            ("serial", String::new()),
+            ("mac", "52:54:00:12:34:56".to_string()),
+            ("hostname", "talos-123456".to_string()),
+            ("code", "a b&c".to_string()),
+        ]);
+        assert_eq!(
+            substitute(
+                "http://h/${UUID}/x?mac=${Mac}&c=${code}&n=${nope}#${uuid}",
+                &vars
+            ),
+            (
+                "http://h/u-1/x?mac=52:54:00:12:34:56&c=a%20b%26c&n=${nope}#u-1".to_string(),
+                vec![]
+            )
+        );
+        assert_eq!(
+            substitute("http://h/c?uuid=&s=${serial}&h=${hostname}", &vars),
+            (
+                "http://h/c?uuid=u-1&s=&h=talos-123456".to_string(),
+                vec!["serial"]
+            )
+        );
+        assert_eq!(substitute("http://h/${uuid", &vars).0, "http://h/${uuid");
         assert_eq!(escape("a/b?c=d&e#f g"), "a%2Fb%3Fc%3Dd%26e%23f%20g");
     }
 

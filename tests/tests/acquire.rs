@@ -1,7 +1,7 @@
 //! Where a node in maintenance mode takes its machine configuration from (docs/formats/
 //! machine-config.md, "Sources"): Talos's order — the embedded configuration, then
-//! `talos.config.early`, then `talos.config=URL`, or `talos.config.inline` when there is no
-//! URL — with the maintenance API open all along. A configuration without a v1alpha1
+//! `talos.config.early`, then `talos.config=URL`, then `talos.config.inline` when there is no
+//! URL or the URL gave an incomplete configuration — with the maintenance API open all along. A configuration without a v1alpha1
 //! document (a `TrustedRootsConfig` alone) is taken and kept active while the node goes on
 //! waiting; its certificate authorities are trusted by the HTTPS download of `talos.config`.
 //! The HTTPS server is `openssl s_server -WWW` with a certificate of a throwaway CA, so the
@@ -83,6 +83,7 @@ fn config_sources_in_talos_order_and_https_trusting_trusted_roots_config() {
         "version: v1alpha1\nmachine:\n  network:\n    hostname: from-https\ncluster: {}\n",
     )
     .unwrap();
+    std::fs::write(www.join("incomplete"), trusted_roots("from-url", &ca_pem)).unwrap();
     let port = free_port();
     let _www = Www::start(&www, port, &ca.cert_pem, &ca.key_pem);
     let url = format!("talos.config=https://10.0.2.2:{port}/${{uuid}}");
@@ -94,6 +95,9 @@ fn config_sources_in_talos_order_and_https_trusting_trusted_roots_config() {
     let base = std::fs::read_to_string(pxe.join("cmdline-metal-amd64")).unwrap();
     let api = free_port();
     let boot = |args: &[&str]| {
+        let cmdline = format!("{} {}", base.trim(), args.join(" "));
+        // the kernel would cut a longer one (COMMAND_LINE_SIZE 2048 with its NUL)
+        assert!(cmdline.len() <= 2047, "{} bytes: {cmdline}", cmdline.len());
         let mut extra = user_nic("n0", &format!(",hostfwd=tcp:127.0.0.1:{api}-:50000"));
         extra.extend(["-uuid".to_string(), UUID.to_string()]);
         Machine {
@@ -101,7 +105,7 @@ fn config_sources_in_talos_order_and_https_trusting_trusted_roots_config() {
             direct: Some((
                 pxe.join("kernel-amd64"),
                 pxe.join("initramfs-amd64.xz"),
-                format!("{} {}", base.trim(), args.join(" ")),
+                cmdline,
             )),
             extra,
             memory_mib: 1024,
@@ -118,10 +122,13 @@ fn config_sources_in_talos_order_and_https_trusting_trusted_roots_config() {
             .collect()
     };
 
-    // 1. the URL alone: the server's CA is unknown, every attempt fails; a TrustedRootsConfig
+    // 1. the URL (and a talos.config.early that does not decode: one error line): the
+    //    server's CA is unknown, every attempt fails; a TrustedRootsConfig
     //    applied through the maintenance API is an incomplete configuration the node takes
     //    (and stays in maintenance), and the next attempt trusts its CA
-    let mut run = boot(&[&url]);
+    let mut run = boot(&["talos.config.early=%%%", &url]);
+    let bad = wait(&mut run, "node-runtime: config source=early error=", 300);
+    assert!(bad.contains("talos.config.early: not base64"), "{bad}");
     let failed = wait(&mut run, "node-runtime: config-fetch url=", 300);
     let failed = if failed.contains(" error=") && !failed.contains("UnknownIssuer") {
         // attempts before the network was up fail earlier; the first to reach the server
@@ -177,23 +184,30 @@ fn config_sources_in_talos_order_and_https_trusting_trusted_roots_config() {
         fetches.iter().all(|l| !l.contains("UnknownIssuer")),
         "{fetches:#?}"
     );
+    // neither taken nor tried
     assert!(lines(&run, "config source=\"inline\"").is_empty());
+    assert!(lines(&run, "config source=inline").is_empty());
     drop(run);
 
-    // 3. no URL: talos.config.inline is read; a talos.config.early that does not decode is
-    //    one error line (the value split over two occurrences is joined first, as Talos does)
+    // 3. the URL gives an incomplete configuration (a TrustedRootsConfig of its own): Talos
+    //    goes on to talos.config.inline, here split over two occurrences, joined in order
     let full = cmdline_value(&format!(
         "version: v1alpha1\nmachine:\n  network:\n    hostname: from-inline\n---\n{roots}"
     ));
     let (a, b) = full.split_at(full.len() / 2);
+    let incomplete = format!("talos.config=https://10.0.2.2:{port}/incomplete");
     let mut run = boot(&[
-        "talos.config.early=%%%",
+        &early,
+        &incomplete,
         &format!("talos.config.inline={a}"),
         &format!("talos.config.inline={b}"),
     ]);
-    let bad = wait(&mut run, "node-runtime: config source=early error=", 300);
-    assert!(bad.contains("talos.config.early: not base64"), "{bad}");
-    let inline_line = wait(&mut run, "node-runtime: config source=\"inline\"", 300);
+    let from_url = wait(&mut run, "node-runtime: config source=\"url https://", 300);
+    assert!(
+        from_url.contains("/incomplete\"") && from_url.ends_with("complete=false trusted-roots=1"),
+        "{from_url}"
+    );
+    let inline_line = wait(&mut run, "node-runtime: config source=\"inline\"", 120);
     assert!(
         inline_line.ends_with("complete=true trusted-roots=1"),
         "{inline_line}"
@@ -202,6 +216,27 @@ fn config_sources_in_talos_order_and_https_trusting_trusted_roots_config() {
         &mut run,
         "install error=\"machine.install.image is not set\"",
         60,
+    );
+    let order: Vec<&str> = [
+        "source=\"early\"",
+        "source=\"url https://",
+        "source=\"inline\"",
+    ]
+    .into_iter()
+    .filter(|n| !lines(&run, n).is_empty())
+    .collect();
+    assert_eq!(order.len(), 3, "{}", run.console().join("\n"));
+    let at = |n: &str| run.console().iter().position(|l| l.contains(n)).unwrap();
+    assert!(at("source=\"early\"") < at("source=\"url https://"));
+    assert!(at("source=\"url https://") < at("source=\"inline\""));
+    drop(run);
+
+    // 4. no URL: talos.config.inline is read at once
+    let mut run = boot(&[&format!("talos.config.inline={full}")]);
+    let inline_line = wait(&mut run, "node-runtime: config source=\"inline\"", 300);
+    assert!(
+        inline_line.ends_with("complete=true trusted-roots=1"),
+        "{inline_line}"
     );
     assert!(lines(&run, "config-fetch").is_empty());
     drop(run);

@@ -100,7 +100,7 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
             repo: "installer",
             tag: "v1",
             version: "v1.14.0",
-            args: &["node_runtime.test_poweroff=20"],
+            args: &["node_runtime.test_poweroff=30"],
             extensions: &[&greeter],
             ..Default::default()
         },

@@ -271,9 +271,13 @@ impl Client {
             return Ok(a.clone());
         }
         let proxy = match self.opts.proxy.for_endpoint(https, host) {
-            Some(url) => Some(
-                ureq::Proxy::new(&url).map_err(|e| Error::Config(format!("proxy {url:?}: {e}")))?,
-            ),
+            Some(url) => Some(ureq::Proxy::new(&url).map_err(|e| {
+                // never the proxy's credentials
+                Error::Config(format!(
+                    "proxy {:?}: {e}",
+                    crate::proxy::without_credentials(&url)
+                ))
+            })?),
             None => None,
         };
         let hc = self.opts.registries.host(host);
@@ -431,7 +435,11 @@ impl Client {
                     "repository:{repository}:{}",
                     if push { "pull,push" } else { "pull" }
                 );
-                let agent = self.agent(ep)?;
+                // the realm's own host decides its proxy and TLS settings
+                let agent = match Endpoint::parse(&realm, true) {
+                    Ok(r) => self.agent(&r)?,
+                    Err(_) => self.agent(ep)?,
+                };
                 let service = ch.params.get("service").cloned().unwrap_or_default();
                 let res = match &creds {
                     Credentials::IdentityToken(t) => agent.post(&realm).send_form([

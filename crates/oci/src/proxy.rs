@@ -84,6 +84,11 @@ impl Proxies {
                 }
                 continue;
             }
+            // Go: an entry that is neither an IP, a CIDR nor `host:port` is a domain name
+            // as written (so `[fd00::1]` without a port matches nothing)
+            if entry.starts_with('[') && !entry.contains("]:") {
+                continue;
+            }
             let (name, want_port) = split_authority(entry, 0);
             if want_port != 0 && want_port != port {
                 continue;
@@ -95,7 +100,12 @@ impl Proxies {
                 continue;
             }
             let name = name.to_ascii_lowercase();
-            let name = name.strip_prefix('*').unwrap_or(&name);
+            // Go strips `*.` to `.`, nothing else
+            let name = if name.starts_with("*.") {
+                &name[1..]
+            } else {
+                name.as_str()
+            };
             match name.strip_prefix('.') {
                 // subdomains only
                 Some(_) => {
@@ -111,6 +121,21 @@ impl Proxies {
             }
         }
         false
+    }
+}
+
+/// A proxy URL with its `user:password@` replaced by `***@`, for messages.
+pub fn without_credentials(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}{}***@{}",
+            scheme,
+            if scheme.is_empty() { "" } else { "://" },
+            &rest[at + 1..]
+        ),
+        None => url.to_string(),
     }
 }
 
@@ -177,7 +202,8 @@ mod tests {
             ("https_proxy", "http://ignored:1"),
             (
                 "no_proxy",
-                "internal.lab, .corp, 192.168.0.0/16, 10.1.2.3, mirror.lab:5000, [fd00::1]",
+                "internal.lab, .corp, 192.168.0.0/16, 10.1.2.3, mirror.lab:5000, [fd00::1]:5000, \
+                 [fd00::2], *.star.lab, *bad.lab",
             ),
         ]);
         assert_eq!(
@@ -196,18 +222,23 @@ mod tests {
             (false, "10.1.2.3:80"),
             (false, "mirror.lab:5000"),
             (true, "[fd00::1]:5000"),
+            (true, "a.star.lab"),
             (false, "localhost:5000"),
             (false, "127.0.0.1:5000"),
             (true, "[::1]:443"),
         ] {
             assert_eq!(p.for_endpoint(https, direct), None, "{direct}");
         }
+        // Go: `[fd00::2]` without a port and `*bad.lab` match nothing
         for proxied in [
             "corp",
             "notinternal.lab",
             "mirror.lab:5001",
             "10.1.2.4",
             "[fd00::2]",
+            "[fd00::1]:443",
+            "x.bad.lab",
+            "star.lab",
         ] {
             assert!(p.for_endpoint(true, proxied).is_some(), "{proxied}");
         }
@@ -216,5 +247,10 @@ mod tests {
             None
         );
         assert_eq!(Proxies::default().for_endpoint(true, "ghcr.io"), None);
+        assert_eq!(
+            without_credentials("http://user:secret@proxy:3128/x"),
+            "http://***@proxy:3128/x"
+        );
+        assert_eq!(without_credentials("proxy:3128"), "proxy:3128");
     }
 }

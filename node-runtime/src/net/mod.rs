@@ -25,6 +25,7 @@ use crate::readiness::{self, Readiness};
 use config::{Layer, Merged, PlatformConfig};
 use netlink::{Link, Netlink, Route};
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// TCP port of the status endpoint (not a Talos port: 50000, Talos's apid port, is the node
@@ -269,6 +270,16 @@ fn write_etc(state: &Mutex<State>, ready: &Readiness) {
     }
 }
 
+/// Whether link `name` is backed by a device (`/sys/class/net/<name>/device`): not `lo`, nor
+/// a virtual link.
+pub(crate) fn is_physical(name: &str) -> bool {
+    !name.contains('/')
+        && Path::new("/sys/class/net")
+            .join(name)
+            .join("device")
+            .exists()
+}
+
 fn set_hostname(state: &Mutex<State>, name: &str, source: &str, ready: &Readiness) {
     let short = name.split('.').next().unwrap_or(name);
     match nix::unistd::sethostname(short) {
@@ -395,9 +406,12 @@ pub fn start(
         set_hostname(&state, &name, layer.name(), &ready);
     } else if let Some(l) = links
         .iter()
-        .find(|l| l.kind == netlink::ARPHRD_ETHER && l.mac.len() == 6)
+        .filter(|l| l.kind == netlink::ARPHRD_ETHER && l.mac.len() == 6 && is_physical(&l.name))
+        .min_by(|a, b| a.name.cmp(&b.name))
     {
-        // Talos-style default until DHCP or configuration names the node
+        // Talos-style default until DHCP or configuration names the node: the first physical
+        // link by name (the one `talos.config`'s `${mac}` names), never the random address of
+        // a `bond0` or `dummy0` that modules create
         let name = format!("talos-{}", hex::encode(&l.mac[3..]));
         set_hostname(&state, &name, Layer::Default.name(), &ready);
     }
