@@ -16,6 +16,7 @@ mod config;
 mod console;
 mod lifecycle;
 mod meta;
+mod metaliso;
 mod modules;
 mod mounts;
 mod net;

@@ -104,14 +104,16 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
             std::thread::spawn(move || {
                 // a configuration that does not parse is fetched again (it may be fixed)
                 loop {
-                    let (url, text) = fetch_config(&template, &meta, &roots);
+                    let (source, text) = if template == crate::metaliso::LABEL {
+                        fetch_metal_iso()
+                    } else {
+                        let (url, text) = fetch_config(&template, &meta, &roots);
+                        (format!("url {url}"), text)
+                    };
                     match config::parse(&text) {
                         Ok(c) => {
                             let complete = c.complete;
-                            let _ = tx.send(crate::api::Incoming {
-                                source: format!("url {url}"),
-                                config: c,
-                            });
+                            let _ = tx.send(crate::api::Incoming { source, config: c });
                             // an incomplete one: Talos goes on to talos.config.inline
                             if !complete
                                 && let Some(r) = cmdline_config(&cmd, "talos.config.inline")
@@ -128,10 +130,7 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
                             }
                             return;
                         }
-                        Err(e) => say(&format!(
-                            "config source={:?} error={e:?}",
-                            format!("url {url}")
-                        )),
+                        Err(e) => say(&format!("config source={source:?} error={e:?}")),
                     }
                     std::thread::sleep(Duration::from_secs(30));
                 }
@@ -347,6 +346,32 @@ fn first_mac() -> String {
         .and_then(|n| std::fs::read_to_string(format!("/sys/class/net/{n}/address")).ok())
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// `talos.config=metal-iso`: `config.yaml` of the volume labelled `metal-iso`, looked for
+/// again with backoff (1 s doubling to 30 s) until it is there (a CD may be probed late);
+/// the source (`metal-iso <device>`) and the text.
+fn fetch_metal_iso() -> (String, String) {
+    let mut delay = Duration::from_secs(1);
+    for attempt in 1.. {
+        match crate::metaliso::read_config() {
+            Ok((dev, text)) => {
+                say(&format!(
+                    "config-fetch source=metal-iso device={dev} attempt={attempt} bytes={}",
+                    text.len()
+                ));
+                return (format!("metal-iso {dev}"), text);
+            }
+            Err(e) => say(&format!(
+                "config-fetch source=metal-iso attempt={attempt} error={:?} retry_in={}s",
+                format!("{e:#}"),
+                delay.as_secs()
+            )),
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+    unreachable!("the retry loop only ends by returning")
 }
 
 /// Fetches the configuration, retrying with backoff (1 s doubling to 30 s) until it comes;

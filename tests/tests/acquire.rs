@@ -12,7 +12,7 @@
 use e2e::node::{apply_config, wait};
 use e2e::registry::{free_port, test_ca};
 use e2e::*;
-use qemu_harness::{Firmware, Machine, user_nic};
+use qemu_harness::{DiskKind, Firmware, Machine, user_nic};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -94,7 +94,7 @@ fn config_sources_in_talos_order_and_https_trusting_trusted_roots_config() {
         .args(["--extra-kernel-arg", "console=ttyS0"]));
     let base = std::fs::read_to_string(pxe.join("cmdline-metal-amd64")).unwrap();
     let api = free_port();
-    let boot = |args: &[&str]| {
+    let boot = |args: &[&str], cd: Option<&Path>| {
         let cmdline = format!("{} {}", base.trim(), args.join(" "));
         // the kernel would cut a longer one (COMMAND_LINE_SIZE 2048 with its NUL)
         assert!(cmdline.len() <= 2047, "{} bytes: {cmdline}", cmdline.len());
@@ -108,6 +108,9 @@ fn config_sources_in_talos_order_and_https_trusting_trusted_roots_config() {
                 cmdline,
             )),
             extra,
+            disks: cd
+                .map(|c| vec![(c.to_path_buf(), DiskKind::Cdrom)])
+                .unwrap_or_default(),
             memory_mib: 1024,
             ..Default::default()
         }
@@ -126,7 +129,7 @@ fn config_sources_in_talos_order_and_https_trusting_trusted_roots_config() {
     //    server's CA is unknown, every attempt fails; a TrustedRootsConfig
     //    applied through the maintenance API is an incomplete configuration the node takes
     //    (and stays in maintenance), and the next attempt trusts its CA
-    let mut run = boot(&["talos.config.early=%%%", &url]);
+    let mut run = boot(&["talos.config.early=%%%", &url], None);
     let bad = wait(&mut run, "node-runtime: config source=early error=", 300);
     assert!(bad.contains("talos.config.early: not base64"), "{bad}");
     let failed = wait(&mut run, "node-runtime: config-fetch url=", 300);
@@ -171,7 +174,10 @@ fn config_sources_in_talos_order_and_https_trusting_trusted_roots_config() {
     //    from the first attempt; talos.config.inline is not read while there is a URL
     let inline = cmdline_value("version: v1alpha1\nmachine: {}\n");
     let early = format!("talos.config.early={}", cmdline_value(&roots));
-    let mut run = boot(&[&early, &url, &format!("talos.config.inline={inline}")]);
+    let mut run = boot(
+        &[&early, &url, &format!("talos.config.inline={inline}")],
+        None,
+    );
     let early_line = wait(&mut run, "node-runtime: config source=\"early\"", 300);
     assert!(
         early_line.ends_with("complete=false trusted-roots=1"),
@@ -196,12 +202,15 @@ fn config_sources_in_talos_order_and_https_trusting_trusted_roots_config() {
     ));
     let (a, b) = full.split_at(full.len() / 2);
     let incomplete = format!("talos.config=https://10.0.2.2:{port}/incomplete");
-    let mut run = boot(&[
-        &early,
-        &incomplete,
-        &format!("talos.config.inline={a}"),
-        &format!("talos.config.inline={b}"),
-    ]);
+    let mut run = boot(
+        &[
+            &early,
+            &incomplete,
+            &format!("talos.config.inline={a}"),
+            &format!("talos.config.inline={b}"),
+        ],
+        None,
+    );
     let from_url = wait(&mut run, "node-runtime: config source=\"url https://", 300);
     assert!(
         from_url.contains("/incomplete\"") && from_url.ends_with("complete=false trusted-roots=1"),
@@ -232,12 +241,49 @@ fn config_sources_in_talos_order_and_https_trusting_trusted_roots_config() {
     drop(run);
 
     // 4. no URL: talos.config.inline is read at once
-    let mut run = boot(&[&format!("talos.config.inline={full}")]);
+    let mut run = boot(&[&format!("talos.config.inline={full}")], None);
     let inline_line = wait(&mut run, "node-runtime: config source=\"inline\"", 300);
     assert!(
         inline_line.ends_with("complete=true trusted-roots=1"),
         "{inline_line}"
     );
     assert!(lines(&run, "config-fetch").is_empty());
+    drop(run);
+
+    // 5. talos.config=metal-iso: config.yaml of a CD labelled metal-iso, made by xorriso as
+    //    Talos's documentation makes it with mkisofs (Rock Ridge and Joliet names)
+    let cfg_dir = t.path().join("metal-iso");
+    std::fs::create_dir(&cfg_dir).unwrap();
+    std::fs::write(
+        cfg_dir.join("config.yaml"),
+        "version: v1alpha1\nmachine:\n  network:\n    hostname: from-metal-iso\n",
+    )
+    .unwrap();
+    let cfg_iso = t.path().join("config.iso");
+    ok(Command::new("xorriso")
+        .args([
+            "-as",
+            "mkisofs",
+            "-joliet",
+            "-rock",
+            "-volid",
+            "metal-iso",
+            "-o",
+        ])
+        .arg(&cfg_iso)
+        .arg(&cfg_dir));
+    let mut run = boot(&["talos.config=metal-iso"], Some(&cfg_iso));
+    let fetched = wait(
+        &mut run,
+        "node-runtime: config-fetch source=metal-iso device=",
+        300,
+    );
+    assert!(fetched.contains("device=/dev/sr0"), "{fetched}");
+    let taken = wait(
+        &mut run,
+        "node-runtime: config source=\"metal-iso /dev/sr0\"",
+        60,
+    );
+    assert!(taken.ends_with("complete=true trusted-roots=0"), "{taken}");
     drop(run);
 }
