@@ -150,6 +150,36 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// A system extension `<name>.tar` in `dir` whose one service, `service_yaml` (written as
+/// `/usr/local/etc/containers/<name>.yaml`), runs the `test-service` binary as `./svc`.
+pub fn service_extension(dir: &Path, name: &str, service_yaml: &str) -> std::path::PathBuf {
+    let svc = std::fs::read(crate::bin("test-service")).unwrap();
+    let lib = format!("rootfs/usr/local/lib/containers/{name}");
+    let tar = Tar::new()
+        .file(
+            "manifest.yaml",
+            0o644,
+            manifest(name, "0.1.0", ">= v1.9.0").as_bytes(),
+        )
+        .dir("rootfs", 0o755)
+        .dir("rootfs/usr", 0o755)
+        .dir("rootfs/usr/local", 0o755)
+        .dir("rootfs/usr/local/etc", 0o755)
+        .dir("rootfs/usr/local/etc/containers", 0o755)
+        .file(
+            &format!("rootfs/usr/local/etc/containers/{name}.yaml"),
+            0o644,
+            service_yaml.as_bytes(),
+        )
+        .dir("rootfs/usr/local/lib", 0o755)
+        .dir("rootfs/usr/local/lib/containers", 0o755)
+        .dir(&lib, 0o755)
+        .file(&format!("{lib}/svc"), 0o755, &svc);
+    let p = dir.join(format!("{name}.tar"));
+    std::fs::write(&p, tar.finish()).unwrap();
+    p
+}
+
 /// The `manifest.yaml` of a test extension.
 pub fn manifest(name: &str, version: &str, constraint: &str) -> String {
     format!(

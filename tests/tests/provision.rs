@@ -61,31 +61,12 @@ const UUID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
 /// A system extension whose service prints `greeting=$GREETING` (test-service `check-pid1`)
 /// on the console; it sets no environment of its own.
 fn greeter_extension(dir: &Path) -> std::path::PathBuf {
-    let svc = std::fs::read(bin("test-service")).unwrap();
-    let tar = e2e::fixture::Tar::new()
-        .file(
-            "manifest.yaml",
-            0o644,
-            e2e::fixture::manifest("greeter", "0.1.0", ">= v1.9.0").as_bytes(),
-        )
-        .dir("rootfs", 0o755)
-        .dir("rootfs/usr", 0o755)
-        .dir("rootfs/usr/local", 0o755)
-        .dir("rootfs/usr/local/etc", 0o755)
-        .dir("rootfs/usr/local/etc/containers", 0o755)
-        .file(
-            "rootfs/usr/local/etc/containers/greeter.yaml",
-            0o644,
-            b"name: greeter\ncontainer:\n  entrypoint: ./svc\n  args: [check-pid1]\n\
-              restart: never\nlogToConsole: true\n",
-        )
-        .dir("rootfs/usr/local/lib", 0o755)
-        .dir("rootfs/usr/local/lib/containers", 0o755)
-        .dir("rootfs/usr/local/lib/containers/greeter", 0o755)
-        .file("rootfs/usr/local/lib/containers/greeter/svc", 0o755, &svc);
-    let p = dir.join("greeter.tar");
-    std::fs::write(&p, tar.finish()).unwrap();
-    p
+    e2e::fixture::service_extension(
+        dir,
+        "greeter",
+        "name: greeter\ncontainer:\n  entrypoint: ./svc\n  args: [check-pid1]\nrestart: never\n\
+         logToConsole: true\n",
+    )
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! test only restarts QEMU when the guest reboots (`-no-reboot`) or when it kills it.
 #![allow(clippy::unwrap_used)]
 
-use e2e::fixture::{Tar, manifest};
+use e2e::fixture::service_extension;
 use e2e::node::{
     Installer, apply_config, authed, ca_block, gen_config, in_maintenance, publish_installer, wait,
 };
@@ -53,32 +53,13 @@ fn ready(run: &qemu_harness::Run) -> String {
 /// A system extension whose service counts its runs in a file under `/var` (EPHEMERAL):
 /// `attempt=N` in its log.
 fn counter_extension(dir: &std::path::Path) -> std::path::PathBuf {
-    let svc = std::fs::read(bin("test-service")).unwrap();
-    let tar = Tar::new()
-        .file(
-            "manifest.yaml",
-            0o644,
-            manifest("counter", "0.1.0", ">= v1.9.0").as_bytes(),
-        )
-        .dir("rootfs", 0o755)
-        .dir("rootfs/usr", 0o755)
-        .dir("rootfs/usr/local", 0o755)
-        .dir("rootfs/usr/local/etc", 0o755)
-        .dir("rootfs/usr/local/etc/containers", 0o755)
-        .file(
-            "rootfs/usr/local/etc/containers/counter.yaml",
-            0o644,
-            b"name: counter\ncontainer:\n  entrypoint: ./svc\n  args: [fail-until, \"1\", /data/count]\n  \
-              mounts:\n    - source: /var/lib/counter\n      destination: /data\n      type: bind\n      \
-              options: [rbind, rw]\nrestart: untilSuccess\n",
-        )
-        .dir("rootfs/usr/local/lib", 0o755)
-        .dir("rootfs/usr/local/lib/containers", 0o755)
-        .dir("rootfs/usr/local/lib/containers/counter", 0o755)
-        .file("rootfs/usr/local/lib/containers/counter/svc", 0o755, &svc);
-    let p = dir.join("counter.tar");
-    std::fs::write(&p, tar.finish()).unwrap();
-    p
+    service_extension(
+        dir,
+        "counter",
+        "name: counter\ncontainer:\n  entrypoint: ./svc\n  args: [fail-until, \"1\", /data/count]\n  \
+         mounts:\n    - source: /var/lib/counter\n      destination: /data\n      type: bind\n      \
+         options: [rbind, rw]\nrestart: untilSuccess\n",
+    )
 }
 
 /// How many runs the service has counted in `/var/lib/counter/count` (`attempt=<n>` in its
