@@ -1,6 +1,7 @@
 //! META at boot (issue 7): keys handed over on the kernel cmdline
 //! (`talos.environment=INSTALLER_META_BASE64=…`) that the disk's META partition lacks are
-//! written into it (both ADV copies), and a disk whose two META copies are both corrupt boots
+//! written into it (both ADV copies), the image-mode key 0x11 of a dual-boot image is deleted
+//! at its first boot (Talos's `DiskImageBootloader`), and a disk whose two META copies are both corrupt boots
 //! with empty META and says so. Direct kernel boot of a PXE set with a metal disk image
 //! attached as virtio disk.
 #![allow(clippy::unwrap_used)]
@@ -38,6 +39,8 @@ fn cmdline_keys_are_written_to_meta_and_corrupt_meta_boots_empty() {
     decompress(&img.join("metal-amd64.raw.zst"), &raw);
     let before = adv::Adv::from_partition(&read_meta(&raw)).unwrap().0;
     assert!(before.get(0x0c).is_none());
+    // the image-mode key Talos writes into amd64 dual-boot images and deletes at first boot
+    assert_eq!(before.get(0x11), Some(&b"dual-boot"[..]));
     let pxe = t.path().join("pxe");
     ok(imager()
         .args([
@@ -78,6 +81,11 @@ fn cmdline_keys_are_written_to_meta_and_corrupt_meta_boots_empty() {
     let (after, source) = adv::Adv::from_partition(&part).unwrap();
     assert!(matches!(source, adv::Source::CopyA), "{source:?}");
     assert_eq!(after.get(0x0c), Some(&b"written-at-boot"[..]));
+    assert_eq!(after.get(0x11), None, "0x11 survived the first boot");
+    assert!(
+        console.contains("node-runtime: meta-delete disk=/dev/vda keys=0x11"),
+        "{console}"
+    );
     let b_at = adv::COPY_B_OFFSET;
     let copy_b = adv::Adv::decode_copy(&part[b_at..b_at + adv::COPY_SIZE]).unwrap();
     assert_eq!(copy_b.get(0x0c), Some(&b"written-at-boot"[..]));
