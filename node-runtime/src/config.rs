@@ -609,9 +609,12 @@ impl TrustedRootsDoc {
         if self.name.chars().any(char::is_control) {
             return Err("control characters in name".into());
         }
-        let count = pki::certificates_from_pem(&self.certificates)
+        let count = cosign::certificates_from_pem(self.certificates.as_bytes())
             .map_err(|e| format!("field certificates: {e}"))?
             .len();
+        if count == 0 {
+            return Err("field certificates: no -----BEGIN CERTIFICATE-----".into());
+        }
         Ok(TrustedRoots {
             name: self.name,
             pem: self.certificates,
@@ -1529,14 +1532,14 @@ mod tests {
             ),
             (
                 doc("a", &pem.replace("CERTIFICATE", "PUBLIC KEY")),
-                "is not a CERTIFICATE",
+                "expected CERTIFICATE blocks, found PUBLIC KEY",
             ),
             (
                 doc(
                     "a",
                     "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
                 ),
-                "a certificate",
+                "not a DER X.509 certificate",
             ),
             (
                 doc("a", &pem).replace("v1alpha1", "v1"),

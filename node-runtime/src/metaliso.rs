@@ -2,7 +2,7 @@
 //! configuration is `config.yaml` on a volume labelled `metal-iso` — an ISO 9660 image (a CD, or
 //! a disk or partition holding one) or a FAT filesystem — as Talos reads it.
 //!
-//! In: the block devices of `/sys/block` and their partitions, probed by reading their first
+//! In: the block devices and partitions of `/sys/class/block`, probed by reading their first
 //! 36 KiB (the ISO 9660 primary volume descriptor, the FAT boot sector). Out: the text of
 //! `config.yaml` (at most [`crate::config::MAX_CONFIG`] bytes), the volume mounted read-only
 //! on [`MOUNT`] meanwhile and unmounted after.
@@ -70,30 +70,17 @@ pub fn probe(head: &[u8]) -> Option<(Fs, String)> {
     Some((Fs::Vfat, label))
 }
 
-/// Block devices and their partitions, by name (`sr0`, `vda`, `vda1`, …), sorted.
+/// Block devices and their partitions (`/sys/class/block` lists both), by name (`sr0`, `vda`,
+/// `vda1`, …), sorted.
 fn volumes() -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/sys/block") else {
-        return out;
-    };
-    for e in rd.filter_map(|e| e.ok()) {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if ["loop", "ram", "zram", "dm-", "md"]
-            .iter()
-            .any(|p| name.starts_with(p))
-        {
-            continue;
-        }
-        if let Ok(parts) = std::fs::read_dir(e.path()) {
-            for p in parts.filter_map(|p| p.ok()) {
-                let pn = p.file_name().to_string_lossy().into_owned();
-                if pn.starts_with(&name) && p.path().join("partition").exists() {
-                    out.push(pn);
-                }
-            }
-        }
-        out.push(name);
-    }
+    let mut out: Vec<String> = std::fs::read_dir("/sys/class/block")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !crate::provision::is_virtual_block(n))
+                .collect()
+        })
+        .unwrap_or_default();
     out.sort();
     out
 }

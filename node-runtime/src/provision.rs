@@ -71,19 +71,11 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
         local.push(("early", r));
     }
     let mut complete = false;
-    let take = |source: &str, r: Result<MachineConfig, String>, complete: &mut bool| match r {
-        Ok(c) => {
-            *complete |= c.complete;
-            set_roots(&roots, &c);
-            let _ = tx.send(crate::api::Incoming {
-                source: source.into(),
-                config: c,
-            });
-        }
-        Err(e) => say(&format!("config source={source} error={e:?}")),
-    };
     for (source, r) in local {
-        take(source, r, &mut complete);
+        if let Ok(c) = &r {
+            set_roots(&roots, c);
+        }
+        complete |= offer(&tx, source, r);
         if complete {
             break;
         }
@@ -112,21 +104,11 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
                     };
                     match config::parse(&text) {
                         Ok(c) => {
-                            let complete = c.complete;
-                            let _ = tx.send(crate::api::Incoming { source, config: c });
                             // an incomplete one: Talos goes on to talos.config.inline
-                            if !complete
+                            if !offer(&tx, &source, Ok(c))
                                 && let Some(r) = cmdline_config(&cmd, "talos.config.inline")
                             {
-                                match r {
-                                    Ok(c) => {
-                                        let _ = tx.send(crate::api::Incoming {
-                                            source: "inline".into(),
-                                            config: c,
-                                        });
-                                    }
-                                    Err(e) => say(&format!("config source=inline error={e:?}")),
-                                }
+                                offer(&tx, "inline", r);
                             }
                             return;
                         }
@@ -138,7 +120,7 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
         }
         None => {
             if let Some(r) = cmdline_config(cmd, "talos.config.inline") {
-                take("inline", r, &mut complete);
+                offer(&tx, "inline", r);
             }
         }
     }
@@ -180,6 +162,29 @@ pub fn run(cmd: &Cmdline, meta: &crate::meta::Values, version: &str) {
     }
 }
 
+/// Hands a configuration read from `source` to the maintenance loop, or reports why it could
+/// not be read; whether it was a complete one.
+fn offer(
+    tx: &std::sync::mpsc::Sender<crate::api::Incoming>,
+    source: &str,
+    r: Result<MachineConfig, String>,
+) -> bool {
+    match r {
+        Ok(c) => {
+            let complete = c.complete;
+            let _ = tx.send(crate::api::Incoming {
+                source: source.into(),
+                config: c,
+            });
+            complete
+        }
+        Err(e) => {
+            say(&format!("config source={source} error={e:?}"));
+            false
+        }
+    }
+}
+
 /// The CAs the configuration download trusts besides Mozilla's roots (PEM).
 type Roots = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
 
@@ -187,6 +192,14 @@ fn set_roots(roots: &Roots, cfg: &MachineConfig) {
     if let Ok(mut r) = roots.lock() {
         *r = cfg.extra_cas();
     }
+}
+
+/// Whether block device `name` is a loop, RAM, zram, device-mapper or md device (or a
+/// partition of one): never an install disk nor a configuration volume.
+pub(crate) fn is_virtual_block(name: &str) -> bool {
+    ["loop", "ram", "zram", "dm-", "md"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// Talos's `talos.config.early` and `talos.config.inline`: the values of every occurrence of
@@ -352,21 +365,32 @@ fn first_mac() -> String {
 /// again with backoff (1 s doubling to 30 s) until it is there (a CD may be probed late);
 /// the source (`metal-iso <device>`) and the text.
 fn fetch_metal_iso() -> (String, String) {
-    let mut delay = Duration::from_secs(1);
-    for attempt in 1.. {
-        match crate::metaliso::read_config() {
-            Ok((dev, text)) => {
-                say(&format!(
-                    "config-fetch source=metal-iso device={dev} attempt={attempt} bytes={}",
-                    text.len()
-                ));
-                return (format!("metal-iso {dev}"), text);
-            }
-            Err(e) => say(&format!(
+    with_backoff(|attempt, delay| match crate::metaliso::read_config() {
+        Ok((dev, text)) => {
+            say(&format!(
+                "config-fetch source=metal-iso device={dev} attempt={attempt} bytes={}",
+                text.len()
+            ));
+            Some((format!("metal-iso {dev}"), text))
+        }
+        Err(e) => {
+            say(&format!(
                 "config-fetch source=metal-iso attempt={attempt} error={:?} retry_in={}s",
                 format!("{e:#}"),
                 delay.as_secs()
-            )),
+            ));
+            None
+        }
+    })
+}
+
+/// Calls `attempt(n, delay)` for n = 1, 2, … until it gives a value, sleeping `delay` between
+/// calls: 1 s, doubling up to 30 s.
+fn with_backoff<T>(mut attempt: impl FnMut(u32, Duration) -> Option<T>) -> T {
+    let mut delay = Duration::from_secs(1);
+    for n in 1.. {
+        if let Some(v) = attempt(n, delay) {
+            return v;
         }
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_secs(30));
@@ -380,8 +404,7 @@ fn fetch_metal_iso() -> (String, String) {
 /// still empty is not sent) and the text. HTTPS trusts Mozilla's roots and the active
 /// configuration's `TrustedRootsConfig`, read again for every attempt.
 fn fetch_config(template: &str, meta: &crate::meta::Values, roots: &Roots) -> (String, String) {
-    let mut delay = Duration::from_secs(1);
-    for attempt in 1.. {
+    with_backoff(|attempt, delay| {
         let (url, missing) = substitute(template, &read_vars(meta));
         if !missing.is_empty() {
             say(&format!(
@@ -389,11 +412,8 @@ fn fetch_config(template: &str, meta: &crate::meta::Values, roots: &Roots) -> (S
                 missing.join(","),
                 delay.as_secs()
             ));
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(30));
-            continue;
+            return None;
         }
-        let url = url.as_str();
         let cas = roots.lock().map(|r| r.clone()).unwrap_or_default();
         let r = oci::client::tls_config(&cas, false)
             .map_err(|e| e.to_string())
@@ -403,7 +423,7 @@ fn fetch_config(template: &str, meta: &crate::meta::Values, roots: &Roots) -> (S
                     .tls_config(tls)
                     .build()
                     .into();
-                agent.get(url).call().map_err(|e| e.to_string())
+                agent.get(&url).call().map_err(|e| e.to_string())
             })
             .and_then(|resp| {
                 let mut body = String::new();
@@ -420,17 +440,17 @@ fn fetch_config(template: &str, meta: &crate::meta::Values, roots: &Roots) -> (S
                     "config-fetch url={url:?} attempt={attempt} bytes={}",
                     body.len()
                 ));
-                return (url.to_string(), body);
+                Some((url, body))
             }
-            Err(e) => say(&format!(
-                "config-fetch url={url:?} attempt={attempt} error={e:?} retry_in={}s",
-                delay.as_secs()
-            )),
+            Err(e) => {
+                say(&format!(
+                    "config-fetch url={url:?} attempt={attempt} error={e:?} retry_in={}s",
+                    delay.as_secs()
+                ));
+                None
+            }
         }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_secs(30));
-    }
-    unreachable!("the retry loop only ends by returning")
+    })
 }
 
 pub(crate) fn arch() -> &'static str {
@@ -557,11 +577,7 @@ fn install_disk(cfg: &MachineConfig) -> Result<String> {
     let mut names: Vec<String> = std::fs::read_dir("/sys/block")?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| {
-            !["loop", "ram", "sr", "zram", "dm-", "md"]
-                .iter()
-                .any(|p| n.starts_with(p))
-        })
+        .filter(|n| !n.starts_with("sr") && !is_virtual_block(n))
         .collect();
     names.sort();
     let mut matched = Vec::new();

@@ -37,6 +37,15 @@ mod x509;
 pub mod testing;
 
 pub use bundle::{sign_blob_bundle, verify_blob_bundle, verify_image_bundle};
+
+/// The DER of every certificate of a PEM text, in order: every block must be a `CERTIFICATE`
+/// that parses as X.509 (text around the blocks is ignored); none is an empty list.
+pub fn certificates_from_pem(text: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+    Ok(x509::Cert::all_from_pem(text)?
+        .into_iter()
+        .map(|c| c.der)
+        .collect())
+}
 pub use keys::{PublicKey, SigningKey};
 pub use payload::{
     BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, Payload, SIGNATURE_ANNOTATION,

@@ -267,49 +267,6 @@ pub fn from_pem(text: &str, label: &str) -> Result<Vec<u8>, Error> {
         .map_err(|e| Error::Pem(format!("{label}: {e}")))
 }
 
-/// The DER of every PEM block of `text`, each of which must be a `CERTIFICATE` that parses
-/// as X.509; at least one. Text outside the blocks (names, comments) is ignored.
-pub fn certificates_from_pem(text: &str) -> Result<Vec<Vec<u8>>, Error> {
-    use base64::Engine as _;
-    if text.len() > MAX_PEM * 64 {
-        return Err(Error::Pem(format!("longer than {} bytes", MAX_PEM * 64)));
-    }
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("-----BEGIN ") {
-        let after = &rest[at + "-----BEGIN ".len()..];
-        let label_end = after
-            .find("-----")
-            .ok_or_else(|| Error::Pem("an unterminated BEGIN line".into()))?;
-        let label = &after[..label_end];
-        if label != "CERTIFICATE" {
-            return Err(Error::Pem(format!(
-                "block {}: {label:?} is not a CERTIFICATE",
-                out.len() + 1
-            )));
-        }
-        let body = &after[label_end + 5..];
-        let end = "-----END CERTIFICATE-----";
-        let stop = body
-            .find(end)
-            .ok_or_else(|| Error::Pem(format!("block {}: no {end}", out.len() + 1)))?;
-        let b64: String = body[..stop]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|e| Error::Pem(format!("block {}: {e}", out.len() + 1)))?;
-        Certificate::from_der(&der).map_err(der_err("a certificate"))?;
-        out.push(der);
-        rest = &body[stop + end.len()..];
-    }
-    if out.is_empty() {
-        return Err(Error::Pem("no -----BEGIN CERTIFICATE-----".into()));
-    }
-    Ok(out)
-}
-
 /// The PKCS#8 DER of `key`.
 pub fn key_pkcs8(key: &SigningKey) -> Result<Vec<u8>, Error> {
     Ok(key
