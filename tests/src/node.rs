@@ -142,6 +142,21 @@ pub fn ca_block(dir: &Path) -> String {
     block
 }
 
+/// Waits up to `secs` for the console line containing `needle` while an install runs: an
+/// `install error` line (or a default failure) ends the wait with a panic. `E2E_ECHO` echoes
+/// the console.
+pub fn wait_installing(run: &mut qemu_harness::Run, needle: &str, secs: u64) -> String {
+    let mut failures = vec!["node-runtime: install error"];
+    failures.extend(qemu_harness::DEFAULT_FAILURES);
+    run.wait_for(
+        needle,
+        &failures,
+        Duration::from_secs(secs),
+        std::env::var_os("E2E_ECHO").is_some(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The console line of this run containing `needle`, at once if it is there already, else
 /// after waiting up to `secs` for it (the default failures end the wait).
 pub fn wait(run: &mut qemu_harness::Run, needle: &str, secs: u64) -> String {

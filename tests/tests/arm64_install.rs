@@ -6,7 +6,7 @@
 //! with the configuration's hostname.
 #![allow(clippy::unwrap_used)]
 
-use e2e::node::{Installer, publish_installer};
+use e2e::node::{Installer, publish_installer, wait_installing};
 use e2e::registry::Registry;
 use e2e::*;
 use qemu_harness::{Arch, DiskKind, Firmware, Machine, field, user_nic};
@@ -92,16 +92,7 @@ fn arm64_iso_installs_from_an_arm64_installer_image_and_the_disk_boots() {
     }
     .start()
     .unwrap();
-    let mut failures = vec!["node-runtime: install error"];
-    failures.extend(qemu_harness::DEFAULT_FAILURES);
-    let done = run
-        .wait_for(
-            "node-runtime: install done",
-            &failures,
-            Duration::from_secs(900),
-            std::env::var_os("E2E_ECHO").is_some(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+    let done = wait_installing(&mut run, "node-runtime: install done", 900);
     eprintln!("installed after {:.1} s", run.elapsed().as_secs_f64());
     assert!(done.contains("disk=/dev/vda"), "{done}");
     let console = run.console().to_vec();

@@ -10,7 +10,7 @@
 use e2e::connectproxy::ConnectProxy;
 use e2e::node::{
     Installer, apply_config, authed, ca_block, gen_config, in_maintenance, nodectl,
-    publish_installer, wait,
+    publish_installer, wait, wait_installing,
 };
 use e2e::registry::{Registry, free_port};
 use e2e::*;
@@ -129,16 +129,7 @@ fn iso_maintenance_fetches_config_installs_and_reboots_into_the_disk() {
         ..Default::default()
     };
     let mut run = m.start().unwrap();
-    let mut failures = vec!["node-runtime: install error"];
-    failures.extend(qemu_harness::DEFAULT_FAILURES);
-    let done = run
-        .wait_for(
-            "node-runtime: install done",
-            &failures,
-            Duration::from_secs(600),
-            std::env::var_os("E2E_ECHO").is_some(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+    let done = wait_installing(&mut run, "node-runtime: install done", 600);
     let console = run.console().to_vec();
     let line = |needle: &str| {
         console
@@ -491,8 +482,6 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
                 .collect::<String>()
         )
     };
-    let mut failures = vec!["node-runtime: install error"];
-    failures.extend(qemu_harness::DEFAULT_FAILURES);
     // signed, but not by the key the policy names: refused before anything is written
     let wrong = t.path().join("wrong-key.yaml");
     std::fs::write(&wrong, config("", &policy(&other_pub))).unwrap();
@@ -526,13 +515,7 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
     )
     .unwrap();
     assert!(apply_config(api, &paused).status.success());
-    run.wait_for(
-        "installer: test pause",
-        &failures,
-        Duration::from_secs(600),
-        false,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    wait_installing(&mut run, "installer: test pause", 600);
     let verified = run
         .console()
         .iter()
@@ -585,13 +568,7 @@ fn maintenance_api_takes_the_configuration_from_nodectl() {
         out.contains("install disk none") && out.contains("cluster"),
         "{out}"
     );
-    run.wait_for(
-        "node-runtime: install done",
-        &failures,
-        Duration::from_secs(600),
-        false,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    wait_installing(&mut run, "node-runtime: install done", 600);
     let console = run.console().to_vec();
     assert!(
         console
