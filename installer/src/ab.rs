@@ -159,7 +159,20 @@ impl BootMount {
 
     fn release(&self) -> Result<(), InstallError> {
         nix::unistd::sync();
-        match nix::mount::umount(&self.target) {
+        // a process forked elsewhere in PID 1 (a service being started) holds a copy of our
+        // open files until its exec: the mount is busy for that moment, so EBUSY is retried
+        // for up to 5 s before giving up
+        let mut tries = 0;
+        let r = loop {
+            match nix::mount::umount(&self.target) {
+                Err(nix::errno::Errno::EBUSY) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                r => break r,
+            }
+        };
+        match r {
             Ok(()) => Ok(()),
             Err(e) => {
                 let _ = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH);
