@@ -159,20 +159,7 @@ impl BootMount {
 
     fn release(&self) -> Result<(), InstallError> {
         nix::unistd::sync();
-        // a process forked elsewhere in PID 1 (a service being started) holds a copy of our
-        // open files until its exec: the mount is busy for that moment, so EBUSY is retried
-        // for up to 5 s before giving up
-        let mut tries = 0;
-        let r = loop {
-            match nix::mount::umount(&self.target) {
-                Err(nix::errno::Errno::EBUSY) if tries < 50 => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                r => break r,
-            }
-        };
-        match r {
+        match umount_settling(&self.target) {
             Ok(()) => Ok(()),
             Err(e) => {
                 let _ = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH);
@@ -181,6 +168,22 @@ impl BootMount {
                     source: e.into(),
                 })
             }
+        }
+    }
+}
+
+/// Unmounts `target`, retrying EBUSY for up to 5 s: a process forked elsewhere in PID 1 (a
+/// service being started) holds a copy of the open files of that moment until it closes its
+/// descriptors, and the mount is busy meanwhile.
+pub fn umount_settling(target: &Path) -> nix::Result<()> {
+    let mut tries = 0;
+    loop {
+        match nix::mount::umount(target) {
+            Err(nix::errno::Errno::EBUSY) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            r => return r,
         }
     }
 }

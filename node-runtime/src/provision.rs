@@ -847,7 +847,8 @@ fn store_config(disk: &str, cfg: &MachineConfig) -> Result<()> {
             o.write_all(cfg.text.as_bytes())?;
             o.sync_all()
         });
-    let _ = nix::mount::umount(mnt);
+    // (the file is synced: a STATE left mounted is still consistent at the reboot)
+    let _ = installer::ab::umount_settling(Path::new(mnt));
     r.with_context(|| format!("writing {}", path.display()))?;
     say(&format!("install config-stored device={dev}"));
     Ok(())

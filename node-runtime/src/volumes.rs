@@ -164,7 +164,7 @@ pub fn loader_entry_selected() -> Option<String> {
 pub fn unmount_strict() -> Result<()> {
     nix::unistd::sync();
     for target in [EPHEMERAL_MOUNT, STATE_MOUNT] {
-        match nix::mount::umount(target) {
+        match installer::ab::umount_settling(std::path::Path::new(target)) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
             Err(e) => anyhow::bail!("unmounting {target}: {e}"),
         }

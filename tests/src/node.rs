@@ -76,6 +76,17 @@ pub fn publish_installer(reg: &Registry, dir: &Path, i: &Installer) -> String {
     target
 }
 
+/// The standard output of a command that succeeded (else a panic with both outputs).
+pub fn out(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// `nodectl --nodes 127.0.0.1 --port PORT ARGS…`.
 pub fn nodectl(port: u16, args: &[&str]) -> Output {
     run(

@@ -10,7 +10,8 @@
 
 use e2e::fixture::service_extension;
 use e2e::node::{
-    Installer, apply_config, authed, ca_block, gen_config, in_maintenance, publish_installer, wait,
+    Installer, apply_config, authed, ca_block, gen_config, in_maintenance, out, publish_installer,
+    wait,
 };
 use e2e::registry::{Registry, free_port};
 use e2e::*;
@@ -19,16 +20,6 @@ use std::time::Duration;
 
 /// Every installed system stays up this long at most, then powers off.
 const UP: &str = "node_runtime.test_poweroff=900";
-
-fn out(o: &std::process::Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// The `boots=N` of the EPHEMERAL volume line of the last boot.
 fn boots(run: &qemu_harness::Run) -> u64 {

@@ -129,13 +129,122 @@ pub fn handle_signals() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            // held until the exit: no directory of this process is created or dropped after
+            // this point (a thread that tries waits on the lock)
             if let Ok(a) = ACTIVE.lock() {
-                for d in a.iter() {
-                    let _ = std::fs::remove_dir_all(d);
-                }
+                remove_while_running(&a);
+                eprintln!("imager: interrupted (signal {sig}); temporary files removed");
+                std::process::exit(128 + sig);
             }
-            eprintln!("imager: interrupted (signal {sig}); temporary files removed");
             std::process::exit(128 + sig);
         }
     });
+}
+
+/// How long a removed directory's place is held by a plain file, so that the threads still
+/// writing into it fail instead of creating it again.
+const TOMBSTONE_HOLD: Duration = Duration::from_millis(50);
+
+/// Removes `dirs` while the build's threads may still be writing into them. Each directory is
+/// first renamed away (`<dir>.gone<N>`, still a build directory's name, so a later build's
+/// sweep finds what a crash here would leave) and a plain file takes its place at once, so
+/// that the threads' paths under it fail from then on rather than making it again (a rename
+/// is retried if one did in between); the renamed trees are then removed, and after
+/// [`TOMBSTONE_HOLD`] the plain files too.
+fn remove_while_running(dirs: &[PathBuf]) {
+    let mut stones = Vec::new();
+    let mut gone = Vec::new();
+    for d in dirs {
+        for n in 0..100 {
+            let mut away = d.clone().into_os_string();
+            away.push(format!(".gone{n}"));
+            match std::fs::rename(d, &away) {
+                Ok(()) => gone.push(PathBuf::from(away)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => continue,
+            }
+            if std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(d)
+                .is_ok()
+            {
+                stones.push(d);
+                break;
+            }
+        }
+    }
+    for g in &gone {
+        // a thread may still add an entry through a descriptor it holds
+        for _ in 0..10 {
+            if std::fs::remove_dir_all(g).is_ok() {
+                break;
+            }
+        }
+    }
+    std::thread::sleep(TOMBSTONE_HOLD);
+    for s in stones {
+        let _ = std::fs::remove_file(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread that keeps making directories and files under a build directory while it is
+    /// removed: afterwards nothing is left, and the thread failed instead of making it again.
+    #[test]
+    fn removal_while_a_thread_writes_leaves_nothing() {
+        let mut total = 0;
+        for round in 0..20 {
+            let t = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let d = t.path().join(".imager-build.x");
+            std::fs::create_dir(&d).unwrap_or_else(|e| panic!("{e}"));
+            let started = std::sync::Arc::new(std::sync::Barrier::new(2));
+            // (only a removal that never stops the writer needs this)
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let writer = {
+                let d = d.clone();
+                let (started, stop) = (started.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    started.wait();
+                    for i in 0u64.. {
+                        let sub = d.join(format!("staging/{}/{}", i % 7, i % 13));
+                        if stop.load(std::sync::atomic::Ordering::SeqCst)
+                            || std::fs::create_dir_all(&sub).is_err()
+                            || std::fs::write(sub.join(format!("f{i}")), b"x").is_err()
+                        {
+                            return i;
+                        }
+                    }
+                    unreachable!()
+                })
+            };
+            started.wait();
+            std::thread::sleep(Duration::from_millis(2 + round % 5));
+            remove_while_running(std::slice::from_ref(&d));
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let wrote = writer.join().unwrap_or_else(|_| panic!("writer panicked"));
+            total += wrote;
+            let left = dir_names(t.path());
+            assert!(
+                left.is_empty(),
+                "round {round}: {left:?} left behind after {wrote} writes"
+            );
+        }
+        assert!(total > 0, "the writer never wrote");
+    }
+
+    fn dir_names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
 }
