@@ -1,9 +1,9 @@
 //! META at boot (issue 7): keys handed over on the kernel cmdline
 //! (`talos.environment=INSTALLER_META_BASE64=…`) that the disk's META partition lacks are
 //! written into it (both ADV copies), the image-mode key 0x11 of a dual-boot image is deleted
-//! at its first boot (Talos's `DiskImageBootloader`), and a disk whose two META copies are both corrupt boots
-//! with empty META and says so. Direct kernel boot of a PXE set with a metal disk image
-//! attached as virtio disk.
+//! at its first boot (Talos's `DiskImageBootloader`), and a disk whose two META copies are
+//! both corrupt boots with empty META and says so. Direct kernel boot of a PXE set with a
+//! metal disk image attached as virtio disk.
 #![allow(clippy::unwrap_used)]
 
 use e2e::*;

@@ -131,10 +131,10 @@ pub fn handle_signals() {
         if let Some(sig) = signals.forever().next() {
             // held until the exit: no directory of this process is created or dropped after
             // this point (a thread that tries waits on the lock)
-            if let Ok(a) = ACTIVE.lock() {
-                remove_while_running(&a);
+            let active = ACTIVE.lock();
+            if let Ok(a) = &active {
+                remove_while_running(a);
                 eprintln!("imager: interrupted (signal {sig}); temporary files removed");
-                std::process::exit(128 + sig);
             }
             std::process::exit(128 + sig);
         }
